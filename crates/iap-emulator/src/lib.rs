@@ -1,0 +1,1 @@
+//! iap-emulator

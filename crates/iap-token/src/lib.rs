@@ -1,0 +1,25 @@
+//! # iap-token
+//!
+//! Google-signed OIDC ID tokens for apps behind Cloud Identity-Aware Proxy,
+//! from any credential, cached and refreshed ahead of expiry.
+//!
+//! The pieces, from the bottom up:
+//! - [`IdToken`]: a token, its claims, and its ready `Bearer` header value.
+//! - [`source`]: one module per kind of credential, each a [`TokenSource`].
+//! - [`adc`]: Application Default Credentials discovery.
+//! - [`TokenCache`]: lock-free reads, single-flight fetches, refresh ahead of expiry.
+//! - [`IapAuth`]: the handle the adapters (`iap-tower`, `iap-reqwest`) hold.
+//! - [`policy`]: header placement and the retry decision, shared by the adapters.
+
+#![warn(missing_docs)]
+
+pub mod audience;
+pub mod error;
+pub mod policy;
+pub mod source;
+pub mod token;
+
+pub use audience::Audience;
+pub use error::{Error, Result};
+pub use source::TokenSource;
+pub use token::{Claims, IdToken};
