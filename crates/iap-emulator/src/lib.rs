@@ -1,1 +1,660 @@
-//! iap-emulator
+//! A faithful local emulator of Google identity and Identity-Aware Proxy.
+//!
+//! One HTTP server on loopback serves every Google endpoint an IAP client
+//! talks to, under one base URL, mirroring Google's paths:
+//!
+//! | Path | Stands in for |
+//! |---|---|
+//! | `GET /` | metadata-server detection (`Metadata-Flavor: Google`) |
+//! | `GET\|POST /computeMetadata/v1/instance/service-accounts/default/{identity,token,email}` | the metadata server |
+//! | `POST /token` | `oauth2.googleapis.com/token` (JWT-bearer, refresh, authorization code) |
+//! | `GET /o/oauth2/v2/auth` | `accounts.google.com` consent, answered at once with a redirect |
+//! | `POST /v1/projects/-/serviceAccounts/{email}:generateIdToken` / `:generateAccessToken` | IAM Credentials |
+//! | `POST /v1/token` | STS (workload identity federation) |
+//! | `GET /oauth2/v3/certs`, `GET /oauth2/v1/certs` | Google's signing keys (JWKS, X.509 PEM map) |
+//! | `GET /iap/verify/public_key-jwk` | IAP's ES256 keys |
+//! | `/oidc/...` | an OIDC issuer for workload-identity subject tokens |
+//! | `/_emulator/...` | control and observation over HTTP (JSON) |
+//!
+//! Each gated app gets its own listener (its own origin) with the IAP gate
+//! in front of it; a default echo app starts with the emulator.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use iap_emulator::{Emulator, Endpoint, Fault};
+//! let emu = Emulator::start().await?;
+//! let sa = emu.create_service_account("runner").await?;
+//! // Point a client at emu.token_uri() / emu.metadata_host() / a key file...
+//! emu.inject(Endpoint::Token, Fault::status(503), 1);
+//! assert_eq!(emu.counter(iap_emulator::counter::ID_TOKENS, "my-audience"), 0);
+//! # let _ = sa; Ok(()) }
+//! ```
+//!
+//! Dropping the [`Emulator`] stops every listener and every connection.
+//!
+//! # Control over HTTP
+//!
+//! Non-Rust peers drive the same controls under `/_emulator/` (JSON in and
+//! out): `GET info`, `GET counters`, `GET counter?name=&label=`,
+//! `POST counters/reset`, `POST lifetime {"seconds"}`, `POST clock
+//! {"offset_seconds"}` or `{"advance_seconds"}`, `POST revoke {"token"}` or
+//! `{"jti"}`, `POST faults {"endpoint","times","fault"}`, `DELETE faults`,
+//! `POST rotate-keys`, `POST service-accounts {"name"}`, `POST clients
+//! {"project_id"}`, `POST users {"client_id","email"}`, `POST impersonation
+//! {"caller","target"}`, `POST pools {"pool_id","provider_id"}`, `POST
+//! subject-tokens {"audience","subject"}`, `POST id-tokens {"audience","email"}`.
+#![warn(missing_docs)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+mod control;
+mod fault;
+pub(crate) mod gate;
+mod identity;
+mod keys;
+mod provision;
+mod server;
+pub(crate) mod state;
+
+pub use fault::{Endpoint, Fault};
+pub use keys::KeyError;
+pub use provision::{Adc, Grant, OAuthClient, ServiceAccount, SubjectTokenSource, User, WorkloadPool};
+
+use keys::{RsaKey, random_b64, random_digits};
+use state::{ClientKind, IdTokenSpec, Project, ServiceAccountRecord, State, lock, read, write};
+
+/// Counter names. Read them with [`Emulator::counter`] or
+/// `GET /_emulator/counter?name=..&label=..`.
+///
+/// | Name | Label | Counts |
+/// |---|---|---|
+/// | [`REQUESTS`] | [`Endpoint::name`] | every request that reached the endpoint (faulted ones too) |
+/// | [`FAULTS`] | [`Endpoint::name`] | injected faults applied |
+/// | [`ID_TOKENS`] | audience | ID tokens minted, any grant |
+/// | `id_tokens.<grant>` ([`id_tokens_by`]) | audience | ID tokens minted by that [`Grant`] |
+/// | [`ACCESS_TOKENS`] | [`Grant::name`] | access tokens minted |
+/// | [`ERRORS`] | [`Endpoint::name`] | error answers the endpoint gave on its own (not faults) |
+///
+/// The IAP gate adds its own (see the `gate` counters in its docs).
+pub mod counter {
+    use crate::Grant;
+
+    /// Requests per endpoint; label [`Endpoint::name`](crate::Endpoint::name).
+    pub const REQUESTS: &str = "requests";
+    /// Faults applied per endpoint; label [`Endpoint::name`](crate::Endpoint::name).
+    pub const FAULTS: &str = "faults";
+    /// ID tokens minted, any grant; label = audience.
+    pub const ID_TOKENS: &str = "id_tokens";
+    /// Access tokens minted; label [`Grant::name`].
+    pub const ACCESS_TOKENS: &str = "access_tokens";
+    /// Error answers (4xx/5xx) the endpoint gave on its own; label
+    /// [`Endpoint::name`](crate::Endpoint::name).
+    pub const ERRORS: &str = "errors";
+
+    /// The name of the counter of ID tokens minted by `grant`, by audience:
+    /// `id_tokens.jwt_bearer`, `id_tokens.metadata`, ...
+    pub fn id_tokens_by(grant: Grant) -> String {
+        format!("{ID_TOKENS}.{}", grant.name())
+    }
+}
+
+/// Why the emulator could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A signing key could not be generated.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The default echo app could not start.
+    #[error("cannot start the default echo app: {0}")]
+    App(#[source] std::io::Error),
+}
+
+/// Configures an [`Emulator`] before it starts.
+#[derive(Debug, Clone)]
+pub struct EmulatorBuilder {
+    listen: SocketAddr,
+    project_id: String,
+    project_number: String,
+    lifetime: Duration,
+    metadata_account: bool,
+    default_app: bool,
+}
+
+impl Default for EmulatorBuilder {
+    fn default() -> Self {
+        EmulatorBuilder {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            project_id: "iap-emulator".into(),
+            project_number: "123456789012".into(),
+            lifetime: Duration::from_secs(3600),
+            metadata_account: true,
+            default_app: true,
+        }
+    }
+}
+
+impl EmulatorBuilder {
+    /// The main server's address (default `127.0.0.1:0`, a free port).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// The emulator's own project (default `iap-emulator`, number `123456789012`).
+    pub fn project(mut self, id: impl Into<String>, number: impl Into<String>) -> Self {
+        self.project_id = id.into();
+        self.project_number = number.into();
+        self
+    }
+
+    /// Lifetime of every minted token (default 3600 s, Google's).
+    pub fn token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// Start with no service account on the metadata server (its identity
+    /// and token endpoints then answer 404, as on an instance without one).
+    pub fn without_metadata_service_account(mut self) -> Self {
+        self.metadata_account = false;
+        self
+    }
+
+    /// Do not start the default echo app behind the gate.
+    pub fn without_default_app(mut self) -> Self {
+        self.default_app = false;
+        self
+    }
+
+    /// Binds, generates Google's signing keys and starts serving.
+    pub async fn start(self) -> Result<Emulator, StartError> {
+        let listener = tokio::net::TcpListener::bind(self.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: self.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: self.listen,
+            source,
+        })?;
+        let (google, oidc) = tokio::join!(RsaKey::generate_async(), RsaKey::generate_async());
+        let project = Project {
+            id: self.project_id,
+            number: self.project_number,
+        };
+        let base_url = format!("http://{addr}");
+        let state = Arc::new(State::new(
+            base_url,
+            project,
+            self.lifetime.as_secs().max(1),
+            google?,
+            oidc?,
+        ));
+        if self.metadata_account {
+            let email = format!("{}-compute@developer.gserviceaccount.com", state.project.number);
+            register_service_account(&state, &email, &state.project.id.clone(), None);
+            *write(&state.metadata_account) = Some(email);
+        }
+        let router = identity::routes()
+            .merge(control::routes())
+            .merge(gate::routes())
+            .with_state(state.clone());
+        let task = server::serve(listener, router, state.clone());
+        let emu = Emulator {
+            state,
+            addr,
+            tasks: Mutex::new(vec![task]),
+        };
+        if self.default_app {
+            gate::start_default_app(&emu)
+                .await
+                .map_err(StartError::App)?;
+        }
+        Ok(emu)
+    }
+}
+
+fn register_service_account(state: &State, email: &str, project_id: &str, key: Option<Arc<RsaKey>>) -> String {
+    let mut accounts = write(&state.service_accounts);
+    let rec = accounts
+        .entry(email.to_owned())
+        .or_insert_with(|| ServiceAccountRecord {
+            unique_id: random_digits(21),
+            project_id: project_id.to_owned(),
+            keys: Vec::new(),
+        });
+    if let Some(key) = key {
+        rec.keys.push(key);
+    }
+    rec.unique_id.clone()
+}
+
+/// A running emulator. Dropping it stops every listener and connection.
+#[derive(Debug)]
+pub struct Emulator {
+    pub(crate) state: Arc<State>,
+    addr: SocketAddr,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Emulator {
+    /// Starts an emulator with the defaults (`127.0.0.1:0`, project
+    /// `iap-emulator`, 3600 s tokens, a metadata service account, the echo
+    /// app).
+    pub async fn start() -> Result<Emulator, StartError> {
+        EmulatorBuilder::default().start().await
+    }
+
+    /// A builder to configure the emulator first.
+    pub fn builder() -> EmulatorBuilder {
+        EmulatorBuilder::default()
+    }
+
+    /// Ties a server task's life to this handle (aborted on drop).
+    #[allow(dead_code)]
+    pub(crate) fn own_task(&self, task: JoinHandle<()>) {
+        lock(&self.tasks).push(task);
+    }
+
+    // ---- addresses -------------------------------------------------------
+
+    /// The main server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Base URL with a trailing slash: `http://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        format!("{}/", self.state.base_url)
+    }
+
+    /// The OAuth token endpoint: `http://127.0.0.1:PORT/token`.
+    pub fn token_uri(&self) -> String {
+        format!("{}/token", self.state.base_url)
+    }
+
+    /// The value for `GCE_METADATA_HOST` / `GCE_METADATA_IP`: `127.0.0.1:PORT`.
+    pub fn metadata_host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Google's JWKS: `http://127.0.0.1:PORT/oauth2/v3/certs`.
+    pub fn jwks_url(&self) -> String {
+        format!("{}/oauth2/v3/certs", self.state.base_url)
+    }
+
+    /// Google's kid -> X.509 PEM map: `http://127.0.0.1:PORT/oauth2/v1/certs`.
+    pub fn certs_v1_url(&self) -> String {
+        format!("{}/oauth2/v1/certs", self.state.base_url)
+    }
+
+    /// The authorization endpoint: `http://127.0.0.1:PORT/o/oauth2/v2/auth`.
+    pub fn authorize_url(&self) -> String {
+        format!("{}/o/oauth2/v2/auth", self.state.base_url)
+    }
+
+    /// The IAM Credentials URL of `method` (`generateIdToken` or
+    /// `generateAccessToken`) on service account `email`.
+    pub fn iam_credentials_url(&self, email: &str, method: &str) -> String {
+        format!(
+            "{}/v1/projects/-/serviceAccounts/{email}:{method}",
+            self.state.base_url
+        )
+    }
+
+    /// The STS token-exchange endpoint: `http://127.0.0.1:PORT/v1/token`.
+    pub fn sts_url(&self) -> String {
+        format!("{}/v1/token", self.state.base_url)
+    }
+
+    /// The issuer of workload-identity subject tokens: `http://127.0.0.1:PORT/oidc`.
+    pub fn oidc_issuer(&self) -> String {
+        format!("{}/oidc", self.state.base_url)
+    }
+
+    /// IAP's ES256 JWKS: `http://127.0.0.1:PORT/iap/verify/public_key-jwk`.
+    pub fn iap_jwks_url(&self) -> String {
+        format!("{}/iap/verify/public_key-jwk", self.state.base_url)
+    }
+
+    /// The emulator's project ID.
+    pub fn project_id(&self) -> &str {
+        &self.state.project.id
+    }
+
+    /// The emulator's project number.
+    pub fn project_number(&self) -> &str {
+        &self.state.project.number
+    }
+
+    // ---- provisioning ----------------------------------------------------
+
+    /// Creates service account `name@PROJECT.iam.gserviceaccount.com` in
+    /// the emulator's project with a fresh RSA 2048 key (generated off the
+    /// async threads). Creating an existing account adds a key to it.
+    pub async fn create_service_account(&self, name: &str) -> Result<ServiceAccount, KeyError> {
+        let project = self.state.project.id.clone();
+        self.create_service_account_in(name, &project).await
+    }
+
+    /// Like [`create_service_account`](Self::create_service_account), in `project_id`.
+    pub async fn create_service_account_in(
+        &self,
+        name: &str,
+        project_id: &str,
+    ) -> Result<ServiceAccount, KeyError> {
+        let key = Arc::new(RsaKey::generate_async().await?);
+        let email = format!("{name}@{project_id}.iam.gserviceaccount.com");
+        let unique_id = register_service_account(&self.state, &email, project_id, Some(key.clone()));
+        let key_json = json!({
+            "type": "service_account",
+            "project_id": project_id,
+            "private_key_id": key.kid(),
+            "private_key": key.private_key_pem(),
+            "client_email": email,
+            "client_id": unique_id,
+            "auth_uri": self.authorize_url(),
+            "token_uri": self.token_uri(),
+            "auth_provider_x509_cert_url": self.certs_v1_url(),
+            "client_x509_cert_url": format!("{}/robot/v1/metadata/x509/{email}", self.state.base_url),
+            "universe_domain": "googleapis.com",
+        });
+        Ok(ServiceAccount {
+            email,
+            unique_id,
+            project_id: project_id.to_owned(),
+            private_key_id: key.kid().to_owned(),
+            key_json: serde_json::to_string_pretty(&key_json).unwrap_or_default(),
+        })
+    }
+
+    /// The metadata server's service account email, if it has one.
+    pub fn metadata_service_account(&self) -> Option<String> {
+        read(&self.state.metadata_account).clone()
+    }
+
+    /// Sets (or, with `None`, removes) the metadata server's service
+    /// account. The account is registered (keyless) if new.
+    pub fn set_metadata_service_account(&self, email: Option<&str>) {
+        if let Some(email) = email {
+            let project = self.state.project.id.clone();
+            register_service_account(&self.state, email, &project, None);
+        }
+        *write(&self.state.metadata_account) = email.map(str::to_owned);
+    }
+
+    /// Creates a desktop OAuth client in `project_id` (any project ID; the
+    /// refresh grant's `audience` must be a client of the same project).
+    pub fn create_desktop_client(&self, project_id: &str) -> OAuthClient {
+        let number = self.state.project_number(project_id);
+        let client_id = format!(
+            "{number}-{}.apps.googleusercontent.com",
+            keys::random_hex(16)
+        );
+        let client_secret = format!("GOCSPX-{}", random_b64(21));
+        self.state
+            .register_client(&client_id, &client_secret, project_id, ClientKind::Desktop);
+        OAuthClient {
+            client_id,
+            client_secret,
+            project_id: project_id.to_owned(),
+        }
+    }
+
+    /// Signs `email` in to `client` (consent for `openid email`) and returns
+    /// the user with a fresh refresh token. The same email always gets the
+    /// same `sub`. The user also becomes a consenting user of the
+    /// authorization endpoint for this client.
+    pub fn create_user(&self, client: &OAuthClient, email: &str) -> User {
+        let sub = write(&self.state.users)
+            .entry(email.to_owned())
+            .or_insert_with(|| random_digits(21))
+            .clone();
+        let refresh_token = format!("1//emu-{}", random_b64(40));
+        write(&self.state.refresh_tokens).insert(
+            refresh_token.clone(),
+            state::RefreshRecord {
+                client_id: client.client_id.clone(),
+                email: email.to_owned(),
+                scope: identity::USER_SCOPE.to_owned(),
+            },
+        );
+        User {
+            email: email.to_owned(),
+            sub,
+            client: client.clone(),
+            refresh_token,
+            token_uri: self.token_uri(),
+        }
+    }
+
+    /// Lets `caller` (a service-account or user email, or a
+    /// [`WorkloadPool::principal`]) mint tokens for service account
+    /// `target` through IAM Credentials (the roles Token Creator and OpenID
+    /// Token Creator). Delegation chains need a grant per link.
+    pub fn allow_impersonation(&self, caller: &str, target: &str) {
+        write(&self.state.impersonation).insert((caller.to_owned(), target.to_owned()));
+    }
+
+    /// Withdraws a grant made with [`allow_impersonation`](Self::allow_impersonation).
+    pub fn deny_impersonation(&self, caller: &str, target: &str) {
+        write(&self.state.impersonation).remove(&(caller.to_owned(), target.to_owned()));
+    }
+
+    /// Creates a workload identity pool provider in the emulator's project
+    /// trusting the emulator's OIDC issuer.
+    pub fn create_workload_pool(&self, pool_id: &str, provider_id: &str) -> WorkloadPool {
+        let pool = WorkloadPool {
+            project_number: self.state.project.number.clone(),
+            pool_id: pool_id.to_owned(),
+            provider_id: provider_id.to_owned(),
+        };
+        write(&self.state.pools).insert(
+            pool.audience(),
+            state::PoolRecord {
+                project_number: pool.project_number.clone(),
+                pool_id: pool.pool_id.clone(),
+            },
+        );
+        pool
+    }
+
+    /// Mints a subject token for `subject` from the emulator's OIDC issuer,
+    /// for `pool` (its `aud` is the pool's audience). Not counted as an ID
+    /// token: it is not Google's.
+    pub fn mint_subject_token(&self, pool: &WorkloadPool, subject: &str) -> String {
+        identity::sts::mint_subject_token(&self.state, &pool.audience(), subject)
+    }
+
+    /// Mints a Google ID token for `email` with audience `audience` directly
+    /// (counted under grant [`Grant::Direct`]).
+    pub fn mint_id_token(&self, audience: &str, email: &str) -> String {
+        let sub = read(&self.state.users)
+            .get(email)
+            .cloned()
+            .or_else(|| {
+                read(&self.state.service_accounts)
+                    .get(email)
+                    .map(|r| r.unique_id.clone())
+            })
+            .unwrap_or_else(|| random_digits(21));
+        self.state.mint_id_token(
+            Grant::Direct,
+            IdTokenSpec {
+                aud: audience.to_owned(),
+                sub,
+                azp: Some(email.to_owned()),
+                email: Some(email.to_owned()),
+                extra: None,
+            },
+        )
+    }
+
+    /// The JSON of an ADC file.
+    pub fn adc_json(&self, adc: &Adc) -> serde_json::Value {
+        identity::adc_json(&self.state, adc)
+    }
+
+    /// Writes an ADC file to `path` (atomically, mode 0600). For an
+    /// `external_account` with a file source, the subject token file is
+    /// written too.
+    pub fn write_adc(&self, adc: &Adc, path: impl AsRef<Path>) -> std::io::Result<()> {
+        if let Adc::ExternalAccount {
+            pool,
+            subject,
+            source: SubjectTokenSource::File(token_path),
+            ..
+        } = adc
+        {
+            let token = self.mint_subject_token(pool, subject);
+            provision::write_secret_file(token_path, token.as_bytes())?;
+        }
+        let json = serde_json::to_string_pretty(&self.adc_json(adc)).unwrap_or_default();
+        provision::write_secret_file(path.as_ref(), json.as_bytes())
+    }
+
+    // ---- control ---------------------------------------------------------
+
+    /// Lifetime of tokens minted from now on (ID and access tokens).
+    /// Sub-second parts are dropped; the minimum is 1 s.
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.state.set_lifetime(lifetime.as_secs());
+    }
+
+    /// The current token lifetime.
+    pub fn token_lifetime(&self) -> Duration {
+        Duration::from_secs(self.state.lifetime())
+    }
+
+    /// Sets the emulator's clock to real time plus `offset_secs` (negative
+    /// goes back). It dates minted tokens and judges expiry everywhere.
+    pub fn set_clock_offset(&self, offset_secs: i64) {
+        self.state.set_clock_offset(offset_secs);
+    }
+
+    /// Moves the emulator's clock forward by `by`.
+    pub fn advance_clock(&self, by: Duration) {
+        self.state
+            .advance_clock(i64::try_from(by.as_secs()).unwrap_or(i64::MAX));
+    }
+
+    /// The clock offset in seconds.
+    pub fn clock_offset(&self) -> i64 {
+        self.state.clock_offset()
+    }
+
+    /// The emulator's time, unix seconds (real time plus the offset).
+    pub fn now(&self) -> u64 {
+        self.state.now()
+    }
+
+    /// Revokes a token: a JWT (ID token) by its `jti`, so a byte-identical
+    /// twin is revoked too but a later token is not; an access or refresh
+    /// token as itself. The gate then answers 401, and the token endpoint
+    /// refuses revoked refresh tokens.
+    pub fn revoke(&self, token: &str) {
+        self.state.revoke_token(token);
+    }
+
+    /// Revokes by `jti`.
+    pub fn revoke_jti(&self, jti: &str) {
+        self.state.revoke_id(jti);
+    }
+
+    /// Makes the next `times` requests to `endpoint` fail with `fault`
+    /// (queued after any faults already pending).
+    pub fn inject(&self, endpoint: Endpoint, fault: Fault, times: usize) {
+        self.state.inject(endpoint, fault, times);
+    }
+
+    /// Faults still queued for `endpoint`.
+    pub fn pending_faults(&self, endpoint: Endpoint) -> usize {
+        self.state.pending_faults(endpoint)
+    }
+
+    /// Drops every queued fault.
+    pub fn clear_faults(&self) {
+        self.state.clear_faults();
+    }
+
+    /// Rotates Google's signing key: a new key signs from now on; the
+    /// previous one stays in the JWKS (tokens it signed still verify), the
+    /// one before it is retired.
+    pub async fn rotate_signing_key(&self) -> Result<(), KeyError> {
+        let key = RsaKey::generate_async().await?;
+        self.state.rotate_google_key(key);
+        Ok(())
+    }
+
+    /// The `kid`s in Google's JWKS, current signing key first.
+    pub fn signing_key_ids(&self) -> Vec<String> {
+        self.state
+            .google_keys()
+            .iter()
+            .map(|k| k.kid().to_owned())
+            .collect()
+    }
+
+    // ---- observation -----------------------------------------------------
+
+    /// The value of counter (`name`, `label`); 0 if never counted. See
+    /// [`counter`] for the names.
+    pub fn counter(&self, name: &str, label: &str) -> u64 {
+        self.state.counters.get(name, label)
+    }
+
+    /// The sum of counter `name` over all labels.
+    pub fn counter_total(&self, name: &str) -> u64 {
+        self.state.counters.total(name)
+    }
+
+    /// Every counter: name -> label -> value.
+    pub fn counters(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        self.state.counters.snapshot()
+    }
+
+    /// Resets every counter to 0.
+    pub fn reset_counters(&self) {
+        self.state.counters.reset();
+    }
+
+    /// Requests that reached `endpoint` (counter `requests`).
+    pub fn requests(&self, endpoint: Endpoint) -> u64 {
+        self.counter(counter::REQUESTS, endpoint.name())
+    }
+
+    /// ID tokens minted for `audience`, any grant (counter `id_tokens`).
+    pub fn id_tokens_issued(&self, audience: &str) -> u64 {
+        self.counter(counter::ID_TOKENS, audience)
+    }
+
+    /// ID tokens minted for `audience` by `grant`.
+    pub fn id_tokens_issued_by(&self, grant: Grant, audience: &str) -> u64 {
+        self.counter(&counter::id_tokens_by(grant), audience)
+    }
+}

@@ -1,0 +1,492 @@
+//! Fault injection: make the next N answers of one endpoint fail.
+//!
+//! A [`Fault`] is queued for an [`Endpoint`] with
+//! [`Emulator::inject`](crate::Emulator::inject) (or `POST /_emulator/faults`);
+//! each request to that endpoint takes one queued fault, in order, before the
+//! endpoint runs. Errors are rendered in the endpoint's own dialect: OAuth's
+//! `{"error","error_description"}` for the token and STS endpoints, Google
+//! API's `{"error":{"code","message","status"}}` for IAM Credentials, plain
+//! text for the metadata server and the IAP gate.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), iap_emulator::StartError> {
+//! use iap_emulator::{Emulator, Endpoint, Fault};
+//! let emu = Emulator::start().await?;
+//! // The next two token requests get a 503 with Google's error JSON.
+//! emu.inject(Endpoint::Token, Fault::status(503), 2);
+//! # Ok(()) }
+//! ```
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde::{Deserialize, Serialize};
+
+use crate::server::ConnControl;
+use crate::state::State;
+
+/// An endpoint of the emulator, the unit of fault injection and of the
+/// `requests` counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// `GET /`: metadata-server detection.
+    #[serde(rename = "metadata.root")]
+    MetadataRoot,
+    /// `/computeMetadata/v1/instance/service-accounts/default/identity`.
+    #[serde(rename = "metadata.identity")]
+    MetadataIdentity,
+    /// `/computeMetadata/v1/instance/service-accounts/default/token`.
+    #[serde(rename = "metadata.token")]
+    MetadataToken,
+    /// Any other `/computeMetadata/v1/...` path (email, project ID, ...).
+    #[serde(rename = "metadata.other")]
+    MetadataOther,
+    /// `POST /token`: the OAuth token endpoint.
+    #[serde(rename = "token")]
+    Token,
+    /// `GET /o/oauth2/v2/auth`: the authorization (consent) endpoint.
+    #[serde(rename = "authorize")]
+    Authorize,
+    /// IAM Credentials `:generateIdToken`.
+    #[serde(rename = "iam.generateIdToken")]
+    GenerateIdToken,
+    /// IAM Credentials `:generateAccessToken`.
+    #[serde(rename = "iam.generateAccessToken")]
+    GenerateAccessToken,
+    /// `POST /v1/token`: STS token exchange.
+    #[serde(rename = "sts")]
+    Sts,
+    /// `GET /oauth2/v3/certs`: Google's JWKS.
+    #[serde(rename = "jwks")]
+    Jwks,
+    /// `GET /oauth2/v1/certs`: Google's kid -> X.509 PEM map.
+    #[serde(rename = "certs.v1")]
+    CertsV1,
+    /// `/oidc/...`: the emulator's own OIDC issuer for workload identity.
+    #[serde(rename = "oidc")]
+    Oidc,
+    /// `GET /iap/verify/public_key-jwk`: IAP's ES256 JWKS.
+    #[serde(rename = "iap.jwks")]
+    IapJwks,
+    /// The IAP gate in front of the apps.
+    #[serde(rename = "gate")]
+    Gate,
+}
+
+impl Endpoint {
+    /// Every endpoint, for listings.
+    pub const ALL: [Endpoint; 14] = [
+        Endpoint::MetadataRoot,
+        Endpoint::MetadataIdentity,
+        Endpoint::MetadataToken,
+        Endpoint::MetadataOther,
+        Endpoint::Token,
+        Endpoint::Authorize,
+        Endpoint::GenerateIdToken,
+        Endpoint::GenerateAccessToken,
+        Endpoint::Sts,
+        Endpoint::Jwks,
+        Endpoint::CertsV1,
+        Endpoint::Oidc,
+        Endpoint::IapJwks,
+        Endpoint::Gate,
+    ];
+
+    /// The endpoint's name: the label of the `requests` counter and the
+    /// `endpoint` field of `POST /_emulator/faults`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::MetadataRoot => "metadata.root",
+            Endpoint::MetadataIdentity => "metadata.identity",
+            Endpoint::MetadataToken => "metadata.token",
+            Endpoint::MetadataOther => "metadata.other",
+            Endpoint::Token => "token",
+            Endpoint::Authorize => "authorize",
+            Endpoint::GenerateIdToken => "iam.generateIdToken",
+            Endpoint::GenerateAccessToken => "iam.generateAccessToken",
+            Endpoint::Sts => "sts",
+            Endpoint::Jwks => "jwks",
+            Endpoint::CertsV1 => "certs.v1",
+            Endpoint::Oidc => "oidc",
+            Endpoint::IapJwks => "iap.jwks",
+            Endpoint::Gate => "gate",
+        }
+    }
+
+    /// Parses [`Endpoint::name`].
+    pub fn from_name(name: &str) -> Option<Endpoint> {
+        Endpoint::ALL.into_iter().find(|e| e.name() == name)
+    }
+
+    fn dialect(self) -> Dialect {
+        match self {
+            Endpoint::Token | Endpoint::Sts | Endpoint::Authorize => Dialect::OAuth,
+            Endpoint::GenerateIdToken | Endpoint::GenerateAccessToken => Dialect::GoogleApi,
+            Endpoint::Jwks | Endpoint::CertsV1 | Endpoint::Oidc | Endpoint::IapJwks => {
+                Dialect::GoogleApi
+            }
+            Endpoint::MetadataRoot
+            | Endpoint::MetadataIdentity
+            | Endpoint::MetadataToken
+            | Endpoint::MetadataOther => Dialect::Metadata,
+            Endpoint::Gate => Dialect::Text,
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the next answer of an endpoint does instead of its normal work.
+///
+/// Over HTTP (`POST /_emulator/faults`) a fault is JSON:
+/// `{"kind":"status","status":503}` (optional `error`, `message`),
+/// `{"kind":"delay","millis":1500}`, `{"kind":"malformed"}`, `{"kind":"reset"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Fault {
+    /// Answer with this HTTP status and Google's error body for the endpoint.
+    Status {
+        /// HTTP status code.
+        status: u16,
+        /// OAuth `error` code, or the API `status` (`UNAVAILABLE`); a default
+        /// matching the status code when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// `error_description` / `message`; a default when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// Wait this long, then answer normally.
+    Delay {
+        /// Milliseconds to wait.
+        millis: u64,
+    },
+    /// Answer 200 with a truncated, unparseable body.
+    Malformed,
+    /// Drop the connection (TCP reset) without answering.
+    Reset,
+}
+
+impl Fault {
+    /// A failure with this status and the default Google error body for it
+    /// (e.g. 503 -> `temporarily_unavailable` / `UNAVAILABLE`).
+    pub fn status(status: u16) -> Fault {
+        Fault::Status {
+            status,
+            error: None,
+            message: None,
+        }
+    }
+
+    /// A failure with this status, error code and message.
+    pub fn error(status: u16, error: impl Into<String>, message: impl Into<String>) -> Fault {
+        Fault::Status {
+            status,
+            error: Some(error.into()),
+            message: Some(message.into()),
+        }
+    }
+
+    /// A delay before the normal answer.
+    pub fn delay(delay: Duration) -> Fault {
+        Fault::Delay {
+            millis: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Dialect {
+    OAuth,
+    GoogleApi,
+    Metadata,
+    Text,
+}
+
+fn api_status(code: u16) -> &'static str {
+    match code {
+        400 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        409 => "ALREADY_EXISTS",
+        429 => "RESOURCE_EXHAUSTED",
+        499 => "CANCELLED",
+        500 => "INTERNAL",
+        501 => "UNIMPLEMENTED",
+        503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        _ => "UNKNOWN",
+    }
+}
+
+fn oauth_error(code: u16) -> &'static str {
+    match code {
+        400 => "invalid_request",
+        401 => "invalid_client",
+        403 => "access_denied",
+        429 => "rate_limit_exceeded",
+        500 => "internal_failure",
+        503 | 504 => "temporarily_unavailable",
+        _ => "server_error",
+    }
+}
+
+fn reason(code: u16) -> &'static str {
+    StatusCode::from_u16(code)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error")
+}
+
+/// OAuth error JSON `{"error","error_description"}` (token endpoint, STS).
+pub(crate) fn oauth_error_response(status: u16, error: &str, description: &str) -> Response {
+    let body = serde_json::json!({"error": error, "error_description": description});
+    json_response(status, body.to_string())
+}
+
+/// Google API error JSON `{"error":{"code","message","status"}}` (IAM, ...).
+pub(crate) fn api_error_response(status: u16, api_status_name: &str, message: &str) -> Response {
+    let body = serde_json::json!({"error": {
+        "code": status,
+        "message": message,
+        "status": api_status_name,
+    }});
+    json_response(status, body.to_string())
+}
+
+/// Same as [`api_error_response`] with the canonical status for the code.
+pub(crate) fn api_error_for(status: u16, message: &str) -> Response {
+    api_error_response(status, api_status(status), message)
+}
+
+/// A plain-text answer carrying `Metadata-Flavor: Google`.
+pub(crate) fn metadata_text(status: u16, text: impl Into<String>) -> Response {
+    let mut resp = text_response(status, text.into());
+    resp.headers_mut()
+        .insert("metadata-flavor", HeaderValue::from_static("Google"));
+    resp
+}
+
+fn text_response(status: u16, text: String) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        code,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+pub(crate) fn json_response(status: u16, body: String) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// Renders a fault that answers (status or malformed) in the endpoint's
+/// dialect. `Delay` and `Reset` are not answers: `None`.
+pub(crate) fn render(endpoint: Endpoint, fault: &Fault) -> Option<Response> {
+    let dialect = endpoint.dialect();
+    match fault {
+        Fault::Status {
+            status,
+            error,
+            message,
+        } => {
+            let status = *status;
+            Some(match dialect {
+                Dialect::OAuth => oauth_error_response(
+                    status,
+                    error.as_deref().unwrap_or(oauth_error(status)),
+                    message.as_deref().unwrap_or(reason(status)),
+                ),
+                Dialect::GoogleApi => api_error_response(
+                    status,
+                    error.as_deref().unwrap_or(api_status(status)),
+                    message.as_deref().unwrap_or(reason(status)),
+                ),
+                Dialect::Metadata => {
+                    metadata_text(status, message.as_deref().unwrap_or(reason(status)))
+                }
+                Dialect::Text => text_response(
+                    status,
+                    message.as_deref().unwrap_or(reason(status)).to_owned(),
+                ),
+            })
+        }
+        Fault::Malformed => Some(match dialect {
+            Dialect::Metadata | Dialect::Text => metadata_text(200, "\u{0}\u{1}not-a-jwt"),
+            Dialect::OAuth | Dialect::GoogleApi => {
+                json_response(200, "{\"access_token\": \"ya29.trunc".to_owned())
+            }
+        }),
+        Fault::Delay { .. } | Fault::Reset => None,
+    }
+}
+
+/// Counts the request for `endpoint` and applies its next queued fault.
+///
+/// Returns `Some(response)` when the fault answers in place of the
+/// endpoint; `None` when the endpoint should run (no fault, or after a
+/// delay). A reset never returns: the connection is dropped.
+pub(crate) async fn intercept(
+    state: &State,
+    endpoint: Endpoint,
+    conn: Option<&ConnControl>,
+) -> Option<Response> {
+    state.count(crate::counter::REQUESTS, endpoint.name());
+    let fault = state.take_fault(endpoint)?;
+    state.count(crate::counter::FAULTS, endpoint.name());
+    match &fault {
+        Fault::Delay { millis } => {
+            tokio::time::sleep(Duration::from_millis(*millis)).await;
+            None
+        }
+        Fault::Reset => {
+            match conn {
+                Some(c) => {
+                    c.reset();
+                    std::future::pending::<()>().await;
+                }
+                None => {}
+            }
+            // Without a connection handle (a gate layer in someone else's
+            // server) the closest thing is an empty 502.
+            Some(
+                Response::builder()
+                    .status(StatusCode::BAD_GATEWAY)
+                    .body(Body::empty())
+                    .unwrap_or_default(),
+            )
+        }
+        other => render(endpoint, other),
+    }
+}
+
+/// A tower layer that runs [`intercept`] for one endpoint before the inner
+/// service: counts `requests` and applies queued faults.
+///
+/// The state comes from the layer (when built with [`FaultLayer::with_state`])
+/// or from the request's extensions, where the emulator's server puts it.
+#[derive(Clone)]
+pub(crate) struct FaultLayer {
+    endpoint: Endpoint,
+    state: Option<Arc<State>>,
+}
+
+impl FaultLayer {
+    /// A layer for `endpoint`, taking the state from the request extensions.
+    pub(crate) fn new(endpoint: Endpoint) -> Self {
+        FaultLayer {
+            endpoint,
+            state: None,
+        }
+    }
+
+    /// A layer for `endpoint` with its own handle on the state.
+    #[allow(dead_code)]
+    pub(crate) fn with_state(state: Arc<State>, endpoint: Endpoint) -> Self {
+        FaultLayer {
+            endpoint,
+            state: Some(state),
+        }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for FaultLayer {
+    type Service = FaultService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        FaultService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`FaultLayer`].
+#[derive(Clone)]
+pub(crate) struct FaultService<S> {
+    inner: S,
+    layer: FaultLayer,
+}
+
+impl<S> tower_service::Service<Request> for FaultService<S>
+where
+    S: tower_service::Service<Request, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // Take the service that was driven to readiness; leave a clone.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let endpoint = self.layer.endpoint;
+        let state = self
+            .layer
+            .state
+            .clone()
+            .or_else(|| req.extensions().get::<Arc<State>>().cloned());
+        let conn = req.extensions().get::<ConnControl>().cloned();
+        Box::pin(async move {
+            if let Some(state) = state
+                && let Some(resp) = intercept(&state, endpoint, conn.as_ref()).await
+            {
+                return Ok(resp);
+            }
+            inner.call(req).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_names_round_trip() {
+        for e in Endpoint::ALL {
+            assert_eq!(Endpoint::from_name(e.name()), Some(e));
+            let json = serde_json::to_string(&e).unwrap();
+            assert_eq!(json, format!("\"{}\"", e.name()));
+        }
+    }
+
+    #[test]
+    fn fault_json_forms_parse() {
+        let f: Fault = serde_json::from_str(r#"{"kind":"status","status":503}"#).unwrap();
+        assert_eq!(f, Fault::status(503));
+        let f: Fault = serde_json::from_str(r#"{"kind":"delay","millis":5}"#).unwrap();
+        assert_eq!(f, Fault::delay(Duration::from_millis(5)));
+        let f: Fault = serde_json::from_str(r#"{"kind":"reset"}"#).unwrap();
+        assert_eq!(f, Fault::Reset);
+    }
+}
