@@ -1,0 +1,329 @@
+//! Apps behind the gate: their identity (IAP client ID, backend service) and
+//! the listeners that serve them.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::body::Body;
+use axum::response::IntoResponse;
+use http::{Request, Response};
+use tokio::net::TcpListener;
+use tower_service::Service;
+use url::Url;
+
+use super::echo;
+use super::proxy::ReverseProxy;
+use super::service::{Gate, IapGate};
+use crate::Emulator;
+use crate::keys::{random_digits, random_hex};
+use crate::state::{State, read, write};
+
+/// An app behind the emulator's IAP gate: where it is, and who IAP thinks it
+/// is.
+///
+/// Cheap to clone; all clones are the same app. Get the default one with
+/// [`Emulator::app`], make more with [`Emulator::create_app`].
+#[derive(Clone)]
+pub struct App {
+    config: Arc<AppConfig>,
+}
+
+pub(crate) struct AppConfig {
+    url: Url,
+    public_url: Url,
+    /// `scheme://host[:port]` of `public_url`.
+    public_origin: String,
+    client_id: String,
+    project_id: String,
+    project_number: String,
+    backend_service_id: String,
+    assertion_audience: String,
+    allowed_clients: RwLock<Vec<String>>,
+    local_addr: Option<SocketAddr>,
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App")
+            .field("url", &self.config.url.as_str())
+            .field("client_id", &self.config.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Where to send requests: the app's own listener
+    /// (`http://127.0.0.1:PORT/`), or the URL given to
+    /// [`AppBuilder::hosted_at`].
+    pub fn url(&self) -> &Url {
+        &self.config.url
+    }
+
+    /// The URL IAP believes it serves (by default [`url`](App::url)): the
+    /// base of the `aud` of self-signed service-account JWTs.
+    pub fn public_url(&self) -> &Url {
+        &self.config.public_url
+    }
+
+    /// The app's IAP OAuth client ID, `NUMBER-xxxx.apps.googleusercontent.com`:
+    /// the audience of the ID tokens it accepts, and the `client_id` of IAP's
+    /// 302 to Google's sign-in.
+    pub fn client_id(&self) -> &str {
+        &self.config.client_id
+    }
+
+    /// The project the app belongs to.
+    pub fn project_id(&self) -> &str {
+        &self.config.project_id
+    }
+
+    /// The project number (the `NUMBER` of the assertion audience).
+    pub fn project_number(&self) -> &str {
+        &self.config.project_number
+    }
+
+    /// The backend service ID (the `ID` of the assertion audience).
+    pub fn backend_service_id(&self) -> &str {
+        &self.config.backend_service_id
+    }
+
+    /// The `aud` of the `x-goog-iap-jwt-assertion` the app receives:
+    /// `/projects/NUMBER/global/backendServices/ID`.
+    pub fn assertion_audience(&self) -> &str {
+        &self.config.assertion_audience
+    }
+
+    /// The programmatic client IDs the app also accepts as `aud` (IAP's
+    /// "programmatic access" allowlist).
+    pub fn allowed_clients(&self) -> Vec<String> {
+        read(&self.config.allowed_clients).clone()
+    }
+
+    /// Adds a client ID to the programmatic-access allowlist, at once for
+    /// every request that follows.
+    pub fn allow_client(&self, client_id: impl Into<String>) {
+        let client_id = client_id.into();
+        let mut allowed = write(&self.config.allowed_clients);
+        if !allowed.contains(&client_id) {
+            allowed.push(client_id);
+        }
+    }
+
+    /// Removes a client ID from the allowlist.
+    pub fn disallow_client(&self, client_id: &str) {
+        write(&self.config.allowed_clients).retain(|c| c != client_id);
+    }
+
+    /// The address of the app's own listener; `None` for an app
+    /// [hosted elsewhere](AppBuilder::hosted_at).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.config.local_addr
+    }
+}
+
+impl AppConfig {
+    pub(crate) fn accepts_client_audience(&self, aud: &str) -> bool {
+        aud == self.client_id || read(&self.allowed_clients).iter().any(|c| c == aud)
+    }
+
+    /// Self-signed JWT `aud`: the exact request URL (origin of the public
+    /// URL + request path, no query) or the origin's wildcard `ORIGIN/*`.
+    pub(crate) fn accepts_url_audience(&self, aud: &str, path: &str) -> bool {
+        let Some(rest) = aud.strip_prefix(self.public_origin.as_str()) else {
+            return false;
+        };
+        rest == "/*" || rest == path
+    }
+}
+
+/// Makes a new [`App`]: pick its identity, then how it is served.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use iap_emulator::Emulator;
+///
+/// let emu = Emulator::start().await?;
+/// // An echo app whose IAP also accepts a desktop client's tokens.
+/// let app = emu
+///     .create_app()
+///     .allow_client("123-desktop.apps.googleusercontent.com")
+///     .echo()
+///     .await?;
+/// // The gate in front of another server.
+/// let proxied = emu.create_app().proxy_to("http://127.0.0.1:8080/".parse()?).await?;
+/// // The gate in front of your own axum router or tonic server.
+/// let own = emu.create_app().serve(axum::Router::new()).await?;
+/// # Ok(()) }
+/// ```
+#[must_use = "an AppBuilder does nothing until echo(), proxy_to(), serve() or hosted_at()"]
+pub struct AppBuilder<'a> {
+    emulator: &'a Emulator,
+    client_id: Option<String>,
+    project_id: Option<String>,
+    backend_service_id: Option<String>,
+    allowed_clients: Vec<String>,
+    public_url: Option<Url>,
+    listen: SocketAddr,
+}
+
+impl fmt::Debug for AppBuilder<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppBuilder")
+            .field("client_id", &self.client_id)
+            .field("project_id", &self.project_id)
+            .field("public_url", &self.public_url)
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> AppBuilder<'a> {
+    pub(crate) fn new(emulator: &'a Emulator) -> Self {
+        Self {
+            emulator,
+            client_id: None,
+            project_id: None,
+            backend_service_id: None,
+            allowed_clients: Vec::new(),
+            public_url: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+
+    /// The IAP OAuth client ID (default: a fresh
+    /// `NUMBER-xxxx.apps.googleusercontent.com` of the app's project).
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
+    /// The project (default: the emulator's project).
+    pub fn project_id(mut self, project_id: impl Into<String>) -> Self {
+        self.project_id = Some(project_id.into());
+        self
+    }
+
+    /// The backend service ID in the assertion's audience (default: random,
+    /// 19 digits).
+    pub fn backend_service_id(mut self, id: impl Into<String>) -> Self {
+        self.backend_service_id = Some(id.into());
+        self
+    }
+
+    /// Also accept ID tokens whose `aud` is this programmatic client ID.
+    pub fn allow_client(mut self, client_id: impl Into<String>) -> Self {
+        self.allowed_clients.push(client_id.into());
+        self
+    }
+
+    /// The URL IAP believes it serves, e.g. `https://app.example.com/`.
+    ///
+    /// Only its scheme, host and port matter: a self-signed service-account
+    /// JWT must have `aud` = `SCHEME://HOST[:PORT]/request/path` or
+    /// `SCHEME://HOST[:PORT]/*` built from it. Default: the app's own
+    /// listener URL (`http://127.0.0.1:PORT/`), which is what a client
+    /// building `aud` from the URL it calls produces.
+    pub fn public_url(mut self, url: Url) -> Self {
+        self.public_url = Some(url);
+        self
+    }
+
+    /// The address the app listens on (default `127.0.0.1:0`).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Serves the built-in [echo app](super#the-echo-app) behind the gate.
+    pub async fn echo(self) -> std::io::Result<App> {
+        self.serve(echo::router()).await
+    }
+
+    /// Serves a reverse proxy to `upstream` behind the gate: bodies stream
+    /// both ways, HTTP/2 requests go upstream over h2c (so a gRPC server
+    /// works), `Host` is kept.
+    pub async fn proxy_to(self, upstream: Url) -> std::io::Result<App> {
+        let proxy = ReverseProxy::new(&upstream);
+        self.serve(proxy).await
+    }
+
+    /// Serves `service` behind the gate on the app's own port, HTTP/1.1 and
+    /// h2c: an axum `Router`, tonic `Routes`, or any tower service over
+    /// `http::Request<axum::body::Body>` that never fails.
+    pub async fn serve<S, B>(self, service: S) -> std::io::Result<App>
+    where
+        S: Service<Request<Body>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        Response<super::GateBody<B>>: IntoResponse,
+    {
+        let listener = TcpListener::bind(self.listen).await?;
+        let addr = listener.local_addr()?;
+        let url = Url::parse(&format!("http://{addr}/")).map_err(std::io::Error::other)?;
+        let emulator = self.emulator;
+        let state = emulator.state.clone();
+        let app = self.build(&state, url, Some(addr));
+        let gated = IapGate::new(service, Gate::new(&state, app.clone()));
+        let task = crate::server::serve(
+            listener,
+            Router::new().fallback_service(gated),
+            state.clone(),
+        );
+        state.gate.register(app.clone());
+        emulator.own_task(task);
+        Ok(app)
+    }
+
+    /// An app served by you at `url` (where clients send requests): the
+    /// emulator runs no listener; put [`Emulator::gate_layer`] in front of
+    /// your service.
+    pub fn hosted_at(self, url: Url) -> App {
+        let state = self.emulator.state.clone();
+        let app = self.build(&state, url, None);
+        state.gate.register(app.clone());
+        app
+    }
+
+    fn build(self, state: &Arc<State>, url: Url, local_addr: Option<SocketAddr>) -> App {
+        let project_id = self.project_id.unwrap_or_else(|| state.project.id.clone());
+        let project_number = state.project_number(&project_id);
+        let client_id = self.client_id.unwrap_or_else(|| {
+            format!(
+                "{project_number}-{}.apps.googleusercontent.com",
+                random_hex(16)
+            )
+        });
+        let backend_service_id = self.backend_service_id.unwrap_or_else(|| random_digits(19));
+        let public_url = self.public_url.unwrap_or_else(|| url.clone());
+        let public_origin = public_url.origin().ascii_serialization();
+        state.register_iap_client(&client_id, &project_id);
+        App {
+            config: Arc::new(AppConfig {
+                assertion_audience: format!(
+                    "/projects/{project_number}/global/backendServices/{backend_service_id}"
+                ),
+                url,
+                public_url,
+                public_origin,
+                client_id,
+                project_id,
+                project_number,
+                backend_service_id,
+                allowed_clients: RwLock::new(self.allowed_clients),
+                local_addr,
+            }),
+        }
+    }
+}
+
+impl App {
+    pub(crate) fn config(&self) -> &AppConfig {
+        &self.config
+    }
+}
