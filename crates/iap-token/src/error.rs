@@ -24,12 +24,23 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A file holding credentials could not be written.
+    #[error("cannot write credentials file {path}: {source}")]
+    WriteFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// A credentials file (or value) is not what it should be.
-    #[error("{}field `{field}` {problem}", .path.as_ref().map(|p| format!("credentials file {}: ", p.display())).unwrap_or_default())]
+    #[error("{}{}{problem}", .path.as_ref().map(|p| format!("credentials file {}: ", p.display())).unwrap_or_else(|| "credentials: ".into()), if .field.is_empty() { String::new() } else { format!("field `{}` ", .field) })]
     InvalidCredentials {
         /// The file, when the credentials came from one.
         path: Option<PathBuf>,
-        /// The JSON field at fault (`type`, `private_key`, ...).
+        /// The JSON field at fault (`type`, `private_key`, ...); empty when
+        /// the problem is the whole document (e.g. not JSON at all).
         field: String,
         /// What is wrong and what to do about it.
         problem: String,
@@ -60,7 +71,7 @@ pub enum Error {
     },
 
     /// An endpoint answered with an error (Google's `error` / `error_description`, or the status).
-    #[error("{endpoint} answered {status}: {error}{}", .description.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
+    #[error("{endpoint} answered {status}: {error}{}{}", .description.as_ref().map(|d| format!(": {d}")).unwrap_or_default(), .hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
     Endpoint {
         /// The endpoint (URL without query).
         endpoint: String,
@@ -72,6 +83,9 @@ pub enum Error {
         description: Option<String>,
         /// Whether trying again may succeed (PROTOCOLS section 2's rule).
         transient: bool,
+        /// What the error most likely means for this credential and what to
+        /// do, added by the source that called the endpoint.
+        hint: Option<String>,
     },
 
     /// The request to an endpoint failed before an answer (connect, timeout, reset).
@@ -90,6 +104,15 @@ pub enum Error {
         /// The endpoint (URL without query).
         endpoint: String,
         /// What was wrong.
+        problem: String,
+    },
+
+    /// An environment variable that should hold a value does not.
+    #[error("environment variable {name} {problem}")]
+    EnvVar {
+        /// The variable.
+        name: String,
+        /// What is wrong and what to do about it.
         problem: String,
     },
 
@@ -122,6 +145,17 @@ impl Error {
             Error::Transport { .. } => true,
             _ => false,
         }
+    }
+
+    /// Adds a hint to an [`Error::Endpoint`] when `hint` finds one for its
+    /// `error` code and description; other errors pass through unchanged.
+    pub(crate) fn with_endpoint_hint(mut self, hint: impl FnOnce(&str, Option<&str>) -> Option<String>) -> Self {
+        if let Error::Endpoint { error, description, hint: slot, .. } = &mut self
+            && slot.is_none()
+        {
+            *slot = hint(error, description.as_deref());
+        }
+        self
     }
 }
 

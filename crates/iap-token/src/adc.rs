@@ -1,0 +1,400 @@
+//! Application Default Credentials: find the credential this process should
+//! use, the way Google's client libraries do (PROTOCOLS section 6).
+//!
+//! 1. `GOOGLE_APPLICATION_CREDENTIALS`: a credentials file (a named file
+//!    that does not exist is an error, not a reason to look further);
+//! 2. `$CLOUDSDK_CONFIG/application_default_credentials.json`, else
+//!    `~/.config/gcloud/application_default_credentials.json`
+//!    (`%APPDATA%\gcloud\...` on Windows), as written by
+//!    `gcloud auth application-default login` or `iap login`;
+//! 3. the metadata server, when [detection](MetadataSource::detect) finds one.
+//!
+//! Files of `type` `service_account` and `authorized_user` become a
+//! [`ServiceAccountSource`] and an [`AuthorizedUserSource`]. Errors name the
+//! file and the field at fault.
+//!
+//! Environment variables are read through an [`Environment`], so tests (and
+//! callers with their own configuration) need not touch the process
+//! environment.
+//!
+//! ```no_run
+//! # async fn demo() -> iap_token::Result<()> {
+//! use iap_token::{Audience, adc};
+//!
+//! let found = adc::find().await?;
+//! println!("using {}", found.origin);
+//! let token = found.source.id_token(&Audience::new("123-abc.apps.googleusercontent.com")).await?;
+//! # Ok(()) }
+//! ```
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use url::Url;
+
+use crate::access_token::AccessTokenSource;
+use crate::source::TokenSource;
+use crate::source::authorized_user::{AuthorizedUser, AuthorizedUserSource};
+use crate::source::metadata::MetadataSource;
+use crate::source::service_account::{ServiceAccountKey, ServiceAccountSource};
+use crate::{Error, Result};
+
+/// Env var naming a credentials file.
+pub const GOOGLE_APPLICATION_CREDENTIALS: &str = "GOOGLE_APPLICATION_CREDENTIALS";
+/// Env var naming gcloud's configuration folder.
+pub const CLOUDSDK_CONFIG: &str = "CLOUDSDK_CONFIG";
+/// The file name gcloud (and `iap login`) write ADC user credentials to.
+pub const WELL_KNOWN_FILE: &str = "application_default_credentials.json";
+
+/// Where environment variables come from: the process environment, or a
+/// lookup of your own.
+///
+/// Empty values count as unset, as in Google's libraries. `Debug` shows
+/// no values.
+///
+/// ```
+/// # use iap_token::adc::Environment;
+/// let env = Environment::from_vars([("CLOUDSDK_CONFIG", "/tmp/gcloud")]);
+/// assert_eq!(env.var("CLOUDSDK_CONFIG").as_deref(), Some("/tmp/gcloud"));
+/// assert_eq!(env.var("HOME"), None);
+/// ```
+#[derive(Clone, Default)]
+pub struct Environment {
+    lookup: Option<Lookup>,
+}
+
+type Lookup = Arc<dyn Fn(&str) -> Option<OsString> + Send + Sync>;
+
+impl Environment {
+    /// The process environment (`std::env::var_os`).
+    pub fn process() -> Self {
+        Environment { lookup: None }
+    }
+
+    /// Variables from `lookup`.
+    pub fn from_fn(lookup: impl Fn(&str) -> Option<OsString> + Send + Sync + 'static) -> Self {
+        Environment { lookup: Some(Arc::new(lookup)) }
+    }
+
+    /// Exactly these variables, nothing from the process.
+    pub fn from_vars<I, K, V>(vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<OsString>,
+    {
+        let map: std::collections::HashMap<String, OsString> =
+            vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        Self::from_fn(move |name| map.get(name).cloned())
+    }
+
+    /// A variable's value; `None` when unset or empty.
+    pub fn var_os(&self, name: &str) -> Option<OsString> {
+        let value = match &self.lookup {
+            None => std::env::var_os(name),
+            Some(lookup) => lookup(name),
+        };
+        value.filter(|v| !v.is_empty())
+    }
+
+    /// A variable's value as UTF-8; `None` when unset, empty or not UTF-8.
+    pub fn var(&self, name: &str) -> Option<String> {
+        self.var_os(name).and_then(|v| v.into_string().ok())
+    }
+
+    fn home(&self) -> Option<PathBuf> {
+        let var = if cfg!(windows) { "USERPROFILE" } else { "HOME" };
+        match (&self.lookup, self.var_os(var)) {
+            (_, Some(home)) => Some(PathBuf::from(home)),
+            (None, None) => std::env::home_dir(),
+            (Some(_), None) => None,
+        }
+    }
+}
+
+impl fmt::Debug for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.lookup.is_some() { "Environment(custom)" } else { "Environment(process)" })
+    }
+}
+
+/// Where discovered credentials came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Origin {
+    /// The file named by `GOOGLE_APPLICATION_CREDENTIALS`.
+    EnvVar(PathBuf),
+    /// gcloud's well-known ADC file.
+    WellKnownFile(PathBuf),
+    /// The metadata server.
+    MetadataServer,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::EnvVar(p) => write!(f, "{} (from {GOOGLE_APPLICATION_CREDENTIALS})", p.display()),
+            Origin::WellKnownFile(p) => write!(f, "{}", p.display()),
+            Origin::MetadataServer => f.write_str("the metadata server"),
+        }
+    }
+}
+
+/// Credentials found by [`find`]: the source and where it came from.
+#[derive(Clone, Debug)]
+pub struct Discovered {
+    /// The token source built from the credentials.
+    pub source: Arc<dyn TokenSource>,
+    /// Where they came from.
+    pub origin: Origin,
+}
+
+/// Application Default Credentials from the process environment; see the
+/// [module docs](self). [`Error::NoCredentials`] when nothing is found.
+pub async fn application_default() -> Result<Arc<dyn TokenSource>> {
+    Ok(find().await?.source)
+}
+
+/// Like [`application_default`], also telling where the credentials came from.
+pub async fn find() -> Result<Discovered> {
+    find_with(&Environment::process()).await
+}
+
+/// Application Default Credentials, reading variables from `env`.
+pub async fn find_with(env: &Environment) -> Result<Discovered> {
+    if let Some(path) = env.var_os(GOOGLE_APPLICATION_CREDENTIALS).map(PathBuf::from) {
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::EnvVar {
+                    name: GOOGLE_APPLICATION_CREDENTIALS.into(),
+                    problem: format!("names {}, which does not exist: fix the path or unset the variable", path.display()),
+                });
+            }
+            Err(source) => return Err(Error::ReadFile { path, source }),
+        };
+        let source = source_from_json(&bytes, Some(&path), env)?;
+        tracing::debug!(path = %path.display(), "ADC: credentials from {GOOGLE_APPLICATION_CREDENTIALS}");
+        return Ok(Discovered { source, origin: Origin::EnvVar(path) });
+    }
+    if let Some(path) = well_known_file(env) {
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let source = source_from_json(&bytes, Some(&path), env)?;
+                tracing::debug!(path = %path.display(), "ADC: credentials from the well-known file");
+                return Ok(Discovered { source, origin: Origin::WellKnownFile(path) });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(Error::ReadFile { path, source }),
+        }
+    }
+    if MetadataSource::detect(env, None).await {
+        tracing::debug!("ADC: the metadata server");
+        let source = MetadataSource::from_env(env)?;
+        return Ok(Discovered { source: Arc::new(source), origin: Origin::MetadataServer });
+    }
+    Err(Error::NoCredentials)
+}
+
+/// gcloud's ADC file: `$CLOUDSDK_CONFIG/application_default_credentials.json`,
+/// else `~/.config/gcloud/...` (`%APPDATA%\gcloud\...` on Windows). Whether
+/// or not it exists; `None` when no home folder is known.
+pub fn well_known_file(env: &Environment) -> Option<PathBuf> {
+    let dir = if let Some(dir) = env.var_os(CLOUDSDK_CONFIG) {
+        PathBuf::from(dir)
+    } else if cfg!(windows) {
+        PathBuf::from(env.var_os("APPDATA")?).join("gcloud")
+    } else {
+        env.home()?.join(".config").join("gcloud")
+    };
+    Some(dir.join(WELL_KNOWN_FILE))
+}
+
+/// A token source from a credentials file (`--credentials FILE`), whatever
+/// its `type`. Variables that sources read (e.g. `GCE_METADATA_HOST`) come
+/// from the process environment.
+pub fn from_file(path: impl AsRef<Path>) -> Result<Arc<dyn TokenSource>> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| Error::ReadFile { path: path.into(), source })?;
+    source_from_json(&bytes, Some(path), &Environment::process())
+}
+
+/// A token source from the JSON text of a credentials file.
+pub fn from_json(json: impl AsRef<[u8]>) -> Result<Arc<dyn TokenSource>> {
+    source_from_json(json.as_ref(), None, &Environment::process())
+}
+
+/// The one dispatch on a credentials file's `type`: each credential type is
+/// one arm.
+fn source_from_json(bytes: &[u8], path: Option<&Path>, _env: &Environment) -> Result<Arc<dyn TokenSource>> {
+    let json = CredentialsJson::parse(bytes, path)?;
+    match json.kind()? {
+        "service_account" => Ok(Arc::new(ServiceAccountSource::new(ServiceAccountKey::from_credentials_json(&json)?))),
+        "authorized_user" => Ok(Arc::new(AuthorizedUserSource::new(AuthorizedUser::from_credentials_json(&json)?))),
+        "impersonated_service_account" => Err(coming_soon(&json, "service-account impersonation")),
+        "external_account" => Err(coming_soon(&json, "workload identity federation (external_account)")),
+        other => Err(unknown_type(&json, other)),
+    }
+}
+
+/// An access-token source (the source credential of impersonation) from
+/// the JSON text of a `service_account` or `authorized_user` file.
+pub fn access_token_source_from_json(json: impl AsRef<[u8]>) -> Result<Arc<dyn AccessTokenSource>> {
+    access_token_source(&CredentialsJson::parse(json.as_ref(), None)?)
+}
+
+/// An access-token source from credentials JSON (e.g. the
+/// `source_credentials` of an `impersonated_service_account` file).
+pub(crate) fn access_token_source(json: &CredentialsJson) -> Result<Arc<dyn AccessTokenSource>> {
+    match json.kind()? {
+        "service_account" => Ok(Arc::new(ServiceAccountSource::new(ServiceAccountKey::from_credentials_json(json)?))),
+        "authorized_user" => Ok(Arc::new(AuthorizedUserSource::new(AuthorizedUser::from_credentials_json(json)?))),
+        other => Err(json.invalid(
+            "type",
+            format!("is `{other}`; the source credentials of impersonation are `service_account` or `authorized_user`"),
+        )),
+    }
+}
+
+fn coming_soon(json: &CredentialsJson, what: &str) -> Error {
+    Error::Unsupported {
+        what: format!("{what} (type `{}`)", json.kind().unwrap_or_default()),
+        path: json.path().map(Into::into),
+        hint: "support is coming in a later release of iap-rs; meanwhile use a service-account key, `iap login`, or the metadata server".into(),
+    }
+}
+
+fn unknown_type(json: &CredentialsJson, kind: &str) -> Error {
+    json.invalid(
+        "type",
+        format!(
+            "is `{kind}`, which is not a Google credentials type (expected `service_account`, `authorized_user`, \
+             `impersonated_service_account` or `external_account`)"
+        ),
+    )
+}
+
+/// A credentials file's JSON object, read field by field with errors that
+/// name the file and the field. Shared by every credential type.
+#[derive(Clone)]
+pub(crate) struct CredentialsJson {
+    obj: Map<String, Value>,
+    path: Option<PathBuf>,
+}
+
+impl CredentialsJson {
+    /// Parses `bytes` (the contents of `path`, if from a file).
+    pub(crate) fn parse(bytes: &[u8], path: Option<&Path>) -> Result<Self> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| Error::InvalidCredentials {
+            path: path.map(Into::into),
+            field: String::new(),
+            problem: format!("not valid JSON (line {}, column {})", e.line(), e.column()),
+        })?;
+        Self::from_value(value, path)
+    }
+
+    /// A JSON value that must be an object (e.g. a nested `source_credentials`).
+    pub(crate) fn from_value(value: Value, path: Option<&Path>) -> Result<Self> {
+        match value {
+            Value::Object(obj) => Ok(CredentialsJson { obj, path: path.map(Into::into) }),
+            _ => Err(Error::InvalidCredentials {
+                path: path.map(Into::into),
+                field: String::new(),
+                problem: "not a JSON object".into(),
+            }),
+        }
+    }
+
+    /// The file the JSON came from.
+    pub(crate) fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The `type` field.
+    pub(crate) fn kind(&self) -> Result<&str> {
+        self.required("type")
+    }
+
+    /// A field's raw value.
+    #[allow(dead_code)] // for the nested objects of impersonation and external accounts
+    pub(crate) fn get(&self, field: &str) -> Option<&Value> {
+        self.obj.get(field)
+    }
+
+    /// A required, non-empty string field.
+    pub(crate) fn required(&self, field: &str) -> Result<&str> {
+        match self.optional(field)? {
+            Some(s) => Ok(s),
+            None => Err(self.invalid(field, "is missing".into())),
+        }
+    }
+
+    /// An optional string field; empty counts as absent; a non-string is an error.
+    pub(crate) fn optional(&self, field: &str) -> Result<Option<&str>> {
+        match self.obj.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(self.invalid(field, "must be a string".into())),
+        }
+    }
+
+    /// An optional URL field, `default` when absent.
+    pub(crate) fn url_or(&self, field: &str, default: &str) -> Result<Url> {
+        let text = self.optional(field)?.unwrap_or(default);
+        Url::parse(text.trim()).map_err(|e| self.invalid(field, format!("is not a URL ({e})")))
+    }
+
+    /// An [`Error::InvalidCredentials`] for `field`.
+    pub(crate) fn invalid(&self, field: &str, problem: String) -> Error {
+        Error::InvalidCredentials { path: self.path.clone(), field: field.into(), problem }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn well_known_file_prefers_cloudsdk_config() {
+        let env = Environment::from_vars([("CLOUDSDK_CONFIG", "/cfg"), ("HOME", "/home/u"), ("APPDATA", "C:\\a")]);
+        assert_eq!(well_known_file(&env), Some(PathBuf::from("/cfg/application_default_credentials.json")));
+        if cfg!(unix) {
+            let env = Environment::from_vars([("HOME", "/home/u")]);
+            assert_eq!(
+                well_known_file(&env),
+                Some(PathBuf::from("/home/u/.config/gcloud/application_default_credentials.json"))
+            );
+            assert_eq!(well_known_file(&Environment::from_vars([("X", "y")])), None);
+        }
+    }
+
+    #[test]
+    fn empty_variables_count_as_unset() {
+        let env = Environment::from_vars([("GOOGLE_APPLICATION_CREDENTIALS", "")]);
+        assert_eq!(env.var_os(GOOGLE_APPLICATION_CREDENTIALS), None);
+    }
+
+    #[test]
+    fn fields_are_named_in_errors() {
+        let json = CredentialsJson::parse(br#"{"type": 5, "a": ""}"#, Some(Path::new("/x/key.json"))).unwrap();
+        let err = json.kind().unwrap_err().to_string();
+        assert_eq!(err, "credentials file /x/key.json: field `type` must be a string");
+        let err = json.required("a").unwrap_err().to_string();
+        assert_eq!(err, "credentials file /x/key.json: field `a` is missing");
+        let err = CredentialsJson::parse(b"{", None).err().unwrap().to_string();
+        assert_eq!(err, "credentials: not valid JSON (line 1, column 1)");
+    }
+
+    #[test]
+    fn unknown_and_future_types_are_clear_errors() {
+        let err = from_json(r#"{"type":"external_account"}"#).unwrap_err();
+        assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+        assert!(err.to_string().contains("external_account"), "{err}");
+        let err = from_json(r#"{"type":"banana"}"#).unwrap_err();
+        assert!(err.to_string().contains("field `type` is `banana`"), "{err}");
+    }
+}

@@ -1,0 +1,457 @@
+//! The HTTP side of every credential source: one shared client, requests to
+//! Google's token endpoints, and Google's error answers turned into
+//! [`Error`]s.
+//!
+//! A [`Transport`] is cheap to clone. [`Transport::default`] uses one
+//! process-wide `reqwest::Client` (rustls, connect timeout 5 s, request
+//! timeout 30 s, redirects never followed), built on first use, so creating
+//! a source needs no running runtime. Bring your own client (a corporate
+//! proxy, extra root certificates) with [`Transport::new`].
+//!
+//! Errors follow one rule (PROTOCOLS section 2, Python's): HTTP 500, 503,
+//! 504, 408 and 429, and the codes `internal_failure`, `server_error` and
+//! `temporarily_unavailable`, are transient; every other answer is
+//! permanent. Failures before an answer ([`Error::Transport`]) are
+//! transient. Errors name the endpoint (the URL without its query) and never
+//! carry what was sent.
+//!
+//! ```no_run
+//! # async fn demo() -> iap_token::Result<()> {
+//! use iap_token::transport::Transport;
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Answer { id_token: String }
+//!
+//! let token_uri = url::Url::parse("https://oauth2.googleapis.com/token").unwrap();
+//! let answer: Answer = Transport::default()
+//!     .post_form(&token_uri, &[("grant_type", "refresh_token"), ("refresh_token", "...")])
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use http::HeaderMap;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use crate::{Error, Result};
+
+/// How long connecting to an endpoint may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a whole request may take, answer included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest answer body read from an endpoint.
+const MAX_BODY: usize = 1024 * 1024;
+/// Hosts of the metadata server that may be reached over plain http.
+pub const METADATA_HOSTS: &[&str] = &["metadata.google.internal", "169.254.169.254", "fd20:ce::254"];
+
+/// Sends requests to Google's identity endpoints. See the [module docs](self).
+#[derive(Clone, Default)]
+pub struct Transport {
+    /// `None`: the shared process-wide client.
+    client: Option<reqwest::Client>,
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.client.is_some() { "Transport(custom)" } else { "Transport(shared)" })
+    }
+}
+
+static SHARED: OnceLock<std::result::Result<reqwest::Client, String>> = OnceLock::new();
+
+/// The client every default [`Transport`] uses, built on first call.
+pub fn shared_client() -> Result<&'static reqwest::Client> {
+    SHARED
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(REQUEST_TIMEOUT)
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("iap-rs/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| Error::Other { context: format!("cannot build the HTTP client: {e}"), source: None })
+}
+
+/// An answer read in full. `Debug` shows the status and the body's length
+/// only: bodies hold tokens.
+#[derive(Clone)]
+pub struct Answer {
+    status: http::StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl fmt::Debug for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Answer")
+            .field("status", &self.status)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport {
+    /// A transport using `client` instead of the shared one. Configure the
+    /// client not to follow redirects: token endpoints never redirect, and a
+    /// redirect must not carry credentials elsewhere.
+    pub fn new(client: reqwest::Client) -> Self {
+        Transport { client: Some(client) }
+    }
+
+    /// The client requests go through.
+    pub fn client(&self) -> Result<&reqwest::Client> {
+        match &self.client {
+            Some(c) => Ok(c),
+            None => shared_client(),
+        }
+    }
+
+    /// POSTs `form` (`application/x-www-form-urlencoded`) to `url` and
+    /// decodes a 2xx JSON answer. `url` must pass [`ensure_secure`].
+    pub async fn post_form<T: DeserializeOwned>(&self, url: &Url, form: &[(&str, &str)]) -> Result<T> {
+        ensure_secure(url)?;
+        let req = self.client()?.post(url.clone()).form(form);
+        self.send(url, req).await?.json(url)
+    }
+
+    /// POSTs `body` as JSON with `headers` (e.g. a sensitive `Authorization`)
+    /// to `url` and decodes a 2xx JSON answer. `url` must pass [`ensure_secure`].
+    pub async fn post_json<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        url: &Url,
+        headers: HeaderMap,
+        body: &B,
+    ) -> Result<T> {
+        ensure_secure(url)?;
+        let req = self.client()?.post(url.clone()).headers(headers).json(body);
+        self.send(url, req).await?.json(url)
+    }
+
+    /// GETs `url` with `headers` and decodes a 2xx JSON answer. `url` must
+    /// pass [`ensure_secure`].
+    pub async fn get_json<T: DeserializeOwned>(&self, url: &Url, headers: HeaderMap) -> Result<T> {
+        ensure_secure(url)?;
+        let req = self.client()?.get(url.clone()).headers(headers);
+        self.send(url, req).await?.json(url)
+    }
+
+    /// Sends a request built on [`Transport::client`] and reads the answer
+    /// (at most 1 MiB). A non-2xx status becomes [`Error::Endpoint`] (see
+    /// [`endpoint_error`]); a failure before the answer becomes
+    /// [`Error::Transport`]. `url` is the request's URL, named in errors
+    /// without its query.
+    ///
+    /// Unlike the other methods this does not call [`ensure_secure`]: the
+    /// caller decides (the metadata server is plain http by design).
+    pub async fn send(&self, url: &Url, req: reqwest::RequestBuilder) -> Result<Answer> {
+        let answer = self.send_raw(url, req).await?;
+        if answer.status.is_success() {
+            Ok(answer)
+        } else {
+            Err(endpoint_error(url, answer.status.as_u16(), &answer.body))
+        }
+    }
+
+    /// Like [`Transport::send`], but any status is returned as an answer.
+    pub async fn send_raw(&self, url: &Url, req: reqwest::RequestBuilder) -> Result<Answer> {
+        let transport_err = |e: reqwest::Error| Error::Transport {
+            endpoint: endpoint_name(url),
+            // The endpoint is named above; the URL in reqwest's error may carry a query.
+            source: Box::new(e.without_url()),
+        };
+        let mut response = req.send().await.map_err(transport_err)?;
+        let status = response.status();
+        tracing::debug!(endpoint = %endpoint_name(url), status = status.as_u16(), "identity endpoint answered");
+        let headers = std::mem::take(response.headers_mut());
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport_err)? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(Error::Protocol {
+                    endpoint: endpoint_name(url),
+                    problem: format!("the answer is larger than {MAX_BODY} bytes"),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Answer { status, headers, body })
+    }
+}
+
+impl Answer {
+    /// The HTTP status.
+    pub fn status(&self) -> http::StatusCode {
+        self.status
+    }
+
+    /// The response headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The body (at most 1 MiB). Treat it as secret.
+    pub fn bytes(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Decodes the body as JSON into `T`. The error names `url`'s endpoint
+    /// and where the JSON went wrong, never the body itself.
+    pub fn json<T: DeserializeOwned>(&self, url: &Url) -> Result<T> {
+        serde_json::from_slice(&self.body).map_err(|e| Error::Protocol {
+            endpoint: endpoint_name(url),
+            problem: json_problem(&e),
+        })
+    }
+
+    /// The body as UTF-8 text, trimmed.
+    pub fn text(&self, url: &Url) -> Result<&str> {
+        std::str::from_utf8(&self.body).map(str::trim).map_err(|_| Error::Protocol {
+            endpoint: endpoint_name(url),
+            problem: "the answer is not UTF-8 text".into(),
+        })
+    }
+}
+
+/// Describes a JSON decoding error without quoting the input (which may be
+/// a token): serde's messages can include string values.
+pub(crate) fn json_problem(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Io => "could not be read",
+        Category::Syntax | Category::Eof => "is not valid JSON",
+        Category::Data => "does not have the expected fields",
+    };
+    format!("the answer {what} (line {}, column {})", e.line(), e.column())
+}
+
+/// The URL without its query or fragment, as errors and logs name it.
+pub fn endpoint_name(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.set_fragment(None);
+    let _ = u.set_password(None);
+    let _ = u.set_username("");
+    u.to_string()
+}
+
+/// Whether an HTTP status is worth retrying (500, 503, 504, 408, 429).
+pub fn is_transient_status(status: u16) -> bool {
+    matches!(status, 500 | 503 | 504 | 408 | 429)
+}
+
+/// Whether a Google `error` code (or description) is worth retrying.
+pub fn is_transient_code(code: &str) -> bool {
+    matches!(code, "internal_failure" | "server_error" | "temporarily_unavailable")
+}
+
+/// Turns a non-2xx answer into [`Error::Endpoint`]: Google's OAuth error
+/// JSON (`{"error","error_description"}`), IAM's
+/// (`{"error":{"code","message","status"}}`), or else the status reason
+/// and the first line of a text body (with anything token-like removed).
+pub fn endpoint_error(url: &Url, status: u16, body: &[u8]) -> Error {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum GoogleError {
+        OAuth { error: String, error_description: Option<String> },
+        Iam { error: IamError },
+    }
+    #[derive(serde::Deserialize)]
+    struct IamError {
+        message: Option<String>,
+        status: Option<String>,
+    }
+    let (error, description) = match serde_json::from_slice::<GoogleError>(body) {
+        Ok(GoogleError::OAuth { error, error_description }) => (error, error_description),
+        Ok(GoogleError::Iam { error }) => (
+            error.status.unwrap_or_else(|| reason(status)),
+            error.message,
+        ),
+        Err(_) => (reason(status), text_summary(body)),
+    };
+    let transient = is_transient_status(status)
+        || is_transient_code(&error)
+        || description.as_deref().is_some_and(is_transient_code);
+    Error::Endpoint {
+        endpoint: endpoint_name(url),
+        status,
+        error: scrub(&error),
+        description: description.map(|d| scrub(&d)),
+        transient,
+        hint: None,
+    }
+}
+
+fn reason(status: u16) -> String {
+    http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("error")
+        .to_string()
+}
+
+/// The first non-empty line of a text body, at most 200 characters.
+fn text_summary(body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(body);
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    if line.starts_with('<') {
+        return None; // an HTML page says nothing useful in one line
+    }
+    let mut s: String = line.chars().take(200).collect();
+    if s.len() < line.len() {
+        s.push('…');
+    }
+    Some(s)
+}
+
+/// Replaces words that look like tokens (JWTs, OAuth access or refresh
+/// tokens) with `<redacted>`: an endpoint may echo what it was sent.
+pub(crate) fn scrub(text: &str) -> String {
+    let looks_secret = |w: &str| {
+        let w = w.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+        w.starts_with("eyJ") || w.starts_with("ya29.") || w.starts_with("1//") || w.contains("PRIVATE KEY")
+    };
+    if !text.split_whitespace().any(looks_secret) {
+        return text.to_string();
+    }
+    text.split(' ')
+        .map(|w| if looks_secret(w) { "<redacted>" } else { w })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Checks that credentials may be sent to `url`: `https`, or plain `http`
+/// to a loopback host (`127.0.0.0/8`, `::1`, `localhost`) or to the
+/// metadata server ([`METADATA_HOSTS`]). Anything else is
+/// [`Error::InsecureEndpoint`].
+///
+/// ```
+/// # use iap_token::transport::ensure_secure;
+/// let ok = |s: &str| ensure_secure(&url::Url::parse(s).unwrap()).is_ok();
+/// assert!(ok("https://oauth2.googleapis.com/token"));
+/// assert!(ok("http://127.0.0.1:8080/token"));
+/// assert!(ok("http://[::1]:8080/token"));
+/// assert!(ok("http://metadata.google.internal/computeMetadata/v1/"));
+/// assert!(!ok("http://oauth2.googleapis.com/token"));
+/// assert!(!ok("ftp://127.0.0.1/token"));
+/// ```
+pub fn ensure_secure(url: &Url) -> Result<()> {
+    let allowed = match url.scheme() {
+        "https" => true,
+        "http" => is_loopback_or_metadata(url),
+        _ => false,
+    };
+    if allowed { Ok(()) } else { Err(Error::InsecureEndpoint { url: endpoint_name(url) }) }
+}
+
+fn is_loopback_or_metadata(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || METADATA_HOSTS.contains(&ip.to_string().as_str()),
+        Some(url::Host::Ipv6(ip)) => {
+            ip.is_loopback()
+                || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+                || METADATA_HOSTS.contains(&ip.to_string().as_str())
+        }
+        Some(url::Host::Domain(d)) => {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost") || METADATA_HOSTS.contains(&d.as_str())
+        }
+        None => false,
+    }
+}
+
+/// Whether `host` (an IP or name, without port) is a loopback host.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn oauth_error_json_is_parsed_and_classified() {
+        let e = endpoint_error(
+            &url("https://oauth2.googleapis.com/token?x=1"),
+            400,
+            br#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#,
+        );
+        match &e {
+            Error::Endpoint { endpoint, status, error, description, transient, .. } => {
+                assert_eq!(endpoint, "https://oauth2.googleapis.com/token");
+                assert_eq!(*status, 400);
+                assert_eq!(error, "invalid_grant");
+                assert_eq!(description.as_deref(), Some("Invalid JWT Signature."));
+                assert!(!transient);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn iam_error_json_is_parsed() {
+        let e = endpoint_error(
+            &url("https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/a@b:generateIdToken"),
+            403,
+            br#"{"error":{"code":403,"message":"Permission 'iam.serviceAccounts.getOpenIdToken' denied","status":"PERMISSION_DENIED"}}"#,
+        );
+        let text = e.to_string();
+        assert!(text.contains("403: PERMISSION_DENIED: Permission 'iam.serviceAccounts.getOpenIdToken' denied"), "{text}");
+        assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn transient_by_status_or_code() {
+        let u = url("https://x/token");
+        for status in [500, 503, 504, 408, 429] {
+            assert!(endpoint_error(&u, status, b"").is_transient(), "{status}");
+        }
+        for status in [400, 401, 403, 404, 502] {
+            assert!(!endpoint_error(&u, status, b"nope").is_transient(), "{status}");
+        }
+        assert!(endpoint_error(&u, 400, br#"{"error":"internal_failure"}"#).is_transient());
+        assert!(endpoint_error(&u, 400, br#"{"error":"x","error_description":"temporarily_unavailable"}"#).is_transient());
+    }
+
+    #[test]
+    fn text_bodies_are_summarized_and_scrubbed() {
+        let e = endpoint_error(&url("http://127.0.0.1:1/identity"), 400, b"non-empty audience parameter required\nmore");
+        assert!(e.to_string().ends_with("400: Bad Request: non-empty audience parameter required"), "{e}");
+        let e = endpoint_error(&url("http://127.0.0.1:1/x"), 401, b"bad token eyJhbGciOi.eyJzdWIi.c2ln here");
+        assert!(!e.to_string().contains("eyJ"), "{e}");
+        let e = endpoint_error(&url("http://127.0.0.1:1/x"), 400, br#"{"error":"bad","error_description":"got 1//0abc"}"#);
+        assert!(!e.to_string().contains("1//0abc"), "{e}");
+    }
+
+    #[test]
+    fn insecure_endpoints_are_refused() {
+        for bad in ["http://example.com/token", "http://10.0.0.1/token", "file:///etc/passwd", "http://localhost.evil.com/"] {
+            let err = ensure_secure(&url(bad)).unwrap_err();
+            assert!(matches!(err, Error::InsecureEndpoint { .. }), "{bad}");
+        }
+        for good in ["https://example.com/", "http://127.0.0.2:9/", "http://LOCALHOST:1/", "http://169.254.169.254/"] {
+            ensure_secure(&url(good)).unwrap();
+        }
+    }
+
+    #[test]
+    fn endpoint_name_drops_query_and_userinfo() {
+        assert_eq!(endpoint_name(&url("https://u:p@h/a?b=c#d")), "https://h/a");
+    }
+}
