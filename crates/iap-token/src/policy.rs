@@ -105,7 +105,14 @@ pub fn redirects_to_google_sign_in(headers: &HeaderMap) -> bool {
         .get(header::LOCATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|l| url::Url::parse(l).ok())
-        .is_some_and(|u| u.host_str() == Some("accounts.google.com"))
+        .is_some_and(|u| is_google_sign_in(&u))
+}
+
+/// Whether `url` is Google's sign-in (`accounts.google.com`), where IAP
+/// sends requests it will not authorize: for a client, an authentication
+/// failure rather than a page to follow.
+pub fn is_google_sign_in(url: &url::Url) -> bool {
+    url.host_str() == Some("accounts.google.com")
 }
 
 /// Per-request switch: insert into a request's `http::Extensions` to send

@@ -1,0 +1,116 @@
+//! [`IapService`]: the middleware itself.
+
+use std::mem;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use iap_token::auth::{IapAuth, Plan};
+use iap_token::policy::RetryPolicy;
+use tower_service::Service;
+
+use crate::future::{ResponseFuture, send_first};
+use crate::layer::IapLayer;
+use crate::replay::{BoxError, DEFAULT_REPLAY_LIMIT, ReplayableBody};
+
+/// Adds an IAP ID token to every request in scope and retries once, with a
+/// fresh token, when IAP refuses it. Made by [`IapLayer`].
+///
+/// For each request, [`IapAuth::plan`] decides whether it gets a token (host
+/// scoping, a per-request [`Audience`](iap_token::Audience) or
+/// [`NoAuth`](iap_token::policy::NoAuth) in its extensions). The cached token
+/// goes in with [`IapAuth::apply`]; when none is cached yet, the response
+/// future fetches one first. When [`IapAuth::verdict`] says the token was
+/// refused, that token is invalidated and, if the request body can be sent
+/// again (see [`replay`](crate::replay)), the request goes out once more with
+/// a fresh token on a clone of the inner service (made ready first).
+#[derive(Clone, Debug)]
+pub struct IapService<S> {
+    inner: S,
+    auth: IapAuth,
+    replay_limit: usize,
+}
+
+impl<S> IapService<S> {
+    /// Wraps `inner`, authorizing its requests with `auth`.
+    pub fn new(inner: S, auth: IapAuth) -> Self {
+        IapService { inner, auth, replay_limit: DEFAULT_REPLAY_LIMIT }
+    }
+
+    /// A layer that wraps services in an `IapService` (same as [`IapLayer::new`]).
+    pub fn layer(auth: IapAuth) -> IapLayer {
+        IapLayer::new(auth)
+    }
+
+    /// Keeps at most `bytes` of a streaming request body for a retry (default
+    /// 64 KiB); larger bodies are not retried. `0` turns recording off (bodies
+    /// that are cheap to clone are still retried).
+    pub fn replay_limit(mut self, bytes: usize) -> Self {
+        self.replay_limit = bytes;
+        self
+    }
+
+    pub(crate) fn with_replay_limit(inner: S, auth: IapAuth, replay_limit: usize) -> Self {
+        IapService { inner, auth, replay_limit }
+    }
+
+    /// The authorization handle.
+    pub fn auth(&self) -> &IapAuth {
+        &self.auth
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for IapService<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    B: ReplayableBody,
+{
+    type Response = Response<ResBody>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let attach = match self.auth.plan(request.uri(), request.extensions()) {
+            Plan::Skip => return ResponseFuture::pass(self.inner.call(request)),
+            Plan::Attach(attach) => attach,
+        };
+        let retry = self.auth.retry_policy() != RetryPolicy::Never;
+        match attach.cached() {
+            Some(token) if !retry => {
+                self.auth.apply(request.headers_mut(), &token);
+                ResponseFuture::pass(self.inner.call(request))
+            }
+            Some(token) => {
+                let (future, retry) =
+                    send_first(&mut self.inner, request, &token, &self.auth, true, self.replay_limit);
+                ResponseFuture::first(future, token, retry, self.auth.clone(), attach, self.replay_limit)
+            }
+            None => {
+                // The ready service goes with the request; a fresh clone stays
+                // here and is made ready by the next `poll_ready`.
+                let clone = self.inner.clone();
+                let ready = mem::replace(&mut self.inner, clone);
+                ResponseFuture::fetching(ready, request, self.auth.clone(), attach, self.replay_limit)
+            }
+        }
+    }
+}
