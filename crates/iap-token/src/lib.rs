@@ -13,11 +13,15 @@
 
 #![warn(missing_docs)]
 
+pub mod access_token;
+pub mod adc;
 pub mod audience;
 pub mod error;
+pub mod login;
 pub mod policy;
 pub mod source;
 pub mod token;
+pub mod transport;
 
 pub use audience::Audience;
 pub use error::{Error, Result};

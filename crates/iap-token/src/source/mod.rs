@@ -4,6 +4,11 @@
 //! Sources do not cache; wrap them in a [`TokenCache`](crate::TokenCache)
 //! (which [`IapAuth`](crate::IapAuth) does for you).
 
+pub mod authorized_user;
+pub mod metadata;
+pub mod service_account;
+pub mod static_token;
+
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
