@@ -1,0 +1,224 @@
+//! IapAuth: plan / apply / verdict / invalidate, against the emulator's IAP gate.
+
+use std::sync::Arc;
+
+use http::{Extensions, HeaderMap, StatusCode, Uri};
+use iap_emulator::{Emulator, Endpoint};
+use iap_token::auth::Plan;
+use iap_token::policy::{NoAuth, Placement, RetryPolicy, Verdict};
+use iap_token::source::TokenSource;
+use iap_token::source::service_account::{ServiceAccountKey, ServiceAccountSource};
+use iap_token::{Audience, IapAuth, IdToken};
+
+async fn source(emu: &Emulator) -> (Arc<dyn TokenSource>, String) {
+    let sa = emu.create_service_account("auth-test").await.unwrap();
+    let key = ServiceAccountKey::from_json(sa.key_json.as_bytes()).unwrap();
+    (Arc::new(ServiceAccountSource::new(key)), sa.key_json)
+}
+
+fn uri(s: &str) -> Uri {
+    s.parse().unwrap()
+}
+
+fn origin_of(url: &url::Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+async fn token(plan: Plan) -> Option<IdToken> {
+    match plan {
+        Plan::Skip => None,
+        Plan::Attach(attach) => Some(match attach.cached() {
+            Some(t) => t,
+            None => attach.fetch().await.unwrap(),
+        }),
+    }
+}
+
+/// Sends a GET to `url` carrying `token` as `auth` places it.
+async fn get(auth: &IapAuth, url: &str, token: &IdToken) -> reqwest::Response {
+    let mut headers = HeaderMap::new();
+    auth.apply(&mut headers, token);
+    reqwest::Client::new().get(url).headers(headers).send().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_token_is_attached_and_accepted_by_the_gate() {
+    let emu = Emulator::start().await.unwrap();
+    let app = emu.app();
+    let (source, _) = source(&emu).await;
+    let auth = IapAuth::builder().source_arc(source).audience(app.client_id()).build().unwrap();
+    let url = app.url().join("/hello").unwrap();
+
+    let token = token(auth.plan(&uri(url.as_str()), &Extensions::new())).await.unwrap();
+    let answer = get(&auth, url.as_str(), &token).await;
+
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(emu.counter("app.hits", app.client_id()), 1);
+    assert_eq!(token.claims().aud.as_deref(), Some(app.client_id()));
+    let mut headers = HeaderMap::new();
+    auth.apply(&mut headers, &token);
+    assert!(headers["authorization"].is_sensitive());
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_refused_invalidated_once_and_replaced() {
+    let emu = Emulator::start().await.unwrap();
+    let app = emu.app();
+    let (source, _) = source(&emu).await;
+    let auth = IapAuth::builder().source_arc(source).audience(app.client_id()).build().unwrap();
+    let target = uri(app.url().as_str());
+    let first = token(auth.plan(&target, &Extensions::new())).await.unwrap();
+    emu.revoke(first.as_str());
+
+    let answer = get(&auth, app.url().as_str(), &first).await;
+    let verdict = auth.verdict(answer.status(), answer.headers());
+
+    assert_eq!(verdict, Verdict::Refused);
+    assert!(auth.invalidate(&first));
+    assert!(!auth.invalidate(&first), "the second invalidation of one token is a no-op");
+    let second = token(auth.plan(&target, &Extensions::new())).await.unwrap();
+    assert!(!second.same_as(&first));
+    assert_eq!(get(&auth, app.url().as_str(), &second).await.status(), StatusCode::OK);
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 2);
+}
+
+#[tokio::test]
+async fn no_token_for_an_origin_outside_the_allowed_set() {
+    let emu = Emulator::start().await.unwrap();
+    let app = emu.app();
+    let (source, _) = source(&emu).await;
+    let auth = IapAuth::builder()
+        .source_arc(source)
+        .audience(app.client_id())
+        .allow_origin(origin_of(app.url()))
+        .build()
+        .unwrap();
+    let none = Extensions::new();
+
+    assert!(matches!(auth.plan(&uri(app.url().as_str()), &none), Plan::Attach(_)));
+    for other in ["https://evil.example.com/", "http://127.0.0.1:1/", "/relative/path"] {
+        assert!(matches!(auth.plan(&uri(other), &none), Plan::Skip), "{other}");
+    }
+    // Not even a per-request audience sends a token out of scope.
+    let mut with_audience = Extensions::new();
+    with_audience.insert(Audience::new("other-client"));
+    assert!(matches!(auth.plan(&uri("https://evil.example.com/"), &with_audience), Plan::Skip));
+    assert_eq!(emu.requests(Endpoint::Token), 0);
+}
+
+#[tokio::test]
+async fn the_origin_map_picks_the_audience() {
+    let emu = Emulator::start().await.unwrap();
+    let first_app = emu.app();
+    let second_app = emu.create_app().echo().await.unwrap();
+    let (source, _) = source(&emu).await;
+    let auth = IapAuth::builder()
+        .source_arc(source)
+        .origin_audience(origin_of(first_app.url()), first_app.client_id())
+        .origin_audience(origin_of(second_app.url()), second_app.client_id())
+        .build()
+        .unwrap();
+
+    for app in [&first_app, &second_app] {
+        let plan = auth.plan(&uri(app.url().as_str()), &Extensions::new());
+        let Plan::Attach(attach) = &plan else { panic!("{plan:?}") };
+        assert_eq!(attach.audience().map(Audience::as_str), Some(app.client_id()));
+        let token = token(plan).await.unwrap();
+        assert_eq!(get(&auth, app.url().as_str(), &token).await.status(), StatusCode::OK);
+    }
+    assert!(matches!(auth.plan(&uri("https://elsewhere.example.com/"), &Extensions::new()), Plan::Skip));
+}
+
+#[tokio::test]
+async fn without_origins_every_origin_gets_a_token() {
+    let emu = Emulator::start().await.unwrap();
+    let (source, _) = source(&emu).await;
+    let auth = IapAuth::builder().source_arc(source).audience("aud").build().unwrap();
+
+    for any in ["https://a.example.com/", "http://127.0.0.1:9/x", "https://b.example.org:8443/"] {
+        assert!(matches!(auth.plan(&uri(any), &Extensions::new()), Plan::Attach(_)), "{any}");
+    }
+}
+
+#[tokio::test]
+async fn per_request_extensions_skip_or_override_the_audience() {
+    let emu = Emulator::start().await.unwrap();
+    let (source, _) = source(&emu).await;
+    let auth = IapAuth::builder().source_arc(source).audience("configured").build().unwrap();
+    let target = uri("https://app.example.com/");
+
+    let mut no_auth = Extensions::new();
+    no_auth.insert(NoAuth);
+    assert!(matches!(auth.plan(&target, &no_auth), Plan::Skip));
+
+    let mut other = Extensions::new();
+    other.insert(Audience::new("per-request"));
+    let token = token(auth.plan(&target, &other)).await.unwrap();
+    assert_eq!(token.claims().aud.as_deref(), Some("per-request"));
+    assert_eq!(emu.id_tokens_issued("per-request"), 1);
+    assert_eq!(emu.id_tokens_issued("configured"), 0);
+}
+
+#[tokio::test]
+async fn placement_and_retry_policy_follow_the_builder() {
+    let emu = Emulator::start().await.unwrap();
+    let app = emu.app();
+    let (source, _) = source(&emu).await;
+    let auth = IapAuth::builder()
+        .source_arc(source)
+        .audience(app.client_id())
+        .placement(Placement::ProxyAuthorization)
+        .build()
+        .unwrap();
+    assert_eq!(auth.retry_policy(), RetryPolicy::IapGenerated);
+    let token = token(auth.plan(&uri(app.url().as_str()), &Extensions::new())).await.unwrap();
+
+    let mut headers = HeaderMap::new();
+    headers.insert("authorization", "Bearer the-apps-own".parse().unwrap());
+    auth.apply(&mut headers, &token);
+    assert_eq!(headers["authorization"], "Bearer the-apps-own");
+    assert!(headers["proxy-authorization"].is_sensitive());
+    let answer = reqwest::Client::new().get(app.url().as_str()).headers(headers).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(emu.counter("gate.proxy_authorization", app.client_id()), 1);
+    // An app's own 401 is not IAP's: not a refused token in this placement.
+    assert_eq!(auth.verdict(StatusCode::UNAUTHORIZED, &HeaderMap::new()), Verdict::Accepted);
+}
+
+#[tokio::test]
+async fn building_without_an_audience_or_with_a_bad_origin_is_a_clear_error() {
+    let emu = Emulator::start().await.unwrap();
+    let (source, _) = source(&emu).await;
+    let err = IapAuth::builder().source_arc(source.clone()).build().unwrap_err();
+    assert!(err.to_string().contains(".audience("), "{err}");
+    let err = IapAuth::builder()
+        .source_arc(source)
+        .audience("a")
+        .allow_origin("https://a.example.com/some/path")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("https://a.example.com/some/path"), "{err}");
+    let err = IapAuth::builder().audience("a").build().unwrap_err();
+    assert!(err.to_string().contains("source"), "{err}");
+}
+
+#[tokio::test]
+async fn debug_of_iap_auth_holds_no_secret() {
+    let emu = Emulator::start().await.unwrap();
+    let app = emu.app();
+    let (source, key_json) = source(&emu).await;
+    let auth = IapAuth::builder()
+        .source_arc(source)
+        .audience(app.client_id())
+        .allow_origin(origin_of(app.url()))
+        .build()
+        .unwrap();
+    let token = token(auth.plan(&uri(app.url().as_str()), &Extensions::new())).await.unwrap();
+
+    let debug = format!("{auth:?} {:?}", auth.plan(&uri(app.url().as_str()), &Extensions::new()));
+    assert!(debug.contains(app.client_id()), "{debug}");
+    assert!(!debug.contains(token.as_str()), "{debug}");
+    let key: serde_json::Value = serde_json::from_str(&key_json).unwrap();
+    let pem_line = key["private_key"].as_str().unwrap().lines().nth(1).unwrap();
+    assert!(!debug.contains(pem_line), "{debug}");
+}
