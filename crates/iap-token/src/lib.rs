@@ -16,6 +16,9 @@
 pub mod access_token;
 pub mod adc;
 pub mod audience;
+pub mod auth;
+pub mod cache;
+pub mod discovery;
 pub mod error;
 pub mod login;
 pub mod policy;
@@ -24,6 +27,8 @@ pub mod token;
 pub mod transport;
 
 pub use audience::Audience;
+pub use auth::IapAuth;
+pub use cache::TokenCache;
 pub use error::{Error, Result};
 pub use source::TokenSource;
 pub use token::{Claims, IdToken};
