@@ -1,0 +1,204 @@
+//! The command line: every command, flag and its help text.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+/// Credential precedence, shown in `iap --help` and documented in the crate
+/// docs: keep the two in step.
+pub const CREDENTIALS_HELP: &str = "\
+Credentials, first match wins:
+  1. --credentials FILE (any Google credentials JSON)
+  2. $GOOGLE_APPLICATION_CREDENTIALS
+  3. the credentials saved by `iap login` (in $IAP_CONFIG_DIR, else $XDG_CONFIG_HOME/iap, else ~/.config/iap)
+  4. gcloud's application default credentials ($CLOUDSDK_CONFIG or ~/.config/gcloud)
+  5. the metadata server, when running on Google Cloud ($GCE_METADATA_HOST overrides it)
+--impersonate-service-account EMAIL then uses that credential to mint ID tokens for EMAIL.";
+
+/// Call apps behind Google Cloud Identity-Aware Proxy from a terminal.
+#[derive(Debug, Parser)]
+#[command(name = "iap", version, about, after_long_help = CREDENTIALS_HELP)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print an ID token for an IAP app (the JWT, its claims, or a header line).
+    #[command(after_long_help = CREDENTIALS_HELP)]
+    Token(TokenArgs),
+    /// Send one request to an IAP app, like curl, with a token attached.
+    #[command(after_long_help = CREDENTIALS_HELP)]
+    Curl(CurlArgs),
+    /// Sign in as a user (desktop OAuth client, browser, loopback redirect) and save the credentials.
+    Login(LoginArgs),
+    /// Remove the credentials saved by `iap login`.
+    Logout,
+    /// Run a local reverse proxy that adds a token to every request to an IAP app.
+    #[command(after_long_help = CREDENTIALS_HELP)]
+    Proxy(ProxyArgs),
+    /// Run the IAP emulator (Google's token endpoints, metadata server and a gated app) locally.
+    Emulator(EmulatorArgs),
+    /// Walk through everything against an in-process emulator; exits 0 when every step works.
+    Demo,
+}
+
+/// Where credentials come from, shared by the commands that need a token.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CredentialArgs {
+    /// A Google credentials JSON file (service-account key, authorized_user, ...) instead of ADC.
+    #[arg(long, value_name = "FILE")]
+    pub credentials: Option<PathBuf>,
+
+    /// Mint ID tokens for this service account, using the credentials above as the caller.
+    #[arg(long, value_name = "EMAIL")]
+    pub impersonate_service_account: Option<String>,
+}
+
+/// How `iap token` prints the token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum TokenFormat {
+    /// The JWT alone on one line.
+    #[default]
+    Token,
+    /// A JSON object: token, claims, expires_at, expires_in.
+    Json,
+    /// `Authorization: Bearer <JWT>`.
+    Header,
+}
+
+/// `iap token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The audience: the IAP OAuth client ID (`NNN-xxx.apps.googleusercontent.com`).
+    #[arg(long, value_name = "AUD", conflicts_with = "url", required_unless_present = "url")]
+    pub audience: Option<String>,
+
+    /// An app URL: the audience is found from IAP's sign-in redirect.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: TokenFormat,
+
+    #[command(flatten)]
+    pub creds: CredentialArgs,
+}
+
+/// `iap curl`.
+#[derive(Debug, Args)]
+pub struct CurlArgs {
+    /// The URL of the IAP app.
+    pub url: String,
+
+    /// HTTP method (default GET, or POST when data is given).
+    #[arg(short = 'X', long = "request", value_name = "METHOD")]
+    pub method: Option<String>,
+
+    /// An extra request header, `Name: value`; repeatable.
+    #[arg(short = 'H', long = "header", value_name = "HEADER")]
+    pub headers: Vec<String>,
+
+    /// Request body; `@FILE` reads it from a file (`@-`: stdin). Sets POST and a form content type.
+    #[arg(short = 'd', long = "data", value_name = "DATA", conflicts_with = "data_binary")]
+    pub data: Option<String>,
+
+    /// Request body sent as is; `@FILE` reads it from a file (`@-`: stdin).
+    #[arg(long = "data-binary", value_name = "DATA")]
+    pub data_binary: Option<String>,
+
+    /// Print the status line and response headers before the body.
+    #[arg(short = 'i', long = "include")]
+    pub include: bool,
+
+    /// Fail with exit code 22 when the app answers with HTTP 400 or above.
+    #[arg(short = 'f', long = "fail")]
+    pub fail: bool,
+
+    /// The audience (IAP OAuth client ID); found from IAP's redirect when omitted.
+    #[arg(long, value_name = "AUD")]
+    pub audience: Option<String>,
+
+    /// Send the token in `Proxy-Authorization`, leaving `Authorization` to the app.
+    #[arg(long)]
+    pub proxy_authorization: bool,
+
+    #[command(flatten)]
+    pub creds: CredentialArgs,
+}
+
+/// `iap login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The desktop OAuth client ID.
+    #[arg(long, env = "IAP_CLIENT_ID", value_name = "ID")]
+    pub client_id: String,
+
+    /// The desktop OAuth client secret (better passed as $IAP_CLIENT_SECRET than on the command line).
+    #[arg(long, env = "IAP_CLIENT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    pub client_secret: String,
+
+    /// Ask for an ID token for this IAP client ID during login (checks access right away).
+    #[arg(long, value_name = "AUD")]
+    pub audience: Option<String>,
+
+    /// Do not open a browser; print the URL to open instead.
+    #[arg(long)]
+    pub no_browser: bool,
+
+    /// Port of the loopback redirect receiver on 127.0.0.1 (default: any free port).
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    pub port: u16,
+
+    /// Google's authorization endpoint (the emulator's for tests).
+    #[arg(long, env = "IAP_AUTH_URI", value_name = "URL", hide = true)]
+    pub auth_uri: Option<String>,
+
+    /// Google's token endpoint (the emulator's for tests).
+    #[arg(long, env = "IAP_TOKEN_URI", value_name = "URL", hide = true)]
+    pub token_uri: Option<String>,
+
+    /// How long to wait for the browser to come back, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u64,
+}
+
+/// `iap proxy`.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// The IAP app to forward to (scheme and host, optionally a base path).
+    #[arg(long, value_name = "URL")]
+    pub target: String,
+
+    /// Where to listen (loopback unless you mean to share your identity).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// The audience (IAP OAuth client ID); found from IAP's redirect when omitted.
+    #[arg(long, value_name = "AUD")]
+    pub audience: Option<String>,
+
+    /// Send the token in `Proxy-Authorization`, leaving `Authorization` to the client.
+    #[arg(long)]
+    pub proxy_authorization: bool,
+
+    #[command(flatten)]
+    pub creds: CredentialArgs,
+}
+
+/// `iap emulator`.
+#[derive(Debug, Args)]
+pub struct EmulatorArgs {
+    /// Address of the emulator's main server (default: 127.0.0.1 on a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+}
