@@ -81,6 +81,13 @@ impl fmt::Debug for AccessToken {
 pub trait AccessTokenSource: fmt::Debug + Send + Sync + 'static {
     /// Fetches a fresh access token for `scopes` (e.g. [`CLOUD_PLATFORM_SCOPE`]).
     fn access_token<'a>(&'a self, scopes: &'a [&'a str]) -> BoxFuture<'a, Result<AccessToken>>;
+
+    /// Whom the tokens speak for (an email, or a federated principal), when
+    /// known without a network call: named in errors, e.g. which principal
+    /// lacks an IAM role. Default `None`.
+    fn principal(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The access-token answer of Google's token endpoints and the metadata server.

@@ -10,8 +10,10 @@
 //! 3. the metadata server, when [detection](MetadataSource::detect) finds one.
 //!
 //! Files of `type` `service_account` and `authorized_user` become a
-//! [`ServiceAccountSource`] and an [`AuthorizedUserSource`]. Errors name the
-//! file and the field at fault.
+//! [`ServiceAccountSource`] and an [`AuthorizedUserSource`];
+//! `impersonated_service_account` and `external_account` (with a
+//! `service_account_impersonation_url`) become an [`ImpersonatedSource`].
+//! Errors name the file and the field at fault.
 //!
 //! Environment variables are read through an [`Environment`], so tests (and
 //! callers with their own configuration) need not touch the process
@@ -38,6 +40,8 @@ use url::Url;
 use crate::access_token::AccessTokenSource;
 use crate::source::TokenSource;
 use crate::source::authorized_user::{AuthorizedUser, AuthorizedUserSource};
+use crate::source::external_account::ExternalAccount;
+use crate::source::impersonated::ImpersonatedSource;
 use crate::source::metadata::MetadataSource;
 use crate::source::service_account::{ServiceAccountKey, ServiceAccountSource};
 use crate::{Error, Result};
@@ -229,13 +233,13 @@ pub fn from_json(json: impl AsRef<[u8]>) -> Result<Arc<dyn TokenSource>> {
 
 /// The one dispatch on a credentials file's `type`: each credential type is
 /// one arm.
-fn source_from_json(bytes: &[u8], path: Option<&Path>, _env: &Environment) -> Result<Arc<dyn TokenSource>> {
+fn source_from_json(bytes: &[u8], path: Option<&Path>, env: &Environment) -> Result<Arc<dyn TokenSource>> {
     let json = CredentialsJson::parse(bytes, path)?;
     match json.kind()? {
         "service_account" => Ok(Arc::new(ServiceAccountSource::new(ServiceAccountKey::from_credentials_json(&json)?))),
         "authorized_user" => Ok(Arc::new(AuthorizedUserSource::new(AuthorizedUser::from_credentials_json(&json)?))),
-        "impersonated_service_account" => Err(coming_soon(&json, "service-account impersonation")),
-        "external_account" => Err(coming_soon(&json, "workload identity federation (external_account)")),
+        "impersonated_service_account" => Ok(Arc::new(ImpersonatedSource::from_credentials_json(&json, env)?)),
+        "external_account" => Ok(Arc::new(ExternalAccount::from_credentials_json(&json, env)?.id_token_source()?)),
         other => Err(unknown_type(&json, other)),
     }
 }
@@ -256,14 +260,6 @@ pub(crate) fn access_token_source(json: &CredentialsJson) -> Result<Arc<dyn Acce
             "type",
             format!("is `{other}`; the source credentials of impersonation are `service_account` or `authorized_user`"),
         )),
-    }
-}
-
-fn coming_soon(json: &CredentialsJson, what: &str) -> Error {
-    Error::Unsupported {
-        what: format!("{what} (type `{}`)", json.kind().unwrap_or_default()),
-        path: json.path().map(Into::into),
-        hint: "support is coming in a later release of iap-rs; meanwhile use a service-account key, `iap login`, or the metadata server".into(),
     }
 }
 
@@ -319,7 +315,6 @@ impl CredentialsJson {
     }
 
     /// A field's raw value.
-    #[allow(dead_code)] // for the nested objects of impersonation and external accounts
     pub(crate) fn get(&self, field: &str) -> Option<&Value> {
         self.obj.get(field)
     }
@@ -390,10 +385,9 @@ mod tests {
     }
 
     #[test]
-    fn unknown_and_future_types_are_clear_errors() {
+    fn unknown_types_and_incomplete_files_are_clear_errors() {
         let err = from_json(r#"{"type":"external_account"}"#).unwrap_err();
-        assert!(matches!(err, Error::Unsupported { .. }), "{err}");
-        assert!(err.to_string().contains("external_account"), "{err}");
+        assert!(err.to_string().contains("field `audience` is missing"), "{err}");
         let err = from_json(r#"{"type":"banana"}"#).unwrap_err();
         assert!(err.to_string().contains("field `type` is `banana`"), "{err}");
     }

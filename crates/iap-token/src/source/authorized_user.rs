@@ -304,6 +304,10 @@ impl AccessTokenSource for AuthorizedUserSource {
     fn access_token<'a>(&'a self, scopes: &'a [&'a str]) -> BoxFuture<'a, Result<AccessToken>> {
         Box::pin(self.fetch_access_token(scopes))
     }
+
+    fn principal(&self) -> Option<String> {
+        self.user.account().map(str::to_string)
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,10 @@
 //! (which [`IapAuth`](crate::IapAuth) does for you).
 
 pub mod authorized_user;
+pub mod external_account;
+pub mod impersonated;
 pub mod metadata;
+pub mod self_signed;
 pub mod service_account;
 pub mod static_token;
 

@@ -298,6 +298,10 @@ impl AccessTokenSource for ServiceAccountSource {
     fn access_token<'a>(&'a self, scopes: &'a [&'a str]) -> BoxFuture<'a, Result<AccessToken>> {
         Box::pin(self.fetch_access_token(scopes))
     }
+
+    fn principal(&self) -> Option<String> {
+        Some(self.key.client_email().to_string())
+    }
 }
 
 /// Seconds since the Unix epoch (0 for a clock before 1970).

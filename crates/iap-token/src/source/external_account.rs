@@ -1,0 +1,808 @@
+//! Workload identity federation (`type: "external_account"`): a token from
+//! another identity provider (GitHub Actions, AWS, Azure, GitLab, an
+//! on-premises OIDC or SAML issuer) exchanged for Google credentials
+//! (PROTOCOLS section 5).
+//!
+//! Google issues ID tokens to federated identities only through a service
+//! account, so an ID token takes three calls:
+//!
+//! 1. the **subject token** from the file's `credential_source`: a `file`,
+//!    a `url` (with optional `headers`; `format` `text` or `json` with
+//!    `subject_token_field_name`), or an `executable` (only when
+//!    `GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES=1`, per Google's
+//!    executable-sourced credentials spec);
+//! 2. **STS** (`token_url`) exchanges it for a federated access token;
+//! 3. **`generateAccessToken`** (`service_account_impersonation_url`) turns
+//!    that into the service account's access token, which
+//!    [`ImpersonatedSource`] then uses for **`generateIdToken`** on the same
+//!    account. Its access token is cached until near its expiry, so steps 1
+//!    to 3 run once per access-token lifetime, not once per ID token.
+//!
+//! A file without `service_account_impersonation_url` can still serve as the
+//! source credential of an [`ImpersonatedSource`] you build yourself, but
+//! [`ExternalAccount::id_token_source`] (and ADC) refuse it with an error
+//! that says how to add one.
+//!
+//! ```no_run
+//! # async fn demo() -> iap_token::Result<()> {
+//! use iap_token::{Audience, TokenSource, source::external_account::ExternalAccount};
+//!
+//! let source = ExternalAccount::from_file("wif-config.json")?.id_token_source()?;
+//! let token = source.id_token(&Audience::new("123-abc.apps.googleusercontent.com")).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Executables
+//! The command (split on whitespace, no shell) runs with the process
+//! environment plus `GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE`,
+//! `GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE`, `GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE=0`,
+//! `GOOGLE_EXTERNAL_ACCOUNT_IMPERSONATED_EMAIL` (with an impersonation URL)
+//! and `GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE` (with an `output_file`), and
+//! must print `{"version": 1, "success": true, "token_type": ...,
+//! "id_token"|"saml_response": ..., "expiration_time": UNIX_SECONDS}`. It is
+//! killed after `timeout_millis` (default 30 s; 5 to 120 s allowed). When an
+//! `output_file` is configured and holds an unexpired successful response,
+//! the executable is not run at all.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Map, Value};
+use url::Url;
+
+use crate::access_token::{AccessToken, AccessTokenAnswer, AccessTokenSource, CLOUD_PLATFORM_SCOPE};
+use crate::adc::{CredentialsJson, Environment};
+use crate::source::BoxFuture;
+use crate::source::impersonated::{ImpersonatedSource, ImpersonationUrl, TOKEN_CREATOR_ROLE, generate_access_token};
+use crate::transport::{Transport, endpoint_name, ensure_secure, json_problem, scrub};
+use crate::{Error, Result};
+
+/// The env var that must be `1` for executable credential sources to run.
+pub const ALLOW_EXECUTABLES: &str = "GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES";
+/// The STS grant type.
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// The token type STS is asked for.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// The role a federated identity needs on the service account it impersonates.
+pub const WORKLOAD_IDENTITY_USER_ROLE: &str = "roles/iam.workloadIdentityUser";
+/// Default time an executable may run.
+pub const EXECUTABLE_TIMEOUT: Duration = Duration::from_secs(30);
+const EXECUTABLE_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 5_000..=120_000;
+/// The newest executable response version understood.
+const EXECUTABLE_VERSION: u64 = 1;
+
+/// Workload identity federation credentials: the access-token side (STS,
+/// then impersonation when configured). See the [module docs](self).
+/// `Debug` shows no header value, client secret or token.
+#[derive(Clone)]
+pub struct ExternalAccount {
+    inner: Arc<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
+    audience: String,
+    subject_token_type: String,
+    token_url: Url,
+    impersonation: Option<Impersonation>,
+    source: CredentialSource,
+    /// `client_id` and `client_secret`: HTTP Basic auth at STS.
+    client: Option<(String, String)>,
+    workforce_user_project: Option<String>,
+    transport: Transport,
+    env: Environment,
+    path: Option<PathBuf>,
+}
+
+#[derive(Clone)]
+struct Impersonation {
+    url: Url,
+    endpoint: String,
+    target: String,
+    lifetime: Option<Duration>,
+}
+
+#[derive(Clone)]
+enum CredentialSource {
+    File { path: PathBuf, format: Format },
+    Url { url: Url, headers: HeaderMap, format: Format },
+    Executable(Executable),
+}
+
+#[derive(Clone)]
+struct Executable {
+    command: String,
+    timeout: Duration,
+    output_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+enum Format {
+    Text,
+    Json(String),
+}
+
+impl fmt::Debug for ExternalAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.inner;
+        f.debug_struct("ExternalAccount")
+            .field("audience", &inner.audience)
+            .field("subject_token_type", &inner.subject_token_type)
+            .field("token_url", &inner.token_url.as_str())
+            .field("impersonate", &inner.impersonation.as_ref().map(|i| &i.target))
+            .field("credential_source", &inner.source)
+            .field("client_id", &inner.client.as_ref().map(|(id, _)| id))
+            .field("path", &inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for CredentialSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CredentialSource::File { path, format } => {
+                f.debug_struct("File").field("path", path).field("format", format).finish()
+            }
+            CredentialSource::Url { url, headers, format } => f
+                .debug_struct("Url")
+                .field("url", &endpoint_name(url))
+                .field("headers", &headers.keys().map(HeaderName::as_str).collect::<Vec<_>>())
+                .field("format", format)
+                .finish(),
+            CredentialSource::Executable(exe) => f
+                .debug_struct("Executable")
+                .field("program", &exe.program())
+                .field("timeout", &exe.timeout)
+                .field("output_file", &exe.output_file)
+                .finish(),
+        }
+    }
+}
+
+impl ExternalAccount {
+    /// Reads an `external_account` credentials file. Variables (the
+    /// executable gate) come from the process environment.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::ReadFile { path: path.into(), source })?;
+        Self::from_credentials_json(&CredentialsJson::parse(&bytes, Some(path))?, &Environment::process())
+    }
+
+    /// Parses the JSON text of an `external_account` credentials file.
+    pub fn from_json(json: impl AsRef<[u8]>) -> Result<Self> {
+        Self::from_credentials_json(&CredentialsJson::parse(json.as_ref(), None)?, &Environment::process())
+    }
+
+    pub(crate) fn from_credentials_json(json: &CredentialsJson, env: &Environment) -> Result<Self> {
+        let kind = json.kind()?;
+        if kind != "external_account" {
+            return Err(json.invalid("type", format!("is `{kind}`, expected `external_account`")));
+        }
+        let audience = json.required("audience")?.to_string();
+        let subject_token_type = json.required("subject_token_type")?.to_string();
+        let token_url = json.url_or("token_url", "https://sts.googleapis.com/v1/token")?;
+        ensure_secure(&token_url).map_err(|_| {
+            json.invalid("token_url", "must be an https URL (plain http only for loopback)".into())
+        })?;
+        let impersonation = match json.optional("service_account_impersonation_url")? {
+            None => None,
+            Some(text) => {
+                let parsed = ImpersonationUrl::parse(text)
+                    .map_err(|why| json.invalid("service_account_impersonation_url", why))?;
+                let url = Url::parse(text.trim())
+                    .map_err(|e| json.invalid("service_account_impersonation_url", format!("is not a URL ({e})")))?;
+                ensure_secure(&url).map_err(|_| {
+                    json.invalid("service_account_impersonation_url", "must be an https URL (plain http only for loopback)".into())
+                })?;
+                let lifetime = match json.get("service_account_impersonation") {
+                    Some(Value::Object(o)) => match o.get("token_lifetime_seconds") {
+                        None | Some(Value::Null) => None,
+                        Some(v) => Some(Duration::from_secs(v.as_u64().filter(|s| (600..=43_200).contains(s)).ok_or_else(
+                            || {
+                                json.invalid(
+                                    "service_account_impersonation.token_lifetime_seconds",
+                                    "must be a number of seconds from 600 to 43200".into(),
+                                )
+                            },
+                        )?)),
+                    },
+                    _ => None,
+                };
+                Some(Impersonation { url, endpoint: parsed.endpoint, target: parsed.target, lifetime })
+            }
+        };
+        let source = match json.get("credential_source") {
+            Some(Value::Object(obj)) => CredentialSource::parse(json, obj)?,
+            Some(_) => return Err(json.invalid("credential_source", "must be a JSON object".into())),
+            None => return Err(json.invalid("credential_source", "is missing".into())),
+        };
+        let client = match (json.optional("client_id")?, json.optional("client_secret")?) {
+            (Some(id), Some(secret)) => Some((id.to_string(), secret.to_string())),
+            _ => None,
+        };
+        let workforce_user_project = json
+            .optional("workforce_pool_user_project")?
+            .filter(|_| audience.contains("/locations/global/workforcePools/"))
+            .map(str::to_string);
+        Ok(ExternalAccount {
+            inner: Arc::new(Inner {
+                audience,
+                subject_token_type,
+                token_url,
+                impersonation,
+                source,
+                client,
+                workforce_user_project,
+                transport: Transport::default(),
+                env: env.clone(),
+                path: json.path().map(Into::into),
+            }),
+        })
+    }
+
+    /// Reads variables (the executable gate, [`ALLOW_EXECUTABLES`]) from
+    /// `env` instead of the process environment. The executable itself
+    /// still inherits the process environment.
+    pub fn environment(self, env: Environment) -> Self {
+        self.map_inner(|inner| inner.env = env)
+    }
+
+    /// Sends requests through `transport` instead of the shared client.
+    pub fn transport(self, transport: Transport) -> Self {
+        self.map_inner(|inner| inner.transport = transport)
+    }
+
+    fn map_inner(self, f: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Arc::unwrap_or_clone(self.inner);
+        f(&mut inner);
+        ExternalAccount { inner: Arc::new(inner) }
+    }
+
+    /// The workload identity pool provider (STS `audience`).
+    pub fn audience(&self) -> &str {
+        &self.inner.audience
+    }
+
+    /// The service account impersonated, from `service_account_impersonation_url`.
+    pub fn service_account_email(&self) -> Option<&str> {
+        self.inner.impersonation.as_ref().map(|i| i.target.as_str())
+    }
+
+    /// An ID-token source: `generateIdToken` on the impersonated service
+    /// account, with this account's (cached) access tokens.
+    ///
+    /// Fails with [`Error::Unsupported`] when the file has no
+    /// `service_account_impersonation_url`: Google issues ID tokens to
+    /// federated identities only through a service account.
+    pub fn id_token_source(&self) -> Result<ImpersonatedSource> {
+        let Some(imp) = &self.inner.impersonation else {
+            return Err(Error::Unsupported {
+                what: "ID tokens from workload identity federation without service-account impersonation".into(),
+                path: self.inner.path.clone(),
+                hint: "Google issues ID tokens to federated identities only through a service account: the file needs \
+                       `service_account_impersonation_url`. Recreate it with `gcloud iam workload-identity-pools \
+                       create-cred-config projects/N/locations/global/workloadIdentityPools/POOL/providers/PROVIDER \
+                       --service-account=SA_EMAIL --output-file=FILE ...`, and grant the pool's identities \
+                       roles/iam.workloadIdentityUser on SA_EMAIL"
+                    .into(),
+            });
+        };
+        ImpersonatedSource::builder(imp.target.clone())
+            .source(self.clone())
+            .iam_endpoint(imp.endpoint.clone())
+            .transport(self.inner.transport.clone())
+            .build()
+    }
+
+    /// Fetches an access token: the subject token, exchanged at STS, then
+    /// (with an impersonation URL) turned into the service account's token
+    /// by `generateAccessToken`. No caching here (an [`ImpersonatedSource`]
+    /// caches it).
+    pub async fn fetch_access_token(&self) -> Result<AccessToken> {
+        let inner = &*self.inner;
+        let subject = self.subject_token().await?;
+        let federated = self.exchange(&subject).await?;
+        let Some(imp) = &inner.impersonation else {
+            return Ok(federated);
+        };
+        generate_access_token(&inner.transport, &imp.url, &federated, imp.lifetime)
+            .await
+            .map_err(|e| self.explain_impersonation(e, &imp.target))
+    }
+
+    /// STS token exchange.
+    async fn exchange(&self, subject: &SubjectToken) -> Result<AccessToken> {
+        let inner = &*self.inner;
+        let options = inner
+            .workforce_user_project
+            .as_ref()
+            .filter(|_| inner.client.is_none())
+            .map(|p| serde_json::json!({ "userProject": p }).to_string());
+        let mut form = vec![
+            ("grant_type", TOKEN_EXCHANGE_GRANT),
+            ("audience", inner.audience.as_str()),
+            ("scope", CLOUD_PLATFORM_SCOPE),
+            ("requested_token_type", ACCESS_TOKEN_TYPE),
+            ("subject_token", subject.0.as_str()),
+            ("subject_token_type", inner.subject_token_type.as_str()),
+        ];
+        if let Some(options) = &options {
+            form.push(("options", options));
+        }
+        let url = &inner.token_url;
+        ensure_secure(url)?;
+        let mut req = inner.transport.client()?.post(url.clone()).form(&form);
+        if let Some((id, secret)) = &inner.client {
+            req = req.basic_auth(id, Some(secret));
+        }
+        let answer = inner.transport.send(url, req).await.map_err(|e| self.explain_sts(e))?;
+        answer.json::<AccessTokenAnswer>(url)?.into_token()
+    }
+
+    fn explain_sts(&self, err: Error) -> Error {
+        let inner = &*self.inner;
+        let audience = &inner.audience;
+        let source = inner.source.describe();
+        err.with_endpoint_hint(|code, _| match code {
+            "invalid_grant" => Some(format!(
+                "STS refused the subject token from {source}: check that the provider {audience} trusts its issuer, \
+                 that its `aud` is what the provider expects, and that the provider's attribute condition accepts it; \
+                 or it has expired"
+            )),
+            "invalid_target" | "invalid_request" => Some(format!(
+                "check the file's `audience` ({audience}) and `subject_token_type` ({})",
+                inner.subject_token_type
+            )),
+            "unauthorized_client" | "invalid_client" => {
+                Some("check the file's `client_id` and `client_secret`".into())
+            }
+            _ => None,
+        })
+    }
+
+    fn explain_impersonation(&self, err: Error, target: &str) -> Error {
+        let status = match &err {
+            Error::Endpoint { status, .. } => *status,
+            _ => return err,
+        };
+        let members = principal_set(&self.inner.audience)
+            .unwrap_or_else(|| "principalSet://iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/POOL/*".into());
+        err.with_endpoint_hint(|_, _| match status {
+            403 => Some(format!(
+                "the federated identity needs the role {WORKLOAD_IDENTITY_USER_ROLE} (or {TOKEN_CREATOR_ROLE}) on {target}: \
+                 gcloud iam service-accounts add-iam-policy-binding {target} --member={members} \
+                 --role={WORKLOAD_IDENTITY_USER_ROLE}"
+            )),
+            404 => Some(format!("the service account {target} does not exist: check service_account_impersonation_url")),
+            _ => None,
+        })
+    }
+
+    /// The subject token from the credential source.
+    async fn subject_token(&self) -> Result<SubjectToken> {
+        let inner = &*self.inner;
+        let token = match &inner.source {
+            CredentialSource::File { path, format } => {
+                let text = tokio::fs::read_to_string(path)
+                    .await
+                    .map_err(|source| Error::ReadFile { path: path.clone(), source })?;
+                format.extract(&text, &path.display().to_string())?
+            }
+            CredentialSource::Url { url, headers, format } => {
+                ensure_secure(url)?;
+                let req = inner.transport.client()?.get(url.clone()).headers(headers.clone());
+                let answer = inner.transport.send(url, req).await?;
+                format.extract(answer.text(url)?, &endpoint_name(url))?
+            }
+            CredentialSource::Executable(exe) => exe.subject_token(self).await?,
+        };
+        if token.is_empty() {
+            return Err(Error::Other {
+                context: format!("the subject token from {} is empty", inner.source.describe()),
+                source: None,
+            });
+        }
+        Ok(SubjectToken(token))
+    }
+}
+
+impl AccessTokenSource for ExternalAccount {
+    /// STS always gets the `cloud-platform` scope, whatever is asked.
+    fn access_token<'a>(&'a self, _scopes: &'a [&'a str]) -> BoxFuture<'a, Result<AccessToken>> {
+        Box::pin(self.fetch_access_token())
+    }
+
+    fn principal(&self) -> Option<String> {
+        match &self.inner.impersonation {
+            Some(imp) => Some(imp.target.clone()),
+            None => principal_set(&self.inner.audience),
+        }
+    }
+}
+
+/// `principalSet://iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/P/*`
+/// from a provider audience.
+fn principal_set(audience: &str) -> Option<String> {
+    let rest = audience.strip_prefix("//iam.googleapis.com/")?;
+    let pool = match rest.find("/providers/") {
+        Some(at) => &rest[..at],
+        None => rest,
+    };
+    Some(format!("principalSet://iam.googleapis.com/{pool}/*"))
+}
+
+/// A subject token. Never shown.
+struct SubjectToken(String);
+
+impl CredentialSource {
+    fn parse(json: &CredentialsJson, obj: &Map<String, Value>) -> Result<Self> {
+        let field = |name: &str| format!("credential_source.{name}");
+        let string = |name: &str| -> Result<Option<String>> {
+            match obj.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+                Some(_) => Err(json.invalid(&field(name), "must be a string".into())),
+            }
+        };
+        if let Some(env_id) = string("environment_id")? {
+            return Err(Error::Unsupported {
+                what: format!("the `{env_id}` credential source (credential_source.environment_id)"),
+                path: json.path().map(Into::into),
+                hint: "use a `file`, `url` or `executable` credential source that provides an OIDC token".into(),
+            });
+        }
+        if obj.contains_key("certificate") {
+            return Err(Error::Unsupported {
+                what: "X.509 certificate credential sources (credential_source.certificate)".into(),
+                path: json.path().map(Into::into),
+                hint: "use a `file`, `url` or `executable` credential source".into(),
+            });
+        }
+        let file = string("file")?;
+        let url = string("url")?;
+        let executable = obj.get("executable");
+        let kinds = usize::from(file.is_some()) + usize::from(url.is_some()) + usize::from(executable.is_some());
+        if kinds != 1 {
+            return Err(json.invalid(
+                "credential_source",
+                "must have exactly one of `file`, `url` or `executable`".into(),
+            ));
+        }
+        if let Some(exe) = executable {
+            return Ok(CredentialSource::Executable(Executable::parse(json, exe)?));
+        }
+        let format = Format::parse(json, obj.get("format"))?;
+        if let Some(path) = file {
+            return Ok(CredentialSource::File { path: PathBuf::from(path), format });
+        }
+        let text = url.unwrap_or_default();
+        let url = Url::parse(&text).map_err(|e| json.invalid("credential_source.url", format!("is not a URL ({e})")))?;
+        ensure_secure(&url).map_err(|_| {
+            json.invalid(
+                "credential_source.url",
+                "must be an https URL (plain http only for loopback and the cloud's metadata server)".into(),
+            )
+        })?;
+        let mut headers = HeaderMap::new();
+        match obj.get("headers") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(map)) => {
+                for (name, value) in map {
+                    let bad = || json.invalid("credential_source.headers", format!("`{name}` is not a valid header"));
+                    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
+                    let mut value = value.as_str().and_then(|v| HeaderValue::from_str(v).ok()).ok_or_else(bad)?;
+                    // Headers here often carry a credential (e.g. a request token).
+                    value.set_sensitive(true);
+                    headers.insert(name, value);
+                }
+            }
+            Some(_) => return Err(json.invalid("credential_source.headers", "must be a JSON object of strings".into())),
+        }
+        Ok(CredentialSource::Url { url, headers, format })
+    }
+
+    /// What the source is, for messages (no secrets).
+    fn describe(&self) -> String {
+        match self {
+            CredentialSource::File { path, .. } => format!("the file {}", path.display()),
+            CredentialSource::Url { url, .. } => format!("the URL {}", endpoint_name(url)),
+            CredentialSource::Executable(exe) => format!("the executable `{}`", exe.program()),
+        }
+    }
+}
+
+impl Format {
+    fn parse(json: &CredentialsJson, value: Option<&Value>) -> Result<Self> {
+        let obj = match value {
+            None | Some(Value::Null) => return Ok(Format::Text),
+            Some(Value::Object(obj)) => obj,
+            Some(_) => return Err(json.invalid("credential_source.format", "must be a JSON object".into())),
+        };
+        match obj.get("type").and_then(Value::as_str).unwrap_or("text") {
+            "text" => Ok(Format::Text),
+            "json" => match obj.get("subject_token_field_name").and_then(Value::as_str) {
+                Some(name) if !name.trim().is_empty() => Ok(Format::Json(name.trim().to_string())),
+                _ => Err(json.invalid(
+                    "credential_source.format.subject_token_field_name",
+                    "is missing: a `json` format names the field that holds the token".into(),
+                )),
+            },
+            other => Err(json.invalid(
+                "credential_source.format.type",
+                format!("is `{other}`, expected `text` or `json`"),
+            )),
+        }
+    }
+
+    /// The token in `text`, read from `from` (named in errors).
+    fn extract(&self, text: &str, from: &str) -> Result<String> {
+        match self {
+            Format::Text => Ok(text.trim().to_string()),
+            Format::Json(field) => {
+                let value: Value = serde_json::from_str(text).map_err(|e| Error::Protocol {
+                    endpoint: from.to_string(),
+                    problem: format!("the subject token {}", json_problem(&e).trim_start_matches("the answer ")),
+                })?;
+                match value.get(field) {
+                    Some(Value::String(s)) => Ok(s.trim().to_string()),
+                    _ => Err(Error::Protocol {
+                        endpoint: from.to_string(),
+                        problem: format!(
+                            "the JSON has no string field `{field}` (credential_source.format.subject_token_field_name)"
+                        ),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+impl Executable {
+    fn parse(json: &CredentialsJson, value: &Value) -> Result<Self> {
+        let field = |name: &str| format!("credential_source.executable.{name}");
+        let Value::Object(obj) = value else {
+            return Err(json.invalid("credential_source.executable", "must be a JSON object".into()));
+        };
+        let command = match obj.get("command") {
+            Some(Value::String(c)) if !c.trim().is_empty() => c.trim().to_string(),
+            _ => return Err(json.invalid(&field("command"), "is missing: the command that prints the token".into())),
+        };
+        let timeout = match obj.get("timeout_millis") {
+            None | Some(Value::Null) => EXECUTABLE_TIMEOUT,
+            Some(v) => Duration::from_millis(v.as_u64().filter(|ms| EXECUTABLE_TIMEOUT_RANGE.contains(ms)).ok_or_else(
+                || json.invalid(&field("timeout_millis"), "must be a number of milliseconds from 5000 to 120000".into()),
+            )?),
+        };
+        let output_file = match obj.get("output_file") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.trim().is_empty() => None,
+            Some(Value::String(s)) => Some(PathBuf::from(s.trim())),
+            Some(_) => return Err(json.invalid(&field("output_file"), "must be a string".into())),
+        };
+        Ok(Executable { command, timeout, output_file })
+    }
+
+    fn program(&self) -> &str {
+        self.command.split_whitespace().next().unwrap_or_default()
+    }
+
+    async fn subject_token(&self, account: &ExternalAccount) -> Result<String> {
+        let inner = &*account.inner;
+        if inner.env.var(ALLOW_EXECUTABLES).as_deref() != Some("1") {
+            return Err(Error::EnvVar {
+                name: ALLOW_EXECUTABLES.into(),
+                problem: format!(
+                    "must be `1` to run the executable `{}` named by the credentials' credential_source.executable: \
+                     set it only if you trust that file",
+                    self.program()
+                ),
+            });
+        }
+        if let Some(token) = self.cached_response().await? {
+            tracing::debug!(output_file = ?self.output_file, "subject token from the executable's output file");
+            return Ok(token);
+        }
+        let mut parts = self.command.split_whitespace();
+        let program = parts.next().unwrap_or_default();
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(parts)
+            .env("GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE", &inner.audience)
+            .env("GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE", &inner.subject_token_type)
+            .env("GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(imp) = &inner.impersonation {
+            cmd.env("GOOGLE_EXTERNAL_ACCOUNT_IMPERSONATED_EMAIL", &imp.target);
+        }
+        if let Some(out) = &self.output_file {
+            cmd.env("GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE", out);
+        }
+        let what = format!("executable `{program}`");
+        let child = cmd.spawn().map_err(|e| Error::Other {
+            context: format!("cannot run the {what} (credential_source.executable.command)"),
+            source: Some(Box::new(e)),
+        })?;
+        // Dropping the child on timeout kills it (kill_on_drop).
+        let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(e)) => {
+                return Err(Error::Other { context: format!("the {what} failed"), source: Some(Box::new(e)) });
+            }
+            Err(_) => {
+                return Err(Error::Transport {
+                    endpoint: what,
+                    source: Box::new(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("it did not finish within {} ms (timeout_millis)", self.timeout.as_millis()),
+                    )),
+                });
+            }
+        };
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let first = stderr.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default();
+            let first: String = scrub(first).chars().take(200).collect();
+            return Err(Error::Other {
+                context: format!(
+                    "the {what} exited with {}{}",
+                    output.status,
+                    if first.is_empty() { String::new() } else { format!(": {first}") }
+                ),
+                source: None,
+            });
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stdout = stdout.trim();
+        if stdout.is_empty()
+            && let Some(out) = &self.output_file
+        {
+            let text = tokio::fs::read_to_string(out)
+                .await
+                .map_err(|source| Error::ReadFile { path: out.clone(), source })?;
+            return self.parse_response(&text, &format!("the output file {}", out.display())).map_err(Rejected::into_error);
+        }
+        self.parse_response(stdout, &format!("the output of the {what}")).map_err(Rejected::into_error)
+    }
+
+    /// A valid, unexpired response in the output file, if any. A missing
+    /// or empty file, an expired token or a failure response mean "run the
+    /// executable"; a malformed file is an error.
+    async fn cached_response(&self) -> Result<Option<String>> {
+        let Some(path) = &self.output_file else { return Ok(None) };
+        let text = match tokio::fs::read_to_string(path).await {
+            Ok(text) if !text.trim().is_empty() => text,
+            _ => return Ok(None),
+        };
+        match self.parse_response(&text, &format!("the output file {}", path.display())) {
+            Ok(token) => Ok(Some(token)),
+            Err(Rejected::Stale(_)) => Ok(None),
+            Err(Rejected::Invalid(e)) => Err(e),
+        }
+    }
+
+    /// The executable-sourced credentials response (version 1).
+    fn parse_response(&self, text: &str, from: &str) -> std::result::Result<String, Rejected> {
+        let invalid = |problem: String| {
+            Rejected::Invalid(Error::Protocol { endpoint: from.to_string(), problem })
+        };
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| invalid(json_problem(&e).replace("the answer", "the response")))?;
+        let missing = |name: &str| invalid(format!("the response has no `{name}` field"));
+        let version = value.get("version").and_then(Value::as_u64).ok_or_else(|| missing("version"))?;
+        let success = value.get("success").and_then(Value::as_bool).ok_or_else(|| missing("success"))?;
+        if !success {
+            let code = value.get("code").and_then(Value::as_str);
+            let message = value.get("message").and_then(Value::as_str);
+            return Err(match (code, message) {
+                (Some(code), Some(message)) => Rejected::Stale(Error::Other {
+                    context: format!("{from} reports a failure: {code}: {}", scrub(message)),
+                    source: None,
+                }),
+                _ => invalid("an unsuccessful response must have `code` and `message`".into()),
+            });
+        }
+        if version == 0 || version > EXECUTABLE_VERSION {
+            return Err(invalid(format!("the response version {version} is not supported (only 1)")));
+        }
+        let expiration = value.get("expiration_time").and_then(Value::as_u64);
+        if expiration.is_none() && self.output_file.is_some() {
+            // Without an expiry a cached response can never be trusted.
+            return Err(Rejected::Stale(Error::Protocol {
+                endpoint: from.to_string(),
+                problem: "the response has no `expiration_time`, required with an `output_file`".into(),
+            }));
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        if expiration.is_some_and(|exp| exp < now) {
+            return Err(Rejected::Stale(Error::Other { context: format!("the token in {from} has expired"), source: None }));
+        }
+        let token_type = value.get("token_type").and_then(Value::as_str).ok_or_else(|| missing("token_type"))?;
+        let field = match token_type {
+            "urn:ietf:params:oauth:token-type:jwt" | "urn:ietf:params:oauth:token-type:id_token" => "id_token",
+            "urn:ietf:params:oauth:token-type:saml2" => "saml_response",
+            other => return Err(invalid(format!("the response's token_type `{other}` is not supported"))),
+        };
+        match value.get(field).and_then(Value::as_str) {
+            Some(token) if !token.trim().is_empty() => Ok(token.trim().to_string()),
+            _ => Err(missing(field)),
+        }
+    }
+}
+
+/// Why an executable response was not used.
+enum Rejected {
+    /// Expired, or a failure report: from the cache, run the executable again.
+    Stale(Error),
+    /// Malformed: an error either way.
+    Invalid(Error),
+}
+
+impl Rejected {
+    fn into_error(self) -> Error {
+        match self {
+            Rejected::Stale(e) | Rejected::Invalid(e) => e,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exe(output_file: bool) -> Executable {
+        Executable {
+            command: "/bin/true".into(),
+            timeout: EXECUTABLE_TIMEOUT,
+            output_file: output_file.then(|| PathBuf::from("/tmp/out.json")),
+        }
+    }
+
+    #[test]
+    fn executable_responses_follow_the_spec() {
+        let far = 4_102_444_800u64;
+        let ok = format!(
+            r#"{{"version":1,"success":true,"token_type":"urn:ietf:params:oauth:token-type:id_token","id_token":"tok","expiration_time":{far}}}"#
+        );
+        assert_eq!(exe(true).parse_response(&ok, "x").ok().as_deref(), Some("tok"));
+        let saml = r#"{"version":1,"success":true,"token_type":"urn:ietf:params:oauth:token-type:saml2","saml_response":"PHNhbWw+"}"#;
+        assert_eq!(exe(false).parse_response(saml, "x").ok().as_deref(), Some("PHNhbWw+"));
+        // Expired and failure responses are stale (a cache is skipped).
+        let expired = r#"{"version":1,"success":true,"token_type":"urn:ietf:params:oauth:token-type:jwt","id_token":"t","expiration_time":1}"#;
+        assert!(matches!(exe(true).parse_response(expired, "x"), Err(Rejected::Stale(_))));
+        let failed = r#"{"version":1,"success":false,"code":"401","message":"Caller not authorized."}"#;
+        match exe(false).parse_response(failed, "x") {
+            Err(Rejected::Stale(e)) => assert!(e.to_string().contains("401: Caller not authorized."), "{e}"),
+            _ => panic!("a failure response"),
+        }
+        // No expiry with an output file: never trusted.
+        let no_exp = r#"{"version":1,"success":true,"token_type":"urn:ietf:params:oauth:token-type:jwt","id_token":"t"}"#;
+        assert!(matches!(exe(true).parse_response(no_exp, "x"), Err(Rejected::Stale(_))));
+        assert_eq!(exe(false).parse_response(no_exp, "x").ok().as_deref(), Some("t"));
+        for bad in [
+            "not json",
+            r#"{"success":true}"#,
+            r#"{"version":2,"success":true}"#,
+            r#"{"version":1,"success":false}"#,
+            r#"{"version":1,"success":true,"token_type":"urn:x"}"#,
+            r#"{"version":1,"success":true,"token_type":"urn:ietf:params:oauth:token-type:jwt"}"#,
+        ] {
+            assert!(matches!(exe(false).parse_response(bad, "x"), Err(Rejected::Invalid(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn principal_sets_come_from_the_audience() {
+        assert_eq!(
+            principal_set("//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/x").as_deref(),
+            Some("principalSet://iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/*")
+        );
+        assert_eq!(principal_set("nope"), None);
+    }
+}
