@@ -457,12 +457,18 @@ where
             .or_else(|| req.extensions().get::<Arc<State>>().cloned());
         let conn = req.extensions().get::<ConnControl>().cloned();
         Box::pin(async move {
-            if let Some(state) = state
-                && let Some(resp) = intercept(&state, endpoint, conn.as_ref()).await
+            if let Some(state) = &state
+                && let Some(resp) = intercept(state, endpoint, conn.as_ref()).await
             {
                 return Ok(resp);
             }
-            inner.call(req).await
+            let resp = inner.call(req).await?;
+            if let Some(state) = &state
+                && (resp.status().is_client_error() || resp.status().is_server_error())
+            {
+                state.count(crate::counter::ERRORS, endpoint.name());
+            }
+            Ok(resp)
         })
     }
 }

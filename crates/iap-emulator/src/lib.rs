@@ -56,7 +56,7 @@ use tokio::task::JoinHandle;
 
 mod control;
 mod fault;
-pub(crate) mod gate;
+pub mod gate;
 mod identity;
 mod keys;
 mod provision;
@@ -64,6 +64,7 @@ mod server;
 pub(crate) mod state;
 
 pub use fault::{Endpoint, Fault};
+pub use gate::{App, AppBuilder, IapGate, IapGateLayer};
 pub use keys::KeyError;
 pub use provision::{Adc, Grant, OAuthClient, ServiceAccount, SubjectTokenSource, User, WorkloadPool};
 
@@ -85,6 +86,9 @@ use state::{ClientKind, IdTokenSpec, Project, ServiceAccountRecord, State, lock,
 /// The IAP gate adds its own (see the `gate` counters in its docs).
 pub mod counter {
     use crate::Grant;
+
+    // The IAP gate's counters (documented in `crate::gate`).
+    pub use crate::gate::counter::*;
 
     /// Requests per endpoint; label [`Endpoint::name`](crate::Endpoint::name).
     pub const REQUESTS: &str = "requests";
@@ -209,7 +213,7 @@ impl EmulatorBuilder {
         ));
         if self.metadata_account {
             let email = format!("{}-compute@developer.gserviceaccount.com", state.project.number);
-            register_service_account(&state, &email, &state.project.id.clone(), None);
+            register_service_account(&state, &email, None);
             *write(&state.metadata_account) = Some(email);
         }
         let router = identity::routes()
@@ -231,13 +235,12 @@ impl EmulatorBuilder {
     }
 }
 
-fn register_service_account(state: &State, email: &str, project_id: &str, key: Option<Arc<RsaKey>>) -> String {
+fn register_service_account(state: &State, email: &str, key: Option<Arc<RsaKey>>) -> String {
     let mut accounts = write(&state.service_accounts);
     let rec = accounts
         .entry(email.to_owned())
         .or_insert_with(|| ServiceAccountRecord {
             unique_id: random_digits(21),
-            project_id: project_id.to_owned(),
             keys: Vec::new(),
         });
     if let Some(key) = key {
@@ -273,6 +276,23 @@ impl Emulator {
     /// A builder to configure the emulator first.
     pub fn builder() -> EmulatorBuilder {
         EmulatorBuilder::default()
+    }
+
+    /// A handle on a running emulator's state that owns no task (dropping
+    /// it stops nothing): for the HTTP control endpoints, which reuse the
+    /// Rust API. Never create apps through a view: their listeners would
+    /// stop when the view drops.
+    pub(crate) fn view(state: Arc<State>) -> Emulator {
+        let addr = state
+            .base_url
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+        Emulator {
+            state,
+            addr,
+            tasks: Mutex::new(Vec::new()),
+        }
     }
 
     /// Ties a server task's life to this handle (aborted on drop).
@@ -370,7 +390,7 @@ impl Emulator {
     ) -> Result<ServiceAccount, KeyError> {
         let key = Arc::new(RsaKey::generate_async().await?);
         let email = format!("{name}@{project_id}.iam.gserviceaccount.com");
-        let unique_id = register_service_account(&self.state, &email, project_id, Some(key.clone()));
+        let unique_id = register_service_account(&self.state, &email, Some(key.clone()));
         let key_json = json!({
             "type": "service_account",
             "project_id": project_id,
@@ -402,8 +422,7 @@ impl Emulator {
     /// account. The account is registered (keyless) if new.
     pub fn set_metadata_service_account(&self, email: Option<&str>) {
         if let Some(email) = email {
-            let project = self.state.project.id.clone();
-            register_service_account(&self.state, email, &project, None);
+            register_service_account(&self.state, email, None);
         }
         *write(&self.state.metadata_account) = email.map(str::to_owned);
     }
@@ -436,6 +455,9 @@ impl Emulator {
             .or_insert_with(|| random_digits(21))
             .clone();
         let refresh_token = format!("1//emu-{}", random_b64(40));
+        if let Some(c) = write(&self.state.clients).get_mut(&client.client_id) {
+            c.consenting_user = Some(email.to_owned());
+        }
         write(&self.state.refresh_tokens).insert(
             refresh_token.clone(),
             state::RefreshRecord {

@@ -39,7 +39,6 @@ pub(crate) struct Project {
 #[derive(Debug)]
 pub(crate) struct ServiceAccountRecord {
     pub(crate) unique_id: String,
-    pub(crate) project_id: String,
     pub(crate) keys: Vec<Arc<RsaKey>>,
 }
 
@@ -58,6 +57,8 @@ pub(crate) struct ClientRecord {
     pub(crate) secret: String,
     pub(crate) project_id: String,
     pub(crate) kind: ClientKind,
+    /// Who the authorization endpoint signs in when no `login_hint` is given.
+    pub(crate) consenting_user: Option<String>,
 }
 
 /// A refresh token's grant.
@@ -179,6 +180,8 @@ pub(crate) struct State {
     /// Provider audience (`//iam.googleapis.com/...`) -> pool.
     pub(crate) pools: RwLock<HashMap<String, PoolRecord>>,
     pub(crate) metadata_account: RwLock<Option<String>>,
+    /// The metadata server's identity-token cache: key -> (token, exp).
+    pub(crate) metadata_cache: Mutex<HashMap<String, (String, u64)>>,
     revoked: RwLock<HashSet<String>>,
     pub(crate) counters: Counters,
     faults: Mutex<HashMap<Endpoint, VecDeque<Fault>>>,
@@ -218,6 +221,7 @@ impl State {
             impersonation: RwLock::default(),
             pools: RwLock::default(),
             metadata_account: RwLock::default(),
+            metadata_cache: Mutex::default(),
             revoked: RwLock::default(),
             counters: Counters::default(),
             faults: Mutex::default(),
@@ -244,10 +248,12 @@ impl State {
 
     pub(crate) fn set_clock_offset(&self, secs: i64) {
         self.clock_offset.store(secs, Ordering::SeqCst);
+        lock(&self.metadata_cache).clear();
     }
 
     pub(crate) fn advance_clock(&self, secs: i64) {
         self.clock_offset.fetch_add(secs, Ordering::SeqCst);
+        lock(&self.metadata_cache).clear();
     }
 
     /// Lifetime in seconds of every token minted from now on.
@@ -257,6 +263,7 @@ impl State {
 
     pub(crate) fn set_lifetime(&self, secs: u64) {
         self.lifetime.store(secs.max(1), Ordering::SeqCst);
+        lock(&self.metadata_cache).clear();
     }
 
     // ---- keys ------------------------------------------------------------
@@ -392,9 +399,10 @@ impl State {
     }
 
     /// Mints an opaque access token for `principal`; returns it and its
-    /// lifetime in seconds. Counted under `access_tokens` by grant.
-    pub(crate) fn mint_access_token(&self, grant: Grant, principal: &str) -> (String, u64) {
-        let lifetime = self.lifetime();
+    /// lifetime in seconds (the configured lifetime, or `lifetime` when
+    /// shorter). Counted under `access_tokens` by grant.
+    pub(crate) fn mint_access_token(&self, grant: Grant, principal: &str, lifetime: Option<u64>) -> (String, u64) {
+        let lifetime = lifetime.map_or(self.lifetime(), |l| l.min(self.lifetime()).max(1));
         let token = format!("ya29.emu-{}", random_b64(32));
         write(&self.access_tokens).insert(
             token.clone(),
@@ -425,12 +433,12 @@ impl State {
                 secret: secret.to_owned(),
                 project_id: project_id.to_owned(),
                 kind,
+                consenting_user: None,
             },
         );
     }
 
     /// Registers the IAP OAuth client of a gated app in `project_id`.
-    #[allow(dead_code)]
     pub(crate) fn register_iap_client(&self, client_id: &str, project_id: &str) {
         self.register_client(client_id, &random_b64(18), project_id, ClientKind::Iap);
     }

@@ -1,0 +1,228 @@
+//! IAM Credentials: `generateIdToken` and `generateAccessToken`
+//! (PROTOCOLS section 4), with a permission model.
+//!
+//! The caller is the principal behind the `Authorization: Bearer` access
+//! token (minted by this emulator). It may act as a target service account
+//! when [`Emulator::allow_impersonation`](crate::Emulator::allow_impersonation)
+//! granted it; with `delegates` `[D1, D2]` every link of caller -> D1 -> D2
+//! -> target needs a grant, as with Google's delegation chains.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State as Ax};
+use axum::response::Response;
+use http::HeaderMap;
+use serde_json::{Value, json};
+
+use crate::fault::{Endpoint, api_error_for, api_error_response, json_response};
+use crate::provision::Grant;
+use crate::server::ConnControl;
+use crate::state::{IdTokenSpec, State, read};
+
+const UNAUTHENTICATED: &str = "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.";
+
+/// `POST /v1/projects/{project}/serviceAccounts/{email}:{method}`.
+pub(crate) async fn call(
+    Ax(state): Ax<Arc<State>>,
+    Path((_project, account_method)): Path<(String, String)>,
+    headers: HeaderMap,
+    conn: Option<axum::Extension<ConnControl>>,
+    body: Bytes,
+) -> Response {
+    let Some((target, method)) = account_method.rsplit_once(':') else {
+        return api_error_for(404, "Method not found.");
+    };
+    let (endpoint, permission) = match method {
+        "generateIdToken" => (Endpoint::GenerateIdToken, "iam.serviceAccounts.getOpenIdToken"),
+        "generateAccessToken" => (
+            Endpoint::GenerateAccessToken,
+            "iam.serviceAccounts.getAccessToken",
+        ),
+        _ => return api_error_for(404, "Method not found."),
+    };
+    let conn = conn.map(|c| c.0);
+    if let Some(answer) = crate::fault::intercept(&state, endpoint, conn.as_ref()).await {
+        return answer;
+    }
+    let resp = answer(&state, endpoint, permission, target, &headers, &body);
+    if resp.status().is_client_error() || resp.status().is_server_error() {
+        state.count(crate::counter::ERRORS, endpoint.name());
+    }
+    resp
+}
+
+fn answer(
+    state: &State,
+    endpoint: Endpoint,
+    permission: &str,
+    target: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let caller = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .and_then(|t| state.access_token_principal(t.trim()));
+    let Some(caller) = caller else {
+        return api_error_for(401, UNAUTHENTICATED);
+    };
+    let request: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return api_error_for(
+                400,
+                "Invalid JSON payload received. Expected an object.",
+            );
+        }
+    };
+    let target = target.strip_prefix("projects/-/serviceAccounts/").unwrap_or(target);
+    let Some(unique_id) = read(&state.service_accounts)
+        .get(target)
+        .map(|r| r.unique_id.clone())
+    else {
+        return api_error_for(404, &format!("Not found; Gaia id not found for email {target}"));
+    };
+    let delegates: Vec<String> = match &request["delegates"] {
+        Value::Array(ds) => ds
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|d| {
+                d.rsplit_once("/serviceAccounts/")
+                    .map_or(d, |(_, email)| email)
+                    .to_owned()
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut chain = vec![caller.as_str()];
+    chain.extend(delegates.iter().map(String::as_str));
+    chain.push(target);
+    let allowed = {
+        let grants = read(&state.impersonation);
+        let accounts = read(&state.service_accounts);
+        chain.windows(2).all(|link| {
+            accounts.contains_key(link[1])
+                && grants.contains(&(link[0].to_owned(), link[1].to_owned()))
+        })
+    };
+    if !allowed {
+        return permission_denied(permission);
+    }
+    match endpoint {
+        Endpoint::GenerateIdToken => {
+            let Some(audience) = request["audience"].as_str().filter(|a| !a.is_empty()) else {
+                return api_error_for(400, "Request contains an invalid argument.");
+            };
+            let include_email = super::truthy(request.get("includeEmail"));
+            let email_azp = super::truthy(request.get("useEmailAzp"));
+            let token = state.mint_id_token(
+                Grant::GenerateIdToken,
+                IdTokenSpec {
+                    aud: audience.to_owned(),
+                    sub: unique_id.clone(),
+                    azp: Some(if email_azp {
+                        target.to_owned()
+                    } else {
+                        unique_id
+                    }),
+                    email: include_email.then(|| target.to_owned()),
+                    extra: None,
+                },
+            );
+            json_response(200, json!({ "token": token }).to_string())
+        }
+        _ => {
+            let has_scope = match &request["scope"] {
+                Value::Array(s) => !s.is_empty(),
+                Value::String(s) => !s.is_empty(),
+                _ => false,
+            };
+            if !has_scope {
+                return api_error_for(400, "Scope required.");
+            }
+            let lifetime = match request["lifetime"].as_str() {
+                None => None,
+                Some(l) => match l.strip_suffix('s').and_then(|n| n.parse::<f64>().ok()) {
+                    Some(secs) if secs > 0.0 && secs <= 43_200.0 => Some(secs as u64),
+                    _ => {
+                        return api_error_for(
+                            400,
+                            &format!("Invalid value at 'lifetime' ({l}): must be a duration like \"3600s\", at most 43200s."),
+                        );
+                    }
+                },
+            };
+            let (token, expires_in) =
+                state.mint_access_token(Grant::GenerateAccessToken, target, lifetime);
+            let expire_time = rfc3339(state.now() + expires_in);
+            json_response(
+                200,
+                json!({"accessToken": token, "expireTime": expire_time}).to_string(),
+            )
+        }
+    }
+}
+
+fn permission_denied(permission: &str) -> Response {
+    let mut resp = api_error_response(
+        403,
+        "PERMISSION_DENIED",
+        &format!("Permission '{permission}' denied on resource (or it may not exist)."),
+    );
+    // Google adds an ErrorInfo detail naming the permission.
+    let body = json!({"error": {
+        "code": 403,
+        "message": format!("Permission '{permission}' denied on resource (or it may not exist)."),
+        "status": "PERMISSION_DENIED",
+        "details": [{
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "IAM_PERMISSION_DENIED",
+            "domain": "iam.googleapis.com",
+            "metadata": {"permission": permission},
+        }],
+    }});
+    *resp.body_mut() = axum::body::Body::from(body.to_string());
+    resp
+}
+
+/// Unix seconds as RFC 3339 UTC (`2026-11-27T15:00:00Z`).
+pub(crate) fn rfc3339(secs: u64) -> String {
+    let t = UNIX_EPOCH + Duration::from_secs(secs);
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_798_761_599), "2026-12-31T23:59:59Z");
+    }
+}
