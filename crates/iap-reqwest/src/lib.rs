@@ -23,7 +23,9 @@
 //!
 //! Redirects are followed inside reqwest, below every middleware; reqwest
 //! drops `Authorization` and `Proxy-Authorization` on a redirect to another
-//! origin, so a token never follows a request off its origin. To let the
+//! origin, so a token never follows a request off its origin, and an answer
+//! from another origin is passed on as is (its 401 is not about our token).
+//! To let the
 //! middleware see IAP's own redirect to the Google sign-in page (a refused
 //! token, for browser-like requests) instead of following it, build the
 //! client with [`redirect_policy`].
@@ -96,7 +98,10 @@ impl Middleware for IapMiddleware {
         };
         self.auth.apply(req.headers_mut(), &token);
         let response = next.clone().run(req, extensions).await?;
-        if self.auth.verdict(response.status(), response.headers()) == Verdict::Accepted {
+        if self.auth.verdict(response.status(), response.headers()) == Verdict::Accepted
+            // After a redirect to another origin (which got no token), the answer is not about ours.
+            || !same_origin(&uri, response.url())
+        {
             return Ok(response);
         }
         self.auth.invalidate(&token);
@@ -113,12 +118,24 @@ impl Middleware for IapMiddleware {
         };
         self.auth.apply(second.headers_mut(), &fresh);
         let response = next.run(second, extensions).await?;
-        if self.auth.verdict(response.status(), response.headers()) == Verdict::Refused {
+        if self.auth.verdict(response.status(), response.headers()) == Verdict::Refused && same_origin(&uri, response.url()) {
             // Only one retry: pass the answer on, but do not keep a refused token.
             self.auth.invalidate(&fresh);
         }
         Ok(response)
     }
+}
+
+/// Whether `url` (where the answer came from) has the origin of `uri` (where the token went).
+fn same_origin(uri: &http::Uri, url: &reqwest::Url) -> bool {
+    let default_port = |scheme: Option<&str>| match scheme {
+        Some("http") => Some(80),
+        Some("https") => Some(443),
+        _ => None,
+    };
+    uri.scheme_str() == Some(url.scheme())
+        && uri.host() == url.host_str()
+        && uri.port_u16().or_else(|| default_port(uri.scheme_str())) == url.port_or_known_default()
 }
 
 /// reqwest's default redirect handling (at most 10 hops; `Authorization`
