@@ -12,8 +12,8 @@ use iap_token::{Audience, IapAuth, IdToken};
 
 async fn source(emu: &Emulator) -> (Arc<dyn TokenSource>, String) {
     let sa = emu.create_service_account("auth-test").await.unwrap();
-    let key = ServiceAccountKey::from_json(sa.key_json.as_bytes()).unwrap();
-    (Arc::new(ServiceAccountSource::new(key)), sa.key_json)
+    let key = ServiceAccountKey::from_json(sa.key_json().as_bytes()).unwrap();
+    (Arc::new(ServiceAccountSource::new(key)), sa.key_json().to_owned())
 }
 
 fn uri(s: &str) -> Uri {

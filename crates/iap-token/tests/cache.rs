@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use iap_emulator::{Emulator, Endpoint, Fault};
+use iap_token::source::metadata::MetadataSource;
 use iap_token::source::service_account::{ServiceAccountKey, ServiceAccountSource};
 use iap_token::source::{BoxFuture, TokenSource};
 use iap_token::{Audience, IdToken, Result, TokenCache};
@@ -14,8 +15,8 @@ const AUD: &str = "1234-cache.apps.googleusercontent.com";
 
 async fn service_account(emu: &Emulator) -> (Arc<dyn TokenSource>, String) {
     let sa = emu.create_service_account("cache-test").await.unwrap();
-    let key = ServiceAccountKey::from_json(sa.key_json.as_bytes()).unwrap();
-    (Arc::new(ServiceAccountSource::new(key)), sa.key_json)
+    let key = ServiceAccountKey::from_json(sa.key_json().as_bytes()).unwrap();
+    (Arc::new(ServiceAccountSource::new(key)), sa.key_json().to_owned())
 }
 
 /// The real source, reporting when a fetch starts and when its future ends
@@ -203,19 +204,27 @@ async fn invalid_grant_is_not_retried_and_its_message_names_the_cause() {
     assert_eq!(emu.pending_faults(Endpoint::Token), 4);
 }
 
-/// Tokens minted by an emulator whose clock runs `lifetime - remaining`
-/// seconds behind arrive with `remaining` seconds left: inside the
-/// refresh window at once.
-async fn emulator_with_tokens_near_expiry(remaining: i64) -> Emulator {
+/// Tokens minted by an emulator whose clock runs `3600 - remaining`
+/// seconds behind arrive with `remaining` seconds left: inside the refresh
+/// window at once. The metadata server's tokens need no client assertion,
+/// so the skew does not get them refused.
+async fn emulator_with_tokens_near_expiry(remaining: i64) -> (Emulator, Arc<dyn TokenSource>) {
     let emu = Emulator::start().await.unwrap();
     emu.set_clock_offset(remaining - 3600);
-    emu
+    let source = Arc::new(MetadataSource::with_host(&emu.metadata_host()).unwrap());
+    (emu, source)
+}
+
+/// Like GCE, the emulator's metadata server answers from its own cache
+/// until 300 s before expiry by *its* clock; setting the clock empties it,
+/// so the next request mints a new token.
+fn forget_cached_tokens(emu: &Emulator) {
+    emu.set_clock_offset(emu.clock_offset());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_cache_ends_its_background_refresh() {
-    let emu = emulator_with_tokens_near_expiry(120).await;
-    let (source, _) = service_account(&emu).await;
+    let (emu, source) = emulator_with_tokens_near_expiry(120).await;
     let (source, mut started, mut ended) = observed(source);
     let cache = TokenCache::new(source);
     let aud = Audience::new(AUD);
@@ -223,7 +232,8 @@ async fn dropping_the_cache_ends_its_background_refresh() {
     started.recv().await.unwrap();
     ended.recv().await.unwrap();
     // The background refresh would hang for a minute.
-    emu.inject(Endpoint::Token, Fault::delay(Duration::from_secs(60)), 1);
+    forget_cached_tokens(&emu);
+    emu.inject(Endpoint::MetadataIdentity, Fault::delay(Duration::from_secs(60)), 1);
 
     // 120 s left < 240 s: this read starts a background refresh.
     assert!(cache.cached(&aud).unwrap().same_as(&first));
@@ -239,15 +249,14 @@ async fn dropping_the_cache_ends_its_background_refresh() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_background_refresh_keeps_the_valid_token_and_backs_off() {
-    let emu = emulator_with_tokens_near_expiry(120).await;
-    let (source, _) = service_account(&emu).await;
+    let (emu, source) = emulator_with_tokens_near_expiry(120).await;
     let (source, mut started, mut ended) = observed(source);
     let cache = TokenCache::builder(source).max_retries(0).build();
     let aud = Audience::new(AUD);
     let first = cache.token(&aud).await.unwrap();
     started.recv().await.unwrap();
     ended.recv().await.unwrap();
-    emu.inject(Endpoint::Token, Fault::status(503), 1);
+    emu.inject(Endpoint::MetadataIdentity, Fault::status(503), 1);
 
     assert!(cache.cached(&aud).unwrap().same_as(&first));
     started.recv().await.unwrap();
@@ -260,14 +269,13 @@ async fn a_failed_background_refresh_keeps_the_valid_token_and_backs_off() {
     }
     tokio::task::yield_now().await;
     assert!(started.try_recv().is_err(), "a read started a refresh during the backoff");
-    assert_eq!(emu.requests(Endpoint::Token), 2);
+    assert_eq!(emu.requests(Endpoint::MetadataIdentity), 2);
 }
 
 #[test]
 fn without_a_runtime_a_due_refresh_waits_for_the_next_token_call() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let emu = rt.block_on(emulator_with_tokens_near_expiry(120));
-    let (source, _) = rt.block_on(service_account(&emu));
+    let (emu, source) = rt.block_on(emulator_with_tokens_near_expiry(120));
     let (source, mut started, mut ended) = observed(source);
     let cache = TokenCache::new(source); // built outside any runtime
     let aud = Audience::new(AUD);
@@ -284,6 +292,7 @@ fn without_a_runtime_a_due_refresh_waits_for_the_next_token_call() {
     assert!(started.try_recv().is_err());
 
     // The next `token()` call starts it, and still answers with the valid token.
+    forget_cached_tokens(&emu);
     assert!(rt.block_on(cache.token(&aud)).unwrap().same_as(&first));
     rt.block_on(async {
         started.recv().await.unwrap();

@@ -80,7 +80,7 @@ async fn iap_auth_discovers_the_audience_then_attaches_accepted_tokens() {
     let emu = Emulator::start().await.unwrap();
     let app = emu.app();
     let sa = emu.create_service_account("discovery-test").await.unwrap();
-    let source = ServiceAccountSource::new(ServiceAccountKey::from_json(sa.key_json.as_bytes()).unwrap());
+    let source = ServiceAccountSource::new(ServiceAccountKey::from_json(sa.key_json().as_bytes()).unwrap());
     let auth = IapAuth::builder().source(source).discover_audience().build().unwrap();
     let target: http::Uri = app.url().as_str().parse().unwrap();
 
