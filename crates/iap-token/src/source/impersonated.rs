@@ -331,7 +331,17 @@ impl ImpersonatedSource {
             _ => return err,
         };
         err.with_endpoint_hint(|_, _| match status {
-            403 => Some(if inner.delegates.is_empty() {
+            403 => Some(if inner.delegates.is_empty() && principal == *target {
+                // Workload identity federation ends here: the account calls
+                // generateIdToken on itself, which needs an explicit grant.
+                format!(
+                    "{target} needs the role {OPENID_TOKEN_CREATOR_ROLE} on itself to mint its own ID tokens \
+                     (service accounts cannot implicitly impersonate themselves): \
+                     gcloud iam service-accounts add-iam-policy-binding {target} \
+                     --member={} --role={OPENID_TOKEN_CREATOR_ROLE}",
+                    member(target)
+                )
+            } else if inner.delegates.is_empty() {
                 format!(
                     "{principal} needs the role {OPENID_TOKEN_CREATOR_ROLE} on {target}: \
                      gcloud iam service-accounts add-iam-policy-binding {target} \

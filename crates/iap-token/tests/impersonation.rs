@@ -1,0 +1,396 @@
+//! Service-account impersonation against the emulator's IAM Credentials:
+//! every kind of source credential, delegation chains, the access token's
+//! lifetime, ADC files, and the errors.
+
+use std::sync::Arc;
+
+use iap_emulator::{Adc, Emulator, Endpoint, Fault, Grant, ServiceAccount, counter};
+use iap_token::access_token::AccessTokenSource;
+use iap_token::source::authorized_user::{AuthorizedUser, AuthorizedUserSource};
+use iap_token::source::impersonated::{ImpersonatedSource, OPENID_TOKEN_CREATOR_ROLE, TOKEN_CREATOR_ROLE};
+use iap_token::source::metadata::MetadataSource;
+use iap_token::source::service_account::{ServiceAccountKey, ServiceAccountSource};
+use iap_token::{Audience, Error, TokenCache, TokenSource, adc};
+
+const AUD: &str = "123-iap.apps.googleusercontent.com";
+
+fn key_source(sa: &ServiceAccount) -> ServiceAccountSource {
+    ServiceAccountSource::new(ServiceAccountKey::from_json(sa.key_json()).unwrap())
+}
+
+fn impersonate(emu: &Emulator, source: impl AccessTokenSource, target: &ServiceAccount) -> ImpersonatedSource {
+    ImpersonatedSource::builder(target.email()).source(source).iam_endpoint(emu.url()).build().unwrap()
+}
+
+fn access_tokens(emu: &Emulator, grant: Grant) -> u64 {
+    emu.counter(counter::ACCESS_TOKENS, grant.name())
+}
+
+fn id_tokens(emu: &Emulator, audience: &str) -> u64 {
+    emu.id_tokens_issued_by(Grant::GenerateIdToken, audience)
+}
+
+async fn two_accounts(emu: &Emulator) -> (ServiceAccount, ServiceAccount) {
+    let (caller, target) = tokio::join!(emu.create_service_account("caller"), emu.create_service_account("target"));
+    (caller.unwrap(), target.unwrap())
+}
+
+#[tokio::test]
+async fn service_account_key_mints_the_targets_id_token_with_its_email() {
+    let emu = Emulator::start().await.unwrap();
+    let (caller, target) = two_accounts(&emu).await;
+    emu.allow_impersonation(caller.email(), target.email());
+
+    let token = impersonate(&emu, key_source(&caller), &target).id_token(&Audience::new(AUD)).await.unwrap();
+
+    assert_eq!(token.claims().aud.as_deref(), Some(AUD));
+    assert_eq!(token.claims().email.as_deref(), Some(target.email()), "includeEmail: true was sent");
+    assert_eq!(id_tokens(&emu, AUD), 1);
+    assert_eq!(access_tokens(&emu, Grant::JwtBearer), 1, "the key's JWT-bearer grant asked for an access token");
+}
+
+#[tokio::test]
+async fn the_access_token_is_fetched_once_per_its_lifetime_not_per_id_token() {
+    let emu = Emulator::start().await.unwrap();
+    let (caller, target) = two_accounts(&emu).await;
+    emu.allow_impersonation(caller.email(), target.email());
+    let source = Arc::new(impersonate(&emu, key_source(&caller), &target));
+
+    // Sequential ID tokens, then a concurrent burst, all for fresh audiences.
+    for i in 0..3 {
+        source.id_token(&Audience::new(format!("aud-{i}"))).await.unwrap();
+    }
+    let burst = (0..16).map(|i| {
+        let source = source.clone();
+        tokio::spawn(async move { source.id_token(&Audience::new(format!("burst-{i}"))).await })
+    });
+    for task in burst {
+        task.await.unwrap().unwrap();
+    }
+
+    assert_eq!(emu.counter_total(&counter::id_tokens_by(Grant::GenerateIdToken)), 19);
+    assert_eq!(access_tokens(&emu, Grant::JwtBearer), 1);
+}
+
+#[tokio::test]
+async fn a_cache_refresh_of_the_id_token_reuses_the_access_token() {
+    let emu = Emulator::start().await.unwrap();
+    let (caller, target) = two_accounts(&emu).await;
+    emu.allow_impersonation(caller.email(), target.email());
+    let cache = TokenCache::new(Arc::new(impersonate(&emu, key_source(&caller), &target)));
+    let aud = Audience::new(AUD);
+
+    let first = cache.token(&aud).await.unwrap();
+    assert!(cache.invalidate(&first));
+    let second = cache.token(&aud).await.unwrap();
+
+    assert!(!first.same_as(&second));
+    assert_eq!(id_tokens(&emu, AUD), 2);
+    assert_eq!(access_tokens(&emu, Grant::JwtBearer), 1);
+}
+
+#[tokio::test]
+async fn an_access_token_refused_by_iam_is_replaced_once() {
+    let emu = Emulator::start().await.unwrap();
+    let (caller, target) = two_accounts(&emu).await;
+    emu.allow_impersonation(caller.email(), target.email());
+    let source = impersonate(&emu, key_source(&caller), &target);
+    source.id_token(&Audience::new("warm-up")).await.unwrap();
+
+    emu.inject(Endpoint::GenerateIdToken, Fault::status(401), 1);
+    let token = source.id_token(&Audience::new(AUD)).await.unwrap();
+
+    assert_eq!(token.claims().email.as_deref(), Some(target.email()));
+    assert_eq!(access_tokens(&emu, Grant::JwtBearer), 2, "one new access token after the 401");
+    assert_eq!(emu.requests(Endpoint::GenerateIdToken), 3);
+}
+
+#[tokio::test]
+async fn a_second_401_is_an_error_not_a_loop() {
+    let emu = Emulator::start().await.unwrap();
+    let (caller, target) = two_accounts(&emu).await;
+    emu.allow_impersonation(caller.email(), target.email());
+    emu.inject(Endpoint::GenerateIdToken, Fault::status(401), 5);
+
+    let err = impersonate(&emu, key_source(&caller), &target).id_token(&Audience::new(AUD)).await.unwrap_err();
+
+    assert!(matches!(err, Error::Endpoint { status: 401, .. }), "{err}");
+    assert_eq!(emu.requests(Endpoint::GenerateIdToken), 2);
+    assert_eq!(access_tokens(&emu, Grant::JwtBearer), 2);
+}
+
+#[tokio::test]
+async fn a_missing_grant_is_a_403_naming_the_role_the_principal_and_the_target() {
+    let emu = Emulator::start().await.unwrap();
+    let (caller, target) = two_accounts(&emu).await;
+
+    let err = impersonate(&emu, key_source(&caller), &target).id_token(&Audience::new(AUD)).await.unwrap_err();
+
+    assert!(matches!(err, Error::Endpoint { status: 403, .. }), "{err}");
+    assert!(!err.is_transient());
+    let text = err.to_string();
+    assert!(text.contains(OPENID_TOKEN_CREATOR_ROLE), "{text}");
+    assert!(text.contains(&format!("--member=serviceAccount:{}", caller.email())), "{text}");
+    assert!(text.contains(&format!("add-iam-policy-binding {}", target.email())), "{text}");
+    assert!(text.contains("iam.serviceAccounts.getOpenIdToken"), "Google's own message is kept: {text}");
+}
+
+#[tokio::test]
+async fn a_delegation_chain_with_every_link_granted_mints_the_token() {
+    let emu = Emulator::start().await.unwrap();
+    let (caller, target) = two_accounts(&emu).await;
+    let (d1, d2) = tokio::join!(emu.create_service_account("relay-one"), emu.create_service_account("relay-two"));
+    let (d1, d2) = (d1.unwrap(), d2.unwrap());
+    emu.allow_impersonation(caller.email(), d1.email());
+    emu.allow_impersonation(d1.email(), d2.email());
+    emu.allow_impersonation(d2.email(), target.email());
+
+    let source = ImpersonatedSource::builder(target.email())
+        .source(key_source(&caller))
+        .delegate(d1.email())
+        .delegate(format!("projects/-/serviceAccounts/{}", d2.email()))
+        .iam_endpoint(emu.url())
+        .build()
+        .unwrap();
+    assert_eq!(
+        source.delegates(),
+        [format!("projects/-/serviceAccounts/{}", d1.email()), format!("projects/-/serviceAccounts/{}", d2.email())]
+    );
+    let token = source.id_token(&Audience::new(AUD)).await.unwrap();
+
+    assert_eq!(token.claims().email.as_deref(), Some(target.email()));
+}
+
+#[tokio::test]
+async fn a_delegation_chain_with_a_missing_link_is_denied_and_the_chain_explained() {
+    let emu = Emulator::start().await.unwrap();
+    let (caller, target) = two_accounts(&emu).await;
+    let (d1, d2) = tokio::join!(emu.create_service_account("relay-one"), emu.create_service_account("relay-two"));
+    let (d1, d2) = (d1.unwrap(), d2.unwrap());
+    emu.allow_impersonation(caller.email(), d1.email());
+    // d1 -> d2 is missing.
+    emu.allow_impersonation(d2.email(), target.email());
+
+    let err = ImpersonatedSource::builder(target.email())
+        .source(key_source(&caller))
+        .delegates([d1.email(), d2.email()])
+        .iam_endpoint(emu.url())
+        .build()
+        .unwrap()
+        .id_token(&Audience::new(AUD))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, Error::Endpoint { status: 403, .. }), "{err}");
+    let text = err.to_string();
+    let chain = format!("{} -> {} -> {} -> {}", caller.email(), d1.email(), d2.email(), target.email());
+    assert!(text.contains(&chain), "{text}");
+    assert!(text.contains(TOKEN_CREATOR_ROLE) && text.contains(OPENID_TOKEN_CREATOR_ROLE), "{text}");
+    assert_eq!(id_tokens(&emu, AUD), 0);
+}
+
+#[tokio::test]
+async fn an_authorized_user_can_impersonate() {
+    let emu = Emulator::start().await.unwrap();
+    let target = emu.create_service_account("target").await.unwrap();
+    let client = emu.create_desktop_client(emu.project_id());
+    let user = emu.create_user(&client, "dev@example.com");
+    emu.allow_impersonation(user.email(), target.email());
+    let source = AuthorizedUserSource::new(AuthorizedUser::from_json(user.authorized_user_json()).unwrap());
+
+    let token = impersonate(&emu, source, &target).id_token(&Audience::new(AUD)).await.unwrap();
+
+    assert_eq!(token.claims().email.as_deref(), Some(target.email()));
+    assert_eq!(access_tokens(&emu, Grant::RefreshToken), 1);
+}
+
+#[tokio::test]
+async fn an_authorized_user_without_a_grant_is_named_in_the_403() {
+    let emu = Emulator::start().await.unwrap();
+    let target = emu.create_service_account("target").await.unwrap();
+    let client = emu.create_desktop_client(emu.project_id());
+    let user = emu.create_user(&client, "dev@example.com");
+    let source = AuthorizedUserSource::new(AuthorizedUser::from_json(user.authorized_user_json()).unwrap());
+
+    let err = impersonate(&emu, source, &target).id_token(&Audience::new(AUD)).await.unwrap_err();
+
+    assert!(err.to_string().contains("--member=user:dev@example.com"), "{err}");
+}
+
+#[tokio::test]
+async fn the_metadata_servers_account_can_impersonate() {
+    let emu = Emulator::start().await.unwrap();
+    let target = emu.create_service_account("target").await.unwrap();
+    emu.allow_impersonation(&emu.metadata_service_account().unwrap(), target.email());
+    let source = MetadataSource::with_host(&emu.metadata_host()).unwrap();
+
+    let token = impersonate(&emu, source, &target).id_token(&Audience::new(AUD)).await.unwrap();
+
+    assert_eq!(token.claims().email.as_deref(), Some(target.email()));
+    assert_eq!(access_tokens(&emu, Grant::Metadata), 1);
+    assert_eq!(emu.requests(Endpoint::MetadataToken), 1);
+}
+
+#[tokio::test]
+async fn an_unknown_target_is_a_404_saying_so() {
+    let emu = Emulator::start().await.unwrap();
+    let caller = emu.create_service_account("caller").await.unwrap();
+
+    let err = ImpersonatedSource::builder("ghost@iap-emulator.iam.gserviceaccount.com")
+        .source(key_source(&caller))
+        .iam_endpoint(emu.url())
+        .build()
+        .unwrap()
+        .id_token(&Audience::new(AUD))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, Error::Endpoint { status: 404, .. }), "{err}");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[tokio::test]
+async fn the_impersonated_token_passes_the_gate() {
+    let emu = Emulator::start().await.unwrap();
+    let (caller, target) = two_accounts(&emu).await;
+    emu.allow_impersonation(caller.email(), target.email());
+    let app = emu.app();
+    let token =
+        impersonate(&emu, key_source(&caller), &target).id_token(&Audience::new(app.client_id())).await.unwrap();
+
+    let answer = reqwest::Client::new().get(app.url().clone()).bearer_auth(token.as_str()).send().await.unwrap();
+
+    assert_eq!(answer.status(), 200);
+    let echo: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-goog-authenticated-user-email"], format!("accounts.google.com:{}", target.email()));
+}
+
+#[tokio::test]
+async fn an_impersonated_adc_file_takes_endpoint_target_and_delegates_from_the_file() {
+    let emu = Emulator::start().await.unwrap();
+    let (caller, target) = two_accounts(&emu).await;
+    let relay = emu.create_service_account("relay").await.unwrap();
+    emu.allow_impersonation(caller.email(), relay.email());
+    emu.allow_impersonation(relay.email(), target.email());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("adc.json");
+    let file = Adc::Impersonated {
+        source: Box::new(Adc::ServiceAccount(caller.clone())),
+        target: target.email().into(),
+        delegates: vec![relay.email().into()],
+    };
+    emu.write_adc(&file, &path).unwrap();
+
+    let source = adc::from_file(&path).unwrap();
+    let token = source.id_token(&Audience::new(AUD)).await.unwrap();
+
+    assert_eq!(token.claims().email.as_deref(), Some(target.email()));
+    assert_eq!(id_tokens(&emu, AUD), 1, "generateIdToken at the file's (emulator) endpoint");
+
+    let direct = ImpersonatedSource::from_file(&path).unwrap();
+    assert_eq!(direct.target(), target.email());
+    assert_eq!(direct.id_token_url().as_str(), emu.iam_credentials_url(target.email(), "generateIdToken"));
+    assert_eq!(direct.delegates(), [format!("projects/-/serviceAccounts/{}", relay.email())]);
+}
+
+#[tokio::test]
+async fn an_impersonated_adc_file_with_user_source_credentials_works() {
+    let emu = Emulator::start().await.unwrap();
+    let target = emu.create_service_account("target").await.unwrap();
+    let client = emu.create_desktop_client(emu.project_id());
+    let user = emu.create_user(&client, "dev@example.com");
+    emu.allow_impersonation(user.email(), target.email());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("adc.json");
+    let file = Adc::Impersonated {
+        source: Box::new(Adc::AuthorizedUser(user.clone())),
+        target: target.email().into(),
+        delegates: vec![],
+    };
+    emu.write_adc(&file, &path).unwrap();
+
+    let token = adc::from_file(&path).unwrap().id_token(&Audience::new(AUD)).await.unwrap();
+
+    assert_eq!(token.claims().email.as_deref(), Some(target.email()));
+    assert_eq!(access_tokens(&emu, Grant::RefreshToken), 1);
+}
+
+#[test]
+fn bad_impersonated_files_name_the_file_and_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("adc.json");
+    let cases = [
+        (r#"{"type":"impersonated_service_account","source_credentials":{}}"#, "service_account_impersonation_url` is missing"),
+        (
+            r#"{"type":"impersonated_service_account","service_account_impersonation_url":"https://iamcredentials.googleapis.com/v1/nope","source_credentials":{"type":"authorized_user"}}"#,
+            "service_account_impersonation_url` is `https://iamcredentials.googleapis.com/v1/nope`, expected",
+        ),
+        (
+            r#"{"type":"impersonated_service_account","service_account_impersonation_url":"https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/t@p.iam.gserviceaccount.com:generateAccessToken"}"#,
+            "field `source_credentials` is missing",
+        ),
+        (
+            r#"{"type":"impersonated_service_account","service_account_impersonation_url":"https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/t@p.iam.gserviceaccount.com:generateAccessToken","source_credentials":{"type":"authorized_user","client_id":"c","client_secret":"s","refresh_token":"r"},"delegates":"x"}"#,
+            "field `delegates` must be a list",
+        ),
+        (
+            r#"{"type":"impersonated_service_account","service_account_impersonation_url":"http://iam.example.com/v1/projects/-/serviceAccounts/t@p.iam.gserviceaccount.com:generateAccessToken","source_credentials":{"type":"authorized_user","client_id":"c","client_secret":"s","refresh_token":"r"}}"#,
+            "refusing to send credentials to http://iam.example.com/",
+        ),
+    ];
+    for (json, expected) in cases {
+        std::fs::write(&path, json).unwrap();
+        let err = adc::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains(expected), "{json}\n=> {err}");
+        if !expected.starts_with("refusing") {
+            assert!(err.contains(&path.display().to_string()), "{err}");
+        }
+    }
+}
+
+#[test]
+fn the_builder_refuses_bad_configuration() {
+    let user = AuthorizedUser::new("cid", "secret", "1//refresh");
+    let err = ImpersonatedSource::builder("target@p.iam.gserviceaccount.com").build().unwrap_err();
+    assert!(err.to_string().contains("call .source(..)"), "{err}");
+    let err = ImpersonatedSource::builder("not-an-email")
+        .source(AuthorizedUserSource::new(user.clone()))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("`not-an-email` is not a service-account email"), "{err}");
+    let err = ImpersonatedSource::builder("t@p.iam.gserviceaccount.com")
+        .source(AuthorizedUserSource::new(user.clone()))
+        .iam_endpoint("http://iam.example.com")
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::InsecureEndpoint { .. }), "{err}");
+    let source = ImpersonatedSource::builder("t@p.iam.gserviceaccount.com")
+        .source(AuthorizedUserSource::new(user))
+        .build()
+        .unwrap();
+    assert_eq!(
+        source.id_token_url().as_str(),
+        "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/t@p.iam.gserviceaccount.com:generateIdToken"
+    );
+}
+
+#[tokio::test]
+async fn debug_of_sources_and_errors_holds_no_secret() {
+    let emu = Emulator::start().await.unwrap();
+    let (caller, target) = two_accounts(&emu).await;
+    let client = emu.create_desktop_client(emu.project_id());
+    let user = emu.create_user(&client, "dev@example.com");
+    let by_key = impersonate(&emu, key_source(&caller), &target);
+    let by_user = ImpersonatedSource::builder(target.email())
+        .source(AuthorizedUserSource::new(AuthorizedUser::from_json(user.authorized_user_json()).unwrap()));
+    let err = by_key.id_token(&Audience::new(AUD)).await.unwrap_err();
+
+    let text = format!("{by_key:?} {by_user:?} {err:?} {err}");
+    let key: serde_json::Value = serde_json::from_str(caller.key_json()).unwrap();
+    let pem = key["private_key"].as_str().unwrap();
+    let pem_body = pem.lines().nth(1).unwrap();
+    for secret in [pem_body, user.refresh_token(), client.client_secret(), "ya29."] {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+    assert!(text.contains(target.email()), "{text}");
+}
