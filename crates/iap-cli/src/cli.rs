@@ -61,6 +61,10 @@ pub struct CredentialArgs {
     /// Mint ID tokens for this service account, using the credentials above as the caller.
     #[arg(long, value_name = "EMAIL")]
     pub impersonate_service_account: Option<String>,
+
+    /// The IAM Credentials endpoint for impersonation (the emulator's for tests).
+    #[arg(long, env = "IAP_IAM_ENDPOINT", value_name = "URL", hide = true)]
+    pub iam_endpoint: Option<String>,
 }
 
 /// How `iap token` prints the token.

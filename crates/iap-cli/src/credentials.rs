@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use iap_token::TokenSource;
+use iap_token::access_token::AccessTokenSource;
 
 use crate::cli::CredentialArgs;
 use crate::config;
@@ -52,7 +53,7 @@ pub async fn resolve(args: &CredentialArgs) -> CliResult<Resolved> {
     let (source, origin) = base(args).await?;
     tracing::info!(credentials = %origin, "using credentials");
     let source = match &args.impersonate_service_account {
-        Some(email) => impersonate(source, email)?,
+        Some(email) => impersonate(&origin, email, args.iam_endpoint.as_deref())?,
         None => source,
     };
     Ok(Resolved { source, origin })
@@ -74,9 +75,29 @@ async fn base(args: &CredentialArgs) -> CliResult<(Arc<dyn TokenSource>, Origin)
     Ok((found.source, Origin::Adc(found.origin)))
 }
 
-fn impersonate(_source: Arc<dyn TokenSource>, email: &str) -> CliResult<Arc<dyn TokenSource>> {
-    Err(Failure::new(format!(
-        "cannot impersonate {email}: service-account impersonation is not available in this build of iap yet; \
-         use a key file or ADC for that account instead"
-    )))
+/// An impersonation source for `email`, calling IAM with access tokens of
+/// the credential found at `origin`.
+fn impersonate(origin: &Origin, email: &str, iam_endpoint: Option<&str>) -> CliResult<Arc<dyn TokenSource>> {
+    use iap_token::adc::Origin as Adc;
+    use iap_token::source::impersonated::ImpersonatedSource;
+    let caller: Arc<dyn AccessTokenSource> = match origin {
+        Origin::Flag(path) | Origin::SavedLogin(path) | Origin::Adc(Adc::EnvVar(path) | Adc::WellKnownFile(path)) => {
+            let bytes = std::fs::read(path)
+                .map_err(|e| Failure::new(format!("cannot read credentials file {}: {e}", path.display())))?;
+            iap_token::adc::access_token_source_from_json(bytes)
+                .map_err(|e| Failure::from(e).context(format!("cannot impersonate {email} with {}", path.display())))?
+        }
+        Origin::Adc(Adc::MetadataServer) => {
+            Arc::new(iap_token::source::metadata::MetadataSource::from_env(&iap_token::adc::Environment::process())?)
+        }
+        Origin::Adc(other) => {
+            return Err(Failure::new(format!("cannot impersonate {email} with the credentials from {other}")));
+        }
+    };
+    let mut builder = ImpersonatedSource::builder(email).source_arc(caller);
+    if let Some(endpoint) = iam_endpoint {
+        builder = builder.iam_endpoint(endpoint);
+    }
+    let source = builder.build().map_err(|e| Failure::from(e).context("--impersonate-service-account"))?;
+    Ok(Arc::new(source))
 }

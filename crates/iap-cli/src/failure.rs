@@ -39,6 +39,7 @@ impl Failure {
     }
 
     /// The exit code.
+    #[cfg(test)]
     pub fn code(&self) -> u8 {
         self.code
     }
@@ -58,9 +59,15 @@ impl fmt::Display for Failure {
 
 impl From<iap_token::Error> for Failure {
     fn from(err: iap_token::Error) -> Self {
-        let hint = hint_for(&err);
-        let mut message = describe(&err);
-        if let Some(hint) = hint {
+        Failure::from_token_error(&err)
+    }
+}
+
+impl Failure {
+    /// The failure for a library error: its message, innermost cause and a hint.
+    pub fn from_token_error(err: &iap_token::Error) -> Self {
+        let mut message = describe(err);
+        if let Some(hint) = hint_for(err) {
             message.push_str(": ");
             message.push_str(hint);
         }

@@ -63,7 +63,7 @@ async fn run(command: Command) -> CliResult {
 /// `-v` info, `-vv` debug, `-vvv` trace; `RUST_LOG` overrides all of it.
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn,iap=info",
+        0 => "warn,iap::proxy=info",
         1 => "info",
         2 => "debug",
         _ => "trace",
@@ -72,6 +72,7 @@ fn init_logging(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(verbose > 0)
         .try_init();
 }

@@ -29,6 +29,7 @@ pub async fn run(args: TokenArgs) -> CliResult {
                 "expires_at": output::rfc3339(token.expires_at()),
                 "expires_in": token.remaining(SystemTime::now()).as_secs(),
                 "audience": audience.as_str(),
+                "credentials": creds.origin.to_string(),
             });
             serde_json::to_string_pretty(&value).unwrap_or_default()
         }
