@@ -87,6 +87,13 @@
 //! Checks run in the order of the table (issuer before signature), and the
 //! first failure answers.
 //!
+//! To a gRPC request (`Content-Type: application/grpc...`) these answers
+//! also carry `grpc-status` (401 -> 16 `UNAUTHENTICATED`, 503 -> 14
+//! `UNAVAILABLE`, ..., gRPC's HTTP mapping) and `grpc-message` (the body
+//! text), a trailers-only gRPC response: without them tonic reads the text
+//! body as a gRPC frame and reports `Internal`. Whether real IAP does this
+//! is unconfirmed.
+//!
 //! # What the app receives
 //!
 //! The request as sent, minus `Proxy-Authorization` and minus every
@@ -98,7 +105,7 @@
 //!   prefixed `accounts.google.com:`, `iat`, `exp` = `iat + 600`;
 //! - `x-goog-authenticated-user-email: accounts.google.com:EMAIL`;
 //! - `x-goog-authenticated-user-id: accounts.google.com:SUB` (the token's
-//!   `sub`; for a self-signed JWT, the account's email as the JWT says).
+//!   `sub`; for a self-signed JWT, the service account's numeric unique ID).
 //!
 //! # The echo app
 //!
@@ -114,18 +121,27 @@
 //!
 //! | Name | Label | Counts |
 //! |---|---|---|
-//! | [`GATE_401`](counter::GATE_401) `gate.401` | app client ID | IAP 401s |
-//! | `gate.401.<reason>` ([`gate_401_by`](counter::gate_401_by)) | app client ID | IAP 401s for that reason (table above) |
-//! | [`GATE_302`](counter::GATE_302) `gate.302` | app client ID | IAP redirects to sign-in |
-//! | [`APP_HITS`](counter::APP_HITS) `app.hits` | app client ID | requests passed to the app |
-//! | [`GATE_ACCEPTED`](counter::GATE_ACCEPTED) `gate.accepted` | token `jti` (else `sha256:` + 16 hex digits of the token's SHA-256) | requests let through with that token |
-//! | [`GATE_PROXY_AUTHORIZATION`](counter::GATE_PROXY_AUTHORIZATION) `gate.proxy_authorization` | app client ID | requests authorized by `Proxy-Authorization` |
+//! | [`GATE_401`](crate::counter::GATE_401) `gate.401` | app client ID | IAP 401s |
+//! | `gate.401.<reason>` ([`gate_401_by`](crate::counter::gate_401_by)) | app client ID | IAP 401s for that reason (table above) |
+//! | [`GATE_302`](crate::counter::GATE_302) `gate.302` | app client ID | IAP redirects to sign-in |
+//! | [`APP_HITS`](crate::counter::APP_HITS) `app.hits` | app client ID | requests passed to the app |
+//! | [`GATE_ACCEPTED`](crate::counter::GATE_ACCEPTED) `gate.accepted` | token `jti` (else `sha256:` + 16 hex digits of the token's SHA-256) | requests let through with that token |
+//! | [`GATE_PROXY_AUTHORIZATION`](crate::counter::GATE_PROXY_AUTHORIZATION) `gate.proxy_authorization` | app client ID | requests authorized by `Proxy-Authorization` |
 //!
 //! plus the emulator-wide `requests` and `faults` with label `gate`.
 //!
+//! # Over HTTP
+//!
+//! For non-Rust peers, on the main server: `GET /_emulator/apps` lists the
+//! apps (`url`, `public_url`, `client_id`, `project_id`, `project_number`,
+//! `backend_service_id`, `assertion_audience`, `allowed_clients`,
+//! `default`); `POST /_emulator/apps/allow` and `/_emulator/apps/disallow`
+//! with `{"app": IAP_CLIENT_ID, "client_id": PROGRAMMATIC_CLIENT_ID}` edit an
+//! app's allowlist (404 for an unknown app).
+//!
 //! # Faults
 //!
-//! Faults injected for [`Endpoint::Gate`](crate::Endpoint::Gate) apply to
+//! Faults injected for [`Endpoint::Gate`] apply to
 //! every app's gate: a status answers in the app's place (with
 //! `X-Goog-IAP-Generated-Response: true`), a delay postpones the gate's
 //! answer, `malformed` answers 200 with garbage, and `reset` drops the
@@ -137,7 +153,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use axum::Router;
 use axum::extract::{Request, State as AxumState};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 mod app;
 mod assertion;
@@ -164,7 +180,7 @@ use crate::state::{State, read, write};
 pub type GateBody<B> = http_body_util::Either<B, axum::body::Body>;
 
 /// The gate's counter names (re-exported in [`crate::counter`]).
-pub mod counter {
+pub(crate) mod counter {
     /// IAP 401s; label = app client ID.
     pub const GATE_401: &str = "gate.401";
     /// IAP 302s to Google's sign-in; label = app client ID.
@@ -216,9 +232,94 @@ impl GateRegistry {
     }
 }
 
-/// The gate's routes on the main server: IAP's public keys.
+/// The gate's routes on the main server: IAP's public keys, and the apps
+/// over HTTP for non-Rust peers.
 pub(crate) fn routes() -> Router<Arc<State>> {
-    Router::new().route("/iap/verify/public_key-jwk", get(public_keys))
+    Router::new()
+        .route("/iap/verify/public_key-jwk", get(public_keys))
+        .route("/_emulator/apps", get(list_apps))
+        .route("/_emulator/apps/allow", post(allow_client))
+        .route("/_emulator/apps/disallow", post(disallow_client))
+}
+
+fn app_json(app: &App, default: bool) -> serde_json::Value {
+    serde_json::json!({
+        "url": app.url().as_str(),
+        "public_url": app.public_url().as_str(),
+        "client_id": app.client_id(),
+        "project_id": app.project_id(),
+        "project_number": app.project_number(),
+        "backend_service_id": app.backend_service_id(),
+        "assertion_audience": app.assertion_audience(),
+        "allowed_clients": app.allowed_clients(),
+        "default": default,
+    })
+}
+
+/// `GET /_emulator/apps`: every app, the default one marked.
+async fn list_apps(AxumState(state): AxumState<Arc<State>>) -> Response {
+    let default = state.gate.default_app();
+    let apps: Vec<_> = state
+        .gate
+        .apps()
+        .iter()
+        .map(|app| {
+            let is_default = default
+                .as_ref()
+                .is_some_and(|d| d.client_id() == app.client_id());
+            app_json(app, is_default)
+        })
+        .collect();
+    axum::Json(apps).into_response()
+}
+
+/// Body of `POST /_emulator/apps/allow` and `/disallow`.
+#[derive(serde::Deserialize)]
+struct AllowRequest {
+    /// The app, by its IAP client ID.
+    app: String,
+    /// The programmatic client ID to allow or disallow.
+    client_id: String,
+}
+
+fn find_app(state: &State, client_id: &str) -> Option<App> {
+    state
+        .gate
+        .apps()
+        .into_iter()
+        .find(|app| app.client_id() == client_id)
+}
+
+fn no_such_app(client_id: &str) -> Response {
+    crate::fault::api_error_for(404, &format!("no app with IAP client ID {client_id}"))
+}
+
+/// `POST /_emulator/apps/allow {"app","client_id"}`: adds to the allowlist.
+async fn allow_client(
+    AxumState(state): AxumState<Arc<State>>,
+    axum::Json(body): axum::Json<AllowRequest>,
+) -> Response {
+    match find_app(&state, &body.app) {
+        Some(app) => {
+            app.allow_client(body.client_id);
+            axum::Json(app_json(&app, false)).into_response()
+        }
+        None => no_such_app(&body.app),
+    }
+}
+
+/// `POST /_emulator/apps/disallow {"app","client_id"}`: removes from it.
+async fn disallow_client(
+    AxumState(state): AxumState<Arc<State>>,
+    axum::Json(body): axum::Json<AllowRequest>,
+) -> Response {
+    match find_app(&state, &body.app) {
+        Some(app) => {
+            app.disallow_client(&body.client_id);
+            axum::Json(app_json(&app, false)).into_response()
+        }
+        None => no_such_app(&body.app),
+    }
 }
 
 async fn public_keys(AxumState(state): AxumState<Arc<State>>, req: Request) -> Response {

@@ -137,6 +137,20 @@ impl Gate {
 
     /// Decides, and on success rewrites the request's headers as IAP does.
     pub(crate) fn admit<B>(&self, req: &mut Request<B>) -> Decision {
+        let grpc = is_grpc(req);
+        match self.decide(req) {
+            Decision::Answer {
+                mut response,
+                delay,
+            } if grpc => {
+                add_grpc_status(&mut response);
+                Decision::Answer { response, delay }
+            }
+            decision => decision,
+        }
+    }
+
+    fn decide<B>(&self, req: &mut Request<B>) -> Decision {
         let Some(state) = self.state.upgrade() else {
             return Decision::Answer {
                 response: text(
@@ -349,7 +363,71 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 
 /// IAP's 401: a short text body (served as `text/html`, as IAP does).
 fn unauthorized(rejection: Rejection) -> Response<Body> {
-    iap_generated(text(StatusCode::UNAUTHORIZED, rejection.body()))
+    let mut response = iap_generated(text(StatusCode::UNAUTHORIZED, rejection.body()));
+    response
+        .extensions_mut()
+        .insert(GateMessage(rejection.body()));
+    response
+}
+
+/// The text of a gate answer, for `grpc-message`.
+#[derive(Clone, Copy)]
+struct GateMessage(&'static str);
+
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Makes a gate answer to a gRPC request a "trailers-only" gRPC response
+/// too: `grpc-status` from the HTTP status (gRPC's HTTP-to-gRPC mapping)
+/// and `grpc-message` with the answer's text.
+///
+/// Without it tonic reads IAP's text body as a gRPC frame and reports
+/// `Internal` ("invalid compression flag") instead of `Unauthenticated`.
+/// Whether real IAP does this for gRPC requests is unconfirmed.
+fn add_grpc_status(response: &mut Response<Body>) {
+    let code = match response.status() {
+        StatusCode::BAD_REQUEST => 13,
+        StatusCode::UNAUTHORIZED => 16,
+        StatusCode::FORBIDDEN => 7,
+        StatusCode::NOT_FOUND => 12,
+        StatusCode::TOO_MANY_REQUESTS
+        | StatusCode::BAD_GATEWAY
+        | StatusCode::SERVICE_UNAVAILABLE
+        | StatusCode::GATEWAY_TIMEOUT => 14,
+        _ => 2,
+    };
+    let message = response.extensions().get::<GateMessage>().map_or_else(
+        || {
+            response
+                .status()
+                .canonical_reason()
+                .unwrap_or("")
+                .to_owned()
+        },
+        |m| m.0.to_owned(),
+    );
+    let headers = response.headers_mut();
+    headers.insert("grpc-status", HeaderValue::from(code));
+    if let Ok(message) = HeaderValue::try_from(percent_encode_grpc(&message)) {
+        headers.insert("grpc-message", message);
+    }
+}
+
+/// gRPC's `grpc-message` encoding: bytes outside `0x20..=0x7e`, and `%`,
+/// as `%XX`.
+fn percent_encode_grpc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -382,6 +460,26 @@ mod tests {
         )));
         assert!(!looks_like_a_browser(&req(Method::POST, "text/html")));
         assert!(!looks_like_a_browser(&req(Method::GET, "application/json")));
+    }
+
+    #[test]
+    fn grpc_message_is_percent_encoded() {
+        assert_eq!(
+            percent_encode_grpc("JWT 'email' 100%"),
+            "JWT 'email' 100%25"
+        );
+        assert_eq!(percent_encode_grpc("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn gate_answers_to_grpc_carry_grpc_status() {
+        let mut response = unauthorized(Rejection::Revoked);
+        add_grpc_status(&mut response);
+        assert_eq!(response.headers()["grpc-status"], "16");
+        assert_eq!(
+            response.headers()["grpc-message"],
+            Rejection::Revoked.body()
+        );
     }
 
     #[test]

@@ -188,9 +188,13 @@ pub(crate) fn verify(
         if !audiences(&claims).any(|aud| app.accepts_url_audience(aud, path)) {
             return Err(Rejection::WrongAudience);
         }
+        // IAP names a service account by its numeric unique ID.
+        let sub = crate::state::read(&state.service_accounts)
+            .get(iss)
+            .map_or_else(|| sub.to_owned(), |account| account.unique_id.clone());
         return Ok(Identity {
             email: iss.to_owned(),
-            sub: sub.to_owned(),
+            sub,
             token_id,
         });
     }
