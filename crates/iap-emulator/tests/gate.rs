@@ -118,6 +118,47 @@ async fn valid_id_token_reaches_the_app_with_iap_identity_headers() {
 }
 
 #[tokio::test]
+async fn service_account_id_token_from_the_token_endpoint_is_accepted() {
+    let emu = Emulator::start().await.unwrap();
+    let app = emu.app();
+    let sa = emu.create_service_account("runner").await.unwrap();
+    let key: Value = serde_json::from_str(sa.key_json()).unwrap();
+    let now = emu.now();
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(sa.private_key_id().to_owned());
+    let assertion = jsonwebtoken::encode(
+        &header,
+        &json!({"iss": sa.email(), "aud": emu.token_uri(), "iat": now, "exp": now + 3600,
+                "target_audience": app.client_id()}),
+        &EncodingKey::from_rsa_pem(key["private_key"].as_str().unwrap().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let answer: Value = http()
+        .post(emu.token_uri())
+        .form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", assertion.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id_token = answer["id_token"].as_str().unwrap();
+
+    let response = get_with(&app, "/", id_token).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let echo: Value = response.json().await.unwrap();
+    assert_eq!(
+        echo["headers"]["x-goog-authenticated-user-email"],
+        format!("accounts.google.com:{}", sa.email())
+    );
+}
+
+#[tokio::test]
 async fn iap_assertion_verifies_with_the_published_es256_keys() {
     let emu = Emulator::start().await.unwrap();
     let app = emu.app();
@@ -660,6 +701,19 @@ async fn injected_gate_fault_answers_once_in_place_of_the_app() {
 }
 
 #[tokio::test]
+async fn injected_gate_delay_postpones_but_does_not_change_the_answer() {
+    let emu = Emulator::start().await.unwrap();
+    let app = emu.app();
+    let token = emu.mint_id_token(app.client_id(), "alice@example.com");
+    emu.inject(Endpoint::Gate, Fault::delay(Duration::from_millis(50)), 1);
+
+    assert_eq!(get_with(&app, "/", &token).await.status(), StatusCode::OK);
+    assert_eq!(emu.pending_faults(Endpoint::Gate), 0);
+    assert_eq!(emu.counter(iap_emulator::counter::FAULTS, "gate"), 1);
+    assert_eq!(emu.counter(APP_HITS, app.client_id()), 1);
+}
+
+#[tokio::test]
 async fn injected_gate_reset_drops_the_connection() {
     let emu = Emulator::start().await.unwrap();
     let app = emu.app();
@@ -966,4 +1020,99 @@ async fn apps_are_listed_and_allowlisted_over_http() {
         .await
         .unwrap();
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+}
+
+// ---- the tower contract, without a network ------------------------------
+
+mod tower_contract {
+    use super::*;
+    use std::convert::Infallible;
+    use std::future::{Ready, ready};
+    use std::sync::atomic::AtomicBool;
+    use std::task::{Context, Poll, Waker};
+
+    use http_body_util::{BodyExt as _, Either};
+    use tower_layer::Layer as _;
+    use tower_service::Service;
+
+    /// An inner service that is ready only when told, and counts its calls.
+    #[derive(Clone, Default)]
+    struct Inner {
+        open: Arc<AtomicBool>,
+        calls: Arc<AtomicUsize>,
+    }
+
+    impl Service<http::Request<String>> for Inner {
+        type Response = http::Response<String>;
+        type Error = Infallible;
+        type Future = Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            if self.open.load(Ordering::SeqCst) {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        }
+
+        fn call(&mut self, req: http::Request<String>) -> Self::Future {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let user = req.headers()["x-goog-authenticated-user-email"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            ready(Ok(http::Response::new(user)))
+        }
+    }
+
+    fn request(token: Option<&str>) -> http::Request<String> {
+        let mut req = http::Request::builder().uri("/");
+        if let Some(token) = token {
+            req = req.header("authorization", format!("Bearer {token}"));
+        }
+        req.body(String::new()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn gate_service_is_ready_only_when_its_inner_service_is() {
+        let emu = Emulator::start().await.unwrap();
+        let inner = Inner::default();
+        let mut gate = emu.gate_layer(&emu.app()).layer(inner.clone());
+        let mut cx = Context::from_waker(Waker::noop());
+
+        assert!(gate.poll_ready(&mut cx).is_pending());
+        inner.open.store(true, Ordering::SeqCst);
+        assert!(matches!(gate.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    }
+
+    #[tokio::test]
+    async fn gate_service_answers_itself_without_calling_the_inner_service() {
+        let emu = Emulator::start().await.unwrap();
+        let app = emu.app();
+        let inner = Inner::default();
+        inner.open.store(true, Ordering::SeqCst);
+        let mut gate = emu.gate_layer(&app).layer(inner.clone());
+
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(gate.poll_ready(&mut cx).is_ready());
+        let denied = gate.call(request(None)).await.unwrap();
+        assert_eq!(denied.status(), 401);
+        assert_eq!(denied.headers()[IAP_GENERATED], "true");
+        let Either::Right(body) = denied.into_body() else {
+            panic!("the gate's own answer is the Right side");
+        };
+        let text = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&text[..], b"Invalid IAP credentials: empty token");
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 0);
+
+        let token = emu.mint_id_token(app.client_id(), "alice@example.com");
+        assert!(gate.poll_ready(&mut cx).is_ready());
+        let passed = gate.call(request(Some(&token))).await.unwrap();
+        assert_eq!(passed.status(), 200);
+        let Either::Left(body) = passed.into_body() else {
+            panic!("the app's answer is the Left side");
+        };
+        assert_eq!(body, "accounts.google.com:alice@example.com");
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+    }
 }
