@@ -22,15 +22,28 @@ const AUD: &str = "123456789012-abcdefghijklmnopqrstuvwxyz012345.apps.googleuser
 /// A token valid until 2100, so the bench never enters the refresh window.
 fn jwt() -> String {
     let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-    let claims = format!(r#"{{"aud":"{AUD}","email":"bench@example.com","iat":4102440000,"exp":4102444800}}"#);
-    format!("{}.{}.{}", b64(r#"{"alg":"RS256","kid":"k"}"#), b64(&claims), b64(&"s".repeat(256)))
+    let claims = format!(
+        r#"{{"aud":"{AUD}","email":"bench@example.com","iat":4102440000,"exp":4102444800}}"#
+    );
+    format!(
+        "{}.{}.{}",
+        b64(r#"{"alg":"RS256","kid":"k"}"#),
+        b64(&claims),
+        b64(&"s".repeat(256))
+    )
 }
 
 fn setup(rt: &tokio::runtime::Runtime) -> (TokenCache, Audience, Attach) {
     let source = Arc::new(StaticTokenSource::new(jwt()).expect("a valid JWT"));
-    let auth = IapAuth::builder().source_arc(source).audience(AUD).build().expect("config");
-    let Plan::Attach(attach) = auth.plan(&Uri::from_static("https://app.example.com/"), &Extensions::new())
-    else {
+    let auth = IapAuth::builder()
+        .source_arc(source)
+        .audience(AUD)
+        .build()
+        .expect("config");
+    let Plan::Attach(attach) = auth.plan(
+        &Uri::from_static("https://app.example.com/"),
+        &Extensions::new(),
+    ) else {
         unreachable!("no scope configured: every origin is attached")
     };
     rt.block_on(attach.fetch()).expect("the static token");
@@ -38,36 +51,52 @@ fn setup(rt: &tokio::runtime::Runtime) -> (TokenCache, Audience, Attach) {
 }
 
 fn hot_path(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let (cache, aud, attach) = setup(&rt);
     assert!(cache.cached(&aud).is_some() && attach.cached().is_some());
 
     let mut single = c.benchmark_group("single_thread");
-    single.bench_function("TokenCache::cached", |b| b.iter(|| black_box(cache.cached(black_box(&aud)))));
-    single.bench_function("Attach::cached", |b| b.iter(|| black_box(black_box(&attach).cached())));
+    single.bench_function("TokenCache::cached", |b| {
+        b.iter(|| black_box(cache.cached(black_box(&aud))))
+    });
+    single.bench_function("Attach::cached", |b| {
+        b.iter(|| black_box(black_box(&attach).cached()))
+    });
     single.finish();
 
     let mut concurrent = c.benchmark_group("concurrent");
     concurrent.measurement_time(Duration::from_secs(4));
     for tasks in [2u64, 8, 64] {
-        concurrent.bench_with_input(BenchmarkId::new("TokenCache::cached", tasks), &tasks, |b, &tasks| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let (cache, aud) = (cache.clone(), aud.clone());
-                run_tasks(tasks, iters, move || {
+        concurrent.bench_with_input(
+            BenchmarkId::new("TokenCache::cached", tasks),
+            &tasks,
+            |b, &tasks| {
+                b.to_async(&rt).iter_custom(|iters| {
                     let (cache, aud) = (cache.clone(), aud.clone());
-                    move || black_box(cache.cached(black_box(&aud))).is_some()
+                    run_tasks(tasks, iters, move || {
+                        let (cache, aud) = (cache.clone(), aud.clone());
+                        move || black_box(cache.cached(black_box(&aud))).is_some()
+                    })
                 })
-            })
-        });
-        concurrent.bench_with_input(BenchmarkId::new("Attach::cached", tasks), &tasks, |b, &tasks| {
-            b.to_async(&rt).iter_custom(|iters| {
-                let attach = attach.clone();
-                run_tasks(tasks, iters, move || {
+            },
+        );
+        concurrent.bench_with_input(
+            BenchmarkId::new("Attach::cached", tasks),
+            &tasks,
+            |b, &tasks| {
+                b.to_async(&rt).iter_custom(|iters| {
                     let attach = attach.clone();
-                    move || black_box(&attach).cached().is_some()
+                    run_tasks(tasks, iters, move || {
+                        let attach = attach.clone();
+                        move || black_box(&attach).cached().is_some()
+                    })
                 })
-            })
-        });
+            },
+        );
     }
     concurrent.finish();
 }

@@ -74,7 +74,11 @@ enum DefaultAudience {
     /// One audience, pre-resolved: `plan` clones it.
     Fixed(Attach),
     /// Discovered per origin, then pre-resolved per origin.
-    Discover { discovery: AudienceDiscovery, resolved: ArcSwap<Vec<(Origin, Attach)>>, writer: Mutex<()> },
+    Discover {
+        discovery: AudienceDiscovery,
+        resolved: ArcSwap<Vec<(Origin, Attach)>>,
+        writer: Mutex<()>,
+    },
     /// From the request's URL.
     FromUrl(AudienceKind),
     /// Only mapped origins get a token.
@@ -99,7 +103,10 @@ pub struct Attach {
 
 #[derive(Clone)]
 enum Target {
-    Entry { cache: TokenCache, entry: Arc<Entry> },
+    Entry {
+        cache: TokenCache,
+        entry: Arc<Entry>,
+    },
     /// The origin's audience is not known yet.
     Discover { auth: IapAuth, uri: Uri },
     /// No token can be had for this request; `fetch` says why.
@@ -108,7 +115,12 @@ enum Target {
 
 impl Attach {
     fn entry(cache: &TokenCache, entry: Arc<Entry>) -> Attach {
-        Attach { target: Target::Entry { cache: cache.clone(), entry } }
+        Attach {
+            target: Target::Entry {
+                cache: cache.clone(),
+                entry,
+            },
+        }
     }
 
     /// The hot path: the cached token, if usable. Lock-free, no allocation.
@@ -135,7 +147,12 @@ impl Attach {
             }
             Target::Invalid(why) => {
                 let why = why.clone();
-                Box::pin(async move { Err(Error::Other { context: why.to_string(), source: None }) })
+                Box::pin(async move {
+                    Err(Error::Other {
+                        context: why.to_string(),
+                        source: None,
+                    })
+                })
             }
         }
     }
@@ -153,9 +170,10 @@ impl fmt::Debug for Attach {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.target {
             Target::Entry { entry, .. } => f.debug_tuple("Attach").field(entry.audience()).finish(),
-            Target::Discover { uri, .. } => {
-                f.debug_struct("Attach").field("discover_for", &uri.authority()).finish()
-            }
+            Target::Discover { uri, .. } => f
+                .debug_struct("Attach")
+                .field("discover_for", &uri.authority())
+                .finish(),
             Target::Invalid(why) => f.debug_struct("Attach").field("invalid", why).finish(),
         }
     }
@@ -167,7 +185,10 @@ impl IapAuth {
     /// (every origin gets a token: see the [module docs](self)).
     pub async fn from_adc(audience: impl Into<Audience>) -> Result<IapAuth> {
         let source = crate::adc::application_default().await?;
-        IapAuth::builder().source_arc(source).audience(audience).build()
+        IapAuth::builder()
+            .source_arc(source)
+            .audience(audience)
+            .build()
     }
 
     /// A builder: a source, an audience (or discovery), a scope, options.
@@ -201,7 +222,11 @@ impl IapAuth {
         let inner = &*self.inner;
         let mut mapped = None;
         if !inner.allowed.is_empty() || !inner.mapped.is_empty() {
-            mapped = inner.mapped.iter().find(|(origin, _)| origin.matches(uri)).map(|(_, a)| a);
+            mapped = inner
+                .mapped
+                .iter()
+                .find(|(origin, _)| origin.matches(uri))
+                .map(|(_, a)| a);
             if mapped.is_none() && !inner.allowed.iter().any(|origin| origin.matches(uri)) {
                 tracing::trace!(authority = ?uri.authority(), "origin out of scope: no IAP token");
                 return Plan::Skip;
@@ -216,14 +241,25 @@ impl IapAuth {
         match &inner.default {
             DefaultAudience::Fixed(attach) => Plan::Attach(attach.clone()),
             DefaultAudience::Discover { resolved, .. } => {
-                match resolved.load().iter().find(|(origin, _)| origin.matches(uri)) {
+                match resolved
+                    .load()
+                    .iter()
+                    .find(|(origin, _)| origin.matches(uri))
+                {
                     Some((_, attach)) => Plan::Attach(attach.clone()),
-                    None => Plan::Attach(Attach { target: Target::Discover { auth: self.clone(), uri: uri.clone() } }),
+                    None => Plan::Attach(Attach {
+                        target: Target::Discover {
+                            auth: self.clone(),
+                            uri: uri.clone(),
+                        },
+                    }),
                 }
             }
             DefaultAudience::FromUrl(kind) => Plan::Attach(match audience_from_url(*kind, uri) {
                 Ok(audience) => Attach::entry(&inner.cache, inner.cache.entry(&audience)),
-                Err(why) => Attach { target: Target::Invalid(why.into()) },
+                Err(why) => Attach {
+                    target: Target::Invalid(why.into()),
+                },
             }),
             DefaultAudience::None => Plan::Skip,
         }
@@ -233,7 +269,10 @@ impl IapAuth {
     /// The value is the token's pre-built sensitive `HeaderValue`.
     #[inline]
     pub fn apply(&self, headers: &mut HeaderMap, token: &IdToken) {
-        headers.insert(self.inner.placement.header_name(), token.header_value().clone());
+        headers.insert(
+            self.inner.placement.header_name(),
+            token.header_value().clone(),
+        );
     }
 
     /// Whether a response to a request that carried a token refused it
@@ -263,16 +302,28 @@ impl IapAuth {
 
     /// Discovers `uri`'s audience and records it for the origin.
     async fn discover_for(&self, uri: &Uri) -> Result<Attach> {
-        let DefaultAudience::Discover { discovery, resolved, writer } = &self.inner.default else {
-            return Err(Error::Other { context: "audience discovery is not configured".into(), source: None });
+        let DefaultAudience::Discover {
+            discovery,
+            resolved,
+            writer,
+        } = &self.inner.default
+        else {
+            return Err(Error::Other {
+                context: "audience discovery is not configured".into(),
+                source: None,
+            });
         };
         let url = url::Url::parse(&uri.to_string()).map_err(|e| Error::Other {
-            context: format!("cannot discover the IAP audience of {uri:?}: not an absolute URL ({e})"),
+            context: format!(
+                "cannot discover the IAP audience of {uri:?}: not an absolute URL ({e})"
+            ),
             source: None,
         })?;
         let audience = discovery.discover(&url).await?;
         let origin = Origin::of_url(&url).ok_or_else(|| Error::Other {
-            context: format!("cannot discover the IAP audience of {uri:?}: it has no http(s) origin"),
+            context: format!(
+                "cannot discover the IAP audience of {uri:?}: it has no http(s) origin"
+            ),
             source: None,
         })?;
         let _writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
@@ -290,10 +341,15 @@ impl IapAuth {
 /// The audience a URL-minting source needs for `uri`.
 fn audience_from_url(kind: AudienceKind, uri: &Uri) -> Result<Audience, String> {
     let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-        return Err(format!("cannot derive a token audience from {uri:?}: it has no scheme and host"));
+        return Err(format!(
+            "cannot derive a token audience from {uri:?}: it has no scheme and host"
+        ));
     };
     let host = authority.host();
-    let port = authority.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let port = authority
+        .port()
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default();
     Ok(Audience::from(match kind {
         AudienceKind::HostWildcard => format!("{scheme}://{host}{port}/*"),
         _ => format!("{scheme}://{host}{port}{}", uri.path()),
@@ -387,7 +443,11 @@ impl IapAuthBuilder {
     }
 
     /// Send tokens for `audience` to `origin` (which is thereby allowed).
-    pub fn origin_audience(mut self, origin: impl Into<String>, audience: impl Into<Audience>) -> Self {
+    pub fn origin_audience(
+        mut self,
+        origin: impl Into<String>,
+        audience: impl Into<Audience>,
+    ) -> Self {
         self.mapped.push((origin.into(), audience.into()));
         self
     }
@@ -416,12 +476,24 @@ impl IapAuthBuilder {
     /// audience, no discovery, no origin map, and a source minting tokens
     /// for client IDs).
     pub fn build(self) -> Result<IapAuth> {
-        let config_error = |context: String| Error::Other { context, source: None };
-        let source =
-            self.source.ok_or_else(|| config_error("IapAuth needs a token source: call .source(..)".into()))?;
+        let config_error = |context: String| Error::Other {
+            context,
+            source: None,
+        };
+        let source = self
+            .source
+            .ok_or_else(|| config_error("IapAuth needs a token source: call .source(..)".into()))?;
         let kind = source.audience_kind();
-        let cache = self.cache.unwrap_or_else(TokenCacheBuilder::options).source(source).try_build()?;
-        let allowed = self.allowed.iter().map(|o| Origin::parse(o)).collect::<Result<Vec<_>>>()?;
+        let cache = self
+            .cache
+            .unwrap_or_else(TokenCacheBuilder::options)
+            .source(source)
+            .try_build()?;
+        let allowed = self
+            .allowed
+            .iter()
+            .map(|o| Origin::parse(o))
+            .collect::<Result<Vec<_>>>()?;
         let mapped = self
             .mapped
             .iter()
@@ -429,7 +501,9 @@ impl IapAuthBuilder {
             .collect::<Result<Vec<_>>>()?;
         let default = match (self.audience, self.discover) {
             (Some(_), Some(_)) => {
-                return Err(config_error("IapAuth: choose either .audience(..) or .discover_audience(), not both".into()));
+                return Err(config_error(
+                    "IapAuth: choose either .audience(..) or .discover_audience(), not both".into(),
+                ));
             }
             (Some(aud), None) => DefaultAudience::Fixed(Attach::entry(&cache, cache.entry(&aud))),
             (None, Some(_)) if kind != AudienceKind::ClientId => {
@@ -437,9 +511,11 @@ impl IapAuthBuilder {
                     "IapAuth: .discover_audience() finds IAP client IDs, but this source mints tokens for URLs ({kind:?}); drop it"
                 )));
             }
-            (None, Some(discovery)) => {
-                DefaultAudience::Discover { discovery, resolved: ArcSwap::from_pointee(Vec::new()), writer: Mutex::new(()) }
-            }
+            (None, Some(discovery)) => DefaultAudience::Discover {
+                discovery,
+                resolved: ArcSwap::from_pointee(Vec::new()),
+                writer: Mutex::new(()),
+            },
             (None, None) if kind != AudienceKind::ClientId => DefaultAudience::FromUrl(kind),
             (None, None) if !mapped.is_empty() && allowed.is_empty() => DefaultAudience::None,
             (None, None) => {
@@ -450,7 +526,9 @@ impl IapAuthBuilder {
             }
         };
         if allowed.is_empty() && mapped.is_empty() {
-            tracing::debug!("IapAuth: no origin configured, so every origin gets a token; scope it with .allow_origin(..)");
+            tracing::debug!(
+                "IapAuth: no origin configured, so every origin gets a token; scope it with .allow_origin(..)"
+            );
         }
         Ok(IapAuth {
             inner: Arc::new(AuthInner {
@@ -458,7 +536,9 @@ impl IapAuthBuilder {
                 default,
                 allowed,
                 mapped,
-                retry_policy: self.retry_policy.unwrap_or_else(|| self.placement.default_retry_policy()),
+                retry_policy: self
+                    .retry_policy
+                    .unwrap_or_else(|| self.placement.default_retry_policy()),
                 placement: self.placement,
             }),
         })

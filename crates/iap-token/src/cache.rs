@@ -199,7 +199,10 @@ impl TokenCacheBuilder {
     /// Options without a source yet (for [`IapAuthBuilder::cache`](crate::auth::IapAuthBuilder::cache),
     /// which supplies the source).
     pub fn options() -> Self {
-        TokenCacheBuilder { source: None, config: Config::default() }
+        TokenCacheBuilder {
+            source: None,
+            config: Config::default(),
+        }
     }
 
     /// Start refreshing when less than this remains before `exp`
@@ -268,7 +271,11 @@ impl TokenCacheBuilder {
         })?;
         Ok(TokenCache {
             inner: Arc::new(CacheInner {
-                core: Arc::new(Core { source, config: self.config, dropped: CancellationToken::new() }),
+                core: Arc::new(Core {
+                    source,
+                    config: self.config,
+                    dropped: CancellationToken::new(),
+                }),
                 table: ArcSwap::from_pointee(Table::default()),
                 table_writer: Mutex::new(()),
             }),
@@ -320,7 +327,11 @@ impl TokenCache {
         let table = self.inner.table.load();
         // The entry keyed by the token's own `aud` first; a source may mint
         // tokens whose `aud` differs from the audience asked for.
-        if let Some(entry) = token.claims().aud.as_deref().and_then(|aud| table.find_str(aud))
+        if let Some(entry) = token
+            .claims()
+            .aud
+            .as_deref()
+            .and_then(|aud| table.find_str(aud))
             && entry.invalidate(token)
         {
             return true;
@@ -333,7 +344,11 @@ impl TokenCache {
         if let Some(entry) = self.inner.table.load().find(audience) {
             return entry.clone();
         }
-        let _writer = self.inner.table_writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let _writer = self
+            .inner
+            .table_writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let table = self.inner.table.load();
         if let Some(entry) = table.find(audience) {
             return entry.clone();
@@ -342,8 +357,12 @@ impl TokenCache {
         let now = now_ms();
         // Entries of URL-derived audiences come and go: drop the dead ones
         // nobody else holds (no usable token, no fetch running).
-        let mut entries: Vec<Arc<Entry>> =
-            table.entries.iter().filter(|e| Arc::strong_count(e) > 1 || !e.is_dead(now)).cloned().collect();
+        let mut entries: Vec<Arc<Entry>> = table
+            .entries
+            .iter()
+            .filter(|e| Arc::strong_count(e) > 1 || !e.is_dead(now))
+            .cloned()
+            .collect();
         entries.push(entry.clone());
         self.inner.table.store(Arc::new(Table::new(entries)));
         entry
@@ -376,7 +395,11 @@ impl TokenCache {
                 Err(e) => Err(share_error(&e)),
             };
         }
-        entry.flight_or_start(core).wait().await.map_err(|e| share_error(&e))
+        entry
+            .flight_or_start(core)
+            .wait()
+            .await
+            .map_err(|e| share_error(&e))
     }
 
     /// A `'static` future for [`TokenCache::token_for`].
@@ -418,7 +441,11 @@ impl fmt::Debug for Entry {
 impl Table {
     fn new(entries: Vec<Arc<Entry>>) -> Self {
         let index = if entries.len() > LINEAR_SCAN_MAX {
-            entries.iter().enumerate().map(|(i, e)| (e.audience.clone(), i)).collect()
+            entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| (e.audience.clone(), i))
+                .collect()
         } else {
             HashMap::new()
         };
@@ -441,7 +468,9 @@ impl Table {
     }
 
     fn find_str(&self, audience: &str) -> Option<&Arc<Entry>> {
-        self.entries.iter().find(|e| e.audience.as_str() == audience)
+        self.entries
+            .iter()
+            .find(|e| e.audience.as_str() == audience)
     }
 }
 
@@ -479,7 +508,8 @@ impl Entry {
     /// Whether a background refresh may start now: none running, backoff over.
     #[inline]
     fn refresh_due(&self, now: u64) -> bool {
-        !self.refreshing.load(Ordering::Relaxed) && now >= self.retry_after_ms.load(Ordering::Relaxed)
+        !self.refreshing.load(Ordering::Relaxed)
+            && now >= self.retry_after_ms.load(Ordering::Relaxed)
     }
 
     /// Spawns the refresh on the current runtime unless one runs already.
@@ -524,7 +554,9 @@ impl Entry {
 
     fn invalidate(&self, token: &IdToken) -> bool {
         let current = self.current.load();
-        let Some(slot) = current.as_ref() else { return false };
+        let Some(slot) = current.as_ref() else {
+            return false;
+        };
         if !slot.token.same_as(token) {
             return false;
         }
@@ -540,8 +572,16 @@ impl Entry {
     }
 
     fn is_dead(&self, now: u64) -> bool {
-        let usable = self.current.load().as_ref().is_some_and(|s| now < s.usable_until_ms);
-        let flying = self.flight.lock().unwrap_or_else(PoisonError::into_inner).is_some();
+        let usable = self
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|s| now < s.usable_until_ms);
+        let flying = self
+            .flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
         !usable && !flying
     }
 
@@ -572,7 +612,8 @@ impl Entry {
         // start another refresh: wait a while before the next.
         if refreshed && slot.refresh_at_ms <= now {
             let pause = slot.usable_until_ms.saturating_sub(now) / 4;
-            self.retry_after_ms.store(now + pause.min(30_000), Ordering::Relaxed);
+            self.retry_after_ms
+                .store(now + pause.min(30_000), Ordering::Relaxed);
         }
         self.current.store(Some(Arc::new(slot)));
     }
@@ -602,9 +643,13 @@ async fn run_flight(core: Arc<Core>, entry: Arc<Entry>) -> Result<IdToken, Arc<E
             let now = now_ms();
             // Wait before the next background attempt, but try again
             // well before the current token becomes unusable.
-            let usable_left =
-                entry.current.load().as_ref().map_or(0, |s| s.usable_until_ms.saturating_sub(now));
-            let wait = (backoff(Duration::from_secs(1), Duration::from_secs(60), failures).as_millis() as u64)
+            let usable_left = entry
+                .current
+                .load()
+                .as_ref()
+                .map_or(0, |s| s.usable_until_ms.saturating_sub(now));
+            let wait = (backoff(Duration::from_secs(1), Duration::from_secs(60), failures)
+                .as_millis() as u64)
                 .min(usable_left / 2);
             entry.retry_after_ms.store(now + wait, Ordering::Relaxed);
             tracing::warn!(audience = %entry.audience, error = %e, retry_in_ms = wait, "fetching an ID token failed");
@@ -646,7 +691,9 @@ async fn fetch_with_retries(core: &Core, audience: &Audience) -> Result<IdToken>
 
 /// `initial * 2^attempt`, capped at `max`, minus up to half at random.
 fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
-    let full = initial.saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX)).min(max);
+    let full = initial
+        .saturating_mul(1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX))
+        .min(max);
     full.mul_f64(1.0 - fastrand::f64() / 2.0)
 }
 
@@ -661,7 +708,10 @@ fn backoff(initial: Duration, max: Duration, attempt: u32) -> Duration {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[inline]
 fn now_ms() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec; the call writes only it.
     let failed = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } != 0;
     if failed || ts.tv_sec < 0 {
@@ -680,14 +730,22 @@ fn now_ms() -> u64 {
 
 #[inline]
 fn ms_since_epoch(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// An error for a second waiter of a shared fetch: `Error` is not `Clone`,
 /// so rebuild it keeping the message, the classification and the chain.
 pub(crate) fn share_error(e: &Arc<Error>) -> Error {
     match &**e {
-        Error::Endpoint { endpoint, status, error, description, transient, hint } => Error::Endpoint {
+        Error::Endpoint {
+            endpoint,
+            status,
+            error,
+            description,
+            transient,
+            hint,
+        } => Error::Endpoint {
             endpoint: endpoint.clone(),
             status: *status,
             error: error.clone(),
@@ -695,15 +753,23 @@ pub(crate) fn share_error(e: &Arc<Error>) -> Error {
             transient: *transient,
             hint: hint.clone(),
         },
-        Error::Transport { endpoint, .. } => {
-            Error::Transport { endpoint: endpoint.clone(), source: Box::new(SourceOf(e.clone())) }
-        }
-        Error::InvalidCredentials { path, field, problem } => {
-            Error::InvalidCredentials { path: path.clone(), field: field.clone(), problem: problem.clone() }
-        }
-        Error::Protocol { endpoint, problem } => {
-            Error::Protocol { endpoint: endpoint.clone(), problem: problem.clone() }
-        }
+        Error::Transport { endpoint, .. } => Error::Transport {
+            endpoint: endpoint.clone(),
+            source: Box::new(SourceOf(e.clone())),
+        },
+        Error::InvalidCredentials {
+            path,
+            field,
+            problem,
+        } => Error::InvalidCredentials {
+            path: path.clone(),
+            field: field.clone(),
+            problem: problem.clone(),
+        },
+        Error::Protocol { endpoint, problem } => Error::Protocol {
+            endpoint: endpoint.clone(),
+            problem: problem.clone(),
+        },
         Error::MalformedToken(problem) => Error::MalformedToken(problem.clone()),
         other => Error::Other {
             context: other.to_string(),
@@ -739,8 +805,15 @@ mod tests {
 
     #[test]
     fn the_coarse_clock_agrees_with_the_system_clock() {
-        let (before, now, after) = (ms_since_epoch(SystemTime::now()), now_ms(), ms_since_epoch(SystemTime::now()));
-        assert!(now + 20 >= before && now <= after + 20, "{before} {now} {after}");
+        let (before, now, after) = (
+            ms_since_epoch(SystemTime::now()),
+            now_ms(),
+            ms_since_epoch(SystemTime::now()),
+        );
+        assert!(
+            now + 20 >= before && now <= after + 20,
+            "{before} {now} {after}"
+        );
     }
 
     #[test]
@@ -767,9 +840,17 @@ mod tests {
         assert_eq!(shared.to_string(), e.to_string());
         assert!(!shared.is_transient());
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
-        let e = Arc::new(Error::Transport { endpoint: "http://127.0.0.1:1/token".into(), source: Box::new(io) });
+        let e = Arc::new(Error::Transport {
+            endpoint: "http://127.0.0.1:1/token".into(),
+            source: Box::new(io),
+        });
         let shared = share_error(&e);
         assert!(shared.is_transient());
-        assert_eq!(std::error::Error::source(&shared).map(|s| s.to_string()).as_deref(), Some("reset by peer"));
+        assert_eq!(
+            std::error::Error::source(&shared)
+                .map(|s| s.to_string())
+                .as_deref(),
+            Some("reset by peer")
+        );
     }
 }

@@ -45,7 +45,10 @@ pub async fn discover_audience(url: &str) -> Result<Audience> {
         context: format!("cannot discover the IAP audience of {url:?}: not a URL ({e})"),
         source: None,
     })?;
-    GLOBAL.get_or_init(AudienceDiscovery::new).discover(&url).await
+    GLOBAL
+        .get_or_init(AudienceDiscovery::new)
+        .discover(&url)
+        .await
 }
 
 /// Audience discovery with its own cache per origin. Cheap to clone; clones
@@ -68,7 +71,9 @@ type DiscoveryFlight = Shared<BoxFuture<'static, Result<Audience, Arc<Error>>>>;
 
 impl fmt::Debug for AudienceDiscovery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AudienceDiscovery").field("known", &**self.inner.known.load()).finish_non_exhaustive()
+        f.debug_struct("AudienceDiscovery")
+            .field("known", &**self.inner.known.load())
+            .finish_non_exhaustive()
     }
 }
 
@@ -80,12 +85,22 @@ impl AudienceDiscovery {
 
     /// Discovery through `transport`. Its client must not follow redirects.
     pub fn with_transport(transport: Transport) -> Self {
-        AudienceDiscovery { inner: Arc::new(Inner { transport, ..Inner::default() }) }
+        AudienceDiscovery {
+            inner: Arc::new(Inner {
+                transport,
+                ..Inner::default()
+            }),
+        }
     }
 
     /// The audience already discovered for `uri`'s origin. No allocation.
     pub fn cached(&self, uri: &Uri) -> Option<Audience> {
-        self.inner.known.load().iter().find(|(origin, _)| origin.matches(uri)).map(|(_, aud)| aud.clone())
+        self.inner
+            .known
+            .load()
+            .iter()
+            .find(|(origin, _)| origin.matches(uri))
+            .map(|(_, aud)| aud.clone())
     }
 
     /// The audience of `url`'s origin: cached, or discovered by one request
@@ -102,7 +117,11 @@ impl AudienceDiscovery {
             return Ok(aud.clone());
         }
         let flight = {
-            let mut flights = self.inner.flights.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut flights = self
+                .inner
+                .flights
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             // Re-check under the lock: a flight that just ended recorded its result first.
             if let Some((_, aud)) = self.inner.known.load().iter().find(|(o, _)| *o == origin) {
                 return Ok(aud.clone());
@@ -148,8 +167,14 @@ async fn probe(transport: &Transport, url: &Url) -> Result<Audience> {
     let request = transport
         .client()?
         .get(url.clone())
-        .header(header::ACCEPT, "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8")
-        .header(header::USER_AGENT, "Mozilla/5.0 (compatible; iap-rs audience discovery)");
+        .header(
+            header::ACCEPT,
+            "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8",
+        )
+        .header(
+            header::USER_AGENT,
+            "Mozilla/5.0 (compatible; iap-rs audience discovery)",
+        );
     let answer = transport.send_raw(url, request).await?;
     let status = answer.status();
     let iap_generated = answer
@@ -157,21 +182,35 @@ async fn probe(transport: &Transport, url: &Url) -> Result<Audience> {
         .get(IAP_GENERATED_HEADER)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
     if status.is_redirection() {
-        let location = answer.headers().get(header::LOCATION).and_then(|l| l.to_str().ok()).unwrap_or("");
+        let location = answer
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or("");
         if !iap_generated {
-            let target = Url::parse(location).map(|l| endpoint_name(&l)).unwrap_or_else(|_| location.to_owned());
+            let target = Url::parse(location)
+                .map(|l| endpoint_name(&l))
+                .unwrap_or_else(|_| location.to_owned());
             return Err(not_iap(format!(
                 "it answered {status} to {target} without the {IAP_GENERATED_HEADER} header, so the redirect is not IAP's"
             )));
         }
         let client_id = Url::parse(location)
             .ok()
-            .and_then(|l| l.query_pairs().find(|(k, _)| k == "client_id").map(|(_, v)| v.into_owned()))
+            .and_then(|l| {
+                l.query_pairs()
+                    .find(|(k, _)| k == "client_id")
+                    .map(|(_, v)| v.into_owned())
+            })
             .filter(|id| !id.is_empty());
-        return client_id.map(Audience::from).ok_or_else(|| Error::Protocol {
-            endpoint: endpoint_name(url),
-            problem: format!("IAP answered {status} but its Location has no `client_id` parameter"),
-        });
+        return client_id
+            .map(Audience::from)
+            .ok_or_else(|| Error::Protocol {
+                endpoint: endpoint_name(url),
+                problem: format!(
+                    "IAP answered {status} but its Location has no `client_id` parameter"
+                ),
+            });
     }
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
         return Err(Error::Endpoint {
@@ -184,7 +223,9 @@ async fn probe(transport: &Transport, url: &Url) -> Result<Audience> {
         });
     }
     Err(not_iap(match (status, iap_generated) {
-        (s, _) if s.is_success() => format!("it answered {s} to a request without credentials, so it is not behind IAP"),
+        (s, _) if s.is_success() => {
+            format!("it answered {s} to a request without credentials, so it is not behind IAP")
+        }
         (s, true) => format!("IAP answered {s} instead of redirecting a browser to sign in"),
         (s, false) => format!("it answered {s}, not IAP's redirect to sign in"),
     }))
@@ -202,14 +243,21 @@ impl Origin {
     /// Parses `https://host[:port]` (a trailing `/` is allowed; nothing else).
     pub(crate) fn parse(s: &str) -> Result<Origin> {
         let bad = |why: &str| Error::Other {
-            context: format!("{s:?} is not an origin ({why}): write it as https://host or https://host:port"),
+            context: format!(
+                "{s:?} is not an origin ({why}): write it as https://host or https://host:port"
+            ),
             source: None,
         };
         let url = Url::parse(s).map_err(|e| bad(&e.to_string()))?;
-        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        if url.path() != "/"
+            || url.query().is_some()
+            || url.fragment().is_some()
+            || !url.username().is_empty()
+        {
             return Err(bad("it has a path, query, fragment or user"));
         }
-        Origin::of_url(&url).ok_or_else(|| bad("only http and https origins with a host are supported"))
+        Origin::of_url(&url)
+            .ok_or_else(|| bad("only http and https origins with a host are supported"))
     }
 
     pub(crate) fn of_url(url: &Url) -> Option<Origin> {
@@ -266,10 +314,19 @@ mod tests {
     fn origins_match_uris_with_default_ports_and_any_case() {
         let o = Origin::parse("https://App.Example.com").unwrap();
         assert_eq!(o.to_string(), "https://app.example.com");
-        for yes in ["https://app.example.com/x?y", "HTTPS://APP.example.com:443/", "https://app.example.com./"] {
+        for yes in [
+            "https://app.example.com/x?y",
+            "HTTPS://APP.example.com:443/",
+            "https://app.example.com./",
+        ] {
             assert!(o.matches(&yes.parse().unwrap()), "{yes}");
         }
-        for no in ["http://app.example.com/", "https://app.example.com:8443/", "https://evil.com/", "/relative"] {
+        for no in [
+            "http://app.example.com/",
+            "https://app.example.com:8443/",
+            "https://evil.com/",
+            "/relative",
+        ] {
             assert!(!o.matches(&no.parse().unwrap()), "{no}");
         }
         let local = Origin::parse("http://127.0.0.1:8080/").unwrap();

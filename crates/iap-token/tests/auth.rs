@@ -13,7 +13,10 @@ use iap_token::{Audience, IapAuth, IdToken};
 async fn source(emu: &Emulator) -> (Arc<dyn TokenSource>, String) {
     let sa = emu.create_service_account("auth-test").await.unwrap();
     let key = ServiceAccountKey::from_json(sa.key_json().as_bytes()).unwrap();
-    (Arc::new(ServiceAccountSource::new(key)), sa.key_json().to_owned())
+    (
+        Arc::new(ServiceAccountSource::new(key)),
+        sa.key_json().to_owned(),
+    )
 }
 
 fn uri(s: &str) -> Uri {
@@ -38,7 +41,12 @@ async fn token(plan: Plan) -> Option<IdToken> {
 async fn get(auth: &IapAuth, url: &str, token: &IdToken) -> reqwest::Response {
     let mut headers = HeaderMap::new();
     auth.apply(&mut headers, token);
-    reqwest::Client::new().get(url).headers(headers).send().await.unwrap()
+    reqwest::Client::new()
+        .get(url)
+        .headers(headers)
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -46,10 +54,16 @@ async fn the_token_is_attached_and_accepted_by_the_gate() {
     let emu = Emulator::start().await.unwrap();
     let app = emu.app();
     let (source, _) = source(&emu).await;
-    let auth = IapAuth::builder().source_arc(source).audience(app.client_id()).build().unwrap();
+    let auth = IapAuth::builder()
+        .source_arc(source)
+        .audience(app.client_id())
+        .build()
+        .unwrap();
     let url = app.url().join("/hello").unwrap();
 
-    let token = token(auth.plan(&uri(url.as_str()), &Extensions::new())).await.unwrap();
+    let token = token(auth.plan(&uri(url.as_str()), &Extensions::new()))
+        .await
+        .unwrap();
     let answer = get(&auth, url.as_str(), &token).await;
 
     assert_eq!(answer.status(), StatusCode::OK);
@@ -65,7 +79,11 @@ async fn a_revoked_token_is_refused_invalidated_once_and_replaced() {
     let emu = Emulator::start().await.unwrap();
     let app = emu.app();
     let (source, _) = source(&emu).await;
-    let auth = IapAuth::builder().source_arc(source).audience(app.client_id()).build().unwrap();
+    let auth = IapAuth::builder()
+        .source_arc(source)
+        .audience(app.client_id())
+        .build()
+        .unwrap();
     let target = uri(app.url().as_str());
     let first = token(auth.plan(&target, &Extensions::new())).await.unwrap();
     emu.revoke(first.as_str());
@@ -75,10 +93,16 @@ async fn a_revoked_token_is_refused_invalidated_once_and_replaced() {
 
     assert_eq!(verdict, Verdict::Refused);
     assert!(auth.invalidate(&first));
-    assert!(!auth.invalidate(&first), "the second invalidation of one token is a no-op");
+    assert!(
+        !auth.invalidate(&first),
+        "the second invalidation of one token is a no-op"
+    );
     let second = token(auth.plan(&target, &Extensions::new())).await.unwrap();
     assert!(!second.same_as(&first));
-    assert_eq!(get(&auth, app.url().as_str(), &second).await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&auth, app.url().as_str(), &second).await.status(),
+        StatusCode::OK
+    );
     assert_eq!(emu.id_tokens_issued(app.client_id()), 2);
 }
 
@@ -95,14 +119,27 @@ async fn no_token_for_an_origin_outside_the_allowed_set() {
         .unwrap();
     let none = Extensions::new();
 
-    assert!(matches!(auth.plan(&uri(app.url().as_str()), &none), Plan::Attach(_)));
-    for other in ["https://evil.example.com/", "http://127.0.0.1:1/", "/relative/path"] {
-        assert!(matches!(auth.plan(&uri(other), &none), Plan::Skip), "{other}");
+    assert!(matches!(
+        auth.plan(&uri(app.url().as_str()), &none),
+        Plan::Attach(_)
+    ));
+    for other in [
+        "https://evil.example.com/",
+        "http://127.0.0.1:1/",
+        "/relative/path",
+    ] {
+        assert!(
+            matches!(auth.plan(&uri(other), &none), Plan::Skip),
+            "{other}"
+        );
     }
     // Not even a per-request audience sends a token out of scope.
     let mut with_audience = Extensions::new();
     with_audience.insert(Audience::new("other-client"));
-    assert!(matches!(auth.plan(&uri("https://evil.example.com/"), &with_audience), Plan::Skip));
+    assert!(matches!(
+        auth.plan(&uri("https://evil.example.com/"), &with_audience),
+        Plan::Skip
+    ));
     assert_eq!(emu.requests(Endpoint::Token), 0);
 }
 
@@ -121,22 +158,44 @@ async fn the_origin_map_picks_the_audience() {
 
     for app in [&first_app, &second_app] {
         let plan = auth.plan(&uri(app.url().as_str()), &Extensions::new());
-        let Plan::Attach(attach) = &plan else { panic!("{plan:?}") };
-        assert_eq!(attach.audience().map(Audience::as_str), Some(app.client_id()));
+        let Plan::Attach(attach) = &plan else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(
+            attach.audience().map(Audience::as_str),
+            Some(app.client_id())
+        );
         let token = token(plan).await.unwrap();
-        assert_eq!(get(&auth, app.url().as_str(), &token).await.status(), StatusCode::OK);
+        assert_eq!(
+            get(&auth, app.url().as_str(), &token).await.status(),
+            StatusCode::OK
+        );
     }
-    assert!(matches!(auth.plan(&uri("https://elsewhere.example.com/"), &Extensions::new()), Plan::Skip));
+    assert!(matches!(
+        auth.plan(&uri("https://elsewhere.example.com/"), &Extensions::new()),
+        Plan::Skip
+    ));
 }
 
 #[tokio::test]
 async fn without_origins_every_origin_gets_a_token() {
     let emu = Emulator::start().await.unwrap();
     let (source, _) = source(&emu).await;
-    let auth = IapAuth::builder().source_arc(source).audience("aud").build().unwrap();
+    let auth = IapAuth::builder()
+        .source_arc(source)
+        .audience("aud")
+        .build()
+        .unwrap();
 
-    for any in ["https://a.example.com/", "http://127.0.0.1:9/x", "https://b.example.org:8443/"] {
-        assert!(matches!(auth.plan(&uri(any), &Extensions::new()), Plan::Attach(_)), "{any}");
+    for any in [
+        "https://a.example.com/",
+        "http://127.0.0.1:9/x",
+        "https://b.example.org:8443/",
+    ] {
+        assert!(
+            matches!(auth.plan(&uri(any), &Extensions::new()), Plan::Attach(_)),
+            "{any}"
+        );
     }
 }
 
@@ -144,7 +203,11 @@ async fn without_origins_every_origin_gets_a_token() {
 async fn per_request_extensions_skip_or_override_the_audience() {
     let emu = Emulator::start().await.unwrap();
     let (source, _) = source(&emu).await;
-    let auth = IapAuth::builder().source_arc(source).audience("configured").build().unwrap();
+    let auth = IapAuth::builder()
+        .source_arc(source)
+        .audience("configured")
+        .build()
+        .unwrap();
     let target = uri("https://app.example.com/");
 
     let mut no_auth = Extensions::new();
@@ -171,25 +234,38 @@ async fn placement_and_retry_policy_follow_the_builder() {
         .build()
         .unwrap();
     assert_eq!(auth.retry_policy(), RetryPolicy::IapGenerated);
-    let token = token(auth.plan(&uri(app.url().as_str()), &Extensions::new())).await.unwrap();
+    let token = token(auth.plan(&uri(app.url().as_str()), &Extensions::new()))
+        .await
+        .unwrap();
 
     let mut headers = HeaderMap::new();
     headers.insert("authorization", "Bearer the-apps-own".parse().unwrap());
     auth.apply(&mut headers, &token);
     assert_eq!(headers["authorization"], "Bearer the-apps-own");
     assert!(headers["proxy-authorization"].is_sensitive());
-    let answer = reqwest::Client::new().get(app.url().as_str()).headers(headers).send().await.unwrap();
+    let answer = reqwest::Client::new()
+        .get(app.url().as_str())
+        .headers(headers)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
     assert_eq!(emu.counter("gate.proxy_authorization", app.client_id()), 1);
     // An app's own 401 is not IAP's: not a refused token in this placement.
-    assert_eq!(auth.verdict(StatusCode::UNAUTHORIZED, &HeaderMap::new()), Verdict::Accepted);
+    assert_eq!(
+        auth.verdict(StatusCode::UNAUTHORIZED, &HeaderMap::new()),
+        Verdict::Accepted
+    );
 }
 
 #[tokio::test]
 async fn building_without_an_audience_or_with_a_bad_origin_is_a_clear_error() {
     let emu = Emulator::start().await.unwrap();
     let (source, _) = source(&emu).await;
-    let err = IapAuth::builder().source_arc(source.clone()).build().unwrap_err();
+    let err = IapAuth::builder()
+        .source_arc(source.clone())
+        .build()
+        .unwrap_err();
     assert!(err.to_string().contains(".audience("), "{err}");
     let err = IapAuth::builder()
         .source_arc(source)
@@ -197,7 +273,10 @@ async fn building_without_an_audience_or_with_a_bad_origin_is_a_clear_error() {
         .allow_origin("https://a.example.com/some/path")
         .build()
         .unwrap_err();
-    assert!(err.to_string().contains("https://a.example.com/some/path"), "{err}");
+    assert!(
+        err.to_string().contains("https://a.example.com/some/path"),
+        "{err}"
+    );
     let err = IapAuth::builder().audience("a").build().unwrap_err();
     assert!(err.to_string().contains("source"), "{err}");
 }
@@ -213,9 +292,14 @@ async fn debug_of_iap_auth_holds_no_secret() {
         .allow_origin(origin_of(app.url()))
         .build()
         .unwrap();
-    let token = token(auth.plan(&uri(app.url().as_str()), &Extensions::new())).await.unwrap();
+    let token = token(auth.plan(&uri(app.url().as_str()), &Extensions::new()))
+        .await
+        .unwrap();
 
-    let debug = format!("{auth:?} {:?}", auth.plan(&uri(app.url().as_str()), &Extensions::new()));
+    let debug = format!(
+        "{auth:?} {:?}",
+        auth.plan(&uri(app.url().as_str()), &Extensions::new())
+    );
     assert!(debug.contains(app.client_id()), "{debug}");
     assert!(!debug.contains(token.as_str()), "{debug}");
     let key: serde_json::Value = serde_json::from_str(&key_json).unwrap();

@@ -16,7 +16,10 @@ const AUD: &str = "1234-cache.apps.googleusercontent.com";
 async fn service_account(emu: &Emulator) -> (Arc<dyn TokenSource>, String) {
     let sa = emu.create_service_account("cache-test").await.unwrap();
     let key = ServiceAccountKey::from_json(sa.key_json().as_bytes()).unwrap();
-    (Arc::new(ServiceAccountSource::new(key)), sa.key_json().to_owned())
+    (
+        Arc::new(ServiceAccountSource::new(key)),
+        sa.key_json().to_owned(),
+    )
 }
 
 /// The real source, reporting when a fetch starts and when its future ends
@@ -46,14 +49,30 @@ impl TokenSource for Observed {
     }
 }
 
-fn observed(inner: Arc<dyn TokenSource>) -> (Arc<dyn TokenSource>, mpsc::UnboundedReceiver<()>, mpsc::UnboundedReceiver<()>) {
+fn observed(
+    inner: Arc<dyn TokenSource>,
+) -> (
+    Arc<dyn TokenSource>,
+    mpsc::UnboundedReceiver<()>,
+    mpsc::UnboundedReceiver<()>,
+) {
     let (started, started_rx) = mpsc::unbounded_channel();
     let (ended, ended_rx) = mpsc::unbounded_channel();
-    (Arc::new(Observed { inner, started, ended }), started_rx, ended_rx)
+    (
+        Arc::new(Observed {
+            inner,
+            started,
+            ended,
+        }),
+        started_rx,
+        ended_rx,
+    )
 }
 
 fn unix_ms(t: SystemTime) -> u128 {
-    t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis()
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +93,12 @@ async fn ten_thousand_cold_callers_cause_one_token_request() {
             cache.token(&aud).await
         });
     }
-    let tokens: Vec<IdToken> = callers.join_all().await.into_iter().collect::<Result<_>>().unwrap();
+    let tokens: Vec<IdToken> = callers
+        .join_all()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()
+        .unwrap();
 
     assert_eq!(emu.id_tokens_issued(AUD), 1);
     assert_eq!(emu.requests(Endpoint::Token), 1);
@@ -94,8 +118,13 @@ async fn thousand_concurrent_invalidations_of_one_token_fetch_one_new_token() {
     let dropped = Arc::new(AtomicUsize::new(0));
     let mut callers = tokio::task::JoinSet::new();
     for _ in 0..1_000 {
-        let (cache, aud, barrier, refused, dropped) =
-            (cache.clone(), aud.clone(), barrier.clone(), refused.clone(), dropped.clone());
+        let (cache, aud, barrier, refused, dropped) = (
+            cache.clone(),
+            aud.clone(),
+            barrier.clone(),
+            refused.clone(),
+            dropped.clone(),
+        );
         callers.spawn(async move {
             barrier.wait().await;
             if cache.invalidate(&refused) {
@@ -104,28 +133,52 @@ async fn thousand_concurrent_invalidations_of_one_token_fetch_one_new_token() {
             cache.token(&aud).await
         });
     }
-    let tokens: Vec<IdToken> = callers.join_all().await.into_iter().collect::<Result<_>>().unwrap();
+    let tokens: Vec<IdToken> = callers
+        .join_all()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()
+        .unwrap();
 
-    assert_eq!(dropped.load(Ordering::Relaxed), 1, "exactly one invalidation takes effect");
-    assert_eq!(emu.id_tokens_issued(AUD), 2, "the first token and exactly one replacement");
+    assert_eq!(
+        dropped.load(Ordering::Relaxed),
+        1,
+        "exactly one invalidation takes effect"
+    );
+    assert_eq!(
+        emu.id_tokens_issued(AUD),
+        2,
+        "the first token and exactly one replacement"
+    );
     // Callers that asked before the one effective invalidation may hold the
     // old token; everyone else holds the single replacement.
     let fresh: Vec<_> = tokens.iter().filter(|t| !t.same_as(&refused)).collect();
     assert!(!fresh.is_empty());
     assert!(fresh.iter().all(|t| t.same_as(fresh[0])));
     assert!(cache.cached(&aud).unwrap().same_as(fresh[0]));
-    assert!(!cache.invalidate(&refused), "an old token no longer invalidates anything");
+    assert!(
+        !cache.invalidate(&refused),
+        "an old token no longer invalidates anything"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_keep_the_valid_token_while_a_slow_refresh_runs_and_never_get_an_expired_one() {
-    let emu = Emulator::builder().token_lifetime(Duration::from_secs(5)).start().await.unwrap();
+    let emu = Emulator::builder()
+        .token_lifetime(Duration::from_secs(5))
+        .start()
+        .await
+        .unwrap();
     let (source, _) = service_account(&emu).await;
     let cache = TokenCache::new(source);
     let aud = Audience::new(AUD);
     let first = cache.token(&aud).await.unwrap();
     // The refresh (from the token's midpoint) will take 1.5 s to answer.
-    emu.inject(Endpoint::Token, Fault::delay(Duration::from_millis(1_500)), 1);
+    emu.inject(
+        Endpoint::Token,
+        Fault::delay(Duration::from_millis(1_500)),
+        1,
+    );
 
     // Steady traffic (a load generator, not synchronisation): every 20 ms a
     // caller asks, until the refreshed token shows up.
@@ -153,7 +206,10 @@ async fn callers_keep_the_valid_token_while_a_slow_refresh_runs_and_never_get_an
         }
     };
 
-    assert!(served_during_refresh > 10, "only {served_during_refresh} calls saw the refresh in flight");
+    assert!(
+        served_during_refresh > 10,
+        "only {served_during_refresh} calls saw the refresh in flight"
+    );
     assert_eq!(emu.id_tokens_issued(AUD), 2);
     assert!(refreshed.expires_at() > first.expires_at());
 }
@@ -162,7 +218,9 @@ async fn callers_keep_the_valid_token_while_a_slow_refresh_runs_and_never_get_an
 async fn transient_503s_are_retried_then_succeed() {
     let emu = Emulator::start().await.unwrap();
     let (source, _) = service_account(&emu).await;
-    let cache = TokenCache::builder(source).backoff(Duration::from_millis(10), Duration::from_millis(50)).build();
+    let cache = TokenCache::builder(source)
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .build();
     emu.inject(Endpoint::Token, Fault::status(503), 2);
 
     let token = cache.token(&Audience::new(AUD)).await.unwrap();
@@ -193,13 +251,20 @@ async fn invalid_grant_is_not_retried_and_its_message_names_the_cause() {
     let emu = Emulator::start().await.unwrap();
     let (source, _) = service_account(&emu).await;
     let cache = TokenCache::new(source);
-    emu.inject(Endpoint::Token, Fault::error(400, "invalid_grant", "Invalid JWT Signature."), 5);
+    emu.inject(
+        Endpoint::Token,
+        Fault::error(400, "invalid_grant", "Invalid JWT Signature."),
+        5,
+    );
 
     let err = cache.token(&Audience::new(AUD)).await.unwrap_err();
 
     assert!(!err.is_transient());
     let message = err.to_string();
-    assert!(message.contains("invalid_grant") && message.contains("Invalid JWT Signature."), "{message}");
+    assert!(
+        message.contains("invalid_grant") && message.contains("Invalid JWT Signature."),
+        "{message}"
+    );
     assert_eq!(emu.requests(Endpoint::Token), 1);
     assert_eq!(emu.pending_faults(Endpoint::Token), 4);
 }
@@ -233,7 +298,11 @@ async fn dropping_the_cache_ends_its_background_refresh() {
     ended.recv().await.unwrap();
     // The background refresh would hang for a minute.
     forget_cached_tokens(&emu);
-    emu.inject(Endpoint::MetadataIdentity, Fault::delay(Duration::from_secs(60)), 1);
+    emu.inject(
+        Endpoint::MetadataIdentity,
+        Fault::delay(Duration::from_secs(60)),
+        1,
+    );
 
     // 120 s left < 240 s: this read starts a background refresh.
     assert!(cache.cached(&aud).unwrap().same_as(&first));
@@ -244,7 +313,11 @@ async fn dropping_the_cache_ends_its_background_refresh() {
         .await
         .expect("the background refresh outlived the cache")
         .unwrap();
-    assert_eq!(emu.id_tokens_issued(AUD), 1, "the refresh was cancelled, not completed");
+    assert_eq!(
+        emu.id_tokens_issued(AUD),
+        1,
+        "the refresh was cancelled, not completed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,13 +341,20 @@ async fn a_failed_background_refresh_keeps_the_valid_token_and_backs_off() {
         assert!(cache.token(&aud).await.unwrap().same_as(&first));
     }
     tokio::task::yield_now().await;
-    assert!(started.try_recv().is_err(), "a read started a refresh during the backoff");
+    assert!(
+        started.try_recv().is_err(),
+        "a read started a refresh during the backoff"
+    );
     assert_eq!(emu.requests(Endpoint::MetadataIdentity), 2);
 }
 
 #[test]
 fn without_a_runtime_a_due_refresh_waits_for_the_next_token_call() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let (emu, source) = rt.block_on(emulator_with_tokens_near_expiry(120));
     let (source, mut started, mut ended) = observed(source);
     let cache = TokenCache::new(source); // built outside any runtime

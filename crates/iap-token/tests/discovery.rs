@@ -15,7 +15,9 @@ async fn the_audience_of_a_gated_app_is_its_iap_client_id() {
     let emu = Emulator::start().await.unwrap();
     let app = emu.app();
 
-    let audience = discover_audience(app.url().join("/some/page?x=1").unwrap().as_str()).await.unwrap();
+    let audience = discover_audience(app.url().join("/some/page?x=1").unwrap().as_str())
+        .await
+        .unwrap();
 
     assert_eq!(audience.as_str(), app.client_id());
     assert_eq!(emu.counter("gate.302", app.client_id()), 1);
@@ -43,9 +45,19 @@ async fn discovery_is_single_flight_and_cached_per_origin() {
     let again = discovery.discover(app.url()).await.unwrap();
 
     assert_eq!(again.as_str(), app.client_id());
-    assert_eq!(emu.counter("gate.302", app.client_id()), 1, "one request for the origin");
+    assert_eq!(
+        emu.counter("gate.302", app.client_id()),
+        1,
+        "one request for the origin"
+    );
     let uri: http::Uri = app.url().join("/other").unwrap().as_str().parse().unwrap();
-    assert_eq!(discovery.cached(&uri).map(|a| a.as_str().to_owned()).as_deref(), Some(app.client_id()));
+    assert_eq!(
+        discovery
+            .cached(&uri)
+            .map(|a| a.as_str().to_owned())
+            .as_deref(),
+        Some(app.client_id())
+    );
 }
 
 #[tokio::test]
@@ -80,21 +92,38 @@ async fn iap_auth_discovers_the_audience_then_attaches_accepted_tokens() {
     let emu = Emulator::start().await.unwrap();
     let app = emu.app();
     let sa = emu.create_service_account("discovery-test").await.unwrap();
-    let source = ServiceAccountSource::new(ServiceAccountKey::from_json(sa.key_json().as_bytes()).unwrap());
-    let auth = IapAuth::builder().source(source).discover_audience().build().unwrap();
+    let source =
+        ServiceAccountSource::new(ServiceAccountKey::from_json(sa.key_json().as_bytes()).unwrap());
+    let auth = IapAuth::builder()
+        .source(source)
+        .discover_audience()
+        .build()
+        .unwrap();
     let target: http::Uri = app.url().as_str().parse().unwrap();
 
-    let Plan::Attach(attach) = auth.plan(&target, &Extensions::new()) else { panic!("skipped") };
-    assert!(attach.cached().is_none() && attach.audience().is_none(), "not discovered yet");
+    let Plan::Attach(attach) = auth.plan(&target, &Extensions::new()) else {
+        panic!("skipped")
+    };
+    assert!(
+        attach.cached().is_none() && attach.audience().is_none(),
+        "not discovered yet"
+    );
     let token = attach.fetch().await.unwrap();
     let mut headers = HeaderMap::new();
     auth.apply(&mut headers, &token);
-    let answer = reqwest::Client::new().get(app.url().as_str()).headers(headers).send().await.unwrap();
+    let answer = reqwest::Client::new()
+        .get(app.url().as_str())
+        .headers(headers)
+        .send()
+        .await
+        .unwrap();
 
     assert_eq!(answer.status(), StatusCode::OK);
     assert_eq!(token.claims().aud.as_deref(), Some(app.client_id()));
     // The origin is now resolved: the plan is pre-resolved and cached.
-    let Plan::Attach(attach) = auth.plan(&target, &Extensions::new()) else { panic!("skipped") };
+    let Plan::Attach(attach) = auth.plan(&target, &Extensions::new()) else {
+        panic!("skipped")
+    };
     assert!(attach.cached().unwrap().same_as(&token));
     assert_eq!(emu.counter("gate.302", app.client_id()), 1);
     assert_eq!(emu.requests(Endpoint::Token), 1);
