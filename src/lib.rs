@@ -1,1 +1,59 @@
-//! iap facade
+//! # iap
+//!
+//! Call apps behind Google Cloud Identity-Aware Proxy from Rust: Google ID
+//! tokens from any credential, cached and refreshed ahead of expiry, attached
+//! to requests by a tower layer or a reqwest middleware, and renewed once
+//! when IAP refuses one.
+//!
+//! One dependency, the parts behind features:
+//!
+//! | Module | Crate | Feature |
+//! |---|---|---|
+//! | [`token`] | `iap-token`: sources, ADC, cache, [`IapAuth`] | always |
+//! | `tower` | `iap-tower`: `IapLayer` for hyper, tonic, axum | `tower` (default) |
+//! | `reqwest` | `iap-reqwest`: `IapMiddleware` for reqwest-middleware | `reqwest` (default) |
+//! | `emulator` | `iap-emulator`: Google identity and IAP on loopback, for tests | `emulator` |
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let auth = iap::IapAuth::from_adc("123-abc.apps.googleusercontent.com").await?;
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(iap::reqwest::IapMiddleware::new(auth))
+//!     .build();
+//! let answer = client.get("https://app.example.com/api").send().await?;
+//! # let _ = answer; Ok(()) }
+//! ```
+//!
+//! The `examples/` folder has a reqwest client, a hyper-util client, a tonic
+//! client and an axum handler, each running against the emulator.
+#![warn(missing_docs)]
+
+/// ID tokens: sources, Application Default Credentials, the cache, [`IapAuth`]
+/// (the `iap-token` crate).
+pub mod token {
+    pub use iap_token::*;
+}
+
+/// The tower layer (the `iap-tower` crate).
+#[cfg(feature = "tower")]
+pub mod tower {
+    pub use iap_tower::*;
+}
+
+/// The reqwest-middleware middleware (the `iap-reqwest` crate).
+#[cfg(feature = "reqwest")]
+pub mod reqwest {
+    pub use iap_reqwest::*;
+}
+
+/// The local emulator of Google identity and IAP (the `iap-emulator` crate).
+#[cfg(feature = "emulator")]
+pub mod emulator {
+    pub use iap_emulator::*;
+}
+
+pub use iap_token::{Audience, Error, IapAuth, IdToken, Result, TokenSource};
+#[cfg(feature = "tower")]
+pub use iap_tower::IapLayer;
+#[cfg(feature = "reqwest")]
+pub use iap_reqwest::IapMiddleware;

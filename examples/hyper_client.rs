@@ -1,0 +1,34 @@
+//! A hyper-util client calling an app behind IAP, through `IapLayer`.
+//!
+//! Runs offline against the emulator started in-process (see
+//! `reqwest_client.rs`). `cargo run --example hyper_client`
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use iap::token::source::metadata::MetadataSource;
+use iap::{IapAuth, IapLayer};
+use tower::{ServiceBuilder, ServiceExt};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let emulator = iap_emulator::Emulator::start().await?;
+    let app = emulator.app();
+
+    let auth = IapAuth::builder()
+        .source(MetadataSource::with_host(&emulator.metadata_host())?)
+        .audience(app.client_id())
+        .allow_origin(app.url().origin().ascii_serialization())
+        .build()?;
+    let client = ServiceBuilder::new()
+        .layer(IapLayer::new(auth))
+        .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
+
+    let request = http::Request::post(app.url().join("/items")?.as_str()).body(Full::from("{\"name\":\"x\"}"))?;
+    let response = client.oneshot(request).await?;
+    let status = response.status();
+    let echo: serde_json::Value = serde_json::from_slice(&response.into_body().collect().await?.to_bytes())?;
+    println!("{status}: the app got {} bytes from {}", echo["body_len"], echo["headers"]["x-goog-authenticated-user-email"]);
+    Ok(())
+}
