@@ -34,12 +34,17 @@ impl AccessToken {
     /// an HTTP header value.
     pub fn with_expiry(token: impl Into<String>, expires_at: SystemTime) -> Result<Self> {
         let token: String = token.into();
-        let mut header = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| Error::Other {
-            context: "an access token contains characters not allowed in an HTTP header".into(),
-            source: None,
-        })?;
+        let mut header =
+            HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| Error::Other {
+                context: "an access token contains characters not allowed in an HTTP header".into(),
+                source: None,
+            })?;
         header.set_sensitive(true);
-        Ok(AccessToken { token: token.into(), expires_at, header })
+        Ok(AccessToken {
+            token: token.into(),
+            expires_at,
+            header,
+        })
     }
 
     /// The token text. Treat it as a secret.
@@ -54,7 +59,9 @@ impl AccessToken {
 
     /// Time left until expiry at `now`; zero once expired.
     pub fn remaining(&self, now: SystemTime) -> Duration {
-        self.expires_at.duration_since(now).unwrap_or(Duration::ZERO)
+        self.expires_at
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
     }
 
     /// `Bearer <token>`, marked sensitive, for `Authorization`.
@@ -101,7 +108,10 @@ pub(crate) struct AccessTokenAnswer {
 impl AccessTokenAnswer {
     /// Without `expires_in`, assume Google's usual hour.
     pub(crate) fn into_token(self) -> Result<AccessToken> {
-        AccessToken::new(self.access_token, Duration::from_secs(self.expires_in.unwrap_or(3600)))
+        AccessToken::new(
+            self.access_token,
+            Duration::from_secs(self.expires_in.unwrap_or(3600)),
+        )
     }
 }
 

@@ -80,7 +80,9 @@ impl Environment {
 
     /// Variables from `lookup`.
     pub fn from_fn(lookup: impl Fn(&str) -> Option<OsString> + Send + Sync + 'static) -> Self {
-        Environment { lookup: Some(Arc::new(lookup)) }
+        Environment {
+            lookup: Some(Arc::new(lookup)),
+        }
     }
 
     /// Exactly these variables, nothing from the process.
@@ -90,8 +92,10 @@ impl Environment {
         K: Into<String>,
         V: Into<OsString>,
     {
-        let map: std::collections::HashMap<String, OsString> =
-            vars.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let map: std::collections::HashMap<String, OsString> = vars
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
         Self::from_fn(move |name| map.get(name).cloned())
     }
 
@@ -121,7 +125,11 @@ impl Environment {
 
 impl fmt::Debug for Environment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.lookup.is_some() { "Environment(custom)" } else { "Environment(process)" })
+        f.write_str(if self.lookup.is_some() {
+            "Environment(custom)"
+        } else {
+            "Environment(process)"
+        })
     }
 }
 
@@ -140,7 +148,9 @@ pub enum Origin {
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Origin::EnvVar(p) => write!(f, "{} (from {GOOGLE_APPLICATION_CREDENTIALS})", p.display()),
+            Origin::EnvVar(p) => {
+                write!(f, "{} (from {GOOGLE_APPLICATION_CREDENTIALS})", p.display())
+            }
             Origin::WellKnownFile(p) => write!(f, "{}", p.display()),
             Origin::MetadataServer => f.write_str("the metadata server"),
         }
@@ -169,27 +179,39 @@ pub async fn find() -> Result<Discovered> {
 
 /// Application Default Credentials, reading variables from `env`.
 pub async fn find_with(env: &Environment) -> Result<Discovered> {
-    if let Some(path) = env.var_os(GOOGLE_APPLICATION_CREDENTIALS).map(PathBuf::from) {
+    if let Some(path) = env
+        .var_os(GOOGLE_APPLICATION_CREDENTIALS)
+        .map(PathBuf::from)
+    {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(Error::EnvVar {
                     name: GOOGLE_APPLICATION_CREDENTIALS.into(),
-                    problem: format!("names {}, which does not exist: fix the path or unset the variable", path.display()),
+                    problem: format!(
+                        "names {}, which does not exist: fix the path or unset the variable",
+                        path.display()
+                    ),
                 });
             }
             Err(source) => return Err(Error::ReadFile { path, source }),
         };
         let source = source_from_json(&bytes, Some(&path), env)?;
         tracing::debug!(path = %path.display(), "ADC: credentials from {GOOGLE_APPLICATION_CREDENTIALS}");
-        return Ok(Discovered { source, origin: Origin::EnvVar(path) });
+        return Ok(Discovered {
+            source,
+            origin: Origin::EnvVar(path),
+        });
     }
     if let Some(path) = well_known_file(env) {
         match std::fs::read(&path) {
             Ok(bytes) => {
                 let source = source_from_json(&bytes, Some(&path), env)?;
                 tracing::debug!(path = %path.display(), "ADC: credentials from the well-known file");
-                return Ok(Discovered { source, origin: Origin::WellKnownFile(path) });
+                return Ok(Discovered {
+                    source,
+                    origin: Origin::WellKnownFile(path),
+                });
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => return Err(Error::ReadFile { path, source }),
@@ -198,7 +220,10 @@ pub async fn find_with(env: &Environment) -> Result<Discovered> {
     if MetadataSource::detect(env, None).await {
         tracing::debug!("ADC: the metadata server");
         let source = MetadataSource::from_env(env)?;
-        return Ok(Discovered { source: Arc::new(source), origin: Origin::MetadataServer });
+        return Ok(Discovered {
+            source: Arc::new(source),
+            origin: Origin::MetadataServer,
+        });
     }
     Err(Error::NoCredentials)
 }
@@ -222,7 +247,10 @@ pub fn well_known_file(env: &Environment) -> Option<PathBuf> {
 /// from the process environment.
 pub fn from_file(path: impl AsRef<Path>) -> Result<Arc<dyn TokenSource>> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::ReadFile { path: path.into(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| Error::ReadFile {
+        path: path.into(),
+        source,
+    })?;
     source_from_json(&bytes, Some(path), &Environment::process())
 }
 
@@ -233,13 +261,25 @@ pub fn from_json(json: impl AsRef<[u8]>) -> Result<Arc<dyn TokenSource>> {
 
 /// The one dispatch on a credentials file's `type`: each credential type is
 /// one arm.
-fn source_from_json(bytes: &[u8], path: Option<&Path>, env: &Environment) -> Result<Arc<dyn TokenSource>> {
+fn source_from_json(
+    bytes: &[u8],
+    path: Option<&Path>,
+    env: &Environment,
+) -> Result<Arc<dyn TokenSource>> {
     let json = CredentialsJson::parse(bytes, path)?;
     match json.kind()? {
-        "service_account" => Ok(Arc::new(ServiceAccountSource::new(ServiceAccountKey::from_credentials_json(&json)?))),
-        "authorized_user" => Ok(Arc::new(AuthorizedUserSource::new(AuthorizedUser::from_credentials_json(&json)?))),
-        "impersonated_service_account" => Ok(Arc::new(ImpersonatedSource::from_credentials_json(&json, env)?)),
-        "external_account" => Ok(Arc::new(ExternalAccount::from_credentials_json(&json, env)?.id_token_source()?)),
+        "service_account" => Ok(Arc::new(ServiceAccountSource::new(
+            ServiceAccountKey::from_credentials_json(&json)?,
+        ))),
+        "authorized_user" => Ok(Arc::new(AuthorizedUserSource::new(
+            AuthorizedUser::from_credentials_json(&json)?,
+        ))),
+        "impersonated_service_account" => Ok(Arc::new(ImpersonatedSource::from_credentials_json(
+            &json, env,
+        )?)),
+        "external_account" => Ok(Arc::new(
+            ExternalAccount::from_credentials_json(&json, env)?.id_token_source()?,
+        )),
         other => Err(unknown_type(&json, other)),
     }
 }
@@ -284,18 +324,22 @@ pub(crate) struct CredentialsJson {
 impl CredentialsJson {
     /// Parses `bytes` (the contents of `path`, if from a file).
     pub(crate) fn parse(bytes: &[u8], path: Option<&Path>) -> Result<Self> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| Error::InvalidCredentials {
-            path: path.map(Into::into),
-            field: String::new(),
-            problem: format!("not valid JSON (line {}, column {})", e.line(), e.column()),
-        })?;
+        let value: Value =
+            serde_json::from_slice(bytes).map_err(|e| Error::InvalidCredentials {
+                path: path.map(Into::into),
+                field: String::new(),
+                problem: format!("not valid JSON (line {}, column {})", e.line(), e.column()),
+            })?;
         Self::from_value(value, path)
     }
 
     /// A JSON value that must be an object (e.g. a nested `source_credentials`).
     pub(crate) fn from_value(value: Value, path: Option<&Path>) -> Result<Self> {
         match value {
-            Value::Object(obj) => Ok(CredentialsJson { obj, path: path.map(Into::into) }),
+            Value::Object(obj) => Ok(CredentialsJson {
+                obj,
+                path: path.map(Into::into),
+            }),
             _ => Err(Error::InvalidCredentials {
                 path: path.map(Into::into),
                 field: String::new(),
@@ -345,7 +389,11 @@ impl CredentialsJson {
 
     /// An [`Error::InvalidCredentials`] for `field`.
     pub(crate) fn invalid(&self, field: &str, problem: String) -> Error {
-        Error::InvalidCredentials { path: self.path.clone(), field: field.into(), problem }
+        Error::InvalidCredentials {
+            path: self.path.clone(),
+            field: field.into(),
+            problem,
+        }
     }
 }
 
@@ -355,13 +403,22 @@ mod tests {
 
     #[test]
     fn well_known_file_prefers_cloudsdk_config() {
-        let env = Environment::from_vars([("CLOUDSDK_CONFIG", "/cfg"), ("HOME", "/home/u"), ("APPDATA", "C:\\a")]);
-        assert_eq!(well_known_file(&env), Some(PathBuf::from("/cfg/application_default_credentials.json")));
+        let env = Environment::from_vars([
+            ("CLOUDSDK_CONFIG", "/cfg"),
+            ("HOME", "/home/u"),
+            ("APPDATA", "C:\\a"),
+        ]);
+        assert_eq!(
+            well_known_file(&env),
+            Some(PathBuf::from("/cfg/application_default_credentials.json"))
+        );
         if cfg!(unix) {
             let env = Environment::from_vars([("HOME", "/home/u")]);
             assert_eq!(
                 well_known_file(&env),
-                Some(PathBuf::from("/home/u/.config/gcloud/application_default_credentials.json"))
+                Some(PathBuf::from(
+                    "/home/u/.config/gcloud/application_default_credentials.json"
+                ))
             );
             assert_eq!(well_known_file(&Environment::from_vars([("X", "y")])), None);
         }
@@ -375,20 +432,34 @@ mod tests {
 
     #[test]
     fn fields_are_named_in_errors() {
-        let json = CredentialsJson::parse(br#"{"type": 5, "a": ""}"#, Some(Path::new("/x/key.json"))).unwrap();
+        let json =
+            CredentialsJson::parse(br#"{"type": 5, "a": ""}"#, Some(Path::new("/x/key.json")))
+                .unwrap();
         let err = json.kind().unwrap_err().to_string();
-        assert_eq!(err, "credentials file /x/key.json: field `type` must be a string");
+        assert_eq!(
+            err,
+            "credentials file /x/key.json: field `type` must be a string"
+        );
         let err = json.required("a").unwrap_err().to_string();
         assert_eq!(err, "credentials file /x/key.json: field `a` is missing");
-        let err = CredentialsJson::parse(b"{", None).err().unwrap().to_string();
+        let err = CredentialsJson::parse(b"{", None)
+            .err()
+            .unwrap()
+            .to_string();
         assert_eq!(err, "credentials: not valid JSON (line 1, column 1)");
     }
 
     #[test]
     fn unknown_types_and_incomplete_files_are_clear_errors() {
         let err = from_json(r#"{"type":"external_account"}"#).unwrap_err();
-        assert!(err.to_string().contains("field `audience` is missing"), "{err}");
+        assert!(
+            err.to_string().contains("field `audience` is missing"),
+            "{err}"
+        );
         let err = from_json(r#"{"type":"banana"}"#).unwrap_err();
-        assert!(err.to_string().contains("field `type` is `banana`"), "{err}");
+        assert!(
+            err.to_string().contains("field `type` is `banana`"),
+            "{err}"
+        );
     }
 }

@@ -64,7 +64,9 @@ pub enum Error {
     NoCredentials,
 
     /// An endpoint that would receive credentials is not `https` (nor loopback, nor the metadata server).
-    #[error("refusing to send credentials to {url}: use an https URL (plain http is only allowed for loopback and the metadata server)")]
+    #[error(
+        "refusing to send credentials to {url}: use an https URL (plain http is only allowed for loopback and the metadata server)"
+    )]
     InsecureEndpoint {
         /// The offending URL.
         url: String,
@@ -149,8 +151,16 @@ impl Error {
 
     /// Adds a hint to an [`Error::Endpoint`] when `hint` finds one for its
     /// `error` code and description; other errors pass through unchanged.
-    pub(crate) fn with_endpoint_hint(mut self, hint: impl FnOnce(&str, Option<&str>) -> Option<String>) -> Self {
-        if let Error::Endpoint { error, description, hint: slot, .. } = &mut self
+    pub(crate) fn with_endpoint_hint(
+        mut self,
+        hint: impl FnOnce(&str, Option<&str>) -> Option<String>,
+    ) -> Self {
+        if let Error::Endpoint {
+            error,
+            description,
+            hint: slot,
+            ..
+        } = &mut self
             && slot.is_none()
         {
             *slot = hint(error, description.as_deref());

@@ -155,12 +155,16 @@ impl DesktopLogin {
     pub fn start(self) -> Result<PendingLogin> {
         let auth_uri = parse_endpoint(&self.auth_uri, "authorization endpoint")?;
         let token_uri = parse_endpoint(&self.token_uri, "token endpoint")?;
-        let listener = std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, self.port)))
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .map_err(|e| Error::Other {
-                context: format!("cannot listen on 127.0.0.1:{} for the browser's answer", self.port),
-                source: Some(Box::new(e)),
-            })?;
+        let listener =
+            std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, self.port)))
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .map_err(|e| Error::Other {
+                    context: format!(
+                        "cannot listen on 127.0.0.1:{} for the browser's answer",
+                        self.port
+                    ),
+                    source: Some(Box::new(e)),
+                })?;
         let port = listener.local_addr().map_err(|e| Error::Other {
             context: "cannot read the receiver's port".into(),
             source: Some(Box::new(e)),
@@ -168,7 +172,9 @@ impl DesktopLogin {
         let redirect_uri = format!("http://127.0.0.1:{}/", port.port());
         let state = random_base64url(24)?;
         let verifier = random_base64url(48)?; // 64 characters, within RFC 7636's 43..=128
-        let challenge = base64url(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()).as_ref());
+        let challenge = base64url(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes()).as_ref(),
+        );
         let mut url = auth_uri;
         {
             let mut q = url.query_pairs_mut();
@@ -188,7 +194,15 @@ impl DesktopLogin {
                 q.append_pair("login_hint", hint);
             }
         }
-        Ok(PendingLogin { login: self, token_uri, listener, redirect_uri, state, verifier, url })
+        Ok(PendingLogin {
+            login: self,
+            token_uri,
+            listener,
+            redirect_uri,
+            state,
+            verifier,
+            url,
+        })
     }
 }
 
@@ -251,9 +265,14 @@ impl PendingLogin {
     }
 
     async fn receive_code(&self) -> Result<String> {
-        let listener = self.listener.try_clone().and_then(tokio::net::TcpListener::from_std).map_err(|e| {
-            Error::Other { context: "cannot use the loopback receiver".into(), source: Some(Box::new(e)) }
-        })?;
+        let listener = self
+            .listener
+            .try_clone()
+            .and_then(tokio::net::TcpListener::from_std)
+            .map_err(|e| Error::Other {
+                context: "cannot use the loopback receiver".into(),
+                source: Some(Box::new(e)),
+            })?;
         let timeout = self.login.timeout;
         let wait = async {
             // Browsers open speculative connections that never send a
@@ -291,7 +310,13 @@ impl PendingLogin {
         let target = head.lines().next()?.split(' ').nth(1)?.to_string();
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         if path != "/" {
-            respond(&mut stream, "404 Not Found", "Not found", "This is the iap login receiver.").await;
+            respond(
+                &mut stream,
+                "404 Not Found",
+                "Not found",
+                "This is the iap login receiver.",
+            )
+            .await;
             return None;
         }
         let mut code = None;
@@ -306,7 +331,13 @@ impl PendingLogin {
             }
         }
         if code.is_none() && error.is_none() {
-            respond(&mut stream, "400 Bad Request", "Not a sign-in answer", "Waiting for the sign-in answer.").await;
+            respond(
+                &mut stream,
+                "400 Bad Request",
+                "Not a sign-in answer",
+                "Waiting for the sign-in answer.",
+            )
+            .await;
             return None;
         }
         let outcome = if state.as_deref() != Some(self.state.as_str()) {
@@ -315,8 +346,11 @@ impl PendingLogin {
                     .into(),
             ))
         } else if let Some(error) = error {
-            let error: String =
-                error.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect();
+            let error: String = error
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(64)
+                .collect();
             Err(Error::Login(if error == "access_denied" {
                 "access denied: the sign-in or the consent was refused in the browser (error=access_denied)".into()
             } else {
@@ -327,10 +361,23 @@ impl PendingLogin {
         };
         match &outcome {
             Ok(_) => {
-                respond(&mut stream, "200 OK", "Signed in", "You are signed in. You can close this tab and return to the terminal.")
-                    .await
+                respond(
+                    &mut stream,
+                    "200 OK",
+                    "Signed in",
+                    "You are signed in. You can close this tab and return to the terminal.",
+                )
+                .await
             }
-            Err(e) => respond(&mut stream, "400 Bad Request", "Sign-in failed", &e.to_string()).await,
+            Err(e) => {
+                respond(
+                    &mut stream,
+                    "400 Bad Request",
+                    "Sign-in failed",
+                    &e.to_string(),
+                )
+                .await
+            }
         }
         Some(outcome)
     }
@@ -375,12 +422,16 @@ impl PendingLogin {
                     .into(),
             )
         })?;
-        let mut credentials = AuthorizedUser::new(&login.client_id, &login.client_secret, refresh_token)
-            .with_token_uri(self.token_uri.clone());
+        let mut credentials =
+            AuthorizedUser::new(&login.client_id, &login.client_secret, refresh_token)
+                .with_token_uri(self.token_uri.clone());
         if let Some(email) = &id_token.claims().email {
             credentials = credentials.with_account(email);
         }
-        Ok(LoginOutcome { id_token, credentials })
+        Ok(LoginOutcome {
+            id_token,
+            credentials,
+        })
     }
 }
 
@@ -405,7 +456,11 @@ async fn read_head(stream: &mut TcpStream) -> Option<String> {
 }
 
 async fn respond(stream: &mut TcpStream, status: &str, title: &str, message: &str) {
-    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
     let body = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
          <body style=\"font-family:sans-serif;margin:3em\"><h1>{t}</h1><p>{m}</p></body></html>\n",
@@ -431,7 +486,10 @@ fn random_base64url(len: usize) -> Result<String> {
     let mut bytes = vec![0u8; len];
     aws_lc_rs::rand::SystemRandom::new()
         .fill(&mut bytes)
-        .map_err(|_| Error::Other { context: "the system's random generator failed".into(), source: None })?;
+        .map_err(|_| Error::Other {
+            context: "the system's random generator failed".into(),
+            source: None,
+        })?;
     Ok(base64url(&bytes))
 }
 
@@ -440,10 +498,16 @@ fn random_base64url(len: usize) -> Result<String> {
 /// a temporary file in the same folder is written, flushed to disk and
 /// renamed over `path`. Missing parent folders are created (mode 0700).
 pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
-    let write_err = |source| Error::WriteFile { path: path.into(), source };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| write_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path")))?;
+    let write_err = |source| Error::WriteFile {
+        path: path.into(),
+        source,
+    };
+    let file_name = path.file_name().ok_or_else(|| {
+        write_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a file path",
+        ))
+    })?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),

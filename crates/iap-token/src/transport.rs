@@ -48,7 +48,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest answer body read from an endpoint.
 const MAX_BODY: usize = 1024 * 1024;
 /// Hosts of the metadata server that may be reached over plain http.
-pub const METADATA_HOSTS: &[&str] = &["metadata.google.internal", "169.254.169.254", "fd20:ce::254"];
+pub const METADATA_HOSTS: &[&str] = &[
+    "metadata.google.internal",
+    "169.254.169.254",
+    "fd20:ce::254",
+];
 
 /// Sends requests to Google's identity endpoints. See the [module docs](self).
 #[derive(Clone, Default)]
@@ -59,7 +63,11 @@ pub struct Transport {
 
 impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.client.is_some() { "Transport(custom)" } else { "Transport(shared)" })
+        f.write_str(if self.client.is_some() {
+            "Transport(custom)"
+        } else {
+            "Transport(shared)"
+        })
     }
 }
 
@@ -78,7 +86,10 @@ pub fn shared_client() -> Result<&'static reqwest::Client> {
                 .map_err(|e| e.to_string())
         })
         .as_ref()
-        .map_err(|e| Error::Other { context: format!("cannot build the HTTP client: {e}"), source: None })
+        .map_err(|e| Error::Other {
+            context: format!("cannot build the HTTP client: {e}"),
+            source: None,
+        })
 }
 
 /// An answer read in full. `Debug` shows the status and the body's length
@@ -104,7 +115,9 @@ impl Transport {
     /// client not to follow redirects: token endpoints never redirect, and a
     /// redirect must not carry credentials elsewhere.
     pub fn new(client: reqwest::Client) -> Self {
-        Transport { client: Some(client) }
+        Transport {
+            client: Some(client),
+        }
     }
 
     /// The client requests go through.
@@ -117,7 +130,11 @@ impl Transport {
 
     /// POSTs `form` (`application/x-www-form-urlencoded`) to `url` and
     /// decodes a 2xx JSON answer. `url` must pass [`ensure_secure`].
-    pub async fn post_form<T: DeserializeOwned>(&self, url: &Url, form: &[(&str, &str)]) -> Result<T> {
+    pub async fn post_form<T: DeserializeOwned>(
+        &self,
+        url: &Url,
+        form: &[(&str, &str)],
+    ) -> Result<T> {
         ensure_secure(url)?;
         let req = self.client()?.post(url.clone()).form(form);
         self.send(url, req).await?.json(url)
@@ -182,7 +199,11 @@ impl Transport {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Answer { status, headers, body })
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
@@ -213,10 +234,12 @@ impl Answer {
 
     /// The body as UTF-8 text, trimmed.
     pub fn text(&self, url: &Url) -> Result<&str> {
-        std::str::from_utf8(&self.body).map(str::trim).map_err(|_| Error::Protocol {
-            endpoint: endpoint_name(url),
-            problem: "the answer is not UTF-8 text".into(),
-        })
+        std::str::from_utf8(&self.body)
+            .map(str::trim)
+            .map_err(|_| Error::Protocol {
+                endpoint: endpoint_name(url),
+                problem: "the answer is not UTF-8 text".into(),
+            })
     }
 }
 
@@ -229,7 +252,11 @@ pub(crate) fn json_problem(e: &serde_json::Error) -> String {
         Category::Syntax | Category::Eof => "is not valid JSON",
         Category::Data => "does not have the expected fields",
     };
-    format!("the answer {what} (line {}, column {})", e.line(), e.column())
+    format!(
+        "the answer {what} (line {}, column {})",
+        e.line(),
+        e.column()
+    )
 }
 
 /// The URL without its query or fragment, as errors and logs name it.
@@ -249,7 +276,10 @@ pub fn is_transient_status(status: u16) -> bool {
 
 /// Whether a Google `error` code (or description) is worth retrying.
 pub fn is_transient_code(code: &str) -> bool {
-    matches!(code, "internal_failure" | "server_error" | "temporarily_unavailable")
+    matches!(
+        code,
+        "internal_failure" | "server_error" | "temporarily_unavailable"
+    )
 }
 
 /// Turns a non-2xx answer into [`Error::Endpoint`]: Google's OAuth error
@@ -260,8 +290,13 @@ pub fn endpoint_error(url: &Url, status: u16, body: &[u8]) -> Error {
     #[derive(serde::Deserialize)]
     #[serde(untagged)]
     enum GoogleError {
-        OAuth { error: String, error_description: Option<String> },
-        Iam { error: IamError },
+        OAuth {
+            error: String,
+            error_description: Option<String>,
+        },
+        Iam {
+            error: IamError,
+        },
     }
     #[derive(serde::Deserialize)]
     struct IamError {
@@ -269,7 +304,10 @@ pub fn endpoint_error(url: &Url, status: u16, body: &[u8]) -> Error {
         status: Option<String>,
     }
     let (error, description) = match serde_json::from_slice::<GoogleError>(body) {
-        Ok(GoogleError::OAuth { error, error_description }) => (error, error_description),
+        Ok(GoogleError::OAuth {
+            error,
+            error_description,
+        }) => (error, error_description),
         Ok(GoogleError::Iam { error }) => (
             error.status.unwrap_or_else(|| reason(status)),
             error.message,
@@ -316,7 +354,10 @@ fn text_summary(body: &[u8]) -> Option<String> {
 pub(crate) fn scrub(text: &str) -> String {
     let looks_secret = |w: &str| {
         let w = w.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-        w.starts_with("eyJ") || w.starts_with("ya29.") || w.starts_with("1//") || w.contains("PRIVATE KEY")
+        w.starts_with("eyJ")
+            || w.starts_with("ya29.")
+            || w.starts_with("1//")
+            || w.contains("PRIVATE KEY")
     };
     if !text.split_whitespace().any(looks_secret) {
         return text.to_string();
@@ -348,12 +389,20 @@ pub fn ensure_secure(url: &Url) -> Result<()> {
         "http" => is_loopback_or_metadata(url),
         _ => false,
     };
-    if allowed { Ok(()) } else { Err(Error::InsecureEndpoint { url: endpoint_name(url) }) }
+    if allowed {
+        Ok(())
+    } else {
+        Err(Error::InsecureEndpoint {
+            url: endpoint_name(url),
+        })
+    }
 }
 
 fn is_loopback_or_metadata(url: &Url) -> bool {
     match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || METADATA_HOSTS.contains(&ip.to_string().as_str()),
+        Some(url::Host::Ipv4(ip)) => {
+            ip.is_loopback() || METADATA_HOSTS.contains(&ip.to_string().as_str())
+        }
         Some(url::Host::Ipv6(ip)) => {
             ip.is_loopback()
                 || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
@@ -392,7 +441,14 @@ mod tests {
             br#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#,
         );
         match &e {
-            Error::Endpoint { endpoint, status, error, description, transient, .. } => {
+            Error::Endpoint {
+                endpoint,
+                status,
+                error,
+                description,
+                transient,
+                ..
+            } => {
                 assert_eq!(endpoint, "https://oauth2.googleapis.com/token");
                 assert_eq!(*status, 400);
                 assert_eq!(error, "invalid_grant");
@@ -412,7 +468,12 @@ mod tests {
             br#"{"error":{"code":403,"message":"Permission 'iam.serviceAccounts.getOpenIdToken' denied","status":"PERMISSION_DENIED"}}"#,
         );
         let text = e.to_string();
-        assert!(text.contains("403: PERMISSION_DENIED: Permission 'iam.serviceAccounts.getOpenIdToken' denied"), "{text}");
+        assert!(
+            text.contains(
+                "403: PERMISSION_DENIED: Permission 'iam.serviceAccounts.getOpenIdToken' denied"
+            ),
+            "{text}"
+        );
         assert!(!e.is_transient());
     }
 
@@ -423,29 +484,65 @@ mod tests {
             assert!(endpoint_error(&u, status, b"").is_transient(), "{status}");
         }
         for status in [400, 401, 403, 404, 502] {
-            assert!(!endpoint_error(&u, status, b"nope").is_transient(), "{status}");
+            assert!(
+                !endpoint_error(&u, status, b"nope").is_transient(),
+                "{status}"
+            );
         }
         assert!(endpoint_error(&u, 400, br#"{"error":"internal_failure"}"#).is_transient());
-        assert!(endpoint_error(&u, 400, br#"{"error":"x","error_description":"temporarily_unavailable"}"#).is_transient());
+        assert!(
+            endpoint_error(
+                &u,
+                400,
+                br#"{"error":"x","error_description":"temporarily_unavailable"}"#
+            )
+            .is_transient()
+        );
     }
 
     #[test]
     fn text_bodies_are_summarized_and_scrubbed() {
-        let e = endpoint_error(&url("http://127.0.0.1:1/identity"), 400, b"non-empty audience parameter required\nmore");
-        assert!(e.to_string().ends_with("400: Bad Request: non-empty audience parameter required"), "{e}");
-        let e = endpoint_error(&url("http://127.0.0.1:1/x"), 401, b"bad token eyJhbGciOi.eyJzdWIi.c2ln here");
+        let e = endpoint_error(
+            &url("http://127.0.0.1:1/identity"),
+            400,
+            b"non-empty audience parameter required\nmore",
+        );
+        assert!(
+            e.to_string()
+                .ends_with("400: Bad Request: non-empty audience parameter required"),
+            "{e}"
+        );
+        let e = endpoint_error(
+            &url("http://127.0.0.1:1/x"),
+            401,
+            b"bad token eyJhbGciOi.eyJzdWIi.c2ln here",
+        );
         assert!(!e.to_string().contains("eyJ"), "{e}");
-        let e = endpoint_error(&url("http://127.0.0.1:1/x"), 400, br#"{"error":"bad","error_description":"got 1//0abc"}"#);
+        let e = endpoint_error(
+            &url("http://127.0.0.1:1/x"),
+            400,
+            br#"{"error":"bad","error_description":"got 1//0abc"}"#,
+        );
         assert!(!e.to_string().contains("1//0abc"), "{e}");
     }
 
     #[test]
     fn insecure_endpoints_are_refused() {
-        for bad in ["http://example.com/token", "http://10.0.0.1/token", "file:///etc/passwd", "http://localhost.evil.com/"] {
+        for bad in [
+            "http://example.com/token",
+            "http://10.0.0.1/token",
+            "file:///etc/passwd",
+            "http://localhost.evil.com/",
+        ] {
             let err = ensure_secure(&url(bad)).unwrap_err();
             assert!(matches!(err, Error::InsecureEndpoint { .. }), "{bad}");
         }
-        for good in ["https://example.com/", "http://127.0.0.2:9/", "http://LOCALHOST:1/", "http://169.254.169.254/"] {
+        for good in [
+            "https://example.com/",
+            "http://127.0.0.2:9/",
+            "http://LOCALHOST:1/",
+            "http://169.254.169.254/",
+        ] {
             ensure_secure(&url(good)).unwrap();
         }
     }

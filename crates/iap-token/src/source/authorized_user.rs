@@ -48,7 +48,11 @@ pub struct AuthorizedUser {
 
 impl AuthorizedUser {
     /// Credentials from their parts, with Google's token endpoint.
-    pub fn new(client_id: impl Into<String>, client_secret: impl Into<String>, refresh_token: impl Into<String>) -> Self {
+    pub fn new(
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+        refresh_token: impl Into<String>,
+    ) -> Self {
         AuthorizedUser {
             client_id: client_id.into(),
             client_secret: client_secret.into(),
@@ -64,7 +68,10 @@ impl AuthorizedUser {
     /// Reads and parses an `authorized_user` file. Errors name the file and the field.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::ReadFile { path: path.into(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| Error::ReadFile {
+            path: path.into(),
+            source,
+        })?;
         Self::from_credentials_json(&CredentialsJson::parse(&bytes, Some(path))?)
     }
 
@@ -78,13 +85,15 @@ impl AuthorizedUser {
         if kind != "authorized_user" {
             return Err(json.invalid("type", format!("is `{kind}`, expected `authorized_user`")));
         }
-        let relogin = |e: Error| match e {
+        let relogin = |e: Error| {
+            match e {
             Error::InvalidCredentials { path, field, problem } if problem == "is missing" => Error::InvalidCredentials {
                 path,
                 field,
                 problem: "is missing: sign in again with `iap login` or `gcloud auth application-default login`".into(),
             },
             e => e,
+        }
         };
         Ok(AuthorizedUser {
             client_id: json.required("client_id").map_err(relogin)?.into(),
@@ -200,7 +209,11 @@ pub struct AuthorizedUserSource {
 impl AuthorizedUserSource {
     /// A source refreshing `user`'s token, sending the audience.
     pub fn new(user: AuthorizedUser) -> Self {
-        AuthorizedUserSource { user: Arc::new(user), send_audience: true, transport: Transport::default() }
+        AuthorizedUserSource {
+            user: Arc::new(user),
+            send_audience: true,
+            transport: Transport::default(),
+        }
     }
 
     /// A source from an `authorized_user` file.
@@ -252,10 +265,16 @@ impl AuthorizedUserSource {
     pub async fn fetch_access_token(&self, scopes: &[&str]) -> Result<AccessToken> {
         let scope = scopes.join(" ");
         let scope = (!scope.is_empty()).then_some(scope.as_str());
-        self.refresh::<AccessTokenAnswer>(None, scope).await?.into_token()
+        self.refresh::<AccessTokenAnswer>(None, scope)
+            .await?
+            .into_token()
     }
 
-    async fn refresh<T: serde::de::DeserializeOwned>(&self, audience: Option<&Audience>, scope: Option<&str>) -> Result<T> {
+    async fn refresh<T: serde::de::DeserializeOwned>(
+        &self,
+        audience: Option<&Audience>,
+        scope: Option<&str>,
+    ) -> Result<T> {
         let user = &self.user;
         let mut form = vec![
             ("grant_type", "refresh_token"),
@@ -269,7 +288,10 @@ impl AuthorizedUserSource {
         if let Some(scope) = scope {
             form.push(("scope", scope));
         }
-        self.transport.post_form(&user.token_uri, &form).await.map_err(|e| self.explain(e, audience))
+        self.transport
+            .post_form(&user.token_uri, &form)
+            .await
+            .map_err(|e| self.explain(e, audience))
     }
 
     fn explain(&self, err: Error, audience: Option<&Audience>) -> Error {
@@ -321,7 +343,10 @@ mod tests {
         )
         .unwrap();
         let dbg = format!("{user:?} {:?}", AuthorizedUserSource::new(user.clone()));
-        assert!(!dbg.contains("s3cret-value") && !dbg.contains("refresh-value"), "{dbg}");
+        assert!(
+            !dbg.contains("s3cret-value") && !dbg.contains("refresh-value"),
+            "{dbg}"
+        );
         let round = AuthorizedUser::from_json(user.to_json()).unwrap();
         assert_eq!(round.to_json(), user.to_json());
         assert_eq!(round.token_uri().as_str(), GOOGLE_TOKEN_URI);
@@ -329,9 +354,14 @@ mod tests {
 
     #[test]
     fn missing_refresh_token_says_sign_in_again() {
-        let err = AuthorizedUser::from_json(r#"{"type":"authorized_user","client_id":"c","client_secret":"s"}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("field `refresh_token` is missing: sign in again"), "{err}");
+        let err = AuthorizedUser::from_json(
+            r#"{"type":"authorized_user","client_id":"c","client_secret":"s"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("field `refresh_token` is missing: sign in again"),
+            "{err}"
+        );
     }
 }

@@ -80,7 +80,9 @@ impl MetadataSource {
         match configured_host(env) {
             Some((name, host)) => Self::at(&host).map_err(|_| Error::EnvVar {
                 name: name.into(),
-                problem: format!("holds `{host}`, which is not a host or host:port of a metadata server"),
+                problem: format!(
+                    "holds `{host}`, which is not a host or host:port of a metadata server"
+                ),
             }),
             None => Self::with_host(DEFAULT_METADATA_HOST),
         }
@@ -101,7 +103,12 @@ impl MetadataSource {
         let account = root
             .join("computeMetadata/v1/instance/service-accounts/default/")
             .map_err(|_| ())?;
-        Ok(MetadataSource { account, format: IdentityFormat::Full, licenses: false, transport: Transport::default() })
+        Ok(MetadataSource {
+            account,
+            format: IdentityFormat::Full,
+            licenses: false,
+            transport: Transport::default(),
+        })
     }
 
     /// Chooses the identity token format (default [`IdentityFormat::Full`]).
@@ -154,9 +161,13 @@ impl MetadataSource {
     pub async fn fetch_access_token(&self, scopes: &[&str]) -> Result<AccessToken> {
         let mut url = self.endpoint("token")?;
         if !scopes.is_empty() {
-            url.query_pairs_mut().append_pair("scopes", &scopes.join(","));
+            url.query_pairs_mut()
+                .append_pair("scopes", &scopes.join(","));
         }
-        let answer = self.get(&url).await.map_err(|e| explain(e, &Audience::new("")))?;
+        let answer = self
+            .get(&url)
+            .await
+            .map_err(|e| explain(e, &Audience::new("")))?;
         answer.json::<AccessTokenAnswer>(&url)?.into_token()
     }
 
@@ -168,7 +179,11 @@ impl MetadataSource {
     }
 
     async fn get(&self, url: &Url) -> Result<crate::transport::Answer> {
-        let req = self.transport.client()?.get(url.clone()).headers(flavor_header());
+        let req = self
+            .transport
+            .client()?
+            .get(url.clone())
+            .headers(flavor_header());
         self.transport.send(url, req).await
     }
 
@@ -189,21 +204,36 @@ impl MetadataSource {
     pub async fn detect(env: &Environment, timeout: Option<Duration>) -> bool {
         let host = match configured_host(env) {
             Some((_, host)) => host,
-            None => env.var(GCE_METADATA_IP).unwrap_or_else(|| DEFAULT_METADATA_HOST.into()),
+            None => env
+                .var(GCE_METADATA_IP)
+                .unwrap_or_else(|| DEFAULT_METADATA_HOST.into()),
         };
         let Ok(root) = root_url(&host) else {
             tracing::debug!(%host, "metadata host is not a host; assuming no metadata server");
             return false;
         };
         let timeout = timeout.unwrap_or_else(|| {
-            if on_google_hardware() { DETECT_TIMEOUT_ON_GOOGLE_HARDWARE } else { DETECT_TIMEOUT }
+            if on_google_hardware() {
+                DETECT_TIMEOUT_ON_GOOGLE_HARDWARE
+            } else {
+                DETECT_TIMEOUT
+            }
         });
-        let Ok(client) = Transport::default().client().cloned() else { return false };
-        let probe = client.get(root.clone()).headers(flavor_header()).timeout(timeout).send();
+        let Ok(client) = Transport::default().client().cloned() else {
+            return false;
+        };
+        let probe = client
+            .get(root.clone())
+            .headers(flavor_header())
+            .timeout(timeout)
+            .send();
         let found = match tokio::time::timeout(timeout, probe).await {
             Ok(Ok(resp)) => {
                 resp.status().is_success()
-                    && resp.headers().get(FLAVOR).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"Google"))
+                    && resp
+                        .headers()
+                        .get(FLAVOR)
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"Google"))
             }
             _ => false,
         };
@@ -254,7 +284,8 @@ fn root_url(host: &str) -> std::result::Result<Url, ()> {
 
 /// Linux's hint that this is a Google VM (a positive hint only).
 fn on_google_hardware() -> bool {
-    std::fs::read_to_string("/sys/class/dmi/id/product_name").is_ok_and(|p| p.trim_start().starts_with("Google"))
+    std::fs::read_to_string("/sys/class/dmi/id/product_name")
+        .is_ok_and(|p| p.trim_start().starts_with("Google"))
 }
 
 /// Adds what the metadata server's documented errors mean.
@@ -286,9 +317,20 @@ mod tests {
 
     #[test]
     fn hosts_are_parsed_leniently_but_not_blindly() {
-        assert_eq!(root_url("127.0.0.1:8080").unwrap().as_str(), "http://127.0.0.1:8080/");
-        assert_eq!(root_url("metadata.google.internal").unwrap().as_str(), "http://metadata.google.internal/");
-        assert_eq!(root_url("http://[::1]:9/computeMetadata/v1").unwrap().as_str(), "http://[::1]:9/");
+        assert_eq!(
+            root_url("127.0.0.1:8080").unwrap().as_str(),
+            "http://127.0.0.1:8080/"
+        );
+        assert_eq!(
+            root_url("metadata.google.internal").unwrap().as_str(),
+            "http://metadata.google.internal/"
+        );
+        assert_eq!(
+            root_url("http://[::1]:9/computeMetadata/v1")
+                .unwrap()
+                .as_str(),
+            "http://[::1]:9/"
+        );
         for bad in ["", "a b", "user@host", ":80"] {
             assert!(root_url(bad).is_err(), "{bad}");
         }
@@ -297,14 +339,32 @@ mod tests {
     #[test]
     fn env_picks_host_then_root_then_default() {
         let env = Environment::from_vars([("GCE_METADATA_ROOT", "10.1.2.3:80")]);
-        assert_eq!(MetadataSource::from_env(&env).unwrap().account_url().host_str(), Some("10.1.2.3"));
-        let env = Environment::from_vars([("GCE_METADATA_ROOT", "10.1.2.3"), ("GCE_METADATA_HOST", "127.0.0.1:5")]);
         assert_eq!(
-            MetadataSource::from_env(&env).unwrap().account_url().as_str(),
+            MetadataSource::from_env(&env)
+                .unwrap()
+                .account_url()
+                .host_str(),
+            Some("10.1.2.3")
+        );
+        let env = Environment::from_vars([
+            ("GCE_METADATA_ROOT", "10.1.2.3"),
+            ("GCE_METADATA_HOST", "127.0.0.1:5"),
+        ]);
+        assert_eq!(
+            MetadataSource::from_env(&env)
+                .unwrap()
+                .account_url()
+                .as_str(),
             "http://127.0.0.1:5/computeMetadata/v1/instance/service-accounts/default/"
         );
         let env = Environment::from_vars::<[(&str, &str); 0], _, _>([]);
-        assert_eq!(MetadataSource::from_env(&env).unwrap().account_url().host_str(), Some("169.254.169.254"));
+        assert_eq!(
+            MetadataSource::from_env(&env)
+                .unwrap()
+                .account_url()
+                .host_str(),
+            Some("169.254.169.254")
+        );
         let env = Environment::from_vars([("GCE_METADATA_HOST", "not a host")]);
         let err = MetadataSource::from_env(&env).unwrap_err();
         assert!(err.to_string().contains("GCE_METADATA_HOST"), "{err}");

@@ -62,7 +62,10 @@ impl ServiceAccountKey {
     /// Reads and parses a key file. Errors name the file and the field.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::ReadFile { path: path.into(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| Error::ReadFile {
+            path: path.into(),
+            source,
+        })?;
         Self::from_credentials_json(&CredentialsJson::parse(&bytes, Some(path))?)
     }
 
@@ -78,13 +81,15 @@ impl ServiceAccountKey {
         }
         let client_email = json.required("client_email")?.to_string();
         let pem = json.required("private_key").map_err(|e| match e {
-            Error::InvalidCredentials { path, field, problem } if problem == "is missing" => {
-                Error::InvalidCredentials {
-                    path,
-                    field,
-                    problem: "is missing: download a new JSON key for the service account".into(),
-                }
-            }
+            Error::InvalidCredentials {
+                path,
+                field,
+                problem,
+            } if problem == "is missing" => Error::InvalidCredentials {
+                path,
+                field,
+                problem: "is missing: download a new JSON key for the service account".into(),
+            },
             e => e,
         })?;
         let not_a_key = || {
@@ -194,7 +199,10 @@ impl ServiceAccountKey {
     /// What the token endpoint's errors mean for this key.
     fn explain(&self, err: Error) -> Error {
         let email = &self.client_email;
-        let kid = self.private_key_id.as_deref().unwrap_or("(no private_key_id)");
+        let kid = self
+            .private_key_id
+            .as_deref()
+            .unwrap_or("(no private_key_id)");
         err.with_endpoint_hint(|code, description| {
             let description = description.unwrap_or_default();
             match code {
@@ -238,7 +246,10 @@ pub struct ServiceAccountSource {
 impl ServiceAccountSource {
     /// A source signing with `key`.
     pub fn new(key: ServiceAccountKey) -> Self {
-        ServiceAccountSource { key: Arc::new(key), transport: Transport::default() }
+        ServiceAccountSource {
+            key: Arc::new(key),
+            transport: Transport::default(),
+        }
     }
 
     /// A source from a key file.
@@ -277,12 +288,17 @@ impl ServiceAccountSource {
     /// Fetches an OAuth access token for `scopes` (JWT-bearer grant with `scope`).
     pub async fn fetch_access_token(&self, scopes: &[&str]) -> Result<AccessToken> {
         let assertion = self.key.assertion(None, Some(&scopes.join(" ")))?;
-        self.grant::<AccessTokenAnswer>(&assertion).await?.into_token()
+        self.grant::<AccessTokenAnswer>(&assertion)
+            .await?
+            .into_token()
     }
 
     async fn grant<T: serde::de::DeserializeOwned>(&self, assertion: &str) -> Result<T> {
         self.transport
-            .post_form(&self.key.token_uri, &[("grant_type", JWT_BEARER_GRANT), ("assertion", assertion)])
+            .post_form(
+                &self.key.token_uri,
+                &[("grant_type", JWT_BEARER_GRANT), ("assertion", assertion)],
+            )
             .await
             .map_err(|e| self.key.explain(e))
     }
@@ -306,7 +322,10 @@ impl AccessTokenSource for ServiceAccountSource {
 
 /// Seconds since the Unix epoch (0 for a clock before 1970).
 pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -316,9 +335,18 @@ mod tests {
     #[test]
     fn key_errors_name_the_field() {
         let cases = [
-            (r#"{"type":"authorized_user"}"#, "field `type` is `authorized_user`, expected `service_account`"),
-            (r#"{"type":"service_account","private_key":"x"}"#, "field `client_email` is missing"),
-            (r#"{"type":"service_account","client_email":"a@b"}"#, "field `private_key` is missing"),
+            (
+                r#"{"type":"authorized_user"}"#,
+                "field `type` is `authorized_user`, expected `service_account`",
+            ),
+            (
+                r#"{"type":"service_account","private_key":"x"}"#,
+                "field `client_email` is missing",
+            ),
+            (
+                r#"{"type":"service_account","client_email":"a@b"}"#,
+                "field `private_key` is missing",
+            ),
             (
                 r#"{"type":"service_account","client_email":"a@b","private_key":"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}"#,
                 "field `private_key` is not a PEM-encoded RSA private key",

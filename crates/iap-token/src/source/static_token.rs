@@ -37,8 +37,14 @@ pub struct StaticTokenSource {
 #[derive(Debug)]
 enum From {
     Fixed(IdToken),
-    Env { name: String, env: Environment },
-    File { path: PathBuf, last: Mutex<Option<Seen>> },
+    Env {
+        name: String,
+        env: Environment,
+    },
+    File {
+        path: PathBuf,
+        last: Mutex<Option<Seen>>,
+    },
 }
 
 /// What the file looked like when it was last read.
@@ -52,7 +58,9 @@ struct Seen {
 impl StaticTokenSource {
     /// This very token (a compact JWT). Fails when it is malformed.
     pub fn new(jwt: impl Into<String>) -> Result<Self> {
-        Ok(StaticTokenSource { from: From::Fixed(IdToken::parse(jwt)?) })
+        Ok(StaticTokenSource {
+            from: From::Fixed(IdToken::parse(jwt)?),
+        })
     }
 
     /// The token in the process environment variable `name`, read at each fetch.
@@ -62,13 +70,23 @@ impl StaticTokenSource {
 
     /// The token in variable `name` of `env`, read at each fetch.
     pub fn from_env_var_in(name: impl Into<String>, env: Environment) -> Self {
-        StaticTokenSource { from: From::Env { name: name.into(), env } }
+        StaticTokenSource {
+            from: From::Env {
+                name: name.into(),
+                env,
+            },
+        }
     }
 
     /// The token in the file at `path` (surrounding whitespace ignored),
     /// re-read whenever its modification time or length changes.
     pub fn from_file(path: impl Into<PathBuf>) -> Self {
-        StaticTokenSource { from: From::File { path: path.into(), last: Mutex::new(None) } }
+        StaticTokenSource {
+            from: From::File {
+                path: path.into(),
+                last: Mutex::new(None),
+            },
+        }
     }
 
     /// The current token.
@@ -110,7 +128,10 @@ impl StaticTokenSource {
 }
 
 async fn read_file(path: &Path, last: &Mutex<Option<Seen>>) -> Result<IdToken> {
-    let read_err = |source| Error::ReadFile { path: path.into(), source };
+    let read_err = |source| Error::ReadFile {
+        path: path.into(),
+        source,
+    };
     let meta = tokio::fs::metadata(path).await.map_err(read_err)?;
     let (modified, len) = (meta.modified().ok(), meta.len());
     if let Some(seen) = lock(last).as_ref()
@@ -128,7 +149,11 @@ async fn read_file(path: &Path, last: &Mutex<Option<Seen>>) -> Result<IdToken> {
     tracing::debug!(path = %path.display(), "read a new token from the file");
     // The metadata read before the contents: a write in between makes the
     // next fetch read again, never keep a stale token.
-    *lock(last) = Some(Seen { modified, len, token: token.clone() });
+    *lock(last) = Some(Seen {
+        modified,
+        len,
+        token: token.clone(),
+    });
     Ok(token)
 }
 
