@@ -205,4 +205,8 @@ pub struct EmulatorArgs {
     /// Address of the emulator's main server (default: 127.0.0.1 on a free port).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+
+    /// Lifetime of the tokens it mints, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub token_lifetime: u64,
 }

@@ -1,0 +1,139 @@
+//! `iap proxy` end to end: concurrent clients, a streamed upload, h2c, one
+//! log line per request, and a clean stop on Ctrl-C.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{World, closed_port, interrupt, stdout_lines, wait_for_line};
+use tokio::process::Child;
+
+/// Starts `iap proxy` and waits for its "listening on" line; the child and
+/// the proxy's base URL.
+async fn start(w: &World, target: &str, extra: &[&str]) -> (Child, String) {
+    let mut args = vec!["proxy", "--target", target, "--listen", "127.0.0.1:0", "--credentials", w.key()];
+    args.extend_from_slice(extra);
+    let mut child = w.sandbox.command(&args).spawn().expect("spawn iap proxy");
+    let mut out = stdout_lines(child.stdout.take().expect("stdout"));
+    let base = wait_for_line(&mut out, |l| {
+        l.strip_prefix("listening on ").and_then(|rest| rest.split_whitespace().next()).map(str::to_owned)
+    })
+    .await;
+    (child, base)
+}
+
+/// Stops the proxy with Ctrl-C; its stderr.
+async fn stop(child: Child) -> String {
+    interrupt(child.id().expect("running"));
+    let out = tokio::time::timeout(support::COMMAND_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("the proxy stops on Ctrl-C")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "exit status {:?}: {stderr}", out.status);
+    assert!(stderr.contains("proxy stopped"), "{stderr}");
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_clients_share_one_token_and_each_request_logs_one_line() {
+    let w = World::new().await;
+    let (child, base) = start(&w, w.app.url().as_str(), &["--audience", w.audience()]).await;
+    let client = reqwest::Client::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let (client, url) = (client.clone(), format!("{base}/c/{i}?q={i}"));
+        tasks.spawn(async move {
+            let resp = client.get(url).send().await.expect("request");
+            (i, resp.status(), resp.json::<serde_json::Value>().await.expect("echo JSON"))
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (i, status, echo) = done.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(echo["path"], format!("/c/{i}"));
+        assert_eq!(echo["query"], format!("q={i}"));
+        assert_eq!(echo["headers"]["x-goog-authenticated-user-email"], format!("accounts.google.com:{}", w.sa.email()));
+    }
+    assert_eq!(w.tokens_minted(), 1, "one token for every request");
+    assert_eq!(w.emu.counter(iap_emulator::counter::APP_HITS, w.audience()), 40);
+    let stderr = stop(child).await;
+    let logged = stderr.lines().filter(|l| l.contains("\"GET /c/") && l.contains(" 200 ")).count();
+    assert_eq!(logged, 40, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_upload_arrives_whole() {
+    let w = World::new().await;
+    let (child, base) = start(&w, w.app.url().as_str(), &["--audience", w.audience()]).await;
+    const CHUNK: usize = 16 * 1024;
+    const CHUNKS: usize = 64;
+    let chunks = (0..CHUNKS).map(|i| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![i as u8; CHUNK])));
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let resp = reqwest::Client::new().post(format!("{base}/upload")).body(body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let echo: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["body_len"], CHUNK * CHUNKS);
+    stop(child).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h2c_clients_are_served() {
+    let w = World::new().await;
+    let (child, base) = start(&w, w.app.url().as_str(), &["--audience", w.audience()]).await;
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let resp = client.get(format!("{base}/h2")).send().await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let echo: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(echo["path"], "/h2");
+    stop(child).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_authorization_mode_passes_the_clients_authorization() {
+    let w = World::new().await;
+    let (child, base) = start(&w, w.app.url().as_str(), &["--audience", w.audience(), "--proxy-authorization"]).await;
+    let resp = reqwest::Client::new().get(format!("{base}/pa")).bearer_auth("client-own").send().await.unwrap();
+    let echo: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(echo["headers"]["authorization"], "Bearer client-own");
+    assert_eq!(w.emu.counter(iap_emulator::counter::GATE_PROXY_AUTHORIZATION, w.audience()), 1);
+    stop(child).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audience_is_discovered_when_not_given() {
+    let w = World::new().await;
+    let (child, base) = start(&w, w.app.url().as_str(), &[]).await;
+    let resp = reqwest::get(format!("{base}/d")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(w.tokens_minted(), 1);
+    stop(child).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_target_is_a_502_naming_the_cause() {
+    let w = World::new().await;
+    let dead = format!("http://127.0.0.1:{}/", closed_port());
+    let (child, base) = start(&w, &dead, &["--audience", w.audience()]).await;
+    let resp = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap().get(format!("{base}/x")).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    let text = resp.text().await.unwrap();
+    assert!(text.starts_with("iap proxy: ") && text.to_lowercase().contains("refused"), "{text}");
+    let stderr = stop(child).await;
+    assert!(stderr.contains("\"GET /x HTTP/1.1\" 502"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_listen_address_is_one_line() {
+    let w = World::new().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = w
+        .sandbox
+        .run(&["proxy", "--target", w.app.url().as_str(), "--listen", &addr, "--audience", "a", "--credentials", w.key()])
+        .await;
+    assert_eq!(out.code(), 1, "{out:#?}");
+    assert!(out.error_line().contains(&format!("cannot listen on {addr}")), "{out:#?}");
+}
