@@ -5,9 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use iap_emulator::{Adc, Emulator, Grant, ServiceAccount, SubjectTokenSource, WorkloadPool, counter};
+use iap_emulator::{
+    Adc, Emulator, Grant, ServiceAccount, SubjectTokenSource, WorkloadPool, counter,
+};
 use iap_token::adc::{self, Environment};
-use iap_token::source::external_account::{ALLOW_EXECUTABLES, ExternalAccount, WORKLOAD_IDENTITY_USER_ROLE};
+use iap_token::source::external_account::{
+    ALLOW_EXECUTABLES, ExternalAccount, WORKLOAD_IDENTITY_USER_ROLE,
+};
 use iap_token::source::impersonated::OPENID_TOKEN_CREATOR_ROLE;
 use iap_token::{Audience, Error, TokenSource};
 use serde_json::{Value, json};
@@ -41,7 +45,12 @@ impl Federation {
         if self_grant {
             emu.allow_impersonation(sa.email(), sa.email());
         }
-        Federation { emu, pool, sa, dir: tempfile::tempdir().unwrap() }
+        Federation {
+            emu,
+            pool,
+            sa,
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -83,11 +92,13 @@ impl Federation {
     }
 
     fn generate_access_token_calls(&self) -> u64 {
-        self.emu.counter(counter::ACCESS_TOKENS, Grant::GenerateAccessToken.name())
+        self.emu
+            .counter(counter::ACCESS_TOKENS, Grant::GenerateAccessToken.name())
     }
 
     fn id_tokens(&self) -> u64 {
-        self.emu.counter_total(&counter::id_tokens_by(Grant::GenerateIdToken))
+        self.emu
+            .counter_total(&counter::id_tokens_by(Grant::GenerateIdToken))
     }
 }
 
@@ -100,11 +111,22 @@ async fn a_file_subject_token_becomes_the_service_accounts_id_token() {
     let fed = Federation::start().await;
     let path = fed.file_adc(true);
 
-    let token = adc::from_file(&path).unwrap().id_token(&Audience::new(AUD)).await.unwrap();
+    let token = adc::from_file(&path)
+        .unwrap()
+        .id_token(&Audience::new(AUD))
+        .await
+        .unwrap();
 
     assert_eq!(token.claims().aud.as_deref(), Some(AUD));
     assert_eq!(token.claims().email.as_deref(), Some(fed.sa.email()));
-    assert_eq!((fed.sts_calls(), fed.generate_access_token_calls(), fed.id_tokens()), (1, 1, 1));
+    assert_eq!(
+        (
+            fed.sts_calls(),
+            fed.generate_access_token_calls(),
+            fed.id_tokens()
+        ),
+        (1, 1, 1)
+    );
 }
 
 #[tokio::test]
@@ -113,7 +135,10 @@ async fn the_federation_chain_runs_once_per_access_token_lifetime_not_per_id_tok
     let source = adc::from_file(fed.file_adc(true)).unwrap();
 
     for i in 0..4 {
-        source.id_token(&Audience::new(format!("aud-{i}"))).await.unwrap();
+        source
+            .id_token(&Audience::new(format!("aud-{i}")))
+            .await
+            .unwrap();
     }
 
     assert_eq!(fed.id_tokens(), 4);
@@ -148,7 +173,11 @@ async fn the_emulators_url_source_with_json_format_works() {
     };
     fed.emu.write_adc(&adc_file, &path).unwrap();
 
-    let token = adc::from_file(&path).unwrap().id_token(&Audience::new(AUD)).await.unwrap();
+    let token = adc::from_file(&path)
+        .unwrap()
+        .id_token(&Audience::new(AUD))
+        .await
+        .unwrap();
 
     assert_eq!(token.claims().email.as_deref(), Some(fed.sa.email()));
     assert_eq!(fed.sts_calls(), 1);
@@ -171,9 +200,13 @@ async fn serve_subject_token(body: String) -> (String, Arc<Mutex<Vec<String>>>) 
                     Ok(n) => head.extend_from_slice(&buf[..n]),
                 }
             }
-            seen.lock().unwrap().push(String::from_utf8_lossy(&head).to_ascii_lowercase());
-            let answer =
-                format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            seen.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&head).to_ascii_lowercase());
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
             let _ = conn.write_all(answer.as_bytes()).await;
         }
     });
@@ -191,26 +224,43 @@ async fn a_url_source_sends_the_configured_headers_and_reads_text() {
     }));
 
     let account = ExternalAccount::from_json(config.to_string()).unwrap();
-    let token = account.id_token_source().unwrap().id_token(&Audience::new(AUD)).await.unwrap();
+    let token = account
+        .id_token_source()
+        .unwrap()
+        .id_token(&Audience::new(AUD))
+        .await
+        .unwrap();
 
     assert_eq!(token.claims().email.as_deref(), Some(fed.sa.email()));
     let heads = heads.lock().unwrap().clone();
     assert_eq!(heads.len(), 1);
     assert!(heads[0].contains("metadata: true\r\n"), "{}", heads[0]);
-    assert!(heads[0].contains("x-request-token: req-secret-123\r\n"), "{}", heads[0]);
-    assert!(!format!("{account:?}").contains("req-secret-123"), "{account:?}");
+    assert!(
+        heads[0].contains("x-request-token: req-secret-123\r\n"),
+        "{}",
+        heads[0]
+    );
+    assert!(
+        !format!("{account:?}").contains("req-secret-123"),
+        "{account:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_url_source_reads_the_named_json_field() {
     let fed = Federation::start().await;
-    let (url, _) = serve_subject_token(json!({"count": 1, "value": fed.subject_token()}).to_string()).await;
+    let (url, _) =
+        serve_subject_token(json!({"count": 1, "value": fed.subject_token()}).to_string()).await;
     let config = fed.config_with_source(json!({
         "url": url,
         "format": {"type": "json", "subject_token_field_name": "value"},
     }));
 
-    let token = adc::from_json(config.to_string()).unwrap().id_token(&Audience::new(AUD)).await.unwrap();
+    let token = adc::from_json(config.to_string())
+        .unwrap()
+        .id_token(&Audience::new(AUD))
+        .await
+        .unwrap();
 
     assert_eq!(token.claims().email.as_deref(), Some(fed.sa.email()));
 }
@@ -224,7 +274,11 @@ async fn a_json_answer_without_the_named_field_is_an_error_naming_it() {
         "format": {"type": "json", "subject_token_field_name": "value"},
     }));
 
-    let err = adc::from_json(config.to_string()).unwrap().id_token(&Audience::new(AUD)).await.unwrap_err();
+    let err = adc::from_json(config.to_string())
+        .unwrap()
+        .id_token(&Audience::new(AUD))
+        .await
+        .unwrap_err();
 
     assert!(err.to_string().contains("no string field `value`"), "{err}");
     assert_eq!(fed.sts_calls(), 0);
@@ -240,7 +294,10 @@ async fn without_an_impersonation_url_id_tokens_are_refused_with_the_fix() {
     assert!(matches!(err, Error::Unsupported { .. }), "{err}");
     let text = err.to_string();
     assert!(text.contains("service_account_impersonation_url"), "{text}");
-    assert!(text.contains("gcloud iam workload-identity-pools create-cred-config"), "{text}");
+    assert!(
+        text.contains("gcloud iam workload-identity-pools create-cred-config"),
+        "{text}"
+    );
     assert!(text.contains("--service-account="), "{text}");
     assert!(text.contains(&path.display().to_string()), "{text}");
 }
@@ -249,7 +306,8 @@ async fn without_an_impersonation_url_id_tokens_are_refused_with_the_fix() {
 async fn without_an_impersonation_url_the_federated_token_can_still_be_a_source_credential() {
     let fed = Federation::start().await;
     let target = fed.emu.create_service_account("target").await.unwrap();
-    fed.emu.allow_impersonation(&fed.pool.principal(SUBJECT), target.email());
+    fed.emu
+        .allow_impersonation(&fed.pool.principal(SUBJECT), target.email());
     let account = ExternalAccount::from_file(fed.file_adc(false)).unwrap();
 
     let token = iap_token::source::impersonated::ImpersonatedSource::builder(target.email())
@@ -269,16 +327,27 @@ async fn without_an_impersonation_url_the_federated_token_can_still_be_a_source_
 async fn a_subject_token_sts_refuses_is_an_invalid_grant_with_a_hint() {
     let fed = Federation::start().await;
     let path = fed.file_adc(true);
-    std::fs::write(fed.path("subject-token"), "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.c2ln").unwrap();
+    std::fs::write(
+        fed.path("subject-token"),
+        "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.c2ln",
+    )
+    .unwrap();
 
-    let err = adc::from_file(&path).unwrap().id_token(&Audience::new(AUD)).await.unwrap_err();
+    let err = adc::from_file(&path)
+        .unwrap()
+        .id_token(&Audience::new(AUD))
+        .await
+        .unwrap_err();
 
     assert!(matches!(err, Error::Endpoint { status: 400, .. }), "{err}");
     assert!(!err.is_transient());
     let text = err.to_string();
     assert!(text.contains("invalid_grant"), "{text}");
     assert!(text.contains(&fed.pool.audience()), "{text}");
-    assert!(text.contains("subject-token"), "names the source file: {text}");
+    assert!(
+        text.contains("subject-token"),
+        "names the source file: {text}"
+    );
     assert!(!text.contains("eyJhbGciOiJub25lIn0"), "{text}");
 }
 
@@ -286,12 +355,19 @@ async fn a_subject_token_sts_refuses_is_an_invalid_grant_with_a_hint() {
 async fn a_missing_workload_identity_user_grant_is_a_403_naming_the_role_and_the_pool() {
     let fed = Federation::start_with(false, true).await;
 
-    let err = adc::from_file(fed.file_adc(true)).unwrap().id_token(&Audience::new(AUD)).await.unwrap_err();
+    let err = adc::from_file(fed.file_adc(true))
+        .unwrap()
+        .id_token(&Audience::new(AUD))
+        .await
+        .unwrap_err();
 
     assert!(matches!(err, Error::Endpoint { status: 403, .. }), "{err}");
     let text = err.to_string();
     assert!(text.contains(WORKLOAD_IDENTITY_USER_ROLE), "{text}");
-    assert!(text.contains("principalSet://iam.googleapis.com/projects/"), "{text}");
+    assert!(
+        text.contains("principalSet://iam.googleapis.com/projects/"),
+        "{text}"
+    );
     assert!(text.contains("workloadIdentityPools/ci-pool/*"), "{text}");
     assert!(text.contains(fed.sa.email()), "{text}");
 }
@@ -300,21 +376,40 @@ async fn a_missing_workload_identity_user_grant_is_a_403_naming_the_role_and_the
 async fn a_service_account_without_a_grant_on_itself_gets_a_403_saying_so() {
     let fed = Federation::start_with(true, false).await;
 
-    let err = adc::from_file(fed.file_adc(true)).unwrap().id_token(&Audience::new(AUD)).await.unwrap_err();
+    let err = adc::from_file(fed.file_adc(true))
+        .unwrap()
+        .id_token(&Audience::new(AUD))
+        .await
+        .unwrap_err();
 
     assert!(matches!(err, Error::Endpoint { status: 403, .. }), "{err}");
     let text = err.to_string();
-    assert!(text.contains(OPENID_TOKEN_CREATOR_ROLE) && text.contains("on itself"), "{text}");
-    assert!(text.contains(&format!("--member=serviceAccount:{}", fed.sa.email())), "{text}");
+    assert!(
+        text.contains(OPENID_TOKEN_CREATOR_ROLE) && text.contains("on itself"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("--member=serviceAccount:{}", fed.sa.email())),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn the_federated_token_passes_the_gate() {
     let fed = Federation::start().await;
     let app = fed.emu.app();
-    let token = adc::from_file(fed.file_adc(true)).unwrap().id_token(&Audience::new(app.client_id())).await.unwrap();
+    let token = adc::from_file(fed.file_adc(true))
+        .unwrap()
+        .id_token(&Audience::new(app.client_id()))
+        .await
+        .unwrap();
 
-    let answer = reqwest::Client::new().get(app.url().clone()).bearer_auth(token.as_str()).send().await.unwrap();
+    let answer = reqwest::Client::new()
+        .get(app.url().clone())
+        .bearer_auth(token.as_str())
+        .send()
+        .await
+        .unwrap();
 
     assert_eq!(answer.status(), 200);
 }
@@ -342,39 +437,72 @@ fn bad_files_name_the_file_and_the_field() {
     };
     let cases = [
         (with("audience", Value::Null), "field `audience` is missing"),
-        (with("subject_token_type", Value::Null), "field `subject_token_type` is missing"),
-        (with("token_url", json!("http://sts.example.com/v1/token")), "field `token_url` must be an https URL"),
         (
-            with("service_account_impersonation_url", json!("https://iamcredentials.googleapis.com/v1/whatever")),
+            with("subject_token_type", Value::Null),
+            "field `subject_token_type` is missing",
+        ),
+        (
+            with("token_url", json!("http://sts.example.com/v1/token")),
+            "field `token_url` must be an https URL",
+        ),
+        (
+            with(
+                "service_account_impersonation_url",
+                json!("https://iamcredentials.googleapis.com/v1/whatever"),
+            ),
             "field `service_account_impersonation_url` is `https://iamcredentials.googleapis.com/v1/whatever`",
         ),
-        (with("credential_source", Value::Null), "field `credential_source` is missing"),
         (
-            with("credential_source", json!({"file": "/a", "url": "https://b"})),
+            with("credential_source", Value::Null),
+            "field `credential_source` is missing",
+        ),
+        (
+            with(
+                "credential_source",
+                json!({"file": "/a", "url": "https://b"}),
+            ),
             "must have exactly one of `file`, `url` or `executable`",
         ),
         (
-            with("credential_source", json!({"url": "http://idp.example.com/token"})),
+            with(
+                "credential_source",
+                json!({"url": "http://idp.example.com/token"}),
+            ),
             "field `credential_source.url` must be an https URL",
         ),
         (
-            with("credential_source", json!({"file": "/a", "format": {"type": "json"}})),
+            with(
+                "credential_source",
+                json!({"file": "/a", "format": {"type": "json"}}),
+            ),
             "field `credential_source.format.subject_token_field_name` is missing",
         ),
         (
-            with("credential_source", json!({"file": "/a", "format": {"type": "xml"}})),
+            with(
+                "credential_source",
+                json!({"file": "/a", "format": {"type": "xml"}}),
+            ),
             "field `credential_source.format.type` is `xml`",
         ),
         (
-            with("credential_source", json!({"url": "https://b", "headers": {"Bad Name": "x"}})),
+            with(
+                "credential_source",
+                json!({"url": "https://b", "headers": {"Bad Name": "x"}}),
+            ),
             "field `credential_source.headers` `Bad Name` is not a valid header",
         ),
         (
-            with("credential_source", json!({"executable": {"command": "/bin/x", "timeout_millis": 1000}})),
+            with(
+                "credential_source",
+                json!({"executable": {"command": "/bin/x", "timeout_millis": 1000}}),
+            ),
             "field `credential_source.executable.timeout_millis` must be a number of milliseconds from 5000 to 120000",
         ),
         (
-            with("credential_source", json!({"executable": {"timeout_millis": 5000}})),
+            with(
+                "credential_source",
+                json!({"executable": {"timeout_millis": 5000}}),
+            ),
             "field `credential_source.executable.command` is missing",
         ),
     ];
@@ -392,7 +520,10 @@ fn bad_files_name_the_file_and_the_field() {
     std::fs::write(&path, aws.to_string()).unwrap();
     let err = adc::from_file(&path).unwrap_err();
     assert!(matches!(err, Error::Unsupported { .. }), "{err}");
-    assert!(err.to_string().contains("`aws1` credential source"), "{err}");
+    assert!(
+        err.to_string().contains("`aws1` credential source"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -401,7 +532,11 @@ async fn a_missing_subject_token_file_is_an_error_naming_it() {
     let path = fed.file_adc(true);
     std::fs::remove_file(fed.path("subject-token")).unwrap();
 
-    let err = adc::from_file(&path).unwrap().id_token(&Audience::new(AUD)).await.unwrap_err();
+    let err = adc::from_file(&path)
+        .unwrap()
+        .id_token(&Audience::new(AUD))
+        .await
+        .unwrap_err();
 
     assert!(matches!(err, Error::ReadFile { .. }), "{err}");
     assert!(err.to_string().contains("subject-token"), "{err}");
@@ -430,7 +565,9 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
 }
 
 fn runs(dir: &Path) -> usize {
-    std::fs::read_to_string(dir.join("runs")).map(|s| s.lines().count()).unwrap_or(0)
+    std::fs::read_to_string(dir.join("runs"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
 }
 
 fn response(token: &str, expiration_time: u64) -> String {
@@ -445,14 +582,23 @@ fn response(token: &str, expiration_time: u64) -> String {
 }
 
 fn in_an_hour() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600
 }
 
 #[tokio::test]
 async fn executables_do_not_run_unless_allowed() {
     let fed = Federation::start().await;
-    let exe = script(fed.dir.path(), "token.sh", &format!("echo '{}'", response(&fed.subject_token(), in_an_hour())));
-    let config = fed.config_with_source(json!({"executable": {"command": exe.display().to_string()}}));
+    let exe = script(
+        fed.dir.path(),
+        "token.sh",
+        &format!("echo '{}'", response(&fed.subject_token(), in_an_hour())),
+    );
+    let config =
+        fed.config_with_source(json!({"executable": {"command": exe.display().to_string()}}));
 
     let source = ExternalAccount::from_json(config.to_string())
         .unwrap()
@@ -462,7 +608,11 @@ async fn executables_do_not_run_unless_allowed() {
     let err = source.id_token(&Audience::new(AUD)).await.unwrap_err();
 
     assert!(matches!(err, Error::EnvVar { .. }), "{err}");
-    assert!(err.to_string().contains("GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES must be `1`"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES must be `1`"),
+        "{err}"
+    );
     assert_eq!(runs(fed.dir.path()), 0);
     assert_eq!(fed.sts_calls(), 0);
 }
@@ -471,7 +621,11 @@ async fn executables_do_not_run_unless_allowed() {
 async fn an_allowed_executable_gets_googles_variables_and_its_token_is_exchanged() {
     let fed = Federation::start().await;
     let output_file = fed.path("cache.json");
-    let exe = script(fed.dir.path(), "token.sh", &format!("echo '{}'", response(&fed.subject_token(), in_an_hour())));
+    let exe = script(
+        fed.dir.path(),
+        "token.sh",
+        &format!("echo '{}'", response(&fed.subject_token(), in_an_hour())),
+    );
     let config = fed.config_with_source(json!({"executable": {
         "command": format!("{} --flag value", exe.display()),
         "timeout_millis": 5000,
@@ -504,9 +658,14 @@ async fn an_allowed_executable_gets_googles_variables_and_its_token_is_exchanged
 #[tokio::test]
 async fn an_executable_found_through_adc_runs_when_the_environment_allows_it() {
     let fed = Federation::start().await;
-    let exe = script(fed.dir.path(), "token.sh", &format!("echo '{}'", response(&fed.subject_token(), in_an_hour())));
+    let exe = script(
+        fed.dir.path(),
+        "token.sh",
+        &format!("echo '{}'", response(&fed.subject_token(), in_an_hour())),
+    );
     let path = fed.path("wif.json");
-    let config = fed.config_with_source(json!({"executable": {"command": exe.display().to_string()}}));
+    let config =
+        fed.config_with_source(json!({"executable": {"command": exe.display().to_string()}}));
     std::fs::write(&path, config.to_string()).unwrap();
     let env = Environment::from_vars([
         ("GOOGLE_APPLICATION_CREDENTIALS", path.display().to_string()),
@@ -546,7 +705,11 @@ async fn an_expired_output_file_runs_the_executable_again() {
     let fed = Federation::start().await;
     let output_file = fed.path("cache.json");
     std::fs::write(&output_file, response("stale-token", 1_000)).unwrap();
-    let exe = script(fed.dir.path(), "token.sh", &format!("echo '{}'", response(&fed.subject_token(), in_an_hour())));
+    let exe = script(
+        fed.dir.path(),
+        "token.sh",
+        &format!("echo '{}'", response(&fed.subject_token(), in_an_hour())),
+    );
     let config = fed.config_with_source(json!({"executable": {
         "command": exe.display().to_string(),
         "output_file": output_file.display().to_string(),
@@ -565,8 +728,13 @@ async fn an_expired_output_file_runs_the_executable_again() {
 #[tokio::test]
 async fn an_executable_that_fails_is_reported_with_its_status_and_message() {
     let fed = Federation::start().await;
-    let exe = script(fed.dir.path(), "token.sh", "echo 'gh: not logged in' >&2; exit 3");
-    let config = fed.config_with_source(json!({"executable": {"command": exe.display().to_string()}}));
+    let exe = script(
+        fed.dir.path(),
+        "token.sh",
+        "echo 'gh: not logged in' >&2; exit 3",
+    );
+    let config =
+        fed.config_with_source(json!({"executable": {"command": exe.display().to_string()}}));
 
     let err = ExternalAccount::from_json(config.to_string())
         .unwrap()
@@ -578,16 +746,21 @@ async fn an_executable_that_fails_is_reported_with_its_status_and_message() {
         .unwrap_err();
 
     let text = err.to_string();
-    assert!(text.contains("token.sh") && text.contains("exit status: 3"), "{text}");
+    assert!(
+        text.contains("token.sh") && text.contains("exit status: 3"),
+        "{text}"
+    );
     assert!(text.contains("gh: not logged in"), "{text}");
 }
 
 #[tokio::test]
 async fn an_unsuccessful_executable_response_is_reported() {
     let fed = Federation::start().await;
-    let failure = json!({"version": 1, "success": false, "code": "401", "message": "Caller not authorized."});
+    let failure =
+        json!({"version": 1, "success": false, "code": "401", "message": "Caller not authorized."});
     let exe = script(fed.dir.path(), "token.sh", &format!("echo '{failure}'"));
-    let config = fed.config_with_source(json!({"executable": {"command": exe.display().to_string()}}));
+    let config =
+        fed.config_with_source(json!({"executable": {"command": exe.display().to_string()}}));
 
     let err = ExternalAccount::from_json(config.to_string())
         .unwrap()
@@ -598,7 +771,10 @@ async fn an_unsuccessful_executable_response_is_reported() {
         .await
         .unwrap_err();
 
-    assert!(err.to_string().contains("401: Caller not authorized."), "{err}");
+    assert!(
+        err.to_string().contains("401: Caller not authorized."),
+        "{err}"
+    );
     assert_eq!(fed.sts_calls(), 0);
 }
 
@@ -641,6 +817,12 @@ async fn debug_of_the_account_holds_no_secret() {
     let source = account.id_token_source().unwrap();
     let text = format!("{account:?} {source:?}");
 
-    assert!(!text.contains("idp-secret-value") && !text.contains("wif-client-secret"), "{text}");
-    assert!(text.contains("authorization") && text.contains("wif-client"), "{text}");
+    assert!(
+        !text.contains("idp-secret-value") && !text.contains("wif-client-secret"),
+        "{text}"
+    );
+    assert!(
+        text.contains("authorization") && text.contains("wif-client"),
+        "{text}"
+    );
 }

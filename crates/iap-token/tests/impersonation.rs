@@ -7,7 +7,9 @@ use std::sync::Arc;
 use iap_emulator::{Adc, Emulator, Endpoint, Fault, Grant, ServiceAccount, counter};
 use iap_token::access_token::AccessTokenSource;
 use iap_token::source::authorized_user::{AuthorizedUser, AuthorizedUserSource};
-use iap_token::source::impersonated::{ImpersonatedSource, OPENID_TOKEN_CREATOR_ROLE, TOKEN_CREATOR_ROLE};
+use iap_token::source::impersonated::{
+    ImpersonatedSource, OPENID_TOKEN_CREATOR_ROLE, TOKEN_CREATOR_ROLE,
+};
 use iap_token::source::metadata::MetadataSource;
 use iap_token::source::service_account::{ServiceAccountKey, ServiceAccountSource};
 use iap_token::{Audience, Error, TokenCache, TokenSource, adc};
@@ -18,8 +20,16 @@ fn key_source(sa: &ServiceAccount) -> ServiceAccountSource {
     ServiceAccountSource::new(ServiceAccountKey::from_json(sa.key_json()).unwrap())
 }
 
-fn impersonate(emu: &Emulator, source: impl AccessTokenSource, target: &ServiceAccount) -> ImpersonatedSource {
-    ImpersonatedSource::builder(target.email()).source(source).iam_endpoint(emu.url()).build().unwrap()
+fn impersonate(
+    emu: &Emulator,
+    source: impl AccessTokenSource,
+    target: &ServiceAccount,
+) -> ImpersonatedSource {
+    ImpersonatedSource::builder(target.email())
+        .source(source)
+        .iam_endpoint(emu.url())
+        .build()
+        .unwrap()
 }
 
 fn access_tokens(emu: &Emulator, grant: Grant) -> u64 {
@@ -31,7 +41,10 @@ fn id_tokens(emu: &Emulator, audience: &str) -> u64 {
 }
 
 async fn two_accounts(emu: &Emulator) -> (ServiceAccount, ServiceAccount) {
-    let (caller, target) = tokio::join!(emu.create_service_account("caller"), emu.create_service_account("target"));
+    let (caller, target) = tokio::join!(
+        emu.create_service_account("caller"),
+        emu.create_service_account("target")
+    );
     (caller.unwrap(), target.unwrap())
 }
 
@@ -41,12 +54,23 @@ async fn service_account_key_mints_the_targets_id_token_with_its_email() {
     let (caller, target) = two_accounts(&emu).await;
     emu.allow_impersonation(caller.email(), target.email());
 
-    let token = impersonate(&emu, key_source(&caller), &target).id_token(&Audience::new(AUD)).await.unwrap();
+    let token = impersonate(&emu, key_source(&caller), &target)
+        .id_token(&Audience::new(AUD))
+        .await
+        .unwrap();
 
     assert_eq!(token.claims().aud.as_deref(), Some(AUD));
-    assert_eq!(token.claims().email.as_deref(), Some(target.email()), "includeEmail: true was sent");
+    assert_eq!(
+        token.claims().email.as_deref(),
+        Some(target.email()),
+        "includeEmail: true was sent"
+    );
     assert_eq!(id_tokens(&emu, AUD), 1);
-    assert_eq!(access_tokens(&emu, Grant::JwtBearer), 1, "the key's JWT-bearer grant asked for an access token");
+    assert_eq!(
+        access_tokens(&emu, Grant::JwtBearer),
+        1,
+        "the key's JWT-bearer grant asked for an access token"
+    );
 }
 
 #[tokio::test]
@@ -58,7 +82,10 @@ async fn the_access_token_is_fetched_once_per_its_lifetime_not_per_id_token() {
 
     // Sequential ID tokens, then a concurrent burst, all for fresh audiences.
     for i in 0..3 {
-        source.id_token(&Audience::new(format!("aud-{i}"))).await.unwrap();
+        source
+            .id_token(&Audience::new(format!("aud-{i}")))
+            .await
+            .unwrap();
     }
     let burst = (0..16).map(|i| {
         let source = source.clone();
@@ -68,7 +95,10 @@ async fn the_access_token_is_fetched_once_per_its_lifetime_not_per_id_token() {
         task.await.unwrap().unwrap();
     }
 
-    assert_eq!(emu.counter_total(&counter::id_tokens_by(Grant::GenerateIdToken)), 19);
+    assert_eq!(
+        emu.counter_total(&counter::id_tokens_by(Grant::GenerateIdToken)),
+        19
+    );
     assert_eq!(access_tokens(&emu, Grant::JwtBearer), 1);
 }
 
@@ -101,7 +131,11 @@ async fn an_access_token_refused_by_iam_is_replaced_once() {
     let token = source.id_token(&Audience::new(AUD)).await.unwrap();
 
     assert_eq!(token.claims().email.as_deref(), Some(target.email()));
-    assert_eq!(access_tokens(&emu, Grant::JwtBearer), 2, "one new access token after the 401");
+    assert_eq!(
+        access_tokens(&emu, Grant::JwtBearer),
+        2,
+        "one new access token after the 401"
+    );
     assert_eq!(emu.requests(Endpoint::GenerateIdToken), 3);
 }
 
@@ -112,7 +146,10 @@ async fn a_second_401_is_an_error_not_a_loop() {
     emu.allow_impersonation(caller.email(), target.email());
     emu.inject(Endpoint::GenerateIdToken, Fault::status(401), 5);
 
-    let err = impersonate(&emu, key_source(&caller), &target).id_token(&Audience::new(AUD)).await.unwrap_err();
+    let err = impersonate(&emu, key_source(&caller), &target)
+        .id_token(&Audience::new(AUD))
+        .await
+        .unwrap_err();
 
     assert!(matches!(err, Error::Endpoint { status: 401, .. }), "{err}");
     assert_eq!(emu.requests(Endpoint::GenerateIdToken), 2);
@@ -124,22 +161,37 @@ async fn a_missing_grant_is_a_403_naming_the_role_the_principal_and_the_target()
     let emu = Emulator::start().await.unwrap();
     let (caller, target) = two_accounts(&emu).await;
 
-    let err = impersonate(&emu, key_source(&caller), &target).id_token(&Audience::new(AUD)).await.unwrap_err();
+    let err = impersonate(&emu, key_source(&caller), &target)
+        .id_token(&Audience::new(AUD))
+        .await
+        .unwrap_err();
 
     assert!(matches!(err, Error::Endpoint { status: 403, .. }), "{err}");
     assert!(!err.is_transient());
     let text = err.to_string();
     assert!(text.contains(OPENID_TOKEN_CREATOR_ROLE), "{text}");
-    assert!(text.contains(&format!("--member=serviceAccount:{}", caller.email())), "{text}");
-    assert!(text.contains(&format!("add-iam-policy-binding {}", target.email())), "{text}");
-    assert!(text.contains("iam.serviceAccounts.getOpenIdToken"), "Google's own message is kept: {text}");
+    assert!(
+        text.contains(&format!("--member=serviceAccount:{}", caller.email())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("add-iam-policy-binding {}", target.email())),
+        "{text}"
+    );
+    assert!(
+        text.contains("iam.serviceAccounts.getOpenIdToken"),
+        "Google's own message is kept: {text}"
+    );
 }
 
 #[tokio::test]
 async fn a_delegation_chain_with_every_link_granted_mints_the_token() {
     let emu = Emulator::start().await.unwrap();
     let (caller, target) = two_accounts(&emu).await;
-    let (d1, d2) = tokio::join!(emu.create_service_account("relay-one"), emu.create_service_account("relay-two"));
+    let (d1, d2) = tokio::join!(
+        emu.create_service_account("relay-one"),
+        emu.create_service_account("relay-two")
+    );
     let (d1, d2) = (d1.unwrap(), d2.unwrap());
     emu.allow_impersonation(caller.email(), d1.email());
     emu.allow_impersonation(d1.email(), d2.email());
@@ -154,7 +206,10 @@ async fn a_delegation_chain_with_every_link_granted_mints_the_token() {
         .unwrap();
     assert_eq!(
         source.delegates(),
-        [format!("projects/-/serviceAccounts/{}", d1.email()), format!("projects/-/serviceAccounts/{}", d2.email())]
+        [
+            format!("projects/-/serviceAccounts/{}", d1.email()),
+            format!("projects/-/serviceAccounts/{}", d2.email())
+        ]
     );
     let token = source.id_token(&Audience::new(AUD)).await.unwrap();
 
@@ -165,7 +220,10 @@ async fn a_delegation_chain_with_every_link_granted_mints_the_token() {
 async fn a_delegation_chain_with_a_missing_link_is_denied_and_the_chain_explained() {
     let emu = Emulator::start().await.unwrap();
     let (caller, target) = two_accounts(&emu).await;
-    let (d1, d2) = tokio::join!(emu.create_service_account("relay-one"), emu.create_service_account("relay-two"));
+    let (d1, d2) = tokio::join!(
+        emu.create_service_account("relay-one"),
+        emu.create_service_account("relay-two")
+    );
     let (d1, d2) = (d1.unwrap(), d2.unwrap());
     emu.allow_impersonation(caller.email(), d1.email());
     // d1 -> d2 is missing.
@@ -183,9 +241,18 @@ async fn a_delegation_chain_with_a_missing_link_is_denied_and_the_chain_explaine
 
     assert!(matches!(err, Error::Endpoint { status: 403, .. }), "{err}");
     let text = err.to_string();
-    let chain = format!("{} -> {} -> {} -> {}", caller.email(), d1.email(), d2.email(), target.email());
+    let chain = format!(
+        "{} -> {} -> {} -> {}",
+        caller.email(),
+        d1.email(),
+        d2.email(),
+        target.email()
+    );
     assert!(text.contains(&chain), "{text}");
-    assert!(text.contains(TOKEN_CREATOR_ROLE) && text.contains(OPENID_TOKEN_CREATOR_ROLE), "{text}");
+    assert!(
+        text.contains(TOKEN_CREATOR_ROLE) && text.contains(OPENID_TOKEN_CREATOR_ROLE),
+        "{text}"
+    );
     assert_eq!(id_tokens(&emu, AUD), 0);
 }
 
@@ -196,9 +263,13 @@ async fn an_authorized_user_can_impersonate() {
     let client = emu.create_desktop_client(emu.project_id());
     let user = emu.create_user(&client, "dev@example.com");
     emu.allow_impersonation(user.email(), target.email());
-    let source = AuthorizedUserSource::new(AuthorizedUser::from_json(user.authorized_user_json()).unwrap());
+    let source =
+        AuthorizedUserSource::new(AuthorizedUser::from_json(user.authorized_user_json()).unwrap());
 
-    let token = impersonate(&emu, source, &target).id_token(&Audience::new(AUD)).await.unwrap();
+    let token = impersonate(&emu, source, &target)
+        .id_token(&Audience::new(AUD))
+        .await
+        .unwrap();
 
     assert_eq!(token.claims().email.as_deref(), Some(target.email()));
     assert_eq!(access_tokens(&emu, Grant::RefreshToken), 1);
@@ -210,11 +281,18 @@ async fn an_authorized_user_without_a_grant_is_named_in_the_403() {
     let target = emu.create_service_account("target").await.unwrap();
     let client = emu.create_desktop_client(emu.project_id());
     let user = emu.create_user(&client, "dev@example.com");
-    let source = AuthorizedUserSource::new(AuthorizedUser::from_json(user.authorized_user_json()).unwrap());
+    let source =
+        AuthorizedUserSource::new(AuthorizedUser::from_json(user.authorized_user_json()).unwrap());
 
-    let err = impersonate(&emu, source, &target).id_token(&Audience::new(AUD)).await.unwrap_err();
+    let err = impersonate(&emu, source, &target)
+        .id_token(&Audience::new(AUD))
+        .await
+        .unwrap_err();
 
-    assert!(err.to_string().contains("--member=user:dev@example.com"), "{err}");
+    assert!(
+        err.to_string().contains("--member=user:dev@example.com"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -224,7 +302,10 @@ async fn the_metadata_servers_account_can_impersonate() {
     emu.allow_impersonation(&emu.metadata_service_account().unwrap(), target.email());
     let source = MetadataSource::with_host(&emu.metadata_host()).unwrap();
 
-    let token = impersonate(&emu, source, &target).id_token(&Audience::new(AUD)).await.unwrap();
+    let token = impersonate(&emu, source, &target)
+        .id_token(&Audience::new(AUD))
+        .await
+        .unwrap();
 
     assert_eq!(token.claims().email.as_deref(), Some(target.email()));
     assert_eq!(access_tokens(&emu, Grant::Metadata), 1);
@@ -255,14 +336,24 @@ async fn the_impersonated_token_passes_the_gate() {
     let (caller, target) = two_accounts(&emu).await;
     emu.allow_impersonation(caller.email(), target.email());
     let app = emu.app();
-    let token =
-        impersonate(&emu, key_source(&caller), &target).id_token(&Audience::new(app.client_id())).await.unwrap();
+    let token = impersonate(&emu, key_source(&caller), &target)
+        .id_token(&Audience::new(app.client_id()))
+        .await
+        .unwrap();
 
-    let answer = reqwest::Client::new().get(app.url().clone()).bearer_auth(token.as_str()).send().await.unwrap();
+    let answer = reqwest::Client::new()
+        .get(app.url().clone())
+        .bearer_auth(token.as_str())
+        .send()
+        .await
+        .unwrap();
 
     assert_eq!(answer.status(), 200);
     let echo: serde_json::Value = answer.json().await.unwrap();
-    assert_eq!(echo["headers"]["x-goog-authenticated-user-email"], format!("accounts.google.com:{}", target.email()));
+    assert_eq!(
+        echo["headers"]["x-goog-authenticated-user-email"],
+        format!("accounts.google.com:{}", target.email())
+    );
 }
 
 #[tokio::test]
@@ -285,12 +376,22 @@ async fn an_impersonated_adc_file_takes_endpoint_target_and_delegates_from_the_f
     let token = source.id_token(&Audience::new(AUD)).await.unwrap();
 
     assert_eq!(token.claims().email.as_deref(), Some(target.email()));
-    assert_eq!(id_tokens(&emu, AUD), 1, "generateIdToken at the file's (emulator) endpoint");
+    assert_eq!(
+        id_tokens(&emu, AUD),
+        1,
+        "generateIdToken at the file's (emulator) endpoint"
+    );
 
     let direct = ImpersonatedSource::from_file(&path).unwrap();
     assert_eq!(direct.target(), target.email());
-    assert_eq!(direct.id_token_url().as_str(), emu.iam_credentials_url(target.email(), "generateIdToken"));
-    assert_eq!(direct.delegates(), [format!("projects/-/serviceAccounts/{}", relay.email())]);
+    assert_eq!(
+        direct.id_token_url().as_str(),
+        emu.iam_credentials_url(target.email(), "generateIdToken")
+    );
+    assert_eq!(
+        direct.delegates(),
+        [format!("projects/-/serviceAccounts/{}", relay.email())]
+    );
 }
 
 #[tokio::test]
@@ -309,7 +410,11 @@ async fn an_impersonated_adc_file_with_user_source_credentials_works() {
     };
     emu.write_adc(&file, &path).unwrap();
 
-    let token = adc::from_file(&path).unwrap().id_token(&Audience::new(AUD)).await.unwrap();
+    let token = adc::from_file(&path)
+        .unwrap()
+        .id_token(&Audience::new(AUD))
+        .await
+        .unwrap();
 
     assert_eq!(token.claims().email.as_deref(), Some(target.email()));
     assert_eq!(access_tokens(&emu, Grant::RefreshToken), 1);
@@ -320,7 +425,10 @@ fn bad_impersonated_files_name_the_file_and_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("adc.json");
     let cases = [
-        (r#"{"type":"impersonated_service_account","source_credentials":{}}"#, "service_account_impersonation_url` is missing"),
+        (
+            r#"{"type":"impersonated_service_account","source_credentials":{}}"#,
+            "service_account_impersonation_url` is missing",
+        ),
         (
             r#"{"type":"impersonated_service_account","service_account_impersonation_url":"https://iamcredentials.googleapis.com/v1/nope","source_credentials":{"type":"authorized_user"}}"#,
             "service_account_impersonation_url` is `https://iamcredentials.googleapis.com/v1/nope`, expected",
@@ -351,13 +459,19 @@ fn bad_impersonated_files_name_the_file_and_the_field() {
 #[test]
 fn the_builder_refuses_bad_configuration() {
     let user = AuthorizedUser::new("cid", "secret", "1//refresh");
-    let err = ImpersonatedSource::builder("target@p.iam.gserviceaccount.com").build().unwrap_err();
+    let err = ImpersonatedSource::builder("target@p.iam.gserviceaccount.com")
+        .build()
+        .unwrap_err();
     assert!(err.to_string().contains("call .source(..)"), "{err}");
     let err = ImpersonatedSource::builder("not-an-email")
         .source(AuthorizedUserSource::new(user.clone()))
         .build()
         .unwrap_err();
-    assert!(err.to_string().contains("`not-an-email` is not a service-account email"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("`not-an-email` is not a service-account email"),
+        "{err}"
+    );
     let err = ImpersonatedSource::builder("t@p.iam.gserviceaccount.com")
         .source(AuthorizedUserSource::new(user.clone()))
         .iam_endpoint("http://iam.example.com")
@@ -381,15 +495,21 @@ async fn debug_of_sources_and_errors_holds_no_secret() {
     let client = emu.create_desktop_client(emu.project_id());
     let user = emu.create_user(&client, "dev@example.com");
     let by_key = impersonate(&emu, key_source(&caller), &target);
-    let by_user = ImpersonatedSource::builder(target.email())
-        .source(AuthorizedUserSource::new(AuthorizedUser::from_json(user.authorized_user_json()).unwrap()));
+    let by_user = ImpersonatedSource::builder(target.email()).source(AuthorizedUserSource::new(
+        AuthorizedUser::from_json(user.authorized_user_json()).unwrap(),
+    ));
     let err = by_key.id_token(&Audience::new(AUD)).await.unwrap_err();
 
     let text = format!("{by_key:?} {by_user:?} {err:?} {err}");
     let key: serde_json::Value = serde_json::from_str(caller.key_json()).unwrap();
     let pem = key["private_key"].as_str().unwrap();
     let pem_body = pem.lines().nth(1).unwrap();
-    for secret in [pem_body, user.refresh_token(), client.client_secret(), "ya29."] {
+    for secret in [
+        pem_body,
+        user.refresh_token(),
+        client.client_secret(),
+        "ya29.",
+    ] {
         assert!(!text.contains(secret), "{secret} leaked: {text}");
     }
     assert!(text.contains(target.email()), "{text}");

@@ -11,7 +11,9 @@ use iap_token::source::service_account::ServiceAccountKey;
 use iap_token::{Audience, Error, IapAuth, IdToken, TokenSource};
 
 fn source(sa: &ServiceAccount, kind: AudienceKind) -> SelfSignedJwtSource {
-    SelfSignedJwtSource::builder(ServiceAccountKey::from_json(sa.key_json()).unwrap()).audience_kind(kind).build()
+    SelfSignedJwtSource::builder(ServiceAccountKey::from_json(sa.key_json()).unwrap())
+        .audience_kind(kind)
+        .build()
 }
 
 fn auth(sa: &ServiceAccount, kind: AudienceKind) -> IapAuth {
@@ -24,19 +26,34 @@ fn origin(url: &url::Url) -> String {
 }
 
 async fn token_for(auth: &IapAuth, url: &str) -> IdToken {
-    auth.token_for(&url.parse().unwrap()).await.unwrap().expect("a token for an in-scope URL")
+    auth.token_for(&url.parse().unwrap())
+        .await
+        .unwrap()
+        .expect("a token for an in-scope URL")
 }
 
 async fn get(url: &str, token: &IdToken) -> reqwest::StatusCode {
-    reqwest::Client::new().get(url).bearer_auth(token.as_str()).send().await.unwrap().status()
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token.as_str())
+        .send()
+        .await
+        .unwrap()
+        .status()
 }
 
 /// Calls that reached any endpoint able to mint tokens.
 fn token_endpoint_calls(emu: &Emulator) -> u64 {
-    [Endpoint::Token, Endpoint::GenerateIdToken, Endpoint::GenerateAccessToken, Endpoint::Sts, Endpoint::MetadataIdentity]
-        .into_iter()
-        .map(|e| emu.requests(e))
-        .sum()
+    [
+        Endpoint::Token,
+        Endpoint::GenerateIdToken,
+        Endpoint::GenerateAccessToken,
+        Endpoint::Sts,
+        Endpoint::MetadataIdentity,
+    ]
+    .into_iter()
+    .map(|e| emu.requests(e))
+    .sum()
 }
 
 #[tokio::test]
@@ -50,7 +67,10 @@ async fn one_host_wildcard_token_serves_every_path_and_passes_the_gate() {
     let a = token_for(&auth, &format!("{base}/api/a?x=1")).await;
     let b = token_for(&auth, &format!("{base}/other/b")).await;
 
-    assert_eq!(a.claims().aud.as_deref(), Some(format!("{base}/*").as_str()));
+    assert_eq!(
+        a.claims().aud.as_deref(),
+        Some(format!("{base}/*").as_str())
+    );
     assert!(a.same_as(&b), "one cached token for the whole host");
     assert_eq!(get(&format!("{base}/api/a?x=1"), &a).await, 200);
     assert_eq!(get(&format!("{base}/other/b"), &b).await, 200);
@@ -69,11 +89,22 @@ async fn an_exact_url_token_passes_the_gate_for_that_url_only() {
     let a = token_for(&auth, &format!("{base}/api/a?page=2")).await;
     let b = token_for(&auth, &format!("{base}/api/b")).await;
 
-    assert_eq!(a.claims().aud.as_deref(), Some(format!("{base}/api/a").as_str()), "no query in aud");
+    assert_eq!(
+        a.claims().aud.as_deref(),
+        Some(format!("{base}/api/a").as_str()),
+        "no query in aud"
+    );
     assert!(!a.same_as(&b));
     assert_eq!(get(&format!("{base}/api/a?page=2"), &a).await, 200);
-    assert_eq!(get(&format!("{base}/api/b"), &a).await, 401, "a's token names another path");
-    assert_eq!(emu.counter(&counter::gate_401_by("audience"), app.client_id()), 1);
+    assert_eq!(
+        get(&format!("{base}/api/b"), &a).await,
+        401,
+        "a's token names another path"
+    );
+    assert_eq!(
+        emu.counter(&counter::gate_401_by("audience"), app.client_id()),
+        1
+    );
     assert_eq!(token_endpoint_calls(&emu), 0);
 }
 
@@ -88,7 +119,10 @@ async fn a_token_for_one_host_is_rejected_by_another() {
     let status = get(&format!("{}/x", origin(second.url())), &token).await;
 
     assert_eq!(status, 401);
-    assert_eq!(emu.counter(&counter::gate_401_by("audience"), second.client_id()), 1);
+    assert_eq!(
+        emu.counter(&counter::gate_401_by("audience"), second.client_id()),
+        1
+    );
     assert_eq!(emu.counter(counter::APP_HITS, second.client_id()), 0);
 }
 
@@ -100,7 +134,10 @@ async fn the_claims_and_header_are_those_iap_requires() {
         .lifetime(Duration::from_secs(7200))
         .build();
 
-    let token = source.id_token(&Audience::new("https://app.example.com/*")).await.unwrap();
+    let token = source
+        .id_token(&Audience::new("https://app.example.com/*"))
+        .await
+        .unwrap();
 
     let claims = token.claims();
     assert_eq!(claims.iss.as_deref(), Some(sa.email()));
@@ -111,7 +148,11 @@ async fn the_claims_and_header_are_those_iap_requires() {
     let header = jsonwebtoken::decode_header(token.as_str()).unwrap();
     assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
     assert_eq!(header.kid.as_deref(), Some(sa.private_key_id()));
-    assert_eq!(source.audience_kind(), AudienceKind::HostWildcard, "the default");
+    assert_eq!(
+        source.audience_kind(),
+        AudienceKind::HostWildcard,
+        "the default"
+    );
 }
 
 #[tokio::test]
@@ -122,7 +163,10 @@ async fn a_public_https_url_becomes_the_audience() {
 
     let token = token_for(&auth, "https://app.example.com/deep/path?q=1").await;
 
-    assert_eq!(token.claims().aud.as_deref(), Some("https://app.example.com/*"));
+    assert_eq!(
+        token.claims().aud.as_deref(),
+        Some("https://app.example.com/*")
+    );
 }
 
 #[tokio::test]
@@ -135,7 +179,10 @@ async fn a_client_id_audience_is_a_configuration_error() {
         .build()
         .unwrap();
 
-    let err = auth.token_for(&"https://app.example.com/".parse().unwrap()).await.unwrap_err();
+    let err = auth
+        .token_for(&"https://app.example.com/".parse().unwrap())
+        .await
+        .unwrap_err();
 
     assert!(matches!(err, Error::Other { .. }), "{err}");
     assert!(err.to_string().contains("addressed to a URL"), "{err}");
@@ -146,9 +193,15 @@ async fn debug_holds_no_private_key() {
     let emu = Emulator::start().await.unwrap();
     let sa = emu.create_service_account("robot").await.unwrap();
     let source = source(&sa, AudienceKind::RequestUrl);
-    let token = source.id_token(&Audience::new("https://app.example.com/a")).await.unwrap();
+    let token = source
+        .id_token(&Audience::new("https://app.example.com/a"))
+        .await
+        .unwrap();
 
-    let text = format!("{source:?} {:?} {token:?}", SelfSignedJwtSource::builder(source.key().clone()));
+    let text = format!(
+        "{source:?} {:?} {token:?}",
+        SelfSignedJwtSource::builder(source.key().clone())
+    );
 
     let key: serde_json::Value = serde_json::from_str(sa.key_json()).unwrap();
     let pem_line = key["private_key"].as_str().unwrap().lines().nth(1).unwrap();

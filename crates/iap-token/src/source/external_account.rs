@@ -54,10 +54,14 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::access_token::{AccessToken, AccessTokenAnswer, AccessTokenSource, CLOUD_PLATFORM_SCOPE};
+use crate::access_token::{
+    AccessToken, AccessTokenAnswer, AccessTokenSource, CLOUD_PLATFORM_SCOPE,
+};
 use crate::adc::{CredentialsJson, Environment};
 use crate::source::BoxFuture;
-use crate::source::impersonated::{ImpersonatedSource, ImpersonationUrl, TOKEN_CREATOR_ROLE, generate_access_token};
+use crate::source::impersonated::{
+    ImpersonatedSource, ImpersonationUrl, TOKEN_CREATOR_ROLE, generate_access_token,
+};
 use crate::transport::{Transport, endpoint_name, ensure_secure, json_problem, scrub};
 use crate::{Error, Result};
 
@@ -108,8 +112,15 @@ struct Impersonation {
 
 #[derive(Clone)]
 enum CredentialSource {
-    File { path: PathBuf, format: Format },
-    Url { url: Url, headers: HeaderMap, format: Format },
+    File {
+        path: PathBuf,
+        format: Format,
+    },
+    Url {
+        url: Url,
+        headers: HeaderMap,
+        format: Format,
+    },
     Executable(Executable),
 }
 
@@ -133,7 +144,10 @@ impl fmt::Debug for ExternalAccount {
             .field("audience", &inner.audience)
             .field("subject_token_type", &inner.subject_token_type)
             .field("token_url", &inner.token_url.as_str())
-            .field("impersonate", &inner.impersonation.as_ref().map(|i| &i.target))
+            .field(
+                "impersonate",
+                &inner.impersonation.as_ref().map(|i| &i.target),
+            )
             .field("credential_source", &inner.source)
             .field("client_id", &inner.client.as_ref().map(|(id, _)| id))
             .field("path", &inner.path)
@@ -144,13 +158,22 @@ impl fmt::Debug for ExternalAccount {
 impl fmt::Debug for CredentialSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CredentialSource::File { path, format } => {
-                f.debug_struct("File").field("path", path).field("format", format).finish()
-            }
-            CredentialSource::Url { url, headers, format } => f
+            CredentialSource::File { path, format } => f
+                .debug_struct("File")
+                .field("path", path)
+                .field("format", format)
+                .finish(),
+            CredentialSource::Url {
+                url,
+                headers,
+                format,
+            } => f
                 .debug_struct("Url")
                 .field("url", &endpoint_name(url))
-                .field("headers", &headers.keys().map(HeaderName::as_str).collect::<Vec<_>>())
+                .field(
+                    "headers",
+                    &headers.keys().map(HeaderName::as_str).collect::<Vec<_>>(),
+                )
                 .field("format", format)
                 .finish(),
             CredentialSource::Executable(exe) => f
@@ -168,13 +191,22 @@ impl ExternalAccount {
     /// executable gate) come from the process environment.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::ReadFile { path: path.into(), source })?;
-        Self::from_credentials_json(&CredentialsJson::parse(&bytes, Some(path))?, &Environment::process())
+        let bytes = std::fs::read(path).map_err(|source| Error::ReadFile {
+            path: path.into(),
+            source,
+        })?;
+        Self::from_credentials_json(
+            &CredentialsJson::parse(&bytes, Some(path))?,
+            &Environment::process(),
+        )
     }
 
     /// Parses the JSON text of an `external_account` credentials file.
     pub fn from_json(json: impl AsRef<[u8]>) -> Result<Self> {
-        Self::from_credentials_json(&CredentialsJson::parse(json.as_ref(), None)?, &Environment::process())
+        Self::from_credentials_json(
+            &CredentialsJson::parse(json.as_ref(), None)?,
+            &Environment::process(),
+        )
     }
 
     pub(crate) fn from_credentials_json(json: &CredentialsJson, env: &Environment) -> Result<Self> {
@@ -186,38 +218,57 @@ impl ExternalAccount {
         let subject_token_type = json.required("subject_token_type")?.to_string();
         let token_url = json.url_or("token_url", "https://sts.googleapis.com/v1/token")?;
         ensure_secure(&token_url).map_err(|_| {
-            json.invalid("token_url", "must be an https URL (plain http only for loopback)".into())
+            json.invalid(
+                "token_url",
+                "must be an https URL (plain http only for loopback)".into(),
+            )
         })?;
         let impersonation = match json.optional("service_account_impersonation_url")? {
             None => None,
             Some(text) => {
                 let parsed = ImpersonationUrl::parse(text)
                     .map_err(|why| json.invalid("service_account_impersonation_url", why))?;
-                let url = Url::parse(text.trim())
-                    .map_err(|e| json.invalid("service_account_impersonation_url", format!("is not a URL ({e})")))?;
+                let url = Url::parse(text.trim()).map_err(|e| {
+                    json.invalid(
+                        "service_account_impersonation_url",
+                        format!("is not a URL ({e})"),
+                    )
+                })?;
                 ensure_secure(&url).map_err(|_| {
-                    json.invalid("service_account_impersonation_url", "must be an https URL (plain http only for loopback)".into())
+                    json.invalid(
+                        "service_account_impersonation_url",
+                        "must be an https URL (plain http only for loopback)".into(),
+                    )
                 })?;
                 let lifetime = match json.get("service_account_impersonation") {
                     Some(Value::Object(o)) => match o.get("token_lifetime_seconds") {
                         None | Some(Value::Null) => None,
-                        Some(v) => Some(Duration::from_secs(v.as_u64().filter(|s| (600..=43_200).contains(s)).ok_or_else(
-                            || {
-                                json.invalid(
-                                    "service_account_impersonation.token_lifetime_seconds",
-                                    "must be a number of seconds from 600 to 43200".into(),
-                                )
-                            },
-                        )?)),
+                        Some(v) => Some(Duration::from_secs(
+                            v.as_u64()
+                                .filter(|s| (600..=43_200).contains(s))
+                                .ok_or_else(|| {
+                                    json.invalid(
+                                        "service_account_impersonation.token_lifetime_seconds",
+                                        "must be a number of seconds from 600 to 43200".into(),
+                                    )
+                                })?,
+                        )),
                     },
                     _ => None,
                 };
-                Some(Impersonation { url, endpoint: parsed.endpoint, target: parsed.target, lifetime })
+                Some(Impersonation {
+                    url,
+                    endpoint: parsed.endpoint,
+                    target: parsed.target,
+                    lifetime,
+                })
             }
         };
         let source = match json.get("credential_source") {
             Some(Value::Object(obj)) => CredentialSource::parse(json, obj)?,
-            Some(_) => return Err(json.invalid("credential_source", "must be a JSON object".into())),
+            Some(_) => {
+                return Err(json.invalid("credential_source", "must be a JSON object".into()));
+            }
             None => return Err(json.invalid("credential_source", "is missing".into())),
         };
         let client = match (json.optional("client_id")?, json.optional("client_secret")?) {
@@ -259,7 +310,9 @@ impl ExternalAccount {
     fn map_inner(self, f: impl FnOnce(&mut Inner)) -> Self {
         let mut inner = Arc::unwrap_or_clone(self.inner);
         f(&mut inner);
-        ExternalAccount { inner: Arc::new(inner) }
+        ExternalAccount {
+            inner: Arc::new(inner),
+        }
     }
 
     /// The workload identity pool provider (STS `audience`).
@@ -339,7 +392,11 @@ impl ExternalAccount {
         if let Some((id, secret)) = &inner.client {
             req = req.basic_auth(id, Some(secret));
         }
-        let answer = inner.transport.send(url, req).await.map_err(|e| self.explain_sts(e))?;
+        let answer = inner
+            .transport
+            .send(url, req)
+            .await
+            .map_err(|e| self.explain_sts(e))?;
         answer.json::<AccessTokenAnswer>(url)?.into_token()
     }
 
@@ -387,14 +444,26 @@ impl ExternalAccount {
         let inner = &*self.inner;
         let token = match &inner.source {
             CredentialSource::File { path, format } => {
-                let text = tokio::fs::read_to_string(path)
-                    .await
-                    .map_err(|source| Error::ReadFile { path: path.clone(), source })?;
+                let text =
+                    tokio::fs::read_to_string(path)
+                        .await
+                        .map_err(|source| Error::ReadFile {
+                            path: path.clone(),
+                            source,
+                        })?;
                 format.extract(&text, &path.display().to_string())?
             }
-            CredentialSource::Url { url, headers, format } => {
+            CredentialSource::Url {
+                url,
+                headers,
+                format,
+            } => {
                 ensure_secure(url)?;
-                let req = inner.transport.client()?.get(url.clone()).headers(headers.clone());
+                let req = inner
+                    .transport
+                    .client()?
+                    .get(url.clone())
+                    .headers(headers.clone());
                 let answer = inner.transport.send(url, req).await?;
                 format.extract(answer.text(url)?, &endpoint_name(url))?
             }
@@ -402,7 +471,10 @@ impl ExternalAccount {
         };
         if token.is_empty() {
             return Err(Error::Other {
-                context: format!("the subject token from {} is empty", inner.source.describe()),
+                context: format!(
+                    "the subject token from {} is empty",
+                    inner.source.describe()
+                ),
                 source: None,
             });
         }
@@ -466,7 +538,9 @@ impl CredentialSource {
         let file = string("file")?;
         let url = string("url")?;
         let executable = obj.get("executable");
-        let kinds = usize::from(file.is_some()) + usize::from(url.is_some()) + usize::from(executable.is_some());
+        let kinds = usize::from(file.is_some())
+            + usize::from(url.is_some())
+            + usize::from(executable.is_some());
         if kinds != 1 {
             return Err(json.invalid(
                 "credential_source",
@@ -478,10 +552,14 @@ impl CredentialSource {
         }
         let format = Format::parse(json, obj.get("format"))?;
         if let Some(path) = file {
-            return Ok(CredentialSource::File { path: PathBuf::from(path), format });
+            return Ok(CredentialSource::File {
+                path: PathBuf::from(path),
+                format,
+            });
         }
         let text = url.unwrap_or_default();
-        let url = Url::parse(&text).map_err(|e| json.invalid("credential_source.url", format!("is not a URL ({e})")))?;
+        let url = Url::parse(&text)
+            .map_err(|e| json.invalid("credential_source.url", format!("is not a URL ({e})")))?;
         ensure_secure(&url).map_err(|_| {
             json.invalid(
                 "credential_source.url",
@@ -493,17 +571,34 @@ impl CredentialSource {
             None | Some(Value::Null) => {}
             Some(Value::Object(map)) => {
                 for (name, value) in map {
-                    let bad = || json.invalid("credential_source.headers", format!("`{name}` is not a valid header"));
+                    let bad = || {
+                        json.invalid(
+                            "credential_source.headers",
+                            format!("`{name}` is not a valid header"),
+                        )
+                    };
                     let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
-                    let mut value = value.as_str().and_then(|v| HeaderValue::from_str(v).ok()).ok_or_else(bad)?;
+                    let mut value = value
+                        .as_str()
+                        .and_then(|v| HeaderValue::from_str(v).ok())
+                        .ok_or_else(bad)?;
                     // Headers here often carry a credential (e.g. a request token).
                     value.set_sensitive(true);
                     headers.insert(name, value);
                 }
             }
-            Some(_) => return Err(json.invalid("credential_source.headers", "must be a JSON object of strings".into())),
+            Some(_) => {
+                return Err(json.invalid(
+                    "credential_source.headers",
+                    "must be a JSON object of strings".into(),
+                ));
+            }
         }
-        Ok(CredentialSource::Url { url, headers, format })
+        Ok(CredentialSource::Url {
+            url,
+            headers,
+            format,
+        })
     }
 
     /// What the source is, for messages (no secrets).
@@ -521,7 +616,11 @@ impl Format {
         let obj = match value {
             None | Some(Value::Null) => return Ok(Format::Text),
             Some(Value::Object(obj)) => obj,
-            Some(_) => return Err(json.invalid("credential_source.format", "must be a JSON object".into())),
+            Some(_) => {
+                return Err(
+                    json.invalid("credential_source.format", "must be a JSON object".into())
+                );
+            }
         };
         match obj.get("type").and_then(Value::as_str).unwrap_or("text") {
             "text" => Ok(Format::Text),
@@ -546,7 +645,10 @@ impl Format {
             Format::Json(field) => {
                 let value: Value = serde_json::from_str(text).map_err(|e| Error::Protocol {
                     endpoint: from.to_string(),
-                    problem: format!("the subject token {}", json_problem(&e).trim_start_matches("the answer ")),
+                    problem: format!(
+                        "the subject token {}",
+                        json_problem(&e).trim_start_matches("the answer ")
+                    ),
                 })?;
                 match value.get(field) {
                     Some(Value::String(s)) => Ok(s.trim().to_string()),
@@ -566,17 +668,32 @@ impl Executable {
     fn parse(json: &CredentialsJson, value: &Value) -> Result<Self> {
         let field = |name: &str| format!("credential_source.executable.{name}");
         let Value::Object(obj) = value else {
-            return Err(json.invalid("credential_source.executable", "must be a JSON object".into()));
+            return Err(json.invalid(
+                "credential_source.executable",
+                "must be a JSON object".into(),
+            ));
         };
         let command = match obj.get("command") {
             Some(Value::String(c)) if !c.trim().is_empty() => c.trim().to_string(),
-            _ => return Err(json.invalid(&field("command"), "is missing: the command that prints the token".into())),
+            _ => {
+                return Err(json.invalid(
+                    &field("command"),
+                    "is missing: the command that prints the token".into(),
+                ));
+            }
         };
         let timeout = match obj.get("timeout_millis") {
             None | Some(Value::Null) => EXECUTABLE_TIMEOUT,
-            Some(v) => Duration::from_millis(v.as_u64().filter(|ms| EXECUTABLE_TIMEOUT_RANGE.contains(ms)).ok_or_else(
-                || json.invalid(&field("timeout_millis"), "must be a number of milliseconds from 5000 to 120000".into()),
-            )?),
+            Some(v) => Duration::from_millis(
+                v.as_u64()
+                    .filter(|ms| EXECUTABLE_TIMEOUT_RANGE.contains(ms))
+                    .ok_or_else(|| {
+                        json.invalid(
+                            &field("timeout_millis"),
+                            "must be a number of milliseconds from 5000 to 120000".into(),
+                        )
+                    })?,
+            ),
         };
         let output_file = match obj.get("output_file") {
             None | Some(Value::Null) => None,
@@ -584,7 +701,11 @@ impl Executable {
             Some(Value::String(s)) => Some(PathBuf::from(s.trim())),
             Some(_) => return Err(json.invalid(&field("output_file"), "must be a string".into())),
         };
-        Ok(Executable { command, timeout, output_file })
+        Ok(Executable {
+            command,
+            timeout,
+            output_file,
+        })
     }
 
     fn program(&self) -> &str {
@@ -612,7 +733,10 @@ impl Executable {
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(parts)
             .env("GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE", &inner.audience)
-            .env("GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE", &inner.subject_token_type)
+            .env(
+                "GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE",
+                &inner.subject_token_type,
+            )
             .env("GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -633,27 +757,41 @@ impl Executable {
         let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
             Ok(Ok(output)) => output,
             Ok(Err(e)) => {
-                return Err(Error::Other { context: format!("the {what} failed"), source: Some(Box::new(e)) });
+                return Err(Error::Other {
+                    context: format!("the {what} failed"),
+                    source: Some(Box::new(e)),
+                });
             }
             Err(_) => {
                 return Err(Error::Transport {
                     endpoint: what,
                     source: Box::new(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
-                        format!("it did not finish within {} ms (timeout_millis)", self.timeout.as_millis()),
+                        format!(
+                            "it did not finish within {} ms (timeout_millis)",
+                            self.timeout.as_millis()
+                        ),
                     )),
                 });
             }
         };
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
-            let first = stderr.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default();
+            let first = stderr
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or_default();
             let first: String = scrub(first).chars().take(200).collect();
             return Err(Error::Other {
                 context: format!(
                     "the {what} exited with {}{}",
                     output.status,
-                    if first.is_empty() { String::new() } else { format!(": {first}") }
+                    if first.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {first}")
+                    }
                 ),
                 source: None,
             });
@@ -665,17 +803,25 @@ impl Executable {
         {
             let text = tokio::fs::read_to_string(out)
                 .await
-                .map_err(|source| Error::ReadFile { path: out.clone(), source })?;
-            return self.parse_response(&text, &format!("the output file {}", out.display())).map_err(Rejected::into_error);
+                .map_err(|source| Error::ReadFile {
+                    path: out.clone(),
+                    source,
+                })?;
+            return self
+                .parse_response(&text, &format!("the output file {}", out.display()))
+                .map_err(Rejected::into_error);
         }
-        self.parse_response(stdout, &format!("the output of the {what}")).map_err(Rejected::into_error)
+        self.parse_response(stdout, &format!("the output of the {what}"))
+            .map_err(Rejected::into_error)
     }
 
     /// A valid, unexpired response in the output file, if any. A missing
     /// or empty file, an expired token or a failure response mean "run the
     /// executable"; a malformed file is an error.
     async fn cached_response(&self) -> Result<Option<String>> {
-        let Some(path) = &self.output_file else { return Ok(None) };
+        let Some(path) = &self.output_file else {
+            return Ok(None);
+        };
         let text = match tokio::fs::read_to_string(path).await {
             Ok(text) if !text.trim().is_empty() => text,
             _ => return Ok(None),
@@ -690,13 +836,22 @@ impl Executable {
     /// The executable-sourced credentials response (version 1).
     fn parse_response(&self, text: &str, from: &str) -> std::result::Result<String, Rejected> {
         let invalid = |problem: String| {
-            Rejected::Invalid(Error::Protocol { endpoint: from.to_string(), problem })
+            Rejected::Invalid(Error::Protocol {
+                endpoint: from.to_string(),
+                problem,
+            })
         };
         let value: Value = serde_json::from_str(text)
             .map_err(|e| invalid(json_problem(&e).replace("the answer", "the response")))?;
         let missing = |name: &str| invalid(format!("the response has no `{name}` field"));
-        let version = value.get("version").and_then(Value::as_u64).ok_or_else(|| missing("version"))?;
-        let success = value.get("success").and_then(Value::as_bool).ok_or_else(|| missing("success"))?;
+        let version = value
+            .get("version")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| missing("version"))?;
+        let success = value
+            .get("success")
+            .and_then(Value::as_bool)
+            .ok_or_else(|| missing("success"))?;
         if !success {
             let code = value.get("code").and_then(Value::as_str);
             let message = value.get("message").and_then(Value::as_str);
@@ -709,25 +864,42 @@ impl Executable {
             });
         }
         if version == 0 || version > EXECUTABLE_VERSION {
-            return Err(invalid(format!("the response version {version} is not supported (only 1)")));
+            return Err(invalid(format!(
+                "the response version {version} is not supported (only 1)"
+            )));
         }
         let expiration = value.get("expiration_time").and_then(Value::as_u64);
         if expiration.is_none() && self.output_file.is_some() {
             // Without an expiry a cached response can never be trusted.
             return Err(Rejected::Stale(Error::Protocol {
                 endpoint: from.to_string(),
-                problem: "the response has no `expiration_time`, required with an `output_file`".into(),
+                problem: "the response has no `expiration_time`, required with an `output_file`"
+                    .into(),
             }));
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         if expiration.is_some_and(|exp| exp < now) {
-            return Err(Rejected::Stale(Error::Other { context: format!("the token in {from} has expired"), source: None }));
+            return Err(Rejected::Stale(Error::Other {
+                context: format!("the token in {from} has expired"),
+                source: None,
+            }));
         }
-        let token_type = value.get("token_type").and_then(Value::as_str).ok_or_else(|| missing("token_type"))?;
+        let token_type = value
+            .get("token_type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| missing("token_type"))?;
         let field = match token_type {
-            "urn:ietf:params:oauth:token-type:jwt" | "urn:ietf:params:oauth:token-type:id_token" => "id_token",
+            "urn:ietf:params:oauth:token-type:jwt"
+            | "urn:ietf:params:oauth:token-type:id_token" => "id_token",
             "urn:ietf:params:oauth:token-type:saml2" => "saml_response",
-            other => return Err(invalid(format!("the response's token_type `{other}` is not supported"))),
+            other => {
+                return Err(invalid(format!(
+                    "the response's token_type `{other}` is not supported"
+                )));
+            }
         };
         match value.get(field).and_then(Value::as_str) {
             Some(token) if !token.trim().is_empty() => Ok(token.trim().to_string()),
@@ -770,21 +942,39 @@ mod tests {
         let ok = format!(
             r#"{{"version":1,"success":true,"token_type":"urn:ietf:params:oauth:token-type:id_token","id_token":"tok","expiration_time":{far}}}"#
         );
-        assert_eq!(exe(true).parse_response(&ok, "x").ok().as_deref(), Some("tok"));
+        assert_eq!(
+            exe(true).parse_response(&ok, "x").ok().as_deref(),
+            Some("tok")
+        );
         let saml = r#"{"version":1,"success":true,"token_type":"urn:ietf:params:oauth:token-type:saml2","saml_response":"PHNhbWw+"}"#;
-        assert_eq!(exe(false).parse_response(saml, "x").ok().as_deref(), Some("PHNhbWw+"));
+        assert_eq!(
+            exe(false).parse_response(saml, "x").ok().as_deref(),
+            Some("PHNhbWw+")
+        );
         // Expired and failure responses are stale (a cache is skipped).
         let expired = r#"{"version":1,"success":true,"token_type":"urn:ietf:params:oauth:token-type:jwt","id_token":"t","expiration_time":1}"#;
-        assert!(matches!(exe(true).parse_response(expired, "x"), Err(Rejected::Stale(_))));
-        let failed = r#"{"version":1,"success":false,"code":"401","message":"Caller not authorized."}"#;
+        assert!(matches!(
+            exe(true).parse_response(expired, "x"),
+            Err(Rejected::Stale(_))
+        ));
+        let failed =
+            r#"{"version":1,"success":false,"code":"401","message":"Caller not authorized."}"#;
         match exe(false).parse_response(failed, "x") {
-            Err(Rejected::Stale(e)) => assert!(e.to_string().contains("401: Caller not authorized."), "{e}"),
+            Err(Rejected::Stale(e)) => {
+                assert!(e.to_string().contains("401: Caller not authorized."), "{e}")
+            }
             _ => panic!("a failure response"),
         }
         // No expiry with an output file: never trusted.
         let no_exp = r#"{"version":1,"success":true,"token_type":"urn:ietf:params:oauth:token-type:jwt","id_token":"t"}"#;
-        assert!(matches!(exe(true).parse_response(no_exp, "x"), Err(Rejected::Stale(_))));
-        assert_eq!(exe(false).parse_response(no_exp, "x").ok().as_deref(), Some("t"));
+        assert!(matches!(
+            exe(true).parse_response(no_exp, "x"),
+            Err(Rejected::Stale(_))
+        ));
+        assert_eq!(
+            exe(false).parse_response(no_exp, "x").ok().as_deref(),
+            Some("t")
+        );
         for bad in [
             "not json",
             r#"{"success":true}"#,
@@ -793,7 +983,13 @@ mod tests {
             r#"{"version":1,"success":true,"token_type":"urn:x"}"#,
             r#"{"version":1,"success":true,"token_type":"urn:ietf:params:oauth:token-type:jwt"}"#,
         ] {
-            assert!(matches!(exe(false).parse_response(bad, "x"), Err(Rejected::Invalid(_))), "{bad}");
+            assert!(
+                matches!(
+                    exe(false).parse_response(bad, "x"),
+                    Err(Rejected::Invalid(_))
+                ),
+                "{bad}"
+            );
         }
     }
 

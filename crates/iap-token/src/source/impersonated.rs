@@ -149,7 +149,8 @@ impl ImpersonatedSourceBuilder {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        self.delegates.extend(delegates.into_iter().map(|d| d.as_ref().to_string()));
+        self.delegates
+            .extend(delegates.into_iter().map(|d| d.as_ref().to_string()));
         self
     }
 
@@ -171,11 +172,18 @@ impl ImpersonatedSourceBuilder {
     /// credential is set, or the target, a delegate or the endpoint is not
     /// well formed (or the endpoint is plain http to a remote host).
     pub fn build(self) -> Result<ImpersonatedSource> {
-        let config = |problem: String| Error::Other { context: format!("impersonation: {problem}"), source: None };
+        let config = |problem: String| Error::Other {
+            context: format!("impersonation: {problem}"),
+            source: None,
+        };
         let source = self.source.ok_or_else(|| {
-            config(format!("no source credential to impersonate {} with: call .source(..)", self.target))
+            config(format!(
+                "no source credential to impersonate {} with: call .source(..)",
+                self.target
+            ))
         })?;
-        let target = check_email(&self.target).map_err(|why| config(format!("the target service account {why}")))?;
+        let target = check_email(&self.target)
+            .map_err(|why| config(format!("the target service account {why}")))?;
         let delegates = self
             .delegates
             .iter()
@@ -218,13 +226,22 @@ impl ImpersonatedSource {
     /// A source from an `impersonated_service_account` credentials file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::ReadFile { path: path.into(), source })?;
-        Self::from_credentials_json(&CredentialsJson::parse(&bytes, Some(path))?, &Environment::process())
+        let bytes = std::fs::read(path).map_err(|source| Error::ReadFile {
+            path: path.into(),
+            source,
+        })?;
+        Self::from_credentials_json(
+            &CredentialsJson::parse(&bytes, Some(path))?,
+            &Environment::process(),
+        )
     }
 
     /// A source from the JSON text of an `impersonated_service_account` file.
     pub fn from_json(json: impl AsRef<[u8]>) -> Result<Self> {
-        Self::from_credentials_json(&CredentialsJson::parse(json.as_ref(), None)?, &Environment::process())
+        Self::from_credentials_json(
+            &CredentialsJson::parse(json.as_ref(), None)?,
+            &Environment::process(),
+        )
     }
 
     /// `{"type": "impersonated_service_account",
@@ -233,7 +250,10 @@ impl ImpersonatedSource {
     pub(crate) fn from_credentials_json(json: &CredentialsJson, env: &Environment) -> Result<Self> {
         let kind = json.kind()?;
         if kind != "impersonated_service_account" {
-            return Err(json.invalid("type", format!("is `{kind}`, expected `impersonated_service_account`")));
+            return Err(json.invalid(
+                "type",
+                format!("is `{kind}`, expected `impersonated_service_account`"),
+            ));
         }
         let url_text = json.required("service_account_impersonation_url")?;
         let (endpoint, target) = ImpersonationUrl::parse(url_text)
@@ -246,24 +266,38 @@ impl ImpersonatedSource {
         let source_json = CredentialsJson::from_value(source_json, json.path())
             .map_err(|_| json.invalid("source_credentials", "must be a JSON object".into()))?;
         let source: Arc<dyn AccessTokenSource> = match source_json.kind() {
-            Ok("external_account") => Arc::new(ExternalAccount::from_credentials_json(&source_json, env)?),
-            Ok(_) => crate::adc::access_token_source(&source_json).map_err(|e| nested("source_credentials", e))?,
+            Ok("external_account") => {
+                Arc::new(ExternalAccount::from_credentials_json(&source_json, env)?)
+            }
+            Ok(_) => crate::adc::access_token_source(&source_json)
+                .map_err(|e| nested("source_credentials", e))?,
             Err(_) => return Err(json.invalid("source_credentials", "has no `type`".into())),
         };
-        let not_emails = || json.invalid("delegates", "must be a list of service-account emails".into());
+        let not_emails = || {
+            json.invalid(
+                "delegates",
+                "must be a list of service-account emails".into(),
+            )
+        };
         let delegates = match json.get("delegates") {
             None | Some(serde_json::Value::Null) => Vec::new(),
             Some(serde_json::Value::Array(items)) => items
                 .iter()
                 .map(|d| {
                     let d = d.as_str()?;
-                    check_email(d.strip_prefix(DELEGATE_PREFIX).unwrap_or(d)).ok().map(str::to_string)
+                    check_email(d.strip_prefix(DELEGATE_PREFIX).unwrap_or(d))
+                        .ok()
+                        .map(str::to_string)
                 })
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(not_emails)?,
             Some(_) => return Err(not_emails()),
         };
-        ImpersonatedSource::builder(target).source_arc(source).delegates(delegates).iam_endpoint(endpoint).build()
+        ImpersonatedSource::builder(target)
+            .source_arc(source)
+            .delegates(delegates)
+            .iam_endpoint(endpoint)
+            .build()
     }
 
     /// The target service account's email.
@@ -298,7 +332,11 @@ impl ImpersonatedSource {
         }
     }
 
-    async fn generate_id_token(&self, access: &AccessToken, audience: &Audience) -> Result<IdToken> {
+    async fn generate_id_token(
+        &self,
+        access: &AccessToken,
+        audience: &Audience,
+    ) -> Result<IdToken> {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Request<'a> {
@@ -312,7 +350,11 @@ impl ImpersonatedSource {
             token: String,
         }
         let inner = &*self.inner;
-        let body = Request { audience: audience.as_str(), include_email: true, delegates: &inner.delegates };
+        let body = Request {
+            audience: audience.as_str(),
+            include_email: true,
+            delegates: &inner.delegates,
+        };
         let answer: Answer = inner
             .transport
             .post_json(&inner.id_token_url, bearer(access), &body)
@@ -397,15 +439,21 @@ fn bearer(access: &AccessToken) -> HeaderMap {
 fn check_email(email: &str) -> std::result::Result<&str, String> {
     let email = email.trim();
     let ok = email.contains('@') && !email.contains(['/', ':', '?', '#', ' ', '%']);
-    if ok { Ok(email) } else { Err(format!("`{email}` is not a service-account email")) }
+    if ok {
+        Ok(email)
+    } else {
+        Err(format!("`{email}` is not a service-account email"))
+    }
 }
 
 /// `{base}/v1/projects/-/serviceAccounts/{email}:{method}`, checked for https.
 pub(crate) fn iam_url(base: &str, email: &str, method: &str) -> Result<Url> {
     let base = base.trim().trim_end_matches('/');
-    let url = Url::parse(&format!("{base}/v1/{DELEGATE_PREFIX}{email}:{method}")).map_err(|e| Error::Other {
-        context: format!("impersonation: the IAM endpoint `{base}` is not a URL ({e})"),
-        source: None,
+    let url = Url::parse(&format!("{base}/v1/{DELEGATE_PREFIX}{email}:{method}")).map_err(|e| {
+        Error::Other {
+            context: format!("impersonation: the IAM endpoint `{base}` is not a URL ({e})"),
+            source: None,
+        }
     })?;
     crate::transport::ensure_secure(&url)?;
     Ok(url)
@@ -442,20 +490,33 @@ impl ImpersonationUrl {
         endpoint.set_path(&path[..at]);
         endpoint.set_query(None);
         endpoint.set_fragment(None);
-        Ok(ImpersonationUrl { endpoint: endpoint.as_str().trim_end_matches('/').to_string(), target })
+        Ok(ImpersonationUrl {
+            endpoint: endpoint.as_str().trim_end_matches('/').to_string(),
+            target,
+        })
     }
 }
 
 /// `%40` -> `@` (gcloud writes plain `@`, some tools escape it).
 fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(s.replace('+', "%2B").as_bytes()).map(|(k, _)| k.into_owned()).collect()
+    url::form_urlencoded::parse(s.replace('+', "%2B").as_bytes())
+        .map(|(k, _)| k.into_owned())
+        .collect()
 }
 
 fn nested(field: &str, err: Error) -> Error {
     match err {
-        Error::InvalidCredentials { path, field: inner, problem } => Error::InvalidCredentials {
+        Error::InvalidCredentials {
             path,
-            field: if inner.is_empty() { field.to_string() } else { format!("{field}.{inner}") },
+            field: inner,
+            problem,
+        } => Error::InvalidCredentials {
+            path,
+            field: if inner.is_empty() {
+                field.to_string()
+            } else {
+                format!("{field}.{inner}")
+            },
             problem,
         },
         e => e,
@@ -482,11 +543,17 @@ pub(crate) async fn generate_access_token(
         access_token: String,
         expire_time: String,
     }
-    let body = Request { scope: [CLOUD_PLATFORM_SCOPE], lifetime: lifetime.map(|l| format!("{}s", l.as_secs())) };
+    let body = Request {
+        scope: [CLOUD_PLATFORM_SCOPE],
+        lifetime: lifetime.map(|l| format!("{}s", l.as_secs())),
+    };
     let answer: Answer = transport.post_json(url, bearer(access), &body).await?;
     let expires_at = parse_rfc3339(&answer.expire_time).ok_or_else(|| Error::Protocol {
         endpoint: endpoint_name(url),
-        problem: format!("`expireTime` is `{}`, not an RFC 3339 time", answer.expire_time),
+        problem: format!(
+            "`expireTime` is `{}`, not an RFC 3339 time",
+            answer.expire_time
+        ),
     })?;
     AccessToken::with_expiry(answer.access_token, expires_at)
 }
@@ -497,7 +564,9 @@ pub(crate) fn parse_rfc3339(text: &str) -> Option<SystemTime> {
     let b = text.trim().as_bytes();
     let num = |from: usize, len: usize| -> Option<i64> {
         let s = b.get(from..from + len)?;
-        s.iter().all(u8::is_ascii_digit).then(|| s.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
+        s.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| s.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
     };
     let sep = |at: usize, c: &[u8]| b.get(at).is_some_and(|x| c.contains(x));
     if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
@@ -565,16 +634,26 @@ struct Fresh {
 
 impl AccessTokenCache {
     fn new(source: Arc<dyn AccessTokenSource>, principal: Option<String>) -> Self {
-        AccessTokenCache { source, principal, current: Mutex::new(None), fetching: tokio::sync::Mutex::new(()) }
+        AccessTokenCache {
+            source,
+            principal,
+            current: Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
+        }
     }
 
     fn principal_name(&self) -> String {
-        self.principal.clone().unwrap_or_else(|| "the source credential's account".into())
+        self.principal
+            .clone()
+            .unwrap_or_else(|| "the source credential's account".into())
     }
 
     fn fresh(&self) -> Option<AccessToken> {
         let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        current.as_ref().filter(|f| SystemTime::now() < f.renew_at).map(|f| f.token.clone())
+        current
+            .as_ref()
+            .filter(|f| SystemTime::now() < f.renew_at)
+            .map(|f| f.token.clone())
     }
 
     async fn get(&self) -> Result<AccessToken> {
@@ -587,17 +666,29 @@ impl AccessTokenCache {
         }
         let fetched_at = SystemTime::now();
         let token = self.source.access_token(&[CLOUD_PLATFORM_SCOPE]).await?;
-        let lifetime = token.expires_at().duration_since(fetched_at).unwrap_or_default();
+        let lifetime = token
+            .expires_at()
+            .duration_since(fetched_at)
+            .unwrap_or_default();
         let renew_at = token.expires_at() - ACCESS_TOKEN_MARGIN.min(lifetime / 2);
-        tracing::debug!(lifetime_s = lifetime.as_secs(), "fetched the source credential's access token");
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(Fresh { token: token.clone(), renew_at });
+        tracing::debug!(
+            lifetime_s = lifetime.as_secs(),
+            "fetched the source credential's access token"
+        );
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(Fresh {
+            token: token.clone(),
+            renew_at,
+        });
         Ok(token)
     }
 
     /// Drops `token` if it is still the current one.
     fn invalidate(&self, token: &AccessToken) {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        if current.as_ref().is_some_and(|f| f.token.as_str() == token.as_str()) {
+        if current
+            .as_ref()
+            .is_some_and(|f| f.token.as_str() == token.as_str())
+        {
             *current = None;
         }
     }
@@ -615,11 +706,27 @@ mod tests {
     fn rfc3339_times_parse() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), at(0, 0));
         assert_eq!(parse_rfc3339("2014-10-02T15:01:23Z"), at(1_412_262_083, 0));
-        assert_eq!(parse_rfc3339("2014-10-02T15:01:23.045123456Z"), at(1_412_262_083, 45_123_456));
-        assert_eq!(parse_rfc3339("2014-10-02T15:01:23.5Z"), at(1_412_262_083, 500_000_000));
-        assert_eq!(parse_rfc3339("2014-10-02T16:01:23+01:00"), at(1_412_262_083, 0));
+        assert_eq!(
+            parse_rfc3339("2014-10-02T15:01:23.045123456Z"),
+            at(1_412_262_083, 45_123_456)
+        );
+        assert_eq!(
+            parse_rfc3339("2014-10-02T15:01:23.5Z"),
+            at(1_412_262_083, 500_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2014-10-02T16:01:23+01:00"),
+            at(1_412_262_083, 0)
+        );
         assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), at(951_782_400, 0));
-        for bad in ["", "2014-10-02", "2014-10-02T15:01:23", "2014-13-02T15:01:23Z", "2014-10-02T15:01:23.Z", "x014-10-02T15:01:23Z"] {
+        for bad in [
+            "",
+            "2014-10-02",
+            "2014-10-02T15:01:23",
+            "2014-13-02T15:01:23Z",
+            "2014-10-02T15:01:23.Z",
+            "x014-10-02T15:01:23Z",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }
@@ -632,20 +739,35 @@ mod tests {
         .unwrap();
         assert_eq!(u.endpoint, "https://iamcredentials.googleapis.com");
         assert_eq!(u.target, "sa@p.iam.gserviceaccount.com");
-        let u = ImpersonationUrl::parse("http://127.0.0.1:9/base/v1/projects/-/serviceAccounts/a%40b.com:generateAccessToken")
-            .unwrap();
+        let u = ImpersonationUrl::parse(
+            "http://127.0.0.1:9/base/v1/projects/-/serviceAccounts/a%40b.com:generateAccessToken",
+        )
+        .unwrap();
         assert_eq!(u.endpoint, "http://127.0.0.1:9/base");
         assert_eq!(u.target, "a@b.com");
-        for bad in ["not a url", "https://x/v1/projects/-/serviceAccounts/:generateAccessToken", "https://x/other/path"] {
+        for bad in [
+            "not a url",
+            "https://x/v1/projects/-/serviceAccounts/:generateAccessToken",
+            "https://x/other/path",
+        ] {
             let err = ImpersonationUrl::parse(bad).unwrap_err();
-            assert!(err.contains("serviceAccounts/EMAIL:generateAccessToken"), "{err}");
+            assert!(
+                err.contains("serviceAccounts/EMAIL:generateAccessToken"),
+                "{err}"
+            );
         }
     }
 
     #[test]
     fn members_are_typed() {
-        assert_eq!(member("a@p.iam.gserviceaccount.com"), "serviceAccount:a@p.iam.gserviceaccount.com");
+        assert_eq!(
+            member("a@p.iam.gserviceaccount.com"),
+            "serviceAccount:a@p.iam.gserviceaccount.com"
+        );
         assert_eq!(member("me@example.com"), "user:me@example.com");
-        assert_eq!(member("principal://iam.googleapis.com/x"), "principal://iam.googleapis.com/x");
+        assert_eq!(
+            member("principal://iam.googleapis.com/x"),
+            "principal://iam.googleapis.com/x"
+        );
     }
 }

@@ -85,7 +85,11 @@ impl SelfSignedJwtSource {
     /// # let _ = source; Ok(()) }
     /// ```
     pub fn builder(key: ServiceAccountKey) -> SelfSignedJwtSourceBuilder {
-        SelfSignedJwtSourceBuilder { key: Arc::new(key), kind: AudienceKind::HostWildcard, lifetime: ASSERTION_LIFETIME }
+        SelfSignedJwtSourceBuilder {
+            key: Arc::new(key),
+            kind: AudienceKind::HostWildcard,
+            lifetime: ASSERTION_LIFETIME,
+        }
     }
 
     /// The signing key.
@@ -114,12 +118,21 @@ impl SelfSignedJwtSource {
             iat: u64,
             exp: u64,
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         // Back-dated for verifiers whose clock is a little behind ours;
         // `exp - iat` stays within IAP's one hour.
         let iat = now.saturating_sub(CLOCK_SKEW.as_secs());
         let email = self.key.client_email();
-        let jwt = self.key.sign(&Claims { iss: email, sub: email, aud: audience.as_str(), iat, exp: iat + self.lifetime.as_secs() })?;
+        let jwt = self.key.sign(&Claims {
+            iss: email,
+            sub: email,
+            aud: audience.as_str(),
+            iat,
+            exp: iat + self.lifetime.as_secs(),
+        })?;
         tracing::debug!(email, %audience, "minted a self-signed service-account JWT");
         IdToken::parse(jwt)
     }
@@ -148,7 +161,11 @@ impl SelfSignedJwtSourceBuilder {
 
     /// The source.
     pub fn build(self) -> SelfSignedJwtSource {
-        SelfSignedJwtSource { key: self.key, kind: self.kind, lifetime: self.lifetime }
+        SelfSignedJwtSource {
+            key: self.key,
+            kind: self.kind,
+            lifetime: self.lifetime,
+        }
     }
 }
 
@@ -185,11 +202,20 @@ mod tests {
 
     #[test]
     fn a_client_id_audience_is_a_clear_error() {
-        for bad in ["123-abc.apps.googleusercontent.com", "ftp://host/x", "mailto:a@b", ""] {
+        for bad in [
+            "123-abc.apps.googleusercontent.com",
+            "ftp://host/x",
+            "mailto:a@b",
+            "",
+        ] {
             let err = check_url_audience(&Audience::new(bad)).unwrap_err();
             assert!(err.to_string().contains("addressed to a URL"), "{err}");
         }
-        for good in ["https://app.example.com/*", "https://app.example.com/a/b", "http://127.0.0.1:8080/*"] {
+        for good in [
+            "https://app.example.com/*",
+            "https://app.example.com/a/b",
+            "http://127.0.0.1:8080/*",
+        ] {
             check_url_audience(&Audience::new(good)).unwrap();
         }
     }
