@@ -30,7 +30,6 @@
 //! ```
 
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -410,18 +409,9 @@ fn is_loopback_or_metadata(url: &Url) -> bool {
         }
         Some(url::Host::Domain(d)) => {
             let d = d.trim_end_matches('.').to_ascii_lowercase();
-            d == "localhost" || d.ends_with(".localhost") || METADATA_HOSTS.contains(&d.as_str())
+            d == "localhost" || METADATA_HOSTS.contains(&d.as_str())
         }
         None => false,
-    }
-}
-
-/// Whether `host` (an IP or name, without port) is a loopback host.
-pub fn is_loopback_host(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    match host.parse::<IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => host.eq_ignore_ascii_case("localhost"),
     }
 }
 
@@ -533,6 +523,7 @@ mod tests {
             "http://10.0.0.1/token",
             "file:///etc/passwd",
             "http://localhost.evil.com/",
+            "http://app.localhost/",
         ] {
             let err = ensure_secure(&url(bad)).unwrap_err();
             assert!(matches!(err, Error::InsecureEndpoint { .. }), "{bad}");

@@ -421,6 +421,29 @@ async fn metadata_empty_audience_is_400_saying_so() {
 }
 
 #[tokio::test]
+async fn metadata_403_points_at_the_flavor_header_and_the_host() {
+    let emu = emulator().await;
+    emu.inject(
+        Endpoint::MetadataIdentity,
+        iap_emulator::Fault::status(403),
+        1,
+    );
+    let source = MetadataSource::with_host(&emu.metadata_host()).unwrap();
+
+    let err = source
+        .id_token(&Audience::new(emu.app().client_id()))
+        .await
+        .unwrap_err();
+
+    assert_eq!(endpoint_error(&err), ("Forbidden", 403, false));
+    let text = err.to_string();
+    assert!(
+        text.contains("Metadata-Flavor: Google") && text.contains("GCE_METADATA_HOST"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn metadata_access_token_comes_from_the_token_endpoint() {
     let emu = emulator().await;
     let source = MetadataSource::with_host(&emu.metadata_host()).unwrap();

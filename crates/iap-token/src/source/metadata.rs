@@ -152,7 +152,10 @@ impl MetadataSource {
                 q.append_pair("licenses", "TRUE");
             }
         }
-        let answer = self.get(&url).await.map_err(|e| explain(e, audience))?;
+        let answer = self
+            .get(&url)
+            .await
+            .map_err(|e| explain(e, Some(audience)))?;
         IdToken::parse(answer.text(&url)?)
     }
 
@@ -164,10 +167,7 @@ impl MetadataSource {
             url.query_pairs_mut()
                 .append_pair("scopes", &scopes.join(","));
         }
-        let answer = self
-            .get(&url)
-            .await
-            .map_err(|e| explain(e, &Audience::new("")))?;
+        let answer = self.get(&url).await.map_err(|e| explain(e, None))?;
         answer.json::<AccessTokenAnswer>(&url)?.into_token()
     }
 
@@ -289,7 +289,7 @@ fn on_google_hardware() -> bool {
 }
 
 /// Adds what the metadata server's documented errors mean.
-fn explain(err: Error, audience: &Audience) -> Error {
+fn explain(err: Error, audience: Option<&Audience>) -> Error {
     let status = match &err {
         Error::Endpoint { status, .. } => *status,
         _ => return err,
@@ -300,8 +300,13 @@ fn explain(err: Error, audience: &Audience) -> Error {
              (GOOGLE_APPLICATION_CREDENTIALS or `iap login`)"
                 .into(),
         ),
-        400 if audience.as_str().is_empty() => Some("the audience is empty: pass the IAP OAuth client ID".into()),
-        400 => Some(format!("the metadata server refused the audience `{audience}`")),
+        400 => audience.map(|aud| {
+            if aud.as_str().is_empty() {
+                "the audience is empty: pass the IAP OAuth client ID".into()
+            } else {
+                format!("the metadata server refused the audience `{aud}`")
+            }
+        }),
         403 => Some(
             "the request was refused: the metadata server needs `Metadata-Flavor: Google`; \
              check that GCE_METADATA_HOST names a metadata server and that this workload may use its service account"

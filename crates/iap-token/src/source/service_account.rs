@@ -331,6 +331,81 @@ pub(crate) fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+
+    /// A key file with a fresh RSA key.
+    fn key_json(token_uri: &str) -> String {
+        use aws_lc_rs::encoding::AsDer as _;
+        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let der: aws_lc_rs::encoding::Pkcs8V1Der<'_> = pair.as_der().unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            lines.join("\n")
+        );
+        serde_json::json!({
+            "type": "service_account",
+            "private_key_id": "kid-1",
+            "private_key": pem,
+            "client_email": "sa@p.iam.gserviceaccount.com",
+            "token_uri": token_uri,
+        })
+        .to_string()
+    }
+
+    fn decode(part: &str) -> serde_json::Value {
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn id_token_assertion_has_google_s_claims_with_a_back_dated_iat() {
+        let key =
+            ServiceAccountKey::from_json(key_json("https://oauth2.example.com/token")).unwrap();
+        let before = unix_now();
+
+        let jwt = key.assertion(Some("aud-client-id"), None).unwrap();
+
+        let parts: Vec<&str> = jwt.split('.').collect();
+        let (header, claims) = (decode(parts[0]), decode(parts[1]));
+        assert_eq!(header["alg"], "RS256");
+        assert_eq!(header["kid"], "kid-1");
+        assert_eq!(claims["iss"], "sa@p.iam.gserviceaccount.com");
+        assert_eq!(claims["sub"], "sa@p.iam.gserviceaccount.com");
+        assert_eq!(claims["aud"], "https://oauth2.example.com/token");
+        assert_eq!(claims["target_audience"], "aud-client-id");
+        assert!(claims.get("scope").is_none());
+        let (iat, exp) = (
+            claims["iat"].as_u64().unwrap(),
+            claims["exp"].as_u64().unwrap(),
+        );
+        assert!(
+            iat + 10 >= before && iat + 10 <= unix_now(),
+            "iat {iat} is back-dated 10 s"
+        );
+        assert_eq!(exp - iat, 3600);
+    }
+
+    #[test]
+    fn access_token_assertion_carries_the_scopes_instead() {
+        let key = ServiceAccountKey::from_json(key_json(GOOGLE_TOKEN_URI)).unwrap();
+
+        let jwt = key.assertion(None, Some("a b")).unwrap();
+
+        let claims = decode(jwt.split('.').nth(1).unwrap());
+        assert_eq!(claims["scope"], "a b");
+        assert!(claims.get("target_audience").is_none());
+        assert!(!format!("{key:?}").contains("PRIVATE KEY"));
+    }
 
     #[test]
     fn key_errors_name_the_field() {
