@@ -285,20 +285,31 @@ fn source_from_json(
 }
 
 /// An access-token source (the source credential of impersonation) from
-/// the JSON text of a `service_account` or `authorized_user` file.
+/// the JSON text of a `service_account`, `authorized_user` or
+/// `external_account` file.
 pub fn access_token_source_from_json(json: impl AsRef<[u8]>) -> Result<Arc<dyn AccessTokenSource>> {
-    access_token_source(&CredentialsJson::parse(json.as_ref(), None)?)
+    access_token_source(
+        &CredentialsJson::parse(json.as_ref(), None)?,
+        &Environment::process(),
+    )
 }
 
 /// An access-token source from credentials JSON (e.g. the
 /// `source_credentials` of an `impersonated_service_account` file).
-pub(crate) fn access_token_source(json: &CredentialsJson) -> Result<Arc<dyn AccessTokenSource>> {
+pub(crate) fn access_token_source(
+    json: &CredentialsJson,
+    env: &Environment,
+) -> Result<Arc<dyn AccessTokenSource>> {
     match json.kind()? {
         "service_account" => Ok(Arc::new(ServiceAccountSource::new(ServiceAccountKey::from_credentials_json(json)?))),
         "authorized_user" => Ok(Arc::new(AuthorizedUserSource::new(AuthorizedUser::from_credentials_json(json)?))),
+        "external_account" => Ok(Arc::new(ExternalAccount::from_credentials_json(json, env)?)),
         other => Err(json.invalid(
             "type",
-            format!("is `{other}`; the source credentials of impersonation are `service_account` or `authorized_user`"),
+            format!(
+                "is `{other}`; the source credentials of impersonation are `service_account`, `authorized_user` \
+                 or `external_account`"
+            ),
         )),
     }
 }

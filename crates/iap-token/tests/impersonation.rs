@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use iap_emulator::{Adc, Emulator, Endpoint, Fault, Grant, ServiceAccount, counter};
+use iap_emulator::{
+    Adc, Emulator, Endpoint, Fault, Grant, ServiceAccount, SubjectTokenSource, counter,
+};
 use iap_token::access_token::AccessTokenSource;
 use iap_token::source::authorized_user::{AuthorizedUser, AuthorizedUserSource};
 use iap_token::source::impersonated::{
@@ -513,4 +515,37 @@ async fn debug_of_sources_and_errors_holds_no_secret() {
         assert!(!text.contains(secret), "{secret} leaked: {text}");
     }
     assert!(text.contains(target.email()), "{text}");
+}
+
+#[tokio::test]
+async fn an_impersonated_adc_file_may_have_federated_source_credentials() {
+    let emu = Emulator::start().await.unwrap();
+    let target = emu.create_service_account("target").await.unwrap();
+    let pool = emu.create_workload_pool("ci-pool", "github");
+    emu.allow_impersonation(&pool.principal("ci"), target.email());
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("subject-token");
+    std::fs::write(&token_file, emu.mint_subject_token(&pool, "ci")).unwrap();
+    let path = dir.path().join("adc.json");
+    let federated = Adc::ExternalAccount {
+        pool,
+        subject: "ci".into(),
+        source: SubjectTokenSource::File(token_file),
+        impersonate: None,
+    };
+    let file = Adc::Impersonated {
+        source: Box::new(federated),
+        target: target.email().into(),
+        delegates: vec![],
+    };
+    std::fs::write(&path, emu.adc_json(&file).to_string()).unwrap();
+
+    let token = adc::from_file(&path)
+        .unwrap()
+        .id_token(&Audience::new(AUD))
+        .await
+        .unwrap();
+
+    assert_eq!(token.claims().email.as_deref(), Some(target.email()));
+    assert_eq!(access_tokens(&emu, Grant::Sts), 1);
 }

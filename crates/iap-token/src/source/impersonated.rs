@@ -49,7 +49,6 @@ use url::Url;
 
 use crate::access_token::{AccessToken, AccessTokenSource, CLOUD_PLATFORM_SCOPE};
 use crate::adc::{CredentialsJson, Environment};
-use crate::source::external_account::ExternalAccount;
 use crate::source::{BoxFuture, TokenSource};
 use crate::transport::{Transport, endpoint_name};
 use crate::{Audience, Error, IdToken, Result};
@@ -266,10 +265,7 @@ impl ImpersonatedSource {
         let source_json = CredentialsJson::from_value(source_json, json.path())
             .map_err(|_| json.invalid("source_credentials", "must be a JSON object".into()))?;
         let source: Arc<dyn AccessTokenSource> = match source_json.kind() {
-            Ok("external_account") => {
-                Arc::new(ExternalAccount::from_credentials_json(&source_json, env)?)
-            }
-            Ok(_) => crate::adc::access_token_source(&source_json)
+            Ok(_) => crate::adc::access_token_source(&source_json, env)
                 .map_err(|e| nested("source_credentials", e))?,
             Err(_) => return Err(json.invalid("source_credentials", "has no `type`".into())),
         };
