@@ -362,12 +362,9 @@ pub(crate) async fn intercept(
             None
         }
         Fault::Reset => {
-            match conn {
-                Some(c) => {
-                    c.reset();
-                    std::future::pending::<()>().await;
-                }
-                None => {}
+            if let Some(c) = conn {
+                c.reset();
+                std::future::pending::<()>().await;
             }
             // Without a connection handle (a gate layer in someone else's
             // server) the closest thing is an empty 502.

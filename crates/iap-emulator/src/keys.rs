@@ -33,7 +33,9 @@ pub(crate) struct RsaKey {
 impl fmt::Debug for RsaKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the private part.
-        f.debug_struct("RsaKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("RsaKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -256,7 +258,8 @@ mod tests {
         let enc = jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
         let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
         h.kid = Some(key.kid().into());
-        let jwt = jsonwebtoken::encode(&h, &serde_json::json!({"exp": u64::MAX / 2}), &enc).unwrap();
+        let jwt =
+            jsonwebtoken::encode(&h, &serde_json::json!({"exp": u64::MAX / 2}), &enc).unwrap();
         let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
         v.validate_aud = false;
         jsonwebtoken::decode::<serde_json::Value>(&jwt, &key.decoding_key(), &v).unwrap();

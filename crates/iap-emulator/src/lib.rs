@@ -66,25 +66,29 @@ pub(crate) mod state;
 pub use fault::{Endpoint, Fault};
 pub use gate::{App, AppBuilder, IapGate, IapGateLayer};
 pub use keys::KeyError;
-pub use provision::{Adc, Grant, OAuthClient, ServiceAccount, SubjectTokenSource, User, WorkloadPool};
+pub use provision::{
+    Adc, Grant, OAuthClient, ServiceAccount, SubjectTokenSource, User, WorkloadPool,
+};
 
 use keys::{RsaKey, random_b64, random_digits};
 use state::{ClientKind, IdTokenSpec, Project, ServiceAccountRecord, State, lock, read, write};
 
-/// Counter names. Read them with [`Emulator::counter`] or
-/// `GET /_emulator/counter?name=..&label=..`.
-///
-/// | Name | Label | Counts |
-/// |---|---|---|
-/// | [`REQUESTS`] | [`Endpoint::name`] | every request that reached the endpoint (faulted ones too) |
-/// | [`FAULTS`] | [`Endpoint::name`] | injected faults applied |
-/// | [`ID_TOKENS`] | audience | ID tokens minted, any grant |
-/// | `id_tokens.<grant>` ([`id_tokens_by`]) | audience | ID tokens minted by that [`Grant`] |
-/// | [`ACCESS_TOKENS`] | [`Grant::name`] | access tokens minted |
-/// | [`ERRORS`] | [`Endpoint::name`] | error answers the endpoint gave on its own (not faults) |
-///
-/// The IAP gate adds its own (see the `gate` counters in its docs).
 pub mod counter {
+    //! Counter names. Read them with [`Emulator::counter`](crate::Emulator::counter) or
+    //! `GET /_emulator/counter?name=..&label=..`.
+    //!
+    //! | Name | Label | Counts |
+    //! |---|---|---|
+    //! | [`REQUESTS`] | [`Endpoint::name`](crate::Endpoint::name) | every request that reached the endpoint (faulted ones too) |
+    //! | [`FAULTS`] | [`Endpoint::name`](crate::Endpoint::name) | injected faults applied |
+    //! | [`ID_TOKENS`] | audience | ID tokens minted, any grant |
+    //! | `id_tokens.<grant>` ([`id_tokens_by`]) | audience | ID tokens minted by that [`Grant`] |
+    //! | [`ACCESS_TOKENS`] | [`Grant::name`] | access tokens minted |
+    //! | [`ERRORS`] | [`Endpoint::name`](crate::Endpoint::name) | error answers the endpoint gave on its own (not faults) |
+    //!
+    //! The IAP gate adds its own: `gate.401`, `gate.401.<reason>`, `gate.302`,
+    //! `app.hits`, `gate.accepted`, `gate.proxy_authorization` (re-exported here).
+
     use crate::Grant;
 
     // The IAP gate's counters (documented in `crate::gate`).
@@ -212,7 +216,10 @@ impl EmulatorBuilder {
             oidc?,
         ));
         if self.metadata_account {
-            let email = format!("{}-compute@developer.gserviceaccount.com", state.project.number);
+            let email = format!(
+                "{}-compute@developer.gserviceaccount.com",
+                state.project.number
+            );
             register_service_account(&state, &email, None);
             *write(&state.metadata_account) = Some(email);
         }

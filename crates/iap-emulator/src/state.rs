@@ -134,9 +134,9 @@ impl Counters {
     }
 
     pub(crate) fn total(&self, name: &str) -> u64 {
-        read(&self.map).get(name).map_or(0, |m| {
-            m.values().map(|c| c.load(Ordering::SeqCst)).sum()
-        })
+        read(&self.map)
+            .get(name)
+            .map_or(0, |m| m.values().map(|c| c.load(Ordering::SeqCst)).sum())
     }
 
     pub(crate) fn snapshot(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
@@ -297,7 +297,11 @@ impl State {
 
     /// The verification key `kid` of service account `email` (for
     /// JWT-bearer assertions and self-signed JWTs).
-    pub(crate) fn service_account_decoding_key(&self, email: &str, kid: &str) -> Option<DecodingKey> {
+    pub(crate) fn service_account_decoding_key(
+        &self,
+        email: &str,
+        kid: &str,
+    ) -> Option<DecodingKey> {
         read(&self.service_accounts)
             .get(email)?
             .keys
@@ -401,7 +405,12 @@ impl State {
     /// Mints an opaque access token for `principal`; returns it and its
     /// lifetime in seconds (the configured lifetime, or `lifetime` when
     /// shorter). Counted under `access_tokens` by grant.
-    pub(crate) fn mint_access_token(&self, grant: Grant, principal: &str, lifetime: Option<u64>) -> (String, u64) {
+    pub(crate) fn mint_access_token(
+        &self,
+        grant: Grant,
+        principal: &str,
+        lifetime: Option<u64>,
+    ) -> (String, u64) {
         let lifetime = lifetime.map_or(self.lifetime(), |l| l.min(self.lifetime()).max(1));
         let token = format!("ya29.emu-{}", random_b64(32));
         write(&self.access_tokens).insert(
@@ -426,7 +435,13 @@ impl State {
 
     /// Registers an OAuth client (GATE registers its apps' IAP clients here
     /// so the refresh grant's `audience` check knows their project).
-    pub(crate) fn register_client(&self, client_id: &str, secret: &str, project_id: &str, kind: ClientKind) {
+    pub(crate) fn register_client(
+        &self,
+        client_id: &str,
+        secret: &str,
+        project_id: &str,
+        kind: ClientKind,
+    ) {
         write(&self.clients).insert(
             client_id.to_owned(),
             ClientRecord {

@@ -34,7 +34,11 @@ async fn identity(emu: &Emulator, audience: &str) -> reqwest::Response {
 }
 
 async fn start() -> Emulator {
-    Emulator::builder().without_default_app().start().await.unwrap()
+    Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap()
 }
 
 async fn control(emu: &Emulator, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
@@ -132,7 +136,11 @@ async fn reset_fault_drops_the_connection_without_an_answer() {
         .await
         .unwrap_err();
     assert!(err.status().is_none(), "no HTTP answer: {err}");
-    assert_eq!(identity(&emu, "a").await.status(), 200, "next request is served");
+    assert_eq!(
+        identity(&emu, "a").await.status(),
+        200,
+        "next request is served"
+    );
     assert_eq!(emu.counter(counter::FAULTS, "metadata.identity"), 1);
 }
 
@@ -199,14 +207,23 @@ async fn counters_are_exact_under_concurrent_requests() {
         assert_eq!(status.unwrap(), 200);
     }
     assert_eq!(emu.requests(Endpoint::MetadataToken), n);
-    assert_eq!(emu.counter(counter::ACCESS_TOKENS, Grant::Metadata.name()), n);
+    assert_eq!(
+        emu.counter(counter::ACCESS_TOKENS, Grant::Metadata.name()),
+        n
+    );
 }
 
 #[tokio::test]
 async fn counters_read_over_http_match_rust_and_reset() {
     let emu = start().await;
     identity(&emu, "aud-h").await;
-    let (_, v) = control(&emu, reqwest::Method::GET, "counter?name=id_tokens&label=aud-h", json!({})).await;
+    let (_, v) = control(
+        &emu,
+        reqwest::Method::GET,
+        "counter?name=id_tokens&label=aud-h",
+        json!({}),
+    )
+    .await;
     assert_eq!(v["value"], 1);
     let (_, all) = control(&emu, reqwest::Method::GET, "counters", json!({})).await;
     assert_eq!(all["id_tokens.metadata"]["aud-h"], 1);
@@ -223,7 +240,13 @@ async fn token_lifetime_sets_exp_of_new_tokens() {
     emu.set_token_lifetime(Duration::from_secs(2));
     let c = claims(&identity(&emu, "short").await.text().await.unwrap());
     assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 2);
-    let (_, v) = control(&emu, reqwest::Method::POST, "lifetime", json!({"seconds": 5})).await;
+    let (_, v) = control(
+        &emu,
+        reqwest::Method::POST,
+        "lifetime",
+        json!({"seconds": 5}),
+    )
+    .await;
     assert_eq!(v["seconds"], 5);
     let c = claims(&identity(&emu, "short").await.text().await.unwrap());
     assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 5);
@@ -237,7 +260,13 @@ async fn clock_offset_dates_new_tokens() {
     let c = claims(&identity(&emu, "clock").await.text().await.unwrap());
     let iat = c["iat"].as_u64().unwrap();
     assert!(iat >= real + 10_000, "iat {iat} real {real}");
-    let (_, v) = control(&emu, reqwest::Method::POST, "clock", json!({"advance_seconds": 5})).await;
+    let (_, v) = control(
+        &emu,
+        reqwest::Method::POST,
+        "clock",
+        json!({"advance_seconds": 5}),
+    )
+    .await;
     assert_eq!(v["offset_seconds"], 10_005);
     assert_eq!(emu.clock_offset(), 10_005);
 }
@@ -246,7 +275,13 @@ async fn clock_offset_dates_new_tokens() {
 async fn revoking_a_token_over_http_names_its_jti() {
     let emu = start().await;
     let token = emu.mint_id_token("rv", "r@example.com");
-    let (status, v) = control(&emu, reqwest::Method::POST, "revoke", json!({"token": token})).await;
+    let (status, v) = control(
+        &emu,
+        reqwest::Method::POST,
+        "revoke",
+        json!({"token": token}),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(v["revoked"], claims(&token)["jti"]);
 }
@@ -318,9 +353,18 @@ async fn expired_access_token_no_longer_authenticates_to_iam() {
 #[tokio::test]
 async fn http_provisioning_mints_keys_clients_users_and_grants() {
     let emu = start().await;
-    let (status, key) = control(&emu, reqwest::Method::POST, "service-accounts", json!({"name": "peer"})).await;
+    let (status, key) = control(
+        &emu,
+        reqwest::Method::POST,
+        "service-accounts",
+        json!({"name": "peer"}),
+    )
+    .await;
     assert_eq!(status, 200);
-    assert_eq!(key["client_email"], "peer@iap-emulator.iam.gserviceaccount.com");
+    assert_eq!(
+        key["client_email"],
+        "peer@iap-emulator.iam.gserviceaccount.com"
+    );
     assert_eq!(key["token_uri"], emu.token_uri());
     let (_, client) = control(&emu, reqwest::Method::POST, "clients", json!({})).await;
     let (status, user) = control(
@@ -341,19 +385,37 @@ async fn http_provisioning_mints_keys_clients_users_and_grants() {
     )
     .await;
     assert_eq!(status, 200);
-    let (_, tok) = control(&emu, reqwest::Method::POST, "id-tokens", json!({"audience": "q", "email": "p@example.com"})).await;
+    let (_, tok) = control(
+        &emu,
+        reqwest::Method::POST,
+        "id-tokens",
+        json!({"audience": "q", "email": "p@example.com"}),
+    )
+    .await;
     assert_eq!(claims(tok["token"].as_str().unwrap())["aud"], "q");
     let (_, info) = control(&emu, reqwest::Method::GET, "info", json!({})).await;
     assert_eq!(info["token_uri"], emu.token_uri());
     assert_eq!(info["metadata_host"], emu.metadata_host());
-    let (status, _) = control(&emu, reqwest::Method::POST, "users", json!({"client_id": "nope", "email": "x"})).await;
+    let (status, _) = control(
+        &emu,
+        reqwest::Method::POST,
+        "users",
+        json!({"client_id": "nope", "email": "x"}),
+    )
+    .await;
     assert_eq!(status, 404);
 }
 
 #[tokio::test]
 async fn metadata_service_account_can_be_removed_over_http() {
     let emu = start().await;
-    let (_, v) = control(&emu, reqwest::Method::POST, "metadata-service-account", json!({"email": null})).await;
+    let (_, v) = control(
+        &emu,
+        reqwest::Method::POST,
+        "metadata-service-account",
+        json!({"email": null}),
+    )
+    .await;
     assert_eq!(v["email"], Value::Null);
     assert_eq!(identity(&emu, "a").await.status(), 404);
 }
@@ -386,7 +448,8 @@ async fn adc_files_of_every_type_point_at_the_emulator() {
     assert_eq!(mode(&p), 0o600);
 
     let p = dir.path().join("user.json");
-    emu.write_adc(&Adc::AuthorizedUser(user.clone()), &p).unwrap();
+    emu.write_adc(&Adc::AuthorizedUser(user.clone()), &p)
+        .unwrap();
     let v = read_json(&p);
     assert_eq!(v["type"], "authorized_user");
     assert_eq!(v["refresh_token"], user.refresh_token());
@@ -448,14 +511,25 @@ async fn adc_files_of_every_type_point_at_the_emulator() {
     assert!(v.get("service_account_impersonation_url").is_none());
     let url = v["credential_source"]["url"].as_str().unwrap();
     let got: Value = http().get(url).send().await.unwrap().json().await.unwrap();
-    let field = v["credential_source"]["format"]["subject_token_field_name"].as_str().unwrap();
+    let field = v["credential_source"]["format"]["subject_token_field_name"]
+        .as_str()
+        .unwrap();
     // The fetched subject token is accepted by STS.
     let resp = http()
         .post(v["token_url"].as_str().unwrap())
         .form(&[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
-            ("requested_token_type", "urn:ietf:params:oauth:token-type:access_token"),
-            ("subject_token_type", v["subject_token_type"].as_str().unwrap()),
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            (
+                "requested_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
+            (
+                "subject_token_type",
+                v["subject_token_type"].as_str().unwrap(),
+            ),
             ("audience", v["audience"].as_str().unwrap()),
             ("subject_token", got[field].as_str().unwrap()),
         ])

@@ -83,7 +83,11 @@ const IDENTITY: &str = "instance/service-accounts/default/identity";
 
 #[tokio::test]
 async fn metadata_root_answers_detection_with_flavor_header() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let resp = http().get(emu.url()).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["metadata-flavor"], "Google");
@@ -91,8 +95,17 @@ async fn metadata_root_answers_detection_with_flavor_header() {
 
 #[tokio::test]
 async fn metadata_full_identity_carries_email_and_compute_engine_claims() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
-    let resp = metadata_get(&emu, &format!("{IDENTITY}?audience=aud-1&format=full"), true).await;
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
+    let resp = metadata_get(
+        &emu,
+        &format!("{IDENTITY}?audience=aud-1&format=full"),
+        true,
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["metadata-flavor"], "Google");
     let token = resp.text().await.unwrap();
@@ -103,13 +116,20 @@ async fn metadata_full_identity_carries_email_and_compute_engine_claims() {
     assert_eq!(c["google"]["compute_engine"]["project_id"], "iap-emulator");
     assert!(c["google"]["compute_engine"].get("license_id").is_none());
     assert!(c["jti"].as_str().is_some_and(|j| !j.is_empty()));
-    assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 3600);
+    assert_eq!(
+        c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(),
+        3600
+    );
     assert_eq!(emu.id_tokens_issued_by(Grant::Metadata, "aud-1"), 1);
 }
 
 #[tokio::test]
 async fn metadata_standard_identity_has_no_email_and_licenses_need_full() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let std_token = metadata_get(&emu, &format!("{IDENTITY}?audience=a&licenses=TRUE"), true)
         .await
         .text()
@@ -132,7 +152,11 @@ async fn metadata_standard_identity_has_no_email_and_licenses_need_full() {
 
 #[tokio::test]
 async fn metadata_identity_without_audience_is_400_with_google_text() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let resp = metadata_get(&emu, IDENTITY, true).await;
     assert_eq!(resp.status(), 400);
     assert_eq!(
@@ -143,7 +167,11 @@ async fn metadata_identity_without_audience_is_400_with_google_text() {
 
 #[tokio::test]
 async fn metadata_without_flavor_header_is_403() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let resp = metadata_get(&emu, &format!("{IDENTITY}?audience=a"), false).await;
     assert_eq!(resp.status(), 403);
     assert!(resp.text().await.unwrap().contains("Metadata-Flavor"));
@@ -152,7 +180,11 @@ async fn metadata_without_flavor_header_is_403() {
 
 #[tokio::test]
 async fn metadata_accepts_post_like_google_auth_sends() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let resp = http()
         .post(format!(
             "{}computeMetadata/v1/{IDENTITY}?audience=p&format=full",
@@ -168,7 +200,11 @@ async fn metadata_accepts_post_like_google_auth_sends() {
 
 #[tokio::test]
 async fn metadata_identity_is_cached_until_five_minutes_before_expiry() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let url = format!("{IDENTITY}?audience=c&format=full");
     let first = metadata_get(&emu, &url, true).await.text().await.unwrap();
     let second = metadata_get(&emu, &url, true).await.text().await.unwrap();
@@ -183,7 +219,11 @@ async fn metadata_identity_is_cached_until_five_minutes_before_expiry() {
 
 #[tokio::test]
 async fn metadata_token_returns_an_access_token_json() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let resp = metadata_get(&emu, "instance/service-accounts/default/token", true).await;
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
@@ -209,7 +249,11 @@ async fn metadata_without_service_account_is_404() {
 
 #[tokio::test]
 async fn metadata_serves_email_project_and_recursive_account_info() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let email = emu.metadata_service_account().unwrap();
     let got = metadata_get(&emu, "instance/service-accounts/default/email", true)
         .await
@@ -217,13 +261,21 @@ async fn metadata_serves_email_project_and_recursive_account_info() {
         .await
         .unwrap();
     assert_eq!(got, email);
-    let got = metadata_get(&emu, "project/project-id", true).await.text().await.unwrap();
-    assert_eq!(got, "iap-emulator");
-    let info: Value = metadata_get(&emu, "instance/service-accounts/default/?recursive=true", true)
+    let got = metadata_get(&emu, "project/project-id", true)
         .await
-        .json()
+        .text()
         .await
         .unwrap();
+    assert_eq!(got, "iap-emulator");
+    let info: Value = metadata_get(
+        &emu,
+        "instance/service-accounts/default/?recursive=true",
+        true,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(info["email"], email.as_str());
 }
 
@@ -231,11 +283,18 @@ async fn metadata_serves_email_project_and_recursive_account_info() {
 
 #[tokio::test]
 async fn jwt_bearer_with_target_audience_returns_only_an_id_token() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let sa = emu.create_service_account("runner").await.unwrap();
     let a = assertion(&sa, json!({"target_audience": "https://app"}), emu.now());
-    let (status, body) =
-        post_form(&emu.token_uri(), &[("grant_type", JWT_BEARER), ("assertion", &a)]).await;
+    let (status, body) = post_form(
+        &emu.token_uri(),
+        &[("grant_type", JWT_BEARER), ("assertion", &a)],
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
     assert_eq!(keys, ["id_token"]);
@@ -249,52 +308,86 @@ async fn jwt_bearer_with_target_audience_returns_only_an_id_token() {
 
 #[tokio::test]
 async fn key_file_points_at_the_emulator_with_googles_fields() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let sa = emu.create_service_account("keyfile").await.unwrap();
     let key: Value = serde_json::from_str(sa.key_json()).unwrap();
     assert_eq!(key["type"], "service_account");
     assert_eq!(key["token_uri"], emu.token_uri());
     assert_eq!(key["universe_domain"], "googleapis.com");
-    assert_eq!(key["client_email"], "keyfile@iap-emulator.iam.gserviceaccount.com");
+    assert_eq!(
+        key["client_email"],
+        "keyfile@iap-emulator.iam.gserviceaccount.com"
+    );
     assert_eq!(key["private_key_id"], sa.private_key_id());
-    assert!(key["private_key"].as_str().unwrap().starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert!(
+        key["private_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----")
+    );
 }
 
 #[tokio::test]
 async fn jwt_bearer_accepts_its_own_url_as_audience_and_rejects_others() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let sa = emu.create_service_account("aud").await.unwrap();
     let own = assertion(
         &sa,
         json!({"target_audience": "x", "aud": emu.token_uri()}),
         emu.now(),
     );
-    let (status, _) =
-        post_form(&emu.token_uri(), &[("grant_type", JWT_BEARER), ("assertion", &own)]).await;
+    let (status, _) = post_form(
+        &emu.token_uri(),
+        &[("grant_type", JWT_BEARER), ("assertion", &own)],
+    )
+    .await;
     assert_eq!(status, 200);
     let other = assertion(
         &sa,
         json!({"target_audience": "x", "aud": "https://elsewhere/token"}),
         emu.now(),
     );
-    let (status, body) =
-        post_form(&emu.token_uri(), &[("grant_type", JWT_BEARER), ("assertion", &other)]).await;
+    let (status, body) = post_form(
+        &emu.token_uri(),
+        &[("grant_type", JWT_BEARER), ("assertion", &other)],
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(body["error"], "invalid_grant");
-    assert!(body["error_description"].as_str().unwrap().contains("audience"));
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("audience")
+    );
 }
 
 #[tokio::test]
 async fn jwt_bearer_with_scope_returns_an_access_token() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let sa = emu.create_service_account("scoped").await.unwrap();
     let a = assertion(
         &sa,
         json!({"scope": "https://www.googleapis.com/auth/cloud-platform"}),
         emu.now(),
     );
-    let (status, body) =
-        post_form(&emu.token_uri(), &[("grant_type", JWT_BEARER), ("assertion", &a)]).await;
+    let (status, body) = post_form(
+        &emu.token_uri(),
+        &[("grant_type", JWT_BEARER), ("assertion", &a)],
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(body["access_token"].as_str().unwrap().starts_with("ya29."));
     assert_eq!(body["token_type"], "Bearer");
@@ -304,7 +397,11 @@ async fn jwt_bearer_with_scope_returns_an_access_token() {
 
 #[tokio::test]
 async fn jwt_bearer_signed_by_another_key_is_an_invalid_signature() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let sa = emu.create_service_account("victim").await.unwrap();
     let other = emu.create_service_account("attacker").await.unwrap();
     // Claims of `sa`, kid of `sa`, signed with `other`'s key.
@@ -317,8 +414,11 @@ async fn jwt_bearer_signed_by_another_key_is_an_invalid_signature() {
         &private_key(&other),
     )
     .unwrap();
-    let (status, body) =
-        post_form(&emu.token_uri(), &[("grant_type", JWT_BEARER), ("assertion", &forged)]).await;
+    let (status, body) = post_form(
+        &emu.token_uri(),
+        &[("grant_type", JWT_BEARER), ("assertion", &forged)],
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(
         body,
@@ -328,7 +428,11 @@ async fn jwt_bearer_signed_by_another_key_is_an_invalid_signature() {
 
 #[tokio::test]
 async fn jwt_bearer_outside_the_one_hour_window_is_rejected_with_googles_text() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let sa = emu.create_service_account("window").await.unwrap();
     let now = emu.now();
     let too_long = assertion(&sa, json!({"target_audience": "x", "exp": now + 7200}), now);
@@ -338,8 +442,11 @@ async fn jwt_bearer_outside_the_one_hour_window_is_rejected_with_googles_text() 
         now,
     );
     for a in [too_long, expired] {
-        let (status, body) =
-            post_form(&emu.token_uri(), &[("grant_type", JWT_BEARER), ("assertion", &a)]).await;
+        let (status, body) = post_form(
+            &emu.token_uri(),
+            &[("grant_type", JWT_BEARER), ("assertion", &a)],
+        )
+        .await;
         assert_eq!(status, 400);
         assert_eq!(body["error"], "invalid_grant");
         assert_eq!(
@@ -351,22 +458,36 @@ async fn jwt_bearer_outside_the_one_hour_window_is_rejected_with_googles_text() 
 
 #[tokio::test]
 async fn jwt_bearer_for_an_unknown_account_is_account_not_found() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let sa = emu.create_service_account("real").await.unwrap();
     let a = assertion(
         &sa,
         json!({"iss": "ghost@iap-emulator.iam.gserviceaccount.com", "target_audience": "x"}),
         emu.now(),
     );
-    let (status, body) =
-        post_form(&emu.token_uri(), &[("grant_type", JWT_BEARER), ("assertion", &a)]).await;
+    let (status, body) = post_form(
+        &emu.token_uri(),
+        &[("grant_type", JWT_BEARER), ("assertion", &a)],
+    )
+    .await;
     assert_eq!(status, 400);
-    assert_eq!(body["error_description"], "Invalid grant: account not found");
+    assert_eq!(
+        body["error_description"],
+        "Invalid grant: account not found"
+    );
 }
 
 #[tokio::test]
 async fn token_endpoint_accepts_json_bodies() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let sa = emu.create_service_account("json").await.unwrap();
     let a = assertion(&sa, json!({"target_audience": "j"}), emu.now());
     let resp = http()
@@ -382,18 +503,29 @@ async fn token_endpoint_accepts_json_bodies() {
 
 #[tokio::test]
 async fn jwt_bearer_without_audience_or_scope_is_invalid_scope() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let sa = emu.create_service_account("noscope").await.unwrap();
     let a = assertion(&sa, json!({}), emu.now());
-    let (status, body) =
-        post_form(&emu.token_uri(), &[("grant_type", JWT_BEARER), ("assertion", &a)]).await;
+    let (status, body) = post_form(
+        &emu.token_uri(),
+        &[("grant_type", JWT_BEARER), ("assertion", &a)],
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(body["error"], "invalid_scope");
 }
 
 #[tokio::test]
 async fn unknown_grant_type_is_unsupported_grant_type() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let (status, body) = post_form(&emu.token_uri(), &[("grant_type", "password")]).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"], "unsupported_grant_type");
@@ -401,13 +533,20 @@ async fn unknown_grant_type_is_unsupported_grant_type() {
 
 #[tokio::test]
 async fn every_minted_token_has_a_unique_jti() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let sa = emu.create_service_account("twins").await.unwrap();
     let a = assertion(&sa, json!({"target_audience": "t"}), emu.now());
     let mut jtis = std::collections::HashSet::new();
     for _ in 0..5 {
-        let (_, body) =
-            post_form(&emu.token_uri(), &[("grant_type", JWT_BEARER), ("assertion", &a)]).await;
+        let (_, body) = post_form(
+            &emu.token_uri(),
+            &[("grant_type", JWT_BEARER), ("assertion", &a)],
+        )
+        .await;
         jtis.insert(claims(body["id_token"].as_str().unwrap())["jti"].to_string());
     }
     assert_eq!(jtis.len(), 5);
@@ -444,7 +583,11 @@ async fn refresh_with_audience_returns_an_id_token_for_that_audience() {
 
 #[tokio::test]
 async fn refresh_without_audience_gives_the_client_as_audience() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let client = emu.create_desktop_client("proj-a");
     let user = emu.create_user(&client, "bob@example.com");
     let (status, body) = post_form(
@@ -458,7 +601,10 @@ async fn refresh_without_audience_gives_the_client_as_audience() {
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(claims(body["id_token"].as_str().unwrap())["aud"], client.client_id());
+    assert_eq!(
+        claims(body["id_token"].as_str().unwrap())["aud"],
+        client.client_id()
+    );
 }
 
 #[tokio::test]
@@ -486,7 +632,11 @@ async fn refresh_with_audience_of_another_project_is_invalid_audience() {
 
 #[tokio::test]
 async fn refresh_with_wrong_secret_or_revoked_token_fails_like_google() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let client = emu.create_desktop_client("p");
     let user = emu.create_user(&client, "dan@example.com");
     let (status, body) = post_form(
@@ -522,12 +672,21 @@ async fn refresh_with_wrong_secret_or_revoked_token_fails_like_google() {
 // ---- authorization code ---------------------------------------------------
 
 async fn authorize(emu: &Emulator, query: &[(&str, &str)]) -> reqwest::Response {
-    http().get(emu.authorize_url()).query(query).send().await.unwrap()
+    http()
+        .get(emu.authorize_url())
+        .query(query)
+        .send()
+        .await
+        .unwrap()
 }
 
 fn location_params(resp: &reqwest::Response) -> std::collections::HashMap<String, String> {
     let loc = resp.headers()["location"].to_str().unwrap();
-    url::Url::parse(loc).unwrap().query_pairs().into_owned().collect()
+    url::Url::parse(loc)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
 }
 
 #[tokio::test]
@@ -592,7 +751,11 @@ async fn desktop_login_with_pkce_s256_gets_tokens_for_the_iap_audience() {
 
 #[tokio::test]
 async fn code_exchange_checks_verifier_and_redirect_uri() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let client = emu.create_desktop_client("p");
     let login = |challenge: &'static str| {
         let emu = &emu;
@@ -637,7 +800,10 @@ async fn code_exchange_checks_verifier_and_redirect_uri() {
             ("client_secret", client.client_secret()),
             ("code", &code),
             ("redirect_uri", "http://localhost:4001"),
-            ("code_verifier", "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            (
+                "code_verifier",
+                "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+            ),
         ],
     )
     .await;
@@ -647,7 +813,11 @@ async fn code_exchange_checks_verifier_and_redirect_uri() {
 
 #[tokio::test]
 async fn authorize_refuses_unknown_clients_and_non_loopback_redirects() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let resp = authorize(
         &emu,
         &[
@@ -676,7 +846,11 @@ async fn authorize_refuses_unknown_clients_and_non_loopback_redirects() {
 
 #[tokio::test]
 async fn authorize_signs_in_the_login_hint_user() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let client = emu.create_desktop_client("p");
     let resp = authorize(
         &emu,
@@ -701,7 +875,10 @@ async fn authorize_signs_in_the_login_hint_user() {
         ],
     )
     .await;
-    assert_eq!(claims(body["id_token"].as_str().unwrap())["email"], "frank@example.com");
+    assert_eq!(
+        claims(body["id_token"].as_str().unwrap())["email"],
+        "frank@example.com"
+    );
 }
 
 // ---- IAM Credentials -------------------------------------------------------
@@ -713,12 +890,21 @@ async fn access_token(emu: &Emulator, sa: &ServiceAccount) -> String {
         json!({"scope": "https://www.googleapis.com/auth/cloud-platform"}),
         emu.now(),
     );
-    let (_, body) =
-        post_form(&emu.token_uri(), &[("grant_type", JWT_BEARER), ("assertion", &a)]).await;
+    let (_, body) = post_form(
+        &emu.token_uri(),
+        &[("grant_type", JWT_BEARER), ("assertion", &a)],
+    )
+    .await;
     body["access_token"].as_str().unwrap().to_owned()
 }
 
-async fn iam(emu: &Emulator, target: &str, method: &str, bearer: Option<&str>, body: Value) -> (StatusCode, Value) {
+async fn iam(
+    emu: &Emulator,
+    target: &str,
+    method: &str,
+    bearer: Option<&str>,
+    body: Value,
+) -> (StatusCode, Value) {
     let mut req = http()
         .post(emu.iam_credentials_url(target, method))
         .json(&body);
@@ -732,12 +918,23 @@ async fn iam(emu: &Emulator, target: &str, method: &str, bearer: Option<&str>, b
 
 #[tokio::test]
 async fn generate_id_token_needs_token_creator_permission() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let caller = emu.create_service_account("caller").await.unwrap();
     let target = emu.create_service_account("target").await.unwrap();
     let bearer = access_token(&emu, &caller).await;
     let body = json!({"audience": "aud-x", "includeEmail": true});
-    let (status, err) = iam(&emu, target.email(), "generateIdToken", Some(&bearer), body.clone()).await;
+    let (status, err) = iam(
+        &emu,
+        target.email(),
+        "generateIdToken",
+        Some(&bearer),
+        body.clone(),
+    )
+    .await;
     assert_eq!(status, 403);
     assert_eq!(err["error"]["status"], "PERMISSION_DENIED");
     assert_eq!(
@@ -756,7 +953,11 @@ async fn generate_id_token_needs_token_creator_permission() {
 
 #[tokio::test]
 async fn generate_id_token_takes_string_booleans_and_email_azp() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let caller = emu.create_service_account("c2").await.unwrap();
     let target = emu.create_service_account("t2").await.unwrap();
     emu.allow_impersonation(caller.email(), target.email());
@@ -772,17 +973,34 @@ async fn generate_id_token_takes_string_booleans_and_email_azp() {
     let c = claims(ok["token"].as_str().unwrap());
     assert_eq!(c["email"], target.email());
     assert_eq!(c["azp"], target.email());
-    let (_, ok) = iam(&emu, target.email(), "generateIdToken", Some(&bearer), json!({"audience": "a"})).await;
+    let (_, ok) = iam(
+        &emu,
+        target.email(),
+        "generateIdToken",
+        Some(&bearer),
+        json!({"audience": "a"}),
+    )
+    .await;
     assert!(claims(ok["token"].as_str().unwrap()).get("email").is_none());
 }
 
 #[tokio::test]
 async fn iam_without_a_valid_bearer_is_401_unauthenticated() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let target = emu.create_service_account("t3").await.unwrap();
     for bearer in [None, Some("ya29.forged")] {
-        let (status, err) =
-            iam(&emu, target.email(), "generateIdToken", bearer, json!({"audience": "a"})).await;
+        let (status, err) = iam(
+            &emu,
+            target.email(),
+            "generateIdToken",
+            bearer,
+            json!({"audience": "a"}),
+        )
+        .await;
         assert_eq!(status, 401);
         assert_eq!(err["error"]["status"], "UNAUTHENTICATED");
     }
@@ -790,7 +1008,11 @@ async fn iam_without_a_valid_bearer_is_401_unauthenticated() {
 
 #[tokio::test]
 async fn delegation_chain_needs_a_grant_for_every_link() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let caller = emu.create_service_account("c4").await.unwrap();
     let d1 = emu.create_service_account("d1").await.unwrap();
     let target = emu.create_service_account("t4").await.unwrap();
@@ -801,7 +1023,14 @@ async fn delegation_chain_needs_a_grant_for_every_link() {
         "delegates": [format!("projects/-/serviceAccounts/{}", d1.email())],
     });
     emu.allow_impersonation(caller.email(), d1.email());
-    let (status, _) = iam(&emu, target.email(), "generateIdToken", Some(&bearer), body.clone()).await;
+    let (status, _) = iam(
+        &emu,
+        target.email(),
+        "generateIdToken",
+        Some(&bearer),
+        body.clone(),
+    )
+    .await;
     assert_eq!(status, 403, "d1 -> target is missing");
     emu.allow_impersonation(d1.email(), target.email());
     let (status, _) = iam(&emu, target.email(), "generateIdToken", Some(&bearer), body).await;
@@ -810,7 +1039,11 @@ async fn delegation_chain_needs_a_grant_for_every_link() {
 
 #[tokio::test]
 async fn generate_access_token_chains_into_generate_id_token() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let caller = emu.create_service_account("c5").await.unwrap();
     let target = emu.create_service_account("t5").await.unwrap();
     emu.allow_impersonation(caller.email(), target.email());
@@ -827,17 +1060,38 @@ async fn generate_access_token_chains_into_generate_id_token() {
     assert_eq!(status, 200, "{body}");
     assert!(body["expireTime"].as_str().unwrap().ends_with('Z'));
     let target_token = body["accessToken"].as_str().unwrap();
-    let (status, body) = iam(&emu, target.email(), "generateIdToken", Some(target_token), json!({"audience": "z", "includeEmail": true})).await;
+    let (status, body) = iam(
+        &emu,
+        target.email(),
+        "generateIdToken",
+        Some(target_token),
+        json!({"audience": "z", "includeEmail": true}),
+    )
+    .await;
     assert_eq!(status, 200);
-    assert_eq!(claims(body["token"].as_str().unwrap())["email"], target.email());
+    assert_eq!(
+        claims(body["token"].as_str().unwrap())["email"],
+        target.email()
+    );
 }
 
 #[tokio::test]
 async fn generate_for_an_unknown_account_is_404() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let caller = emu.create_service_account("c6").await.unwrap();
     let bearer = access_token(&emu, &caller).await;
-    let (status, err) = iam(&emu, "ghost@x.iam.gserviceaccount.com", "generateIdToken", Some(&bearer), json!({"audience": "a"})).await;
+    let (status, err) = iam(
+        &emu,
+        "ghost@x.iam.gserviceaccount.com",
+        "generateIdToken",
+        Some(&bearer),
+        json!({"audience": "a"}),
+    )
+    .await;
     assert_eq!(status, 404);
     assert_eq!(err["error"]["status"], "NOT_FOUND");
 }
@@ -846,7 +1100,11 @@ async fn generate_for_an_unknown_account_is_404() {
 
 #[tokio::test]
 async fn sts_exchanges_a_subject_token_for_a_federated_access_token() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let pool = emu.create_workload_pool("ci-pool", "github");
     let target = emu.create_service_account("deployer").await.unwrap();
     emu.allow_impersonation(&pool.principal("repo:acme/app"), target.email());
@@ -854,8 +1112,14 @@ async fn sts_exchanges_a_subject_token_for_a_federated_access_token() {
     let (status, body) = post_form(
         &emu.sts_url(),
         &[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
-            ("requested_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            (
+                "requested_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
             ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
             ("audience", &pool.audience()),
             ("scope", "https://www.googleapis.com/auth/cloud-platform"),
@@ -864,17 +1128,31 @@ async fn sts_exchanges_a_subject_token_for_a_federated_access_token() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["issued_token_type"], "urn:ietf:params:oauth:token-type:access_token");
+    assert_eq!(
+        body["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
     assert_eq!(body["token_type"], "Bearer");
     let federated = body["access_token"].as_str().unwrap();
-    let (status, body) = iam(&emu, target.email(), "generateIdToken", Some(federated), json!({"audience": "wif", "includeEmail": true})).await;
+    let (status, body) = iam(
+        &emu,
+        target.email(),
+        "generateIdToken",
+        Some(federated),
+        json!({"audience": "wif", "includeEmail": true}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(emu.counter(counter::ACCESS_TOKENS, "sts"), 1);
 }
 
 #[tokio::test]
 async fn sts_rejects_unknown_pools_and_foreign_subject_tokens() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let pool = emu.create_workload_pool("p1", "x");
     let other = emu.create_workload_pool("p2", "y");
     let for_other = emu.mint_subject_token(&other, "s");
@@ -884,8 +1162,14 @@ async fn sts_rejects_unknown_pools_and_foreign_subject_tokens() {
             post_form(
                 &url,
                 &[
-                    ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
-                    ("requested_token_type", "urn:ietf:params:oauth:token-type:access_token"),
+                    (
+                        "grant_type",
+                        "urn:ietf:params:oauth:grant-type:token-exchange",
+                    ),
+                    (
+                        "requested_token_type",
+                        "urn:ietf:params:oauth:token-type:access_token",
+                    ),
                     ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
                     ("audience", &audience),
                     ("subject_token", &token),
@@ -904,11 +1188,18 @@ async fn sts_rejects_unknown_pools_and_foreign_subject_tokens() {
 
 #[tokio::test]
 async fn oidc_issuer_publishes_discovery_and_keys_that_verify_subject_tokens() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let pool = emu.create_workload_pool("p", "x");
     let token = emu.mint_subject_token(&pool, "me");
     let disc: Value = http()
-        .get(format!("{}/.well-known/openid-configuration", emu.oidc_issuer()))
+        .get(format!(
+            "{}/.well-known/openid-configuration",
+            emu.oidc_issuer()
+        ))
         .send()
         .await
         .unwrap()
@@ -927,7 +1218,9 @@ async fn oidc_issuer_publishes_discovery_and_keys_that_verify_subject_tokens() {
     let mut v = Validation::new(Algorithm::RS256);
     v.set_issuer(&[emu.oidc_issuer()]);
     v.validate_aud = false;
-    let data = jsonwebtoken::decode::<Value>(&token, &DecodingKey::from_jwk(&jwks.keys[0]).unwrap(), &v).unwrap();
+    let data =
+        jsonwebtoken::decode::<Value>(&token, &DecodingKey::from_jwk(&jwks.keys[0]).unwrap(), &v)
+            .unwrap();
     assert_eq!(data.claims["sub"], "me");
 }
 
@@ -935,7 +1228,11 @@ async fn oidc_issuer_publishes_discovery_and_keys_that_verify_subject_tokens() {
 
 #[tokio::test]
 async fn rotation_keeps_the_previous_key_published_and_retires_older_ones() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     let before = emu.mint_id_token("r", "x@example.com");
     let first_kid = emu.signing_key_ids()[0].clone();
     emu.rotate_signing_key().await.unwrap();
@@ -945,14 +1242,25 @@ async fn rotation_keeps_the_previous_key_published_and_retires_older_ones() {
     verify(&emu, &before, "r").await;
     verify(&emu, &after, "r").await;
     emu.rotate_signing_key().await.unwrap();
-    let jwks: JwkSet = http().get(emu.jwks_url()).send().await.unwrap().json().await.unwrap();
+    let jwks: JwkSet = http()
+        .get(emu.jwks_url())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(jwks.find(&first_kid).is_none());
     assert!(jwks.find(&after_kid).is_some());
 }
 
 #[tokio::test]
 async fn v1_certs_map_every_published_kid_to_an_x509_pem() {
-    let emu = Emulator::builder().without_default_app().start().await.unwrap();
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
     emu.rotate_signing_key().await.unwrap();
     let map: serde_json::Map<String, Value> = http()
         .get(emu.certs_v1_url())
@@ -968,6 +1276,10 @@ async fn v1_certs_map_every_published_kid_to_an_x509_pem() {
     expected.sort();
     assert_eq!(kids, expected.iter().collect::<Vec<_>>());
     for pem in map.values() {
-        assert!(pem.as_str().unwrap().starts_with("-----BEGIN CERTIFICATE-----\n"));
+        assert!(
+            pem.as_str()
+                .unwrap()
+                .starts_with("-----BEGIN CERTIFICATE-----\n")
+        );
     }
 }

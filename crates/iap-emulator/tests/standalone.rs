@@ -56,15 +56,26 @@ async fn binary_prints_exports_serves_and_cleans_up_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(metadata.status(), 200);
-    let jwks = http.get(&vars["IAP_EMULATOR_JWKS_URL"]).send().await.unwrap();
+    let jwks = http
+        .get(&vars["IAP_EMULATOR_JWKS_URL"])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(jwks.status(), 200);
     // The echo app is behind the gate: no token, IAP's 401.
-    let app = http.get(&vars["IAP_EMULATOR_APP_URL"]).send().await.unwrap();
+    let app = http
+        .get(&vars["IAP_EMULATOR_APP_URL"])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(app.status(), 401);
     let key_path = std::path::PathBuf::from(&vars["GOOGLE_APPLICATION_CREDENTIALS"]);
     let key: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&key_path).unwrap()).unwrap();
-    assert_eq!(key["token_uri"], format!("{}token", vars["IAP_EMULATOR_URL"]));
+    assert_eq!(
+        key["token_uri"],
+        format!("{}token", vars["IAP_EMULATOR_URL"])
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -82,5 +93,8 @@ async fn binary_prints_exports_serves_and_cleans_up_on_sigterm() {
         .unwrap()
         .unwrap();
     assert!(exit.success(), "{exit:?}");
-    assert!(!key_path.exists(), "the key's temporary directory is removed");
+    assert!(
+        !key_path.exists(),
+        "the key's temporary directory is removed"
+    );
 }

@@ -26,8 +26,7 @@ struct Args {
 
 /// Single-quotes a value for a POSIX shell when it needs it.
 fn shell_quote(v: &str) -> String {
-    if v
-        .chars()
+    if v.chars()
         .all(|c| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c))
     {
         v.to_owned()

@@ -72,16 +72,21 @@ fn bad(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 /// JSON body, or a 400 naming the problem.
-fn body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Response> {
-    let bytes = if bytes.is_empty() { b"{}".as_slice() } else { bytes };
-    serde_json::from_slice(bytes).map_err(|e| bad(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
+fn body<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, Box<Response>> {
+    let bytes = if bytes.is_empty() {
+        b"{}".as_slice()
+    } else {
+        bytes
+    };
+    serde_json::from_slice(bytes)
+        .map_err(|e| Box::new(bad(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}"))))
 }
 
 macro_rules! parse {
     ($bytes:expr) => {
         match body(&$bytes) {
             Ok(v) => v,
-            Err(resp) => return resp,
+            Err(resp) => return *resp,
         }
     };
 }
@@ -234,7 +239,10 @@ struct NewServiceAccount {
 async fn service_account(Ax(state): Ax<Arc<State>>, bytes: axum::body::Bytes) -> Response {
     let n: NewServiceAccount = parse!(bytes);
     if n.name.is_empty() || n.name.contains(['@', '/', ' ']) {
-        return bad(StatusCode::BAD_REQUEST, "name must be a bare account ID like \"runner\"");
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "name must be a bare account ID like \"runner\"",
+        );
     }
     let emu = Emulator::view(state.clone());
     let project = n.project_id.unwrap_or_else(|| state.project.id.clone());

@@ -45,7 +45,10 @@ pub(crate) async fn service_account_x509(
 ) -> Response {
     let accounts = read(&state.service_accounts);
     let Some(record) = accounts.get(&email) else {
-        return api_error_for(404, &format!("Not found; Gaia id not found for email {email}"));
+        return api_error_for(
+            404,
+            &format!("Not found; Gaia id not found for email {email}"),
+        );
     };
     let map: Map<String, Value> = record
         .keys
@@ -62,7 +65,10 @@ pub(crate) async fn service_account_jwks(
 ) -> Response {
     let accounts = read(&state.service_accounts);
     let Some(record) = accounts.get(&email) else {
-        return api_error_for(404, &format!("Not found; Gaia id not found for email {email}"));
+        return api_error_for(
+            404,
+            &format!("Not found; Gaia id not found for email {email}"),
+        );
     };
     let keys: Vec<Value> = record.keys.iter().map(|k| k.jwk()).collect();
     json_response(200, json!({ "keys": keys }).to_string())

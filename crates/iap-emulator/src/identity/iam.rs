@@ -35,7 +35,10 @@ pub(crate) async fn call(
         return api_error_for(404, "Method not found.");
     };
     let (endpoint, permission) = match method {
-        "generateIdToken" => (Endpoint::GenerateIdToken, "iam.serviceAccounts.getOpenIdToken"),
+        "generateIdToken" => (
+            Endpoint::GenerateIdToken,
+            "iam.serviceAccounts.getOpenIdToken",
+        ),
         "generateAccessToken" => (
             Endpoint::GenerateAccessToken,
             "iam.serviceAccounts.getAccessToken",
@@ -75,18 +78,20 @@ fn answer(
     let request: Value = match serde_json::from_slice(body) {
         Ok(v @ Value::Object(_)) => v,
         _ => {
-            return api_error_for(
-                400,
-                "Invalid JSON payload received. Expected an object.",
-            );
+            return api_error_for(400, "Invalid JSON payload received. Expected an object.");
         }
     };
-    let target = target.strip_prefix("projects/-/serviceAccounts/").unwrap_or(target);
+    let target = target
+        .strip_prefix("projects/-/serviceAccounts/")
+        .unwrap_or(target);
     let Some(unique_id) = read(&state.service_accounts)
         .get(target)
         .map(|r| r.unique_id.clone())
     else {
-        return api_error_for(404, &format!("Not found; Gaia id not found for email {target}"));
+        return api_error_for(
+            404,
+            &format!("Not found; Gaia id not found for email {target}"),
+        );
     };
     let delegates: Vec<String> = match &request["delegates"] {
         Value::Array(ds) => ds
@@ -153,7 +158,9 @@ fn answer(
                     _ => {
                         return api_error_for(
                             400,
-                            &format!("Invalid value at 'lifetime' ({l}): must be a duration like \"3600s\", at most 43200s."),
+                            &format!(
+                                "Invalid value at 'lifetime' ({l}): must be a duration like \"3600s\", at most 43200s."
+                            ),
                         );
                     }
                 },

@@ -58,7 +58,10 @@ pub(crate) fn routes() -> Router<Arc<State>> {
             "/v1/projects/{project}/serviceAccounts/{account_method}",
             post(iam::call),
         )
-        .route("/v1/token", post(sts::exchange).layer(FaultLayer::new(Endpoint::Sts)))
+        .route(
+            "/v1/token",
+            post(sts::exchange).layer(FaultLayer::new(Endpoint::Sts)),
+        )
         .route(
             "/oauth2/v3/certs",
             get(certs::jwks).layer(FaultLayer::new(Endpoint::Jwks)),
@@ -91,7 +94,11 @@ pub(crate) fn routes() -> Router<Arc<State>> {
 
 /// Request parameters from an urlencoded form or a JSON object body (or
 /// both query and body: the body wins). JSON scalars become strings.
-pub(crate) fn params(headers: &HeaderMap, query: Option<&str>, body: &Bytes) -> Result<HashMap<String, String>, String> {
+pub(crate) fn params(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &Bytes,
+) -> Result<HashMap<String, String>, String> {
     let mut out: HashMap<String, String> = match query {
         Some(q) => serde_urlencoded::from_str(q).unwrap_or_default(),
         None => HashMap::new(),
@@ -101,8 +108,8 @@ pub(crate) fn params(headers: &HeaderMap, query: Option<&str>, body: &Bytes) -> 
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
     if is_json {
-        let value: Value =
-            serde_json::from_slice(body).map_err(|e| format!("Invalid JSON payload received. {e}"))?;
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| format!("Invalid JSON payload received. {e}"))?;
         let Value::Object(map) = value else {
             return Err("Invalid JSON payload received. Expected an object.".into());
         };
@@ -115,8 +122,8 @@ pub(crate) fn params(headers: &HeaderMap, query: Option<&str>, body: &Bytes) -> 
             out.insert(k, v);
         }
     } else if !body.is_empty() {
-        let form: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
-            .map_err(|e| format!("Invalid form body: {e}"))?;
+        let form: Vec<(String, String)> =
+            serde_urlencoded::from_bytes(body).map_err(|e| format!("Invalid form body: {e}"))?;
         out.extend(form);
     }
     Ok(out)

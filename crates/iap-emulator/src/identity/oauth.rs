@@ -157,17 +157,24 @@ fn jwt_bearer(state: &State, p: &HashMap<String, String>) -> Response {
 }
 
 /// Checks `client_id` / `client_secret`; returns the client's project.
-fn authenticate_client(state: &State, p: &HashMap<String, String>) -> Result<String, Response> {
+fn authenticate_client(
+    state: &State,
+    p: &HashMap<String, String>,
+) -> Result<String, Box<Response>> {
     let client_id = p.get("client_id").map(String::as_str).unwrap_or_default();
     let Some(client) = read(&state.clients).get(client_id).cloned() else {
-        return Err(oauth_error_response(
+        return Err(Box::new(oauth_error_response(
             401,
             "invalid_client",
             "The OAuth client was not found.",
-        ));
+        )));
     };
     if p.get("client_secret").map(String::as_str) != Some(client.secret.as_str()) {
-        return Err(oauth_error_response(401, "invalid_client", "Unauthorized"));
+        return Err(Box::new(oauth_error_response(
+            401,
+            "invalid_client",
+            "Unauthorized",
+        )));
     }
     Ok(client.project_id)
 }
@@ -179,7 +186,7 @@ fn user_audience(
     p: &HashMap<String, String>,
     client_id: &str,
     project_id: &str,
-) -> Result<String, Response> {
+) -> Result<String, Box<Response>> {
     let Some(audience) = p.get("audience").filter(|a| !a.is_empty()) else {
         return Ok(client_id.to_owned());
     };
@@ -192,11 +199,11 @@ fn user_audience(
     if same_project {
         Ok(audience.clone())
     } else {
-        Err(oauth_error_response(
+        Err(Box::new(oauth_error_response(
             400,
             "invalid_audience",
             "The audience client and the client need to be in the same project.",
-        ))
+        )))
     }
 }
 
@@ -241,7 +248,7 @@ fn user_tokens(
 fn refresh(state: &State, p: &HashMap<String, String>) -> Response {
     let project_id = match authenticate_client(state, p) {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let client_id = p.get("client_id").map(String::as_str).unwrap_or_default();
     let Some(rt) = p.get("refresh_token").filter(|t| !t.is_empty()) else {
@@ -258,7 +265,7 @@ fn refresh(state: &State, p: &HashMap<String, String>) -> Response {
     }
     let aud = match user_audience(state, p, client_id, &project_id) {
         Ok(a) => a,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     user_tokens(
         state,
@@ -284,7 +291,7 @@ fn pkce_matches(challenge: &str, method: &str, verifier: &str) -> bool {
 fn authorization_code(state: &State, p: &HashMap<String, String>) -> Response {
     let project_id = match authenticate_client(state, p) {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let client_id = p.get("client_id").map(String::as_str).unwrap_or_default();
     let Some(code) = p.get("code").filter(|c| !c.is_empty()) else {
@@ -316,7 +323,7 @@ fn authorization_code(state: &State, p: &HashMap<String, String>) -> Response {
     }
     let aud = match user_audience(state, p, client_id, &project_id) {
         Ok(a) => a,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let refresh_token = format!("1//emu-{}", random_b64(40));
     write(&state.refresh_tokens).insert(

@@ -155,8 +155,12 @@ pub(crate) async fn exchange(
     validation.required_spec_claims.clear();
     let claims = kid_ok
         .then(|| {
-            jsonwebtoken::decode::<Value>(subject_token, &state.oidc_key.decoding_key(), &validation)
-                .ok()
+            jsonwebtoken::decode::<Value>(
+                subject_token,
+                &state.oidc_key.decoding_key(),
+                &validation,
+            )
+            .ok()
         })
         .flatten()
         .map(|d| d.claims);
@@ -187,11 +191,7 @@ pub(crate) async fn exchange(
         );
     }
     let exp = claims["exp"].as_f64().unwrap_or(0.0) as u64;
-    if exp <= state.now()
-        || claims["jti"]
-            .as_str()
-            .is_some_and(|j| state.is_revoked(j))
-    {
+    if exp <= state.now() || claims["jti"].as_str().is_some_and(|j| state.is_revoked(j)) {
         return oauth_error_response(400, "invalid_grant", "ID Token expired or revoked.");
     }
     let Some(subject) = claims["sub"].as_str().filter(|s| !s.is_empty()) else {
