@@ -5,8 +5,10 @@
 //! A [`Transport`] is cheap to clone. [`Transport::default`] uses one
 //! process-wide `reqwest::Client` (rustls, connect timeout 5 s, request
 //! timeout 30 s, redirects never followed), built on first use, so creating
-//! a source needs no running runtime. Bring your own client (a corporate
-//! proxy, extra root certificates) with [`Transport::new`].
+//! a source needs no running runtime; it honours `HTTPS_PROXY`/`NO_PROXY`.
+//! [`Transport::direct`] is the same without proxies, for the metadata
+//! server. Bring your own client (extra root certificates, a fixed proxy)
+//! with [`Transport::new`].
 //!
 //! Errors follow one rule (PROTOCOLS section 2, Python's): HTTP 500, 503,
 //! 504, 408 and 429, and the codes `internal_failure`, `server_error` and
@@ -56,39 +58,57 @@ pub const METADATA_HOSTS: &[&str] = &[
 /// Sends requests to Google's identity endpoints. See the [module docs](self).
 #[derive(Clone, Default)]
 pub struct Transport {
-    /// `None`: the shared process-wide client.
-    client: Option<reqwest::Client>,
+    client: Which,
+}
+
+#[derive(Clone, Default)]
+enum Which {
+    /// The process-wide client (proxies from the environment honoured).
+    #[default]
+    Shared,
+    /// The process-wide client that never uses a proxy.
+    Direct,
+    /// The caller's own.
+    Custom(reqwest::Client),
 }
 
 impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.client.is_some() {
-            "Transport(custom)"
-        } else {
-            "Transport(shared)"
+        f.write_str(match self.client {
+            Which::Shared => "Transport(shared)",
+            Which::Direct => "Transport(direct)",
+            Which::Custom(_) => "Transport(custom)",
         })
     }
 }
 
-static SHARED: OnceLock<std::result::Result<reqwest::Client, String>> = OnceLock::new();
+type Built = OnceLock<std::result::Result<reqwest::Client, String>>;
+static SHARED: Built = OnceLock::new();
+static DIRECT: Built = OnceLock::new();
 
-/// The client every default [`Transport`] uses, built on first call.
+fn build(cell: &'static Built, proxies: bool) -> Result<&'static reqwest::Client> {
+    cell.get_or_init(|| {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("iap-rs/", env!("CARGO_PKG_VERSION")));
+        if !proxies {
+            builder = builder.no_proxy();
+        }
+        builder.build().map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| Error::Other {
+        context: format!("cannot build the HTTP client: {e}"),
+        source: None,
+    })
+}
+
+/// The client every default [`Transport`] uses, built on first call. It
+/// honours `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
 pub fn shared_client() -> Result<&'static reqwest::Client> {
-    SHARED
-        .get_or_init(|| {
-            reqwest::Client::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .timeout(REQUEST_TIMEOUT)
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!("iap-rs/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(|e| Error::Other {
-            context: format!("cannot build the HTTP client: {e}"),
-            source: None,
-        })
+    build(&SHARED, true)
 }
 
 /// An answer read in full. `Debug` shows the status and the body's length
@@ -115,15 +135,25 @@ impl Transport {
     /// redirect must not carry credentials elsewhere.
     pub fn new(client: reqwest::Client) -> Self {
         Transport {
-            client: Some(client),
+            client: Which::Custom(client),
+        }
+    }
+
+    /// The shared settings without any proxy: for the metadata server, which
+    /// only answers on the machine's own link (Go's client does the same).
+    /// The default transport of [`MetadataSource`](crate::source::metadata::MetadataSource).
+    pub fn direct() -> Self {
+        Transport {
+            client: Which::Direct,
         }
     }
 
     /// The client requests go through.
     pub fn client(&self) -> Result<&reqwest::Client> {
         match &self.client {
-            Some(c) => Ok(c),
-            None => shared_client(),
+            Which::Shared => shared_client(),
+            Which::Direct => build(&DIRECT, false),
+            Which::Custom(c) => Ok(c),
         }
     }
 

@@ -107,7 +107,7 @@ impl MetadataSource {
             account,
             format: IdentityFormat::Full,
             licenses: false,
-            transport: Transport::default(),
+            transport: Transport::direct(),
         })
     }
 
@@ -124,7 +124,8 @@ impl MetadataSource {
         self
     }
 
-    /// Sends requests through `transport` instead of the shared client.
+    /// Sends requests through `transport` instead of the shared client
+    /// without proxies ([`Transport::direct`]).
     pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
         self
@@ -219,7 +220,7 @@ impl MetadataSource {
                 DETECT_TIMEOUT
             }
         });
-        let Ok(client) = Transport::default().client().cloned() else {
+        let Ok(client) = Transport::direct().client().cloned() else {
             return false;
         };
         let probe = client
