@@ -327,3 +327,52 @@ impl App {
         &self.config
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(public_url: &str) -> AppConfig {
+        let public_url: Url = public_url.parse().unwrap();
+        AppConfig {
+            url: public_url.clone(),
+            public_origin: public_url.origin().ascii_serialization(),
+            public_url,
+            client_id: "1-abc.apps.googleusercontent.com".into(),
+            project_id: "p".into(),
+            project_number: "1".into(),
+            backend_service_id: "2".into(),
+            assertion_audience: "/projects/1/global/backendServices/2".into(),
+            allowed_clients: RwLock::new(vec!["desktop".into()]),
+            local_addr: None,
+        }
+    }
+
+    #[test]
+    fn url_audience_is_the_exact_request_url_or_the_origin_wildcard() {
+        let app = config("http://127.0.0.1:8080/");
+        assert!(app.accepts_url_audience("http://127.0.0.1:8080/a/b", "/a/b"));
+        assert!(app.accepts_url_audience("http://127.0.0.1:8080/*", "/a/b"));
+        assert!(!app.accepts_url_audience("http://127.0.0.1:8080/a", "/a/b"));
+        assert!(!app.accepts_url_audience("http://127.0.0.1:8080/a/b?x=1", "/a/b"));
+        // A longer port is another origin, not a prefix match.
+        assert!(!app.accepts_url_audience("http://127.0.0.1:80801/*", "/"));
+        assert!(!app.accepts_url_audience("https://127.0.0.1:8080/*", "/"));
+    }
+
+    #[test]
+    fn default_ports_are_left_out_of_the_origin() {
+        let app = config("https://app.example.com:443/base/");
+        assert!(app.accepts_url_audience("https://app.example.com/*", "/x"));
+        assert!(app.accepts_url_audience("https://app.example.com/x", "/x"));
+        assert!(!app.accepts_url_audience("https://app.example.com:443/*", "/x"));
+    }
+
+    #[test]
+    fn client_audience_is_the_client_id_or_an_allowlisted_client() {
+        let app = config("http://127.0.0.1:8080/");
+        assert!(app.accepts_client_audience("1-abc.apps.googleusercontent.com"));
+        assert!(app.accepts_client_audience("desktop"));
+        assert!(!app.accepts_client_audience("other"));
+    }
+}

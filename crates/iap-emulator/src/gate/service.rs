@@ -216,17 +216,24 @@ impl Gate {
             }
         };
 
+        let Some(signer) = state.gate.signer() else {
+            return Decision::Answer {
+                response: text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "iap-emulator: IAP's assertion signing key could not be generated",
+                ),
+                delay,
+            };
+        };
+        let assertion = signer.sign(
+            state.now(),
+            self.app.assertion_audience(),
+            &identity.email,
+            &identity.sub,
+        );
         let headers = req.headers_mut();
         headers.remove(PROXY_AUTHORIZATION);
         strip_goog_headers(headers);
-        let assertion = state.gate.signer().and_then(|signer| {
-            signer.sign(
-                state.now(),
-                self.app.assertion_audience(),
-                &identity.email,
-                &identity.sub,
-            )
-        });
         let values = (
             assertion.and_then(|a| HeaderValue::try_from(a).ok()),
             HeaderValue::try_from(format!("{IDENTITY_PREFIX}{}", identity.email)).ok(),
