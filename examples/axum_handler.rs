@@ -8,9 +8,9 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use iap::IapAuth;
 use iap::reqwest::IapMiddleware;
 use iap::token::source::metadata::MetadataSource;
-use iap::IapAuth;
 use reqwest_middleware::ClientWithMiddleware;
 
 #[derive(Clone)]
@@ -49,13 +49,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
     let router = axum::Router::new()
         .route("/whoami", get(whoami))
-        .with_state(Backend { client, url: app.url().clone() });
+        .with_state(Backend {
+            client,
+            url: app.url().clone(),
+        });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
 
     // Call our own handler once, as a user of this service would.
-    let answer = reqwest::get(format!("http://{addr}/whoami")).await?.text().await?;
+    let answer = reqwest::get(format!("http://{addr}/whoami"))
+        .await?
+        .text()
+        .await?;
     println!("the handler reached the IAP app as {answer}");
     server.abort();
     Ok(())

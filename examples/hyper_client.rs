@@ -25,10 +25,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .layer(IapLayer::new(auth))
         .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
 
-    let request = http::Request::post(app.url().join("/items")?.as_str()).body(Full::from("{\"name\":\"x\"}"))?;
+    let request = http::Request::post(app.url().join("/items")?.as_str())
+        .body(Full::from("{\"name\":\"x\"}"))?;
     let response = client.oneshot(request).await?;
     let status = response.status();
-    let echo: serde_json::Value = serde_json::from_slice(&response.into_body().collect().await?.to_bytes())?;
-    println!("{status}: the app got {} bytes from {}", echo["body_len"], echo["headers"]["x-goog-authenticated-user-email"]);
+    let echo: serde_json::Value =
+        serde_json::from_slice(&response.into_body().collect().await?.to_bytes())?;
+    println!(
+        "{status}: the app got {} bytes from {}",
+        echo["body_len"], echo["headers"]["x-goog-authenticated-user-email"]
+    );
     Ok(())
 }

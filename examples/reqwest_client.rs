@@ -24,8 +24,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .with(IapMiddleware::new(auth))
         .build();
 
-    let echo: serde_json::Value =
-        client.get(app.url().join("/hello")?).send().await?.error_for_status()?.json().await?;
-    println!("IAP let us in as {}", echo["headers"]["x-goog-authenticated-user-email"]);
+    let echo: serde_json::Value = client
+        .get(app.url().join("/hello")?)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    println!(
+        "IAP let us in as {}",
+        echo["headers"]["x-goog-authenticated-user-email"]
+    );
     Ok(())
 }

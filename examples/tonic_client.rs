@@ -16,21 +16,34 @@ use tonic_health::pb::health_client::HealthClient;
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let emulator = iap_emulator::Emulator::start().await?;
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
-    let app = emulator.create_app().serve(tonic::service::Routes::new(health)).await?;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let app = emulator
+        .create_app()
+        .serve(tonic::service::Routes::new(health))
+        .await?;
 
     let auth = IapAuth::builder()
         .source(MetadataSource::with_host(&emulator.metadata_host())?)
         .audience(app.client_id())
         .allow_origin(app.url().origin().ascii_serialization())
         .build()?;
-    let channel = Endpoint::from_shared(app.url().to_string())?.connect().await?;
-    let channel = tower::ServiceBuilder::new().layer(IapLayer::new(auth)).service(channel);
+    let channel = Endpoint::from_shared(app.url().to_string())?
+        .connect()
+        .await?;
+    let channel = tower::ServiceBuilder::new()
+        .layer(IapLayer::new(auth))
+        .service(channel);
     // A Channel adds the origin below the layer; `with_origin` puts it on the
     // requests the layer sees, for its host scoping.
     let mut client = HealthClient::with_origin(channel, app.url().as_str().parse()?);
 
-    let answer = client.check(HealthCheckRequest { service: String::new() }).await?;
+    let answer = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?;
     println!("health: {:?}", answer.into_inner().status());
     Ok(())
 }

@@ -52,8 +52,8 @@ pub mod emulator {
     pub use iap_emulator::*;
 }
 
+#[cfg(feature = "reqwest")]
+pub use iap_reqwest::IapMiddleware;
 pub use iap_token::{Audience, Error, IapAuth, IdToken, Result, TokenSource};
 #[cfg(feature = "tower")]
 pub use iap_tower::IapLayer;
-#[cfg(feature = "reqwest")]
-pub use iap_reqwest::IapMiddleware;

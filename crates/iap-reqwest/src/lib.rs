@@ -73,13 +73,20 @@ impl IapMiddleware {
 
 impl fmt::Debug for IapMiddleware {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("IapMiddleware").field("auth", &self.auth).finish()
+        f.debug_struct("IapMiddleware")
+            .field("auth", &self.auth)
+            .finish()
     }
 }
 
 #[async_trait::async_trait]
 impl Middleware for IapMiddleware {
-    async fn handle(&self, mut req: Request, extensions: &mut Extensions, next: Next<'_>) -> Result<Response> {
+    async fn handle(
+        &self,
+        mut req: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> Result<Response> {
         // `plan` speaks `http::Uri`; a URL that is not one is left to reqwest to reject.
         let Ok(uri) = req.url().as_str().parse::<http::Uri>() else {
             return next.run(req, extensions).await;
@@ -118,7 +125,9 @@ impl Middleware for IapMiddleware {
         };
         self.auth.apply(second.headers_mut(), &fresh);
         let response = next.run(second, extensions).await?;
-        if self.auth.verdict(response.status(), response.headers()) == Verdict::Refused && same_origin(&uri, response.url()) {
+        if self.auth.verdict(response.status(), response.headers()) == Verdict::Refused
+            && same_origin(&uri, response.url())
+        {
             // Only one retry: pass the answer on, but do not keep a refused token.
             self.auth.invalidate(&fresh);
         }

@@ -28,7 +28,9 @@ fn auth_for(emu: &Emulator, app: &App, placement: Placement) -> IapAuth {
 }
 
 fn client(auth: &IapAuth) -> ClientWithMiddleware {
-    ClientBuilder::new(reqwest::Client::new()).with(IapMiddleware::new(auth.clone())).build()
+    ClientBuilder::new(reqwest::Client::new())
+        .with(IapMiddleware::new(auth.clone()))
+        .build()
 }
 
 fn url(app: &App, path: &str) -> reqwest::Url {
@@ -44,7 +46,10 @@ fn gate_401s(emu: &Emulator, app: &App) -> u64 {
 }
 
 async fn current_token(auth: &IapAuth, app: &App) -> IdToken {
-    auth.token_for(&app.url().as_str().parse().unwrap()).await.unwrap().unwrap()
+    auth.token_for(&app.url().as_str().parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -58,7 +63,10 @@ async fn token_is_attached_and_accepted() {
     assert_eq!(answer.status(), StatusCode::OK);
     let echo: serde_json::Value = answer.json().await.unwrap();
     let email = emu.metadata_service_account().unwrap();
-    assert_eq!(echo["headers"]["x-goog-authenticated-user-email"], format!("accounts.google.com:{email}"));
+    assert_eq!(
+        echo["headers"]["x-goog-authenticated-user-email"],
+        format!("accounts.google.com:{email}")
+    );
     assert_eq!(tokens(&emu, &app), 1);
 }
 
@@ -86,7 +94,12 @@ async fn revoked_token_is_refreshed_once_and_the_request_retried() {
     let old = current_token(&auth, &app).await;
     emu.revoke(old.as_str());
 
-    let answer = client(&auth).post(url(&app, "/upload")).body("twelve bytes").send().await.unwrap();
+    let answer = client(&auth)
+        .post(url(&app, "/upload"))
+        .body("twelve bytes")
+        .send()
+        .await
+        .unwrap();
 
     assert_eq!(answer.status(), StatusCode::OK);
     let echo: serde_json::Value = answer.json().await.unwrap();
@@ -110,7 +123,11 @@ async fn burst_of_401s_on_a_revoked_token_refreshes_once() {
     for answer in answers {
         assert_eq!(answer.unwrap().status(), StatusCode::OK);
     }
-    assert_eq!(gate_401s(&emu, &app), 500, "every request carried the revoked token");
+    assert_eq!(
+        gate_401s(&emu, &app),
+        500,
+        "every request carried the revoked token"
+    );
     assert_eq!(tokens(&emu, &app), 2, "exactly one refresh");
 }
 
@@ -121,15 +138,33 @@ async fn apps_own_401_in_proxy_authorization_mode_comes_back_as_is() {
     let auth = auth_for(&emu, &app, Placement::ProxyAuthorization);
     let token = current_token(&auth, &app).await;
 
-    let answer = client(&auth).get(url(&app, "/status/401")).bearer_auth("the-apps-own").send().await.unwrap();
+    let answer = client(&auth)
+        .get(url(&app, "/status/401"))
+        .bearer_auth("the-apps-own")
+        .send()
+        .await
+        .unwrap();
 
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
     let echo: serde_json::Value = answer.json().await.unwrap();
-    assert_eq!(echo["headers"]["authorization"], "Bearer the-apps-own", "the caller's Authorization is untouched");
-    assert_eq!(emu.counter(counter::GATE_PROXY_AUTHORIZATION, app.client_id()), 1);
-    assert_eq!(emu.counter(counter::APP_HITS, app.client_id()), 1, "not retried");
+    assert_eq!(
+        echo["headers"]["authorization"], "Bearer the-apps-own",
+        "the caller's Authorization is untouched"
+    );
+    assert_eq!(
+        emu.counter(counter::GATE_PROXY_AUTHORIZATION, app.client_id()),
+        1
+    );
+    assert_eq!(
+        emu.counter(counter::APP_HITS, app.client_id()),
+        1,
+        "not retried"
+    );
     assert_eq!(tokens(&emu, &app), 1, "no refresh");
-    assert!(current_token(&auth, &app).await.same_as(&token), "the token was not invalidated");
+    assert!(
+        current_token(&auth, &app).await.same_as(&token),
+        "the token was not invalidated"
+    );
 }
 
 #[tokio::test]
@@ -140,14 +175,31 @@ async fn streaming_body_is_not_retried_but_its_token_is_invalidated() {
     let client = client(&auth);
     emu.revoke(current_token(&auth, &app).await.as_str());
 
-    let chunks = ["a ", "streamed ", "body"].map(|c| Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(c))));
-    let body = reqwest::Body::wrap(http_body_util::StreamBody::new(futures_util::stream::iter(chunks)));
-    let answer = client.post(url(&app, "/upload")).body(body).send().await.unwrap();
+    let chunks = ["a ", "streamed ", "body"]
+        .map(|c| Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(c))));
+    let body = reqwest::Body::wrap(http_body_util::StreamBody::new(futures_util::stream::iter(
+        chunks,
+    )));
+    let answer = client
+        .post(url(&app, "/upload"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
 
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "not retried");
     assert_eq!(gate_401s(&emu, &app), 1);
-    assert_eq!(tokens(&emu, &app), 1, "no fetch for a retry that cannot happen");
-    assert!(auth.cache().cached(&Audience::new(app.client_id())).is_none(), "the refused token was invalidated");
+    assert_eq!(
+        tokens(&emu, &app),
+        1,
+        "no fetch for a retry that cannot happen"
+    );
+    assert!(
+        auth.cache()
+            .cached(&Audience::new(app.client_id()))
+            .is_none(),
+        "the refused token was invalidated"
+    );
 
     let answer = client.get(url(&app, "/")).send().await.unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
@@ -177,8 +229,16 @@ async fn composes_with_reqwest_retry_and_reqwest_tracing() {
     let answer = client.get(url(&app, "/")).send().await.unwrap();
 
     assert_eq!(answer.status(), StatusCode::OK);
-    assert_eq!(emu.counter(counter::FAULTS, Endpoint::Gate.name()), 1, "the 503 was retried by reqwest-retry");
-    assert_eq!(gate_401s(&emu, &app), 1, "the revoked token was refused once");
+    assert_eq!(
+        emu.counter(counter::FAULTS, Endpoint::Gate.name()),
+        1,
+        "the 503 was retried by reqwest-retry"
+    );
+    assert_eq!(
+        gate_401s(&emu, &app),
+        1,
+        "the revoked token was refused once"
+    );
     assert_eq!(tokens(&emu, &app), 2, "and replaced once");
 }
 
@@ -192,8 +252,15 @@ async fn no_token_is_sent_to_an_origin_outside_the_scope() {
     let answer = client(&auth).get(url(&other, "/")).send().await.unwrap();
 
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(emu.counter(&counter::gate_401_by("empty_token"), other.client_id()), 1);
-    assert_eq!(emu.counter_total(counter::ID_TOKENS), 0, "no token was even fetched");
+    assert_eq!(
+        emu.counter(&counter::gate_401_by("empty_token"), other.client_id()),
+        1
+    );
+    assert_eq!(
+        emu.counter_total(counter::ID_TOKENS),
+        0,
+        "no token was even fetched"
+    );
 }
 
 #[tokio::test]
@@ -210,14 +277,26 @@ async fn per_request_extensions_pick_the_audience_or_no_auth() {
         .unwrap();
     let client = client(&auth);
 
-    let answer =
-        client.get(url(&other, "/")).with_extension(Audience::new(other.client_id())).send().await.unwrap();
+    let answer = client
+        .get(url(&other, "/"))
+        .with_extension(Audience::new(other.client_id()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
     assert_eq!(tokens(&emu, &other), 1);
 
-    let answer = client.get(url(&app, "/")).with_extension(NoAuth).send().await.unwrap();
+    let answer = client
+        .get(url(&app, "/"))
+        .with_extension(NoAuth)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(emu.counter(&counter::gate_401_by("empty_token"), app.client_id()), 1);
+    assert_eq!(
+        emu.counter(&counter::gate_401_by("empty_token"), app.client_id()),
+        1
+    );
     assert_eq!(tokens(&emu, &app), 0);
 }
 
@@ -258,9 +337,17 @@ async fn no_token_is_carried_across_a_cross_origin_redirect() {
 
         let answer = client(&auth).get(url(&app, "/")).send().await.unwrap();
 
-        assert_eq!(answer.url().origin(), elsewhere.url().origin(), "{placement:?}: the redirect was followed");
+        assert_eq!(
+            answer.url().origin(),
+            elsewhere.url().origin(),
+            "{placement:?}: the redirect was followed"
+        );
         assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "{placement:?}");
-        assert_eq!(emu.counter(counter::APP_HITS, app.client_id()), 1, "{placement:?}: the token got through to the first app");
+        assert_eq!(
+            emu.counter(counter::APP_HITS, app.client_id()),
+            1,
+            "{placement:?}: the token got through to the first app"
+        );
         assert_eq!(
             emu.counter(&counter::gate_401_by("empty_token"), elsewhere.client_id()),
             before + 1,

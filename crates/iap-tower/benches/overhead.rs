@@ -32,7 +32,10 @@ const JWT: &str = concat!(
 struct Stub;
 
 impl TokenSource for Stub {
-    fn id_token<'a>(&'a self, _audience: &'a Audience) -> BoxFuture<'a, iap_token::Result<IdToken>> {
+    fn id_token<'a>(
+        &'a self,
+        _audience: &'a Audience,
+    ) -> BoxFuture<'a, iap_token::Result<IdToken>> {
         Box::pin(async { IdToken::parse(JWT) })
     }
 }
@@ -46,8 +49,11 @@ fn auth(policy: RetryPolicy) -> IapAuth {
         .build()
         .unwrap();
     // Warm the cache.
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    rt.block_on(auth.token_for(&"https://app.example.com/".parse().unwrap())).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(auth.token_for(&"https://app.example.com/".parse().unwrap()))
+        .unwrap();
     auth
 }
 
@@ -76,7 +82,10 @@ fn request(uri: &Uri, headers: bool) -> Request<()> {
         let h = req.headers_mut();
         h.insert(header::USER_AGENT, HeaderValue::from_static("bench/1.0"));
         h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         h.insert("x-request-id", HeaderValue::from_static("0123456789abcdef"));
     }
     req
@@ -87,7 +96,9 @@ where
     S::Error: std::fmt::Debug,
 {
     let mut cx = Context::from_waker(Waker::noop());
-    let Poll::Ready(Ok(())) = svc.poll_ready(&mut cx) else { panic!("not ready") };
+    let Poll::Ready(Ok(())) = svc.poll_ready(&mut cx) else {
+        panic!("not ready")
+    };
     let mut future = pin!(svc.call(req));
     match future.as_mut().poll(&mut cx) {
         Poll::Ready(Ok(response)) => response,
@@ -107,15 +118,21 @@ fn overhead(c: &mut Criterion) {
     for (name, headers) in [("no_headers", false), ("four_headers", true)] {
         let mut group = c.benchmark_group(format!("per_request/{name}"));
         let mut bare = Answer;
-        group.bench_function("bare_service", |b| b.iter(|| once(&mut bare, request(&uri, headers))));
+        group.bench_function("bare_service", |b| {
+            b.iter(|| once(&mut bare, request(&uri, headers)))
+        });
         let mut set_header = floor.layer(Answer);
         group.bench_function("set_request_header_static", |b| {
             b.iter(|| once(&mut set_header, request(&uri, headers)))
         });
         let mut iap = retrying.layer(Answer);
-        group.bench_function("iap_layer_retry_capable", |b| b.iter(|| once(&mut iap, request(&uri, headers))));
+        group.bench_function("iap_layer_retry_capable", |b| {
+            b.iter(|| once(&mut iap, request(&uri, headers)))
+        });
         let mut iap_never = never.layer(Answer);
-        group.bench_function("iap_layer_retry_never", |b| b.iter(|| once(&mut iap_never, request(&uri, headers))));
+        group.bench_function("iap_layer_retry_never", |b| {
+            b.iter(|| once(&mut iap_never, request(&uri, headers)))
+        });
         group.finish();
     }
 }

@@ -80,7 +80,10 @@ where
     S: Service<Request<B>>,
 {
     pub(crate) fn pass(future: S::Future) -> Self {
-        ResponseFuture { state: State::Pass { future }, ctx: None }
+        ResponseFuture {
+            state: State::Pass { future },
+            ctx: None,
+        }
     }
 
     pub(crate) fn first(
@@ -91,14 +94,38 @@ where
         attach: Attach,
         replay_limit: usize,
     ) -> Self {
-        ResponseFuture { state: State::First { future, token, retry }, ctx: Some(Ctx { auth, attach, replay_limit }) }
+        ResponseFuture {
+            state: State::First {
+                future,
+                token,
+                retry,
+            },
+            ctx: Some(Ctx {
+                auth,
+                attach,
+                replay_limit,
+            }),
+        }
     }
 
-    pub(crate) fn fetching(service: S, request: Request<B>, auth: IapAuth, attach: Attach, replay_limit: usize) -> Self {
+    pub(crate) fn fetching(
+        service: S,
+        request: Request<B>,
+        auth: IapAuth,
+        attach: Attach,
+        replay_limit: usize,
+    ) -> Self {
         let fetch = attach.fetch();
         ResponseFuture {
-            state: State::Fetching { fetch, pending: Some((service, request)) },
-            ctx: Some(Ctx { auth, attach, replay_limit }),
+            state: State::Fetching {
+                fetch,
+                pending: Some((service, request)),
+            },
+            ctx: Some(Ctx {
+                auth,
+                attach,
+                replay_limit,
+            }),
         }
     }
 }
@@ -127,7 +154,11 @@ where
         *head.extensions_mut() = parts.extensions.clone();
         let (body, spare) = body.replayable(replay_limit);
         request = Request::from_parts(parts, body);
-        Some(Retry { service: service.clone(), head, spare })
+        Some(Retry {
+            service: service.clone(),
+            head,
+            spare,
+        })
     } else {
         None
     };
@@ -156,20 +187,42 @@ where
             match this.state.as_mut().project() {
                 StateProj::Fetching { fetch, pending } => {
                     let token = ready!(fetch.as_mut().poll(cx)).map_err(BoxError::from)?;
-                    let (mut service, request) = pending.take().expect("ResponseFuture polled after completion");
+                    let (mut service, request) = pending
+                        .take()
+                        .expect("ResponseFuture polled after completion");
                     // `service` was made ready by `poll_ready` before `call` moved it here.
                     let retry = ctx.auth.retry_policy() != iap_token::policy::RetryPolicy::Never;
-                    let (future, retry) =
-                        send_first(&mut service, request, &token, &ctx.auth, retry, ctx.replay_limit);
-                    this.state.set(State::First { future, token, retry });
+                    let (future, retry) = send_first(
+                        &mut service,
+                        request,
+                        &token,
+                        &ctx.auth,
+                        retry,
+                        ctx.replay_limit,
+                    );
+                    this.state.set(State::First {
+                        future,
+                        token,
+                        retry,
+                    });
                 }
-                StateProj::First { future, token, retry } => {
+                StateProj::First {
+                    future,
+                    token,
+                    retry,
+                } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    if ctx.auth.verdict(response.status(), response.headers()) == Verdict::Accepted {
+                    if ctx.auth.verdict(response.status(), response.headers()) == Verdict::Accepted
+                    {
                         return Poll::Ready(Ok(response));
                     }
                     ctx.auth.invalidate(token);
-                    let Some(Retry { service, head, spare }) = retry.take() else {
+                    let Some(Retry {
+                        service,
+                        head,
+                        spare,
+                    }) = retry.take()
+                    else {
                         tracing::debug!(status = %response.status(), "IAP refused the token; request not replayable, not retried");
                         return Poll::Ready(Ok(response));
                     };
@@ -185,9 +238,15 @@ where
                     match ctx.attach.cached() {
                         // Another request already replaced the refused token.
                         Some(fresh) if !fresh.same_as(&refused) => {
-                            this.state.set(State::Readying { token: fresh, retry: Some((service, request)) })
+                            this.state.set(State::Readying {
+                                token: fresh,
+                                retry: Some((service, request)),
+                            })
                         }
-                        _ => this.state.set(State::Refreshing { fetch: ctx.attach.fetch(), retry: Some((service, request)) }),
+                        _ => this.state.set(State::Refreshing {
+                            fetch: ctx.attach.fetch(),
+                            retry: Some((service, request)),
+                        }),
                     }
                 }
                 StateProj::Refreshing { fetch, retry } => {
@@ -196,9 +255,13 @@ where
                     this.state.set(State::Readying { token, retry });
                 }
                 StateProj::Readying { token, retry } => {
-                    let (service, _) = retry.as_mut().expect("ResponseFuture polled after completion");
+                    let (service, _) = retry
+                        .as_mut()
+                        .expect("ResponseFuture polled after completion");
                     ready!(service.poll_ready(cx)).map_err(Into::into)?;
-                    let (mut service, mut request) = retry.take().expect("ResponseFuture polled after completion");
+                    let (mut service, mut request) = retry
+                        .take()
+                        .expect("ResponseFuture polled after completion");
                     ctx.auth.apply(request.headers_mut(), token);
                     let token = token.clone();
                     let future = service.call(request);
@@ -213,7 +276,9 @@ where
                     this.state.set(State::Done);
                     return Poll::Ready(Ok(response));
                 }
-                StateProj::Pass { .. } | StateProj::Done => panic!("ResponseFuture polled after completion"),
+                StateProj::Pass { .. } | StateProj::Done => {
+                    panic!("ResponseFuture polled after completion")
+                }
             }
         }
     }

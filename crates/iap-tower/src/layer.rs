@@ -1,4 +1,28 @@
-//! [`IapLayer`]: builds [`IapService`]s.
+//! [`IapLayer`]: put IAP ID tokens on a service's requests, and retry once
+//! with a fresh token when IAP refuses one.
+//!
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), iap_tower::BoxError> {
+//! use http::{Request, Response, header::AUTHORIZATION};
+//! use iap_token::{IapAuth, source::static_token::StaticTokenSource};
+//! use iap_tower::IapLayer;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # let jwt = "eyJhbGciOiJub25lIn0.eyJhdWQiOiJjbGllbnQtaWQiLCJlbWFpbCI6ImFAYiIsImV4cCI6NDEwMjQ0NDgwMH0.c2ln";
+//! let auth = IapAuth::builder().source(StaticTokenSource::new(jwt)?).audience("client-id").build()?;
+//! let service = ServiceBuilder::new()
+//!     .layer(IapLayer::new(auth).replay_limit(16 * 1024))
+//!     .service(service_fn(|req: Request<String>| async move {
+//!         // What the server sees: the token, in a header marked sensitive.
+//!         let value = req.headers().get(AUTHORIZATION).expect("a token");
+//!         assert!(value.is_sensitive() && value.as_bytes().starts_with(b"Bearer "));
+//!         Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+//!     }));
+//!
+//! service.oneshot(Request::new("hello".to_owned())).await?;
+//! # Ok(()) }
+//! ```
 
 use iap_token::auth::IapAuth;
 use tower_layer::Layer;
@@ -11,15 +35,8 @@ use crate::service::IapService;
 ///
 /// Where the token goes (`Authorization` or `Proxy-Authorization`), which
 /// answers count as a refusal, and which requests get a token at all are
-/// decided by the [`IapAuth`] it is built from.
-///
-/// ```
-/// # fn run(auth: iap_token::IapAuth) {
-/// use iap_tower::IapLayer;
-///
-/// let layer = IapLayer::new(auth).replay_limit(16 * 1024);
-/// # let _ = layer; }
-/// ```
+/// decided by the [`IapAuth`] it is built from (`IapAuthBuilder::placement`,
+/// `::retry_policy`, `::allow_origin`). See the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct IapLayer {
     auth: IapAuth,
@@ -29,7 +46,10 @@ pub struct IapLayer {
 impl IapLayer {
     /// Authorize requests with `auth`.
     pub fn new(auth: IapAuth) -> Self {
-        IapLayer { auth, replay_limit: DEFAULT_REPLAY_LIMIT }
+        IapLayer {
+            auth,
+            replay_limit: DEFAULT_REPLAY_LIMIT,
+        }
     }
 
     /// Keeps at most `bytes` of a streaming request body for a retry (default
@@ -51,5 +71,28 @@ impl<S> Layer<S> for IapLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         IapService::with_replay_limit(inner, self.auth.clone(), self.replay_limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iap_token::source::static_token::StaticTokenSource;
+
+    const JWT: &str = "eyJhbGciOiJub25lIn0.eyJhdWQiOiJjbGllbnQtaWQiLCJlbWFpbCI6ImFAYiIsImV4cCI6NDEwMjQ0NDgwMH0.c2ln";
+
+    #[tokio::test]
+    async fn debug_never_shows_the_token() {
+        let auth = IapAuth::builder()
+            .source(StaticTokenSource::new(JWT).unwrap())
+            .audience("client-id")
+            .build()
+            .unwrap();
+        auth.token_for(&"http://a/".parse().unwrap()).await.unwrap();
+        let layer = IapLayer::new(auth);
+        let service = layer.layer(());
+        let shown = format!("{layer:?} {service:?}");
+        assert!(shown.contains("client-id"), "{shown}");
+        assert!(!shown.contains(JWT) && !shown.contains("c2ln"), "{shown}");
     }
 }

@@ -1,12 +1,72 @@
 //! # iap-tower
 //!
 //! A [tower] layer for calling apps behind Google Cloud Identity-Aware
-//! Proxy: [`IapLayer`] adds a cached ID token to every request in scope and,
-//! when IAP refuses a token (revoked, expired early, wrong key), invalidates
-//! exactly that token and sends the request once more with a fresh one.
-//! Works for hyper-util clients, tonic `Channel`s (gRPC calls are retried
-//! too: see [`replay`]) and anything else that is a
-//! `Service<http::Request<B>>`.
+//! Proxy: [`IapLayer`] adds a cached Google ID token to every request in
+//! scope and, when IAP refuses a token (revoked, expired early), invalidates
+//! exactly that token and sends the request once more with a fresh one. It
+//! wraps anything that is a `Service<http::Request<B>>`: hyper-util clients,
+//! tonic `Channel`s (gRPC calls are retried too), axum/reqwest-free stacks.
+//!
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+//! use iap_token::{IapAuth, source::metadata::MetadataSource};
+//! use iap_tower::IapLayer;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # let emulator = iap_emulator::Emulator::start().await?;
+//! # let app = emulator.app();
+//! # let (metadata, client_id, url) = (emulator.metadata_host(), app.client_id(), app.url().clone());
+//! // Against the emulator here; on Google Cloud, `MetadataSource::new()?` or `IapAuth::from_adc(..)`.
+//! let auth = IapAuth::builder()
+//!     .source(MetadataSource::with_host(&metadata)?)
+//!     .audience(client_id) // the IAP OAuth client ID
+//!     .allow_origin(url.origin().ascii_serialization()) // nobody else gets the token
+//!     .build()?;
+//! let client = ServiceBuilder::new()
+//!     .layer(IapLayer::new(auth))
+//!     .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
+//!
+//! let response = client.oneshot(http::Request::get(url.as_str()).body(Full::default())?).await?;
+//! assert_eq!(response.status(), 200);
+//! # Ok(()) }
+//! ```
+//!
+//! # What happens to a request
+//!
+//! Every decision comes from the [`IapAuth`](iap_token::IapAuth) the layer
+//! is built from, the same rules `iap-reqwest` uses:
+//! 1. [`plan`](iap_token::IapAuth::plan): no token for an origin outside the
+//!    scope or with [`NoAuth`](iap_token::policy::NoAuth) in the request's
+//!    extensions; an [`Audience`](iap_token::Audience) there picks another
+//!    audience. Such requests go through untouched.
+//! 2. The cached token goes in with [`apply`](iap_token::IapAuth::apply):
+//!    `Authorization: Bearer` by default, or `Proxy-Authorization: Bearer`
+//!    (then the caller's own `Authorization` goes to the app untouched). No
+//!    token cached yet: the response future fetches one first (one fetch
+//!    for all concurrent requests).
+//! 3. On the answer, [`verdict`](iap_token::IapAuth::verdict) applies the
+//!    retry policy: any 401 (default with `Authorization`), only 401s and
+//!    sign-in redirects IAP generated (default with `Proxy-Authorization`),
+//!    or never. Accepted: the answer is returned. Refused: that token is
+//!    invalidated (only if still current, so a burst of refusals costs one
+//!    fetch) and, if the request can be sent again, it goes out once more,
+//!    with a fresh token, on a clone of the inner service made ready first.
+//!    The second answer is returned whatever it is (a refused second token
+//!    is invalidated too).
+//! 4. The request can be sent again when its body can: see [`replay`]
+//!    (cheap clones for `Full`/`String`/..., a recording of up to 64 KiB for
+//!    streaming bodies such as tonic's). With `RetryPolicy::Never` none of
+//!    this bookkeeping is done.
+//!
+//! # tonic
+//!
+//! A `Channel` adds the server's origin to requests *below* the layer, so
+//! the layer sees bare paths. With a scoped `IapAuth` (`allow_origin`), give
+//! the client the origin: `HealthClient::with_origin(channel, origin)`.
 //!
 //! [tower]: https://docs.rs/tower
 #![warn(missing_docs)]

@@ -64,7 +64,10 @@ pub struct Spare<B>(SpareKind<B>);
 enum SpareKind<B> {
     None,
     Copy(B),
-    Recorded { replay: ReplayBody<B>, wrap: fn(ReplayBody<B>) -> B },
+    Recorded {
+        replay: ReplayBody<B>,
+        wrap: fn(ReplayBody<B>) -> B,
+    },
 }
 
 impl<B> Spare<B> {
@@ -106,7 +109,7 @@ impl<B> Spare<B> {
     }
 
     /// Whether this spare could still produce a body (it may yet outgrow its limit).
-    pub fn is_some(&self) -> bool {
+    pub fn can_replay(&self) -> bool {
         match &self.0 {
             SpareKind::None => false,
             SpareKind::Copy(_) => true,
@@ -175,8 +178,18 @@ impl<B> ReplayBody<B> {
             done: false,
             reader: Role::First,
         }));
-        let handle = |shared, role| ReplayBody { shared, role, started: false, next: 0, kept_left: 0, trailers_sent: false };
-        (handle(shared.clone(), Role::First), handle(shared, Role::Replay))
+        let handle = |shared, role| ReplayBody {
+            shared,
+            role,
+            started: false,
+            next: 0,
+            kept_left: 0,
+            trailers_sent: false,
+        };
+        (
+            handle(shared.clone(), Role::First),
+            handle(shared, Role::Replay),
+        )
     }
 
     fn lock(&self) -> MutexGuard<'_, Shared<B>> {
@@ -235,7 +248,10 @@ where
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let mut guard = this.shared.lock().unwrap_or_else(PoisonError::into_inner);
         let shared = &mut *guard;
@@ -316,9 +332,15 @@ where
     fn is_end_stream(&self) -> bool {
         let shared = self.lock();
         match self.role {
-            Role::First => shared.reader == Role::First && (shared.done || shared.inner.is_end_stream()),
+            Role::First => {
+                shared.reader == Role::First && (shared.done || shared.inner.is_end_stream())
+            }
             Role::Replay => {
-                let kept_pending = if self.started { self.kept_left } else { shared.kept };
+                let kept_pending = if self.started {
+                    self.kept_left
+                } else {
+                    shared.kept
+                };
                 kept_pending == 0
                     && self.next >= shared.chunks.len()
                     && if shared.done {
@@ -332,7 +354,11 @@ where
 
     fn size_hint(&self) -> SizeHint {
         let shared = self.lock();
-        let rest = if shared.done { SizeHint::with_exact(0) } else { shared.inner.size_hint() };
+        let rest = if shared.done {
+            SizeHint::with_exact(0)
+        } else {
+            shared.inner.size_hint()
+        };
         let kept = match self.role {
             Role::First => 0,
             Role::Replay if self.started => self.kept_left,
@@ -389,7 +415,10 @@ impl ReplayableBody for http_body_util::combinators::UnsyncBoxBody<Bytes, BoxErr
 impl ReplayableBody for tonic::body::Body {
     fn replayable(self, limit: usize) -> (Self, Spare<Self>) {
         if self.is_end_stream() {
-            return (tonic::body::Body::empty(), Spare::copy(tonic::body::Body::empty()));
+            return (
+                tonic::body::Body::empty(),
+                Spare::copy(tonic::body::Body::empty()),
+            );
         }
         Spare::record(self, limit, tonic::body::Body::new)
     }
@@ -404,9 +433,13 @@ mod tests {
     type Boxed = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
     fn stream(chunks: &[&'static str]) -> Boxed {
-        let frames: Vec<Result<Frame<Bytes>, Infallible>> =
-            chunks.iter().map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes())))).collect();
-        StreamBody::new(futures_util::stream::iter(frames)).map_err(|e| match e {}).boxed_unsync()
+        let frames: Vec<Result<Frame<Bytes>, Infallible>> = chunks
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes()))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+            .map_err(|e| match e {})
+            .boxed_unsync()
     }
 
     async fn collect(body: Boxed) -> Result<Bytes, BoxError> {
@@ -435,15 +468,17 @@ mod tests {
     #[tokio::test]
     async fn body_over_the_limit_is_not_replayed() {
         let (first, spare) = stream(&["0123456789", "0123456789"]).replayable(15);
-        assert!(spare.is_some());
+        assert!(spare.can_replay());
         assert_eq!(collect(first).await.unwrap().len(), 20);
-        assert!(!spare.is_some());
+        assert!(!spare.can_replay());
         assert!(spare.into_body().is_none());
     }
 
     #[tokio::test]
     async fn replay_keeps_the_exact_size_hint() {
-        let body = http_body_util::Full::new(Bytes::from_static(b"12345")).map_err(|e| match e {}).boxed_unsync();
+        let body = http_body_util::Full::new(Bytes::from_static(b"12345"))
+            .map_err(|e| match e {})
+            .boxed_unsync();
         let (first, spare) = Boxed::replayable(body, 64);
         assert_eq!(first.size_hint().exact(), Some(5));
         collect(first).await.unwrap();

@@ -33,7 +33,11 @@ pub struct IapService<S> {
 impl<S> IapService<S> {
     /// Wraps `inner`, authorizing its requests with `auth`.
     pub fn new(inner: S, auth: IapAuth) -> Self {
-        IapService { inner, auth, replay_limit: DEFAULT_REPLAY_LIMIT }
+        IapService {
+            inner,
+            auth,
+            replay_limit: DEFAULT_REPLAY_LIMIT,
+        }
     }
 
     /// A layer that wraps services in an `IapService` (same as [`IapLayer::new`]).
@@ -50,7 +54,11 @@ impl<S> IapService<S> {
     }
 
     pub(crate) fn with_replay_limit(inner: S, auth: IapAuth, replay_limit: usize) -> Self {
-        IapService { inner, auth, replay_limit }
+        IapService {
+            inner,
+            auth,
+            replay_limit,
+        }
     }
 
     /// The authorization handle.
@@ -100,16 +108,35 @@ where
                 ResponseFuture::pass(self.inner.call(request))
             }
             Some(token) => {
-                let (future, retry) =
-                    send_first(&mut self.inner, request, &token, &self.auth, true, self.replay_limit);
-                ResponseFuture::first(future, token, retry, self.auth.clone(), attach, self.replay_limit)
+                let (future, retry) = send_first(
+                    &mut self.inner,
+                    request,
+                    &token,
+                    &self.auth,
+                    true,
+                    self.replay_limit,
+                );
+                ResponseFuture::first(
+                    future,
+                    token,
+                    retry,
+                    self.auth.clone(),
+                    attach,
+                    self.replay_limit,
+                )
             }
             None => {
                 // The ready service goes with the request; a fresh clone stays
                 // here and is made ready by the next `poll_ready`.
                 let clone = self.inner.clone();
                 let ready = mem::replace(&mut self.inner, clone);
-                ResponseFuture::fetching(ready, request, self.auth.clone(), attach, self.replay_limit)
+                ResponseFuture::fetching(
+                    ready,
+                    request,
+                    self.auth.clone(),
+                    attach,
+                    self.replay_limit,
+                )
             }
         }
     }

@@ -39,22 +39,32 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let client = Client::builder(TokioExecutor::new()).http2_only(http2).build_http();
-    ServiceBuilder::new().layer(IapLayer::new(auth.clone())).service(client)
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(http2)
+        .build_http();
+    ServiceBuilder::new()
+        .layer(IapLayer::new(auth.clone()))
+        .service(client)
 }
 
 fn get(app: &App, path: &str) -> Request<Full<Bytes>> {
-    Request::get(app.url().join(path).unwrap().as_str()).body(Full::default()).unwrap()
+    Request::get(app.url().join(path).unwrap().as_str())
+        .body(Full::default())
+        .unwrap()
 }
 
 async fn send<B>(svc: &mut Http<B>, req: Request<B>) -> (StatusCode, serde_json::Value)
 where
-    Http<B>: Service<Request<B>, Response = http::Response<hyper::body::Incoming>, Error = BoxError>,
+    Http<B>:
+        Service<Request<B>, Response = http::Response<hyper::body::Incoming>, Error = BoxError>,
 {
     let response = svc.ready().await.unwrap().call(req).await.unwrap();
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 fn tokens(emu: &Emulator, app: &App) -> u64 {
@@ -67,7 +77,10 @@ fn gate_401s(emu: &Emulator, app: &App) -> u64 {
 
 /// The token the layer would attach now.
 async fn current_token(auth: &IapAuth, app: &App) -> iap_token::IdToken {
-    auth.token_for(&app.url().as_str().parse().unwrap()).await.unwrap().unwrap()
+    auth.token_for(&app.url().as_str().parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -81,7 +94,10 @@ async fn token_is_attached_and_accepted() {
 
     assert_eq!(status, StatusCode::OK);
     let email = emu.metadata_service_account().unwrap();
-    assert_eq!(echo["headers"]["x-goog-authenticated-user-email"], format!("accounts.google.com:{email}"));
+    assert_eq!(
+        echo["headers"]["x-goog-authenticated-user-email"],
+        format!("accounts.google.com:{email}")
+    );
     assert_eq!(tokens(&emu, &app), 1);
     assert_eq!(emu.counter(counter::APP_HITS, app.client_id()), 1);
 }
@@ -137,7 +153,11 @@ async fn burst_of_401s_on_a_revoked_token_refreshes_once() {
     for response in responses {
         assert_eq!(response.unwrap().status(), StatusCode::OK);
     }
-    assert_eq!(gate_401s(&emu, &app), 500, "every request carried the revoked token");
+    assert_eq!(
+        gate_401s(&emu, &app),
+        500,
+        "every request carried the revoked token"
+    );
     assert_eq!(tokens(&emu, &app), 2, "exactly one refresh");
     assert_eq!(emu.counter(counter::APP_HITS, app.client_id()), 500);
 }
@@ -151,15 +171,31 @@ async fn apps_own_401_in_proxy_authorization_mode_comes_back_as_is() {
     let token = current_token(&auth, &app).await;
 
     let mut req = get(&app, "/status/401");
-    req.headers_mut().insert(header::AUTHORIZATION, "Bearer the-apps-own".parse().unwrap());
+    req.headers_mut().insert(
+        header::AUTHORIZATION,
+        "Bearer the-apps-own".parse().unwrap(),
+    );
     let (status, echo) = send(&mut svc, req).await;
 
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(echo["headers"]["authorization"], "Bearer the-apps-own", "the caller's Authorization is untouched");
-    assert_eq!(emu.counter(counter::GATE_PROXY_AUTHORIZATION, app.client_id()), 1);
-    assert_eq!(emu.counter(counter::APP_HITS, app.client_id()), 1, "not retried");
+    assert_eq!(
+        echo["headers"]["authorization"], "Bearer the-apps-own",
+        "the caller's Authorization is untouched"
+    );
+    assert_eq!(
+        emu.counter(counter::GATE_PROXY_AUTHORIZATION, app.client_id()),
+        1
+    );
+    assert_eq!(
+        emu.counter(counter::APP_HITS, app.client_id()),
+        1,
+        "not retried"
+    );
     assert_eq!(tokens(&emu, &app), 1, "no refresh");
-    assert!(current_token(&auth, &app).await.same_as(&token), "the token was not invalidated");
+    assert!(
+        current_token(&auth, &app).await.same_as(&token),
+        "the token was not invalidated"
+    );
 }
 
 #[tokio::test]
@@ -168,23 +204,41 @@ async fn body_over_the_replay_limit_is_not_retried_but_its_token_is_invalidated(
     let app = emu.app();
     let auth = auth_for(&emu, &app, Placement::Authorization);
     let client = Client::builder(TokioExecutor::new()).build_http();
-    let mut svc: Http<UnsyncBoxBody<Bytes, BoxError>> =
-        ServiceBuilder::new().layer(IapLayer::new(auth.clone()).replay_limit(16)).service(client);
+    let mut svc: Http<UnsyncBoxBody<Bytes, BoxError>> = ServiceBuilder::new()
+        .layer(IapLayer::new(auth.clone()).replay_limit(16))
+        .service(client);
     let old = current_token(&auth, &app).await;
     emu.revoke(old.as_str());
 
-    let body = Full::new(Bytes::from(vec![b'x'; 100])).map_err(|e: Infallible| match e {}).boxed_unsync();
-    let req = Request::post(app.url().join("/upload").unwrap().as_str()).body(body).unwrap();
+    let body = Full::new(Bytes::from(vec![b'x'; 100]))
+        .map_err(|e: Infallible| match e {})
+        .boxed_unsync();
+    let req = Request::post(app.url().join("/upload").unwrap().as_str())
+        .body(body)
+        .unwrap();
     let (status, _) = send(&mut svc, req).await;
 
     assert_eq!(status, StatusCode::UNAUTHORIZED, "not retried");
     assert_eq!(gate_401s(&emu, &app), 1);
-    assert_eq!(tokens(&emu, &app), 1, "no fetch for a retry that cannot happen");
-    assert!(auth.cache().cached(&Audience::new(app.client_id())).is_none(), "the refused token was invalidated");
+    assert_eq!(
+        tokens(&emu, &app),
+        1,
+        "no fetch for a retry that cannot happen"
+    );
+    assert!(
+        auth.cache()
+            .cached(&Audience::new(app.client_id()))
+            .is_none(),
+        "the refused token was invalidated"
+    );
 
     // The next request fetches a fresh token and passes.
-    let small = Full::new(Bytes::from_static(b"ok")).map_err(|e: Infallible| match e {}).boxed_unsync();
-    let req = Request::post(app.url().join("/upload").unwrap().as_str()).body(small).unwrap();
+    let small = Full::new(Bytes::from_static(b"ok"))
+        .map_err(|e: Infallible| match e {})
+        .boxed_unsync();
+    let req = Request::post(app.url().join("/upload").unwrap().as_str())
+        .body(small)
+        .unwrap();
     let (status, _) = send(&mut svc, req).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(tokens(&emu, &app), 2);
@@ -196,15 +250,19 @@ async fn streamed_body_within_the_limit_is_replayed() {
     let app = emu.app();
     let auth = auth_for(&emu, &app, Placement::Authorization);
     let client = Client::builder(TokioExecutor::new()).build_http();
-    let mut svc: Http<UnsyncBoxBody<Bytes, BoxError>> =
-        ServiceBuilder::new().layer(IapLayer::new(auth.clone())).service(client);
+    let mut svc: Http<UnsyncBoxBody<Bytes, BoxError>> = ServiceBuilder::new()
+        .layer(IapLayer::new(auth.clone()))
+        .service(client);
     emu.revoke(current_token(&auth, &app).await.as_str());
 
-    let chunks = ["streamed ", "in ", "four ", "chunks"].map(|c| Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(c))));
+    let chunks = ["streamed ", "in ", "four ", "chunks"]
+        .map(|c| Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(c))));
     let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks))
         .map_err(|e: Infallible| match e {})
         .boxed_unsync();
-    let req = Request::post(app.url().join("/upload").unwrap().as_str()).body(body).unwrap();
+    let req = Request::post(app.url().join("/upload").unwrap().as_str())
+        .body(body)
+        .unwrap();
     let (status, echo) = send(&mut svc, req).await;
 
     assert_eq!(status, StatusCode::OK);
@@ -224,8 +282,15 @@ async fn no_token_is_sent_to_an_origin_outside_the_scope() {
     let (status, _) = send(&mut svc, get(&other, "/")).await;
 
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(emu.counter(&counter::gate_401_by("empty_token"), other.client_id()), 1);
-    assert_eq!(emu.counter_total(counter::ID_TOKENS), 0, "no token was even fetched");
+    assert_eq!(
+        emu.counter(&counter::gate_401_by("empty_token"), other.client_id()),
+        1
+    );
+    assert_eq!(
+        emu.counter_total(counter::ID_TOKENS),
+        0,
+        "no token was even fetched"
+    );
 }
 
 #[tokio::test]
@@ -240,7 +305,10 @@ async fn no_auth_extension_sends_the_request_without_a_token() {
     let (status, _) = send(&mut svc, req).await;
 
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(emu.counter(&counter::gate_401_by("empty_token"), app.client_id()), 1);
+    assert_eq!(
+        emu.counter(&counter::gate_401_by("empty_token"), app.client_id()),
+        1
+    );
     assert_eq!(tokens(&emu, &app), 0);
 }
 
@@ -259,7 +327,8 @@ async fn audience_extension_picks_the_token_for_that_request() {
     let mut svc = client(&auth, false);
 
     let mut req = get(&other, "/");
-    req.extensions_mut().insert(Audience::new(other.client_id()));
+    req.extensions_mut()
+        .insert(Audience::new(other.client_id()));
     let (status, _) = send(&mut svc, req).await;
 
     assert_eq!(status, StatusCode::OK);
@@ -271,31 +340,59 @@ async fn audience_extension_picks_the_token_for_that_request() {
 async fn tonic_unary_call_is_retried_transparently_on_a_revoked_token() {
     use tonic_health::ServingStatus;
     use tonic_health::pb::HealthCheckRequest;
-    use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::health_check_response::ServingStatus as Wire;
+    use tonic_health::pb::health_client::HealthClient;
 
     let emu = Emulator::start().await.unwrap();
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_service_status("", ServingStatus::Serving).await;
-    let app = emu.create_app().serve(tonic::service::Routes::new(health)).await.unwrap();
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    let app = emu
+        .create_app()
+        .serve(tonic::service::Routes::new(health))
+        .await
+        .unwrap();
     let auth = auth_for(&emu, &app, Placement::Authorization);
-    let channel = tonic::transport::Endpoint::from_shared(app.url().to_string()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(app.url().to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     // A Channel's requests carry only a path (the Channel adds the origin
     // below the layer); `with_origin` gives them the full URL that host
     // scoping needs.
     let origin = app.url().as_str().parse().unwrap();
-    let mut client =
-        HealthClient::with_origin(ServiceBuilder::new().layer(IapLayer::new(auth.clone())).service(channel), origin);
+    let mut client = HealthClient::with_origin(
+        ServiceBuilder::new()
+            .layer(IapLayer::new(auth.clone()))
+            .service(channel),
+        origin,
+    );
 
-    let answer = client.check(HealthCheckRequest { service: String::new() }).await.unwrap();
+    let answer = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
     assert_eq!(answer.into_inner().status(), Wire::Serving);
     assert_eq!(tokens(&emu, &app), 1);
 
     emu.revoke(current_token(&auth, &app).await.as_str());
-    let answer = client.check(HealthCheckRequest { service: String::new() }).await.unwrap();
+    let answer = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
 
     assert_eq!(answer.into_inner().status(), Wire::Serving);
-    assert_eq!(gate_401s(&emu, &app), 1, "the revoked token was refused once");
+    assert_eq!(
+        gate_401s(&emu, &app),
+        1,
+        "the revoked token was refused once"
+    );
     assert_eq!(tokens(&emu, &app), 2, "one refresh");
     assert_eq!(emu.counter(counter::APP_HITS, app.client_id()), 2);
 }
