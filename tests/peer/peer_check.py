@@ -9,14 +9,22 @@ revoked, expired and wrong-audience tokens.
 
 Usage: python3 tests/peer/peer_check.py [path/to/iap-emulator]
 (default: $IAP_EMULATOR_BIN, else target/debug/iap-emulator, built if missing).
+
+google-auth hard-codes some Google URLs that no file or environment
+variable overrides; the script points these module constants at the
+emulator: google.auth.iam._IAM_IDTOKEN_ENDPOINT (impersonated ID tokens)
+and google.oauth2.credentials._GOOGLE_OAUTH2_TOKEN_ENDPOINT (authorized_user
+files, whose token_uri google-auth ignores).
 Needs: pip install google-auth requests PyJWT cryptography
 """
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import traceback
 import urllib.request
 from pathlib import Path
@@ -44,14 +52,14 @@ def emulator_binary():
     return path
 
 
-def start_emulator():
+def start_emulator(adc_dir):
     proc = subprocess.Popen(
-        [str(emulator_binary()), "--listen", "127.0.0.1:0"],
+        [str(emulator_binary()), "--listen", "127.0.0.1:0", "--adc-dir", adc_dir],
         stdout=subprocess.PIPE,
         text=True,
     )
     env = {}
-    while not all(name in env for name in EXPORTS):
+    while not all(name in env for name in EXPORTS + ["IAP_EMULATOR_ADC_DIR"]):
         line = proc.stdout.readline()
         if not line:
             raise RuntimeError(f"emulator exited early, code {proc.poll()}")
@@ -84,7 +92,8 @@ class Emulator:
 
 
 def main():
-    proc, env = start_emulator()
+    adc_dir = tempfile.mkdtemp(prefix="iap-peer-adc-")
+    proc, env = start_emulator(adc_dir)
     # google-auth reads GCE_METADATA_HOST / GCE_METADATA_IP once, when its
     # metadata module is first imported: set them before importing it.
     os.environ.update(env)
@@ -94,6 +103,7 @@ def main():
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
+        shutil.rmtree(adc_dir, ignore_errors=True)
     if code != 0:
         print(f"not ok - emulator exited with {code} on SIGTERM")
         failures += 1
@@ -102,6 +112,7 @@ def main():
 
 
 def run_checks(env):
+    import google.auth
     import google.auth.iam
     import requests
     from google.auth import exceptions, impersonated_credentials
@@ -285,6 +296,56 @@ def run_checks(env):
         expect_iap_401(creds.token, "Invalid JWT audience")
 
     check("gated app answers IAP's 401 to a token for another audience", gate_rejects_wrong_audience)
+
+    # --- ADC files of every type, loaded the way google.auth.default() does.
+    adc = Path(env["IAP_EMULATOR_ADC_DIR"])
+
+    # from_authorized_user_info ignores the file's token_uri ("always
+    # overrides" with this constant), for plain and impersonation sources.
+    import google.oauth2.credentials as user_credentials
+
+    user_credentials._GOOGLE_OAUTH2_TOKEN_ENDPOINT = base + "/token"
+
+    def authorized_user_refresh():
+        info = json.load(open(adc / "authorized_user.json"))
+        creds = user_credentials.Credentials.from_authorized_user_file(str(adc / "authorized_user.json"))
+        creds.refresh(request)
+        assert creds.token.startswith("ya29."), creds.token
+        claims = verify(creds.id_token, aud=info["client_id"])
+        assert claims["email"] == "adc-user@example.com", claims
+
+    check("authorized_user file refreshes through the token endpoint with an id_token", authorized_user_refresh)
+
+    def impersonated_file_id_token():
+        creds, _ = google.auth.load_credentials_from_file(str(adc / "impersonated_service_account.json"))
+        id_creds = impersonated_credentials.IDTokenCredentials(
+            target_credentials=creds, target_audience=audience, include_email=True
+        )
+        id_creds.refresh(request)
+        claims = verify(id_creds.token)
+        assert claims["email"].startswith("adc-target@"), claims
+        assert call_app(id_creds.token).status_code == 200
+
+    check("impersonated_service_account file (user source) yields an ID token the gate accepts", impersonated_file_id_token)
+
+    def external_account(name):
+        def run():
+            # load_credentials_from_file would also ask Cloud Resource
+            # Manager (a Google host) for the project ID; the class does not.
+            from google.auth import identity_pool
+
+            creds = identity_pool.Credentials.from_file(
+                str(adc / name), scopes=["https://www.googleapis.com/auth/cloud-platform"]
+            )
+            before = emu.counter("access_tokens", "sts")
+            creds.refresh(request)
+            assert creds.token.startswith("ya29."), creds.token
+            assert emu.counter("access_tokens", "sts") == before + 1
+
+        return run
+
+    for name in ["external_account_file.json", "external_account_url.json"]:
+        check(f"{name} exchanges its subject token at STS and impersonates", external_account(name))
 
     return failures
 

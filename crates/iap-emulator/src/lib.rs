@@ -67,7 +67,7 @@ pub use fault::{Endpoint, Fault};
 pub use gate::{App, AppBuilder, IapGate, IapGateLayer};
 pub use keys::KeyError;
 pub use provision::{
-    Adc, Grant, OAuthClient, ServiceAccount, SubjectTokenSource, User, WorkloadPool,
+    Adc, AdcFiles, Grant, OAuthClient, ServiceAccount, SubjectTokenSource, User, WorkloadPool,
 };
 
 use keys::{RsaKey, random_b64, random_digits};
@@ -485,7 +485,8 @@ impl Emulator {
     /// Lets `caller` (a service-account or user email, or a
     /// [`WorkloadPool::principal`]) mint tokens for service account
     /// `target` through IAM Credentials (the roles Token Creator and OpenID
-    /// Token Creator). Delegation chains need a grant per link.
+    /// Token Creator). Delegation chains need a grant per link. As at
+    /// Google, an account acting as itself needs a grant on itself too.
     pub fn allow_impersonation(&self, caller: &str, target: &str) {
         write(&self.state.impersonation).insert((caller.to_owned(), target.to_owned()));
     }
@@ -565,6 +566,76 @@ impl Emulator {
         }
         let json = serde_json::to_string_pretty(&self.adc_json(adc)).unwrap_or_default();
         provision::write_secret_file(path.as_ref(), json.as_bytes())
+    }
+
+    /// Writes one ADC file of every type into `dir` (created if missing),
+    /// provisioning what they need: service accounts `adc-runner` and
+    /// `adc-target`, user `adc-user@example.com` of a desktop client in the
+    /// emulator's project, workload pool `adc-pool` / provider `adc-provider`
+    /// with subject `adc-workload`, and the grants that let the user, the
+    /// runner and the workload impersonate `adc-target`.
+    pub async fn write_adc_files(&self, dir: impl AsRef<Path>) -> std::io::Result<AdcFiles> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir)?;
+        let (runner, target) = tokio::join!(
+            self.create_service_account("adc-runner"),
+            self.create_service_account("adc-target")
+        );
+        let runner = runner.map_err(std::io::Error::other)?;
+        let target = target.map_err(std::io::Error::other)?;
+        let client = self.create_desktop_client(&self.state.project.id.clone());
+        let user = self.create_user(&client, "adc-user@example.com");
+        let pool = self.create_workload_pool("adc-pool", "adc-provider");
+        let workload = "adc-workload";
+        for caller in [
+            user.email().to_owned(),
+            runner.email().to_owned(),
+            pool.principal(workload),
+        ] {
+            self.allow_impersonation(&caller, target.email());
+        }
+        // Google requires the role even to act as oneself: a client that
+        // goes generateAccessToken -> generateIdToken with the target's own
+        // token needs this grant.
+        self.allow_impersonation(target.email(), target.email());
+        let files = AdcFiles {
+            service_account: dir.join("service_account.json"),
+            authorized_user: dir.join("authorized_user.json"),
+            impersonated_service_account: dir.join("impersonated_service_account.json"),
+            impersonated_from_service_account: dir.join("impersonated_from_service_account.json"),
+            external_account_file: dir.join("external_account_file.json"),
+            external_account_url: dir.join("external_account_url.json"),
+        };
+        let impersonate = |source: Adc| Adc::Impersonated {
+            source: Box::new(source),
+            target: target.email().to_owned(),
+            delegates: Vec::new(),
+        };
+        let external = |source: SubjectTokenSource| Adc::ExternalAccount {
+            pool: pool.clone(),
+            subject: workload.to_owned(),
+            source,
+            impersonate: Some(target.email().to_owned()),
+        };
+        self.write_adc(&Adc::ServiceAccount(runner.clone()), &files.service_account)?;
+        self.write_adc(&Adc::AuthorizedUser(user.clone()), &files.authorized_user)?;
+        self.write_adc(
+            &impersonate(Adc::AuthorizedUser(user)),
+            &files.impersonated_service_account,
+        )?;
+        self.write_adc(
+            &impersonate(Adc::ServiceAccount(runner)),
+            &files.impersonated_from_service_account,
+        )?;
+        self.write_adc(
+            &external(SubjectTokenSource::File(dir.join("subject_token.jwt"))),
+            &files.external_account_file,
+        )?;
+        self.write_adc(
+            &external(SubjectTokenSource::Url),
+            &files.external_account_url,
+        )?;
+        Ok(files)
     }
 
     // ---- control ---------------------------------------------------------

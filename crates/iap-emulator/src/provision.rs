@@ -274,6 +274,33 @@ pub enum Adc {
     },
 }
 
+/// One ADC file of every type, written by
+/// [`Emulator::write_adc_files`](crate::Emulator::write_adc_files); each one,
+/// set as `GOOGLE_APPLICATION_CREDENTIALS`, yields ID tokens (for the
+/// default app's audience, or any other).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct AdcFiles {
+    /// `service_account.json`: account `adc-runner`'s key file.
+    pub service_account: PathBuf,
+    /// `authorized_user.json`: user `adc-user@example.com` of a desktop
+    /// client in the emulator's project.
+    pub authorized_user: PathBuf,
+    /// `impersonated_service_account.json`: that user impersonating
+    /// `adc-target` (what `gcloud auth application-default login
+    /// --impersonate-service-account` writes).
+    pub impersonated_service_account: PathBuf,
+    /// `impersonated_from_service_account.json`: `adc-runner` impersonating
+    /// `adc-target`.
+    pub impersonated_from_service_account: PathBuf,
+    /// `external_account_file.json`: workload identity federation with a
+    /// `file` credential source (`subject_token.jwt` beside it), impersonating
+    /// `adc-target`.
+    pub external_account_file: PathBuf,
+    /// `external_account_url.json`: the same with a `url` credential source.
+    pub external_account_url: PathBuf,
+}
+
 /// Writes `bytes` to `path` atomically (temp file in the same directory,
 /// then rename) with mode 0600.
 pub(crate) fn write_secret_file(path: &Path, bytes: &[u8]) -> io::Result<()> {

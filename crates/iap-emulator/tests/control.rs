@@ -589,3 +589,68 @@ async fn builder_listens_on_the_chosen_address() {
     assert_eq!(emu.url(), format!("http://{addr}/"));
     assert_eq!(emu.metadata_host(), addr.to_string());
 }
+
+#[tokio::test]
+async fn adc_file_set_has_every_type_and_working_grants() {
+    let emu = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = emu.write_adc_files(dir.path()).await.unwrap();
+    let types: Vec<Value> = [
+        &files.service_account,
+        &files.authorized_user,
+        &files.impersonated_service_account,
+        &files.impersonated_from_service_account,
+        &files.external_account_file,
+        &files.external_account_url,
+    ]
+    .iter()
+    .map(|p| read_json(p)["type"].clone())
+    .collect();
+    assert_eq!(
+        types,
+        [
+            "service_account",
+            "authorized_user",
+            "impersonated_service_account",
+            "impersonated_service_account",
+            "external_account",
+            "external_account"
+        ]
+    );
+    // The workload's federated token may act as the target.
+    let wif = read_json(&files.external_account_file);
+    let subject =
+        std::fs::read_to_string(wif["credential_source"]["file"].as_str().unwrap()).unwrap();
+    let sts: Value = http()
+        .post(wif["token_url"].as_str().unwrap())
+        .form(&[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            (
+                "requested_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
+            (
+                "subject_token_type",
+                wif["subject_token_type"].as_str().unwrap(),
+            ),
+            ("audience", wif["audience"].as_str().unwrap()),
+            ("subject_token", subject.trim()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let resp = http()
+        .post(wif["service_account_impersonation_url"].as_str().unwrap())
+        .bearer_auth(sts["access_token"].as_str().unwrap())
+        .json(&json!({"scope": ["https://www.googleapis.com/auth/cloud-platform"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}

@@ -19,6 +19,10 @@ struct Args {
     /// Address of the main server (Google's endpoints, metadata server, control API).
     #[arg(long, default_value = "127.0.0.1:0", env = "IAP_EMULATOR_LISTEN")]
     listen: SocketAddr,
+    /// Also write one ADC file of every type into this directory (exported as
+    /// IAP_EMULATOR_ADC_DIR).
+    #[arg(long)]
+    adc_dir: Option<PathBuf>,
     /// Lifetime of minted tokens, in seconds.
     #[arg(long, default_value_t = 3600)]
     token_lifetime: u64,
@@ -74,6 +78,7 @@ async fn shutdown_signal() {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let args = &args;
     let emu = Emulator::builder()
         .listen(args.listen)
         .token_lifetime(std::time::Duration::from_secs(args.token_lifetime))
@@ -84,8 +89,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let sa = emu.create_service_account("iap-emulator-runner").await?;
         let key_path = dir.join("service-account.json");
         sa.write_key_file(&key_path)?;
+        if let Some(adc_dir) = &args.adc_dir {
+            emu.write_adc_files(adc_dir).await?;
+        }
         let app = emu.app();
-        let exports = [
+        let mut exports = vec![
             ("GCE_METADATA_HOST", emu.metadata_host()),
             ("GCE_METADATA_IP", emu.metadata_host()),
             (
@@ -97,6 +105,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             ("IAP_EMULATOR_AUDIENCE", app.client_id().to_owned()),
             ("IAP_EMULATOR_JWKS_URL", emu.jwks_url()),
         ];
+        if let Some(adc_dir) = &args.adc_dir {
+            let adc_dir = std::path::absolute(adc_dir).unwrap_or_else(|_| adc_dir.clone());
+            exports.push((
+                "IAP_EMULATOR_ADC_DIR",
+                adc_dir.to_string_lossy().into_owned(),
+            ));
+        }
         let mut out = std::io::stdout().lock();
         for (name, value) in exports {
             writeln!(out, "export {name}={}", shell_quote(&value))?;
