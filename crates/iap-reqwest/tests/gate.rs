@@ -355,3 +355,41 @@ async fn no_token_is_carried_across_a_cross_origin_redirect() {
         );
     }
 }
+
+#[tokio::test]
+async fn redirect_policy_stops_at_the_google_sign_in_page() {
+    let emu = Emulator::start().await.unwrap();
+    let sign_in =
+        reqwest::Url::parse("https://accounts.google.com/o/oauth2/v2/auth?client_id=x").unwrap();
+    let app = redirecting_app(&emu, &sign_in).await;
+    let auth = auth_for(&emu, &app, Placement::Authorization);
+    let reqwest = reqwest::Client::builder()
+        .redirect(iap_reqwest::redirect_policy())
+        .build()
+        .unwrap();
+    let client = ClientBuilder::new(reqwest)
+        .with(IapMiddleware::new(auth))
+        .build();
+
+    // Offline: following the redirect would fail to connect.
+    let answer = client.get(url(&app, "/")).send().await.unwrap();
+
+    assert_eq!(answer.status(), StatusCode::FOUND);
+    assert_eq!(
+        answer.headers()[reqwest::header::LOCATION],
+        sign_in.as_str()
+    );
+}
+
+#[tokio::test]
+async fn debug_never_shows_the_token() {
+    let emu = Emulator::start().await.unwrap();
+    let app = emu.app();
+    let auth = auth_for(&emu, &app, Placement::Authorization);
+    let token = current_token(&auth, &app).await;
+
+    let shown = format!("{:?}", IapMiddleware::new(auth));
+
+    assert!(shown.contains(app.client_id()), "{shown}");
+    assert!(!shown.contains(token.as_str()), "{shown}");
+}
