@@ -3,6 +3,7 @@
 //! lifetime, ADC files, and the errors.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use iap_emulator::{
     Adc, Emulator, Endpoint, Fault, Grant, ServiceAccount, SubjectTokenSource, counter,
@@ -82,21 +83,26 @@ async fn the_access_token_is_fetched_once_per_its_lifetime_not_per_id_token() {
     emu.allow_impersonation(caller.email(), target.email());
     let source = Arc::new(impersonate(&emu, key_source(&caller), &target));
 
-    // Sequential ID tokens, then a concurrent burst, all for fresh audiences.
+    // A cold burst while the token endpoint is slow: every caller waits for
+    // the one access-token fetch. Then sequential ID tokens reuse it.
+    emu.inject(Endpoint::Token, Fault::delay(Duration::from_millis(300)), 1);
+    let burst: Vec<_> = (0..16)
+        .map(|i| {
+            let source = source.clone();
+            tokio::spawn(async move { source.id_token(&Audience::new(format!("burst-{i}"))).await })
+        })
+        .collect();
+    for task in burst {
+        task.await.unwrap().unwrap();
+    }
     for i in 0..3 {
         source
             .id_token(&Audience::new(format!("aud-{i}")))
             .await
             .unwrap();
     }
-    let burst = (0..16).map(|i| {
-        let source = source.clone();
-        tokio::spawn(async move { source.id_token(&Audience::new(format!("burst-{i}"))).await })
-    });
-    for task in burst {
-        task.await.unwrap().unwrap();
-    }
 
+    assert_eq!(emu.requests(Endpoint::Token), 1);
     assert_eq!(
         emu.counter_total(&counter::id_tokens_by(Grant::GenerateIdToken)),
         19
