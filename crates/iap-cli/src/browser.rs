@@ -20,7 +20,9 @@ pub fn open(url: &str) -> bool {
         c.arg(url);
         c
     };
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     match cmd.spawn() {
         Ok(mut child) => {
             // Reap it in the background so it does not linger as a zombie.

@@ -83,7 +83,12 @@ pub enum TokenFormat {
 #[derive(Debug, Args)]
 pub struct TokenArgs {
     /// The audience: the IAP OAuth client ID (`NNN-xxx.apps.googleusercontent.com`).
-    #[arg(long, value_name = "AUD", conflicts_with = "url", required_unless_present = "url")]
+    #[arg(
+        long,
+        value_name = "AUD",
+        conflicts_with = "url",
+        required_unless_present = "url"
+    )]
     pub audience: Option<String>,
 
     /// An app URL: the audience is found from IAP's sign-in redirect.
@@ -113,7 +118,12 @@ pub struct CurlArgs {
     pub headers: Vec<String>,
 
     /// Request body; `@FILE` reads it from a file (`@-`: stdin). Sets POST and a form content type.
-    #[arg(short = 'd', long = "data", value_name = "DATA", conflicts_with = "data_binary")]
+    #[arg(
+        short = 'd',
+        long = "data",
+        value_name = "DATA",
+        conflicts_with = "data_binary"
+    )]
     pub data: Option<String>,
 
     /// Request body sent as is; `@FILE` reads it from a file (`@-`: stdin).
@@ -148,7 +158,12 @@ pub struct LoginArgs {
     pub client_id: String,
 
     /// The desktop OAuth client secret (better passed as $IAP_CLIENT_SECRET than on the command line).
-    #[arg(long, env = "IAP_CLIENT_SECRET", value_name = "SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "IAP_CLIENT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
     pub client_secret: String,
 
     /// Ask for an ID token for this IAP client ID during login (checks access right away).

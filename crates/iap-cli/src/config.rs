@@ -54,7 +54,10 @@ pub fn remove_credentials() -> CliResult<(bool, PathBuf)> {
     match std::fs::remove_file(&path) {
         Ok(()) => Ok((true, path)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((false, path)),
-        Err(e) => Err(Failure::new(format!("cannot remove {}: {e}", path.display()))),
+        Err(e) => Err(Failure::new(format!(
+            "cannot remove {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -63,20 +66,36 @@ mod tests {
     use super::*;
 
     fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
-        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| OsString::from(v))
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        }
     }
 
     #[test]
     fn iap_config_dir_wins_over_xdg_and_home() {
-        let dir = resolve(env(&[("IAP_CONFIG_DIR", "/a"), ("XDG_CONFIG_HOME", "/b"), ("HOME", "/c")])).unwrap();
+        let dir = resolve(env(&[
+            ("IAP_CONFIG_DIR", "/a"),
+            ("XDG_CONFIG_HOME", "/b"),
+            ("HOME", "/c"),
+        ]))
+        .unwrap();
         assert_eq!(dir, PathBuf::from("/a"));
     }
 
     #[cfg(unix)]
     #[test]
     fn xdg_then_home() {
-        assert_eq!(resolve(env(&[("XDG_CONFIG_HOME", "/b"), ("HOME", "/c")])).unwrap(), PathBuf::from("/b/iap"));
-        assert_eq!(resolve(env(&[("HOME", "/c"), ("IAP_CONFIG_DIR", "")])).unwrap(), PathBuf::from("/c/.config/iap"));
+        assert_eq!(
+            resolve(env(&[("XDG_CONFIG_HOME", "/b"), ("HOME", "/c")])).unwrap(),
+            PathBuf::from("/b/iap")
+        );
+        assert_eq!(
+            resolve(env(&[("HOME", "/c"), ("IAP_CONFIG_DIR", "")])).unwrap(),
+            PathBuf::from("/c/.config/iap")
+        );
         assert!(resolve(env(&[])).is_err());
     }
 }

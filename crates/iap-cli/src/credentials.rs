@@ -64,7 +64,8 @@ async fn base(args: &CredentialArgs) -> CliResult<(Arc<dyn TokenSource>, Origin)
         let source = iap_token::adc::from_file(path)?;
         return Ok((source, Origin::Flag(path.clone())));
     }
-    let env_var_set = std::env::var_os(iap_token::adc::GOOGLE_APPLICATION_CREDENTIALS).is_some_and(|v| !v.is_empty());
+    let env_var_set = std::env::var_os(iap_token::adc::GOOGLE_APPLICATION_CREDENTIALS)
+        .is_some_and(|v| !v.is_empty());
     if !env_var_set && let Some(path) = config::saved_credentials() {
         let source = iap_token::adc::from_file(&path).map_err(|e| {
             Failure::from(e).context("the credentials saved by `iap login` are unusable (run `iap login` again or `iap logout`)")
@@ -77,27 +78,47 @@ async fn base(args: &CredentialArgs) -> CliResult<(Arc<dyn TokenSource>, Origin)
 
 /// An impersonation source for `email`, calling IAM with access tokens of
 /// the credential found at `origin`.
-fn impersonate(origin: &Origin, email: &str, iam_endpoint: Option<&str>) -> CliResult<Arc<dyn TokenSource>> {
+fn impersonate(
+    origin: &Origin,
+    email: &str,
+    iam_endpoint: Option<&str>,
+) -> CliResult<Arc<dyn TokenSource>> {
     use iap_token::adc::Origin as Adc;
     use iap_token::source::impersonated::ImpersonatedSource;
     let caller: Arc<dyn AccessTokenSource> = match origin {
-        Origin::Flag(path) | Origin::SavedLogin(path) | Origin::Adc(Adc::EnvVar(path) | Adc::WellKnownFile(path)) => {
-            let bytes = std::fs::read(path)
-                .map_err(|e| Failure::new(format!("cannot read credentials file {}: {e}", path.display())))?;
-            iap_token::adc::access_token_source_from_json(bytes)
-                .map_err(|e| Failure::from(e).context(format!("cannot impersonate {email} with {}", path.display())))?
+        Origin::Flag(path)
+        | Origin::SavedLogin(path)
+        | Origin::Adc(Adc::EnvVar(path) | Adc::WellKnownFile(path)) => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                Failure::new(format!(
+                    "cannot read credentials file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            iap_token::adc::access_token_source_from_json(bytes).map_err(|e| {
+                Failure::from(e).context(format!(
+                    "cannot impersonate {email} with {}",
+                    path.display()
+                ))
+            })?
         }
         Origin::Adc(Adc::MetadataServer) => {
-            Arc::new(iap_token::source::metadata::MetadataSource::from_env(&iap_token::adc::Environment::process())?)
+            Arc::new(iap_token::source::metadata::MetadataSource::from_env(
+                &iap_token::adc::Environment::process(),
+            )?)
         }
         Origin::Adc(other) => {
-            return Err(Failure::new(format!("cannot impersonate {email} with the credentials from {other}")));
+            return Err(Failure::new(format!(
+                "cannot impersonate {email} with the credentials from {other}"
+            )));
         }
     };
     let mut builder = ImpersonatedSource::builder(email).source_arc(caller);
     if let Some(endpoint) = iam_endpoint {
         builder = builder.iam_endpoint(endpoint);
     }
-    let source = builder.build().map_err(|e| Failure::from(e).context("--impersonate-service-account"))?;
+    let source = builder
+        .build()
+        .map_err(|e| Failure::from(e).context("--impersonate-service-account"))?;
     Ok(Arc::new(source))
 }

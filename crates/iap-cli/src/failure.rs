@@ -23,7 +23,10 @@ pub type CliResult<T = ()> = Result<T, Failure>;
 impl Failure {
     /// A failure with exit code 1.
     pub fn new(message: impl Into<String>) -> Self {
-        Failure { message: one_line(&message.into()), code: 1 }
+        Failure {
+            message: one_line(&message.into()),
+            code: 1,
+        }
     }
 
     /// The same failure with another exit code.
@@ -85,13 +88,21 @@ impl From<std::io::Error> for Failure {
 fn hint_for(err: &iap_token::Error) -> Option<&'static str> {
     use iap_token::Error as E;
     match err {
-        E::Transport { .. } => Some("check that the endpoint is up and reachable (network, proxy settings, URL), then try again"),
-        E::Endpoint { status, hint: None, .. } if *status >= 500 => {
-            Some("the endpoint is having trouble; try again in a moment")
-        }
-        E::Endpoint { status: 400 | 401 | 403, hint: None, .. } => {
-            Some("check the credentials, the audience and the account's permissions")
-        }
+        E::Transport { .. } => Some(
+            "check that the endpoint is up and reachable (network, proxy settings, URL), then try again",
+        ),
+        E::Endpoint {
+            status, hint: None, ..
+        } if *status >= 500 => Some("the endpoint is having trouble; try again in a moment"),
+        E::Endpoint {
+            status: 400 | 401 | 403,
+            hint: None,
+            ..
+        } => Some("check the credentials, the audience and the account's permissions"),
+        E::ReadFile { .. } => Some("check the path and the file's permissions"),
+        E::InvalidCredentials { .. } => Some(
+            "fix the file, or download a fresh one (a service-account key, or `gcloud auth application-default login`)",
+        ),
         E::Protocol { .. } => Some("check that the URL points at the right service"),
         E::MalformedToken(_) => Some("the token source returned something that is not an ID token"),
         _ => None,
@@ -109,7 +120,9 @@ pub fn describe(err: &(dyn StdError + 'static)) -> String {
         cause = c.source();
     }
     match innermost.map(|c| c.to_string()) {
-        Some(inner) if !inner.is_empty() && !top.contains(&inner) => one_line(&format!("{top}: {inner}")),
+        Some(inner) if !inner.is_empty() && !top.contains(&inner) => {
+            one_line(&format!("{top}: {inner}"))
+        }
         _ => one_line(&top),
     }
 }
@@ -133,9 +146,17 @@ mod tests {
     #[test]
     fn transport_errors_keep_the_innermost_cause_and_a_hint() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
-        let err = iap_token::Error::Transport { endpoint: "http://127.0.0.1:9/token".into(), source: Box::new(io) };
+        let err = iap_token::Error::Transport {
+            endpoint: "http://127.0.0.1:9/token".into(),
+            source: Box::new(io),
+        };
         let f = Failure::from(err);
         let msg = f.to_string();
-        assert!(msg.starts_with("request to http://127.0.0.1:9/token failed: Connection refused: check"), "{msg}");
+        assert!(
+            msg.starts_with(
+                "request to http://127.0.0.1:9/token failed: Connection refused: check"
+            ),
+            "{msg}"
+        );
     }
 }

@@ -13,7 +13,14 @@ const USER: &str = "dev@example.com";
 async fn login(w: &World, client: &iap_emulator::OAuthClient, secret: &str) -> support::Output {
     let mut child = w
         .sandbox
-        .command(&["login", "--client-id", client.client_id(), "--no-browser", "--audience", w.audience()])
+        .command(&[
+            "login",
+            "--client-id",
+            client.client_id(),
+            "--no-browser",
+            "--audience",
+            w.audience(),
+        ])
         .env("IAP_CLIENT_SECRET", secret)
         .env("IAP_AUTH_URI", w.emu.authorize_url())
         .env("IAP_TOKEN_URI", w.emu.token_uri())
@@ -23,19 +30,33 @@ async fn login(w: &World, client: &iap_emulator::OAuthClient, secret: &str) -> s
     let mut seen = Vec::new();
     let url = wait_for_line(&mut stderr, |line| {
         seen.push(line.to_owned());
-        line.trim().starts_with("http://").then(|| line.trim().to_owned())
+        line.trim()
+            .starts_with("http://")
+            .then(|| line.trim().to_owned())
     })
     .await;
-    assert!(url.contains("code_challenge_method=S256") && url.contains("state="), "{url}");
-    let landed = reqwest::get(&url).await.expect("follow the consent redirect");
+    assert!(
+        url.contains("code_challenge_method=S256") && url.contains("state="),
+        "{url}"
+    );
+    let landed = reqwest::get(&url)
+        .await
+        .expect("follow the consent redirect");
     assert_eq!(landed.status(), 200, "the receiver answered the browser");
     let mut rest = Vec::new();
     while let Some(line) = stderr.next_line().await.expect("stderr") {
         rest.push(line);
     }
-    let status = tokio::time::timeout(support::COMMAND_TIMEOUT, child.wait()).await.expect("login finishes").unwrap();
+    let status = tokio::time::timeout(support::COMMAND_TIMEOUT, child.wait())
+        .await
+        .expect("login finishes")
+        .unwrap();
     seen.extend(rest);
-    support::Output { status, stdout: String::new(), stderr: seen.join("\n") }
+    support::Output {
+        status,
+        stdout: String::new(),
+        stderr: seen.join("\n"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -46,20 +67,37 @@ async fn login_saves_credentials_that_later_commands_use_until_logout() {
 
     let out = login(&w, &client, client.client_secret()).await;
     assert!(out.status.success(), "{out:#?}");
-    assert!(out.stderr.contains(&format!("Signed in as {USER}")), "{out:#?}");
-    assert!(!out.stderr.contains(client.client_secret()), "the secret is never printed");
+    assert!(
+        out.stderr.contains(&format!("Signed in as {USER}")),
+        "{out:#?}"
+    );
+    assert!(
+        !out.stderr.contains(client.client_secret()),
+        "the secret is never printed"
+    );
 
     let saved = w.sandbox.config_dir().join("credentials.json");
     assert_eq!(file_mode(&saved), 0o600);
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
     assert_eq!(json["type"], "authorized_user");
-    assert_ne!(json["refresh_token"], user.refresh_token(), "a new refresh token from this login");
+    assert_ne!(
+        json["refresh_token"],
+        user.refresh_token(),
+        "a new refresh token from this login"
+    );
 
     // With nothing else given, the saved login is used ...
     let jwt = w.sandbox.ok(&["token", "--audience", w.audience()]).await;
     assert_eq!(claims(jwt.trim())["email"], USER);
-    let body = w.sandbox.ok(&["curl", &w.url("/me"), "--audience", w.audience()]).await;
-    assert!(body.contains(&format!("accounts.google.com:{USER}")), "{body}");
+    let body = w
+        .sandbox
+        .ok(&["curl", &w.url("/me"), "--audience", w.audience()])
+        .await;
+    assert!(
+        body.contains(&format!("accounts.google.com:{USER}")),
+        "{body}"
+    );
 
     // ... but GOOGLE_APPLICATION_CREDENTIALS and --credentials come first.
     let mut with_env = support::Sandbox::new();
@@ -67,17 +105,35 @@ async fn login_saves_credentials_that_later_commands_use_until_logout() {
     with_env.set("GOOGLE_APPLICATION_CREDENTIALS", w.key());
     let jwt = with_env.ok(&["token", "--audience", w.audience()]).await;
     assert_eq!(claims(jwt.trim())["email"], w.sa.email());
-    let jwt = w.sandbox.ok(&["token", "--audience", w.audience(), "--credentials", w.key()]).await;
+    let jwt = w
+        .sandbox
+        .ok(&[
+            "token",
+            "--audience",
+            w.audience(),
+            "--credentials",
+            w.key(),
+        ])
+        .await;
     assert_eq!(claims(jwt.trim())["email"], w.sa.email());
 
     let out = w.sandbox.run(&["logout"]).await;
-    assert!(out.status.success() && out.stderr.contains("Removed"), "{out:#?}");
+    assert!(
+        out.status.success() && out.stderr.contains("Removed"),
+        "{out:#?}"
+    );
     assert!(!saved.exists());
     let out = w.sandbox.run(&["logout"]).await;
-    assert!(out.status.success() && out.stderr.contains("Not logged in"), "{out:#?}");
+    assert!(
+        out.status.success() && out.stderr.contains("Not logged in"),
+        "{out:#?}"
+    );
     let out = w.sandbox.run(&["token", "--audience", w.audience()]).await;
     assert_eq!(out.code(), 1);
-    assert!(out.error_line().contains("no Google credentials found"), "{out:#?}");
+    assert!(
+        out.error_line().contains("no Google credentials found"),
+        "{out:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -88,9 +144,17 @@ async fn a_wrong_client_secret_fails_in_one_line_and_saves_nothing() {
     let wrong = "GOCSPX-definitely-not-the-secret";
     let out = login(&w, &client, wrong).await;
     assert_eq!(out.status.code(), Some(1), "{out:#?}");
-    let errors: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
     assert_eq!(errors.len(), 1, "{out:#?}");
-    assert!(errors[0].contains("/token"), "names the endpoint: {}", errors[0]);
+    assert!(
+        errors[0].contains("/token"),
+        "names the endpoint: {}",
+        errors[0]
+    );
     assert!(!out.stderr.contains(wrong), "the secret is never printed");
     assert!(!w.sandbox.config_dir().join("credentials.json").exists());
 }
@@ -99,5 +163,11 @@ async fn a_wrong_client_secret_fails_in_one_line_and_saves_nothing() {
 async fn login_needs_client_id_and_secret() {
     let w = World::new().await;
     assert_eq!(w.sandbox.run(&["login", "--no-browser"]).await.code(), 2);
-    assert_eq!(w.sandbox.run(&["login", "--client-id", "x", "--no-browser"]).await.code(), 2);
+    assert_eq!(
+        w.sandbox
+            .run(&["login", "--client-id", "x", "--no-browser"])
+            .await
+            .code(),
+        2
+    );
 }

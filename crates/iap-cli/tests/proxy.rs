@@ -11,12 +11,22 @@ use tokio::process::Child;
 /// Starts `iap proxy` and waits for its "listening on" line; the child and
 /// the proxy's base URL.
 async fn start(w: &World, target: &str, extra: &[&str]) -> (Child, String) {
-    let mut args = vec!["proxy", "--target", target, "--listen", "127.0.0.1:0", "--credentials", w.key()];
+    let mut args = vec![
+        "proxy",
+        "--target",
+        target,
+        "--listen",
+        "127.0.0.1:0",
+        "--credentials",
+        w.key(),
+    ];
     args.extend_from_slice(extra);
     let mut child = w.sandbox.command(&args).spawn().expect("spawn iap proxy");
     let mut out = stdout_lines(child.stdout.take().expect("stdout"));
     let base = wait_for_line(&mut out, |l| {
-        l.strip_prefix("listening on ").and_then(|rest| rest.split_whitespace().next()).map(str::to_owned)
+        l.strip_prefix("listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
     })
     .await;
     (child, base)
@@ -30,7 +40,11 @@ async fn stop(child: Child) -> String {
         .expect("the proxy stops on Ctrl-C")
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "exit status {:?}: {stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "exit status {:?}: {stderr}",
+        out.status
+    );
     assert!(stderr.contains("proxy stopped"), "{stderr}");
     stderr
 }
@@ -45,7 +59,11 @@ async fn concurrent_clients_share_one_token_and_each_request_logs_one_line() {
         let (client, url) = (client.clone(), format!("{base}/c/{i}?q={i}"));
         tasks.spawn(async move {
             let resp = client.get(url).send().await.expect("request");
-            (i, resp.status(), resp.json::<serde_json::Value>().await.expect("echo JSON"))
+            (
+                i,
+                resp.status(),
+                resp.json::<serde_json::Value>().await.expect("echo JSON"),
+            )
         });
     }
     while let Some(done) = tasks.join_next().await {
@@ -53,12 +71,21 @@ async fn concurrent_clients_share_one_token_and_each_request_logs_one_line() {
         assert_eq!(status, 200);
         assert_eq!(echo["path"], format!("/c/{i}"));
         assert_eq!(echo["query"], format!("q={i}"));
-        assert_eq!(echo["headers"]["x-goog-authenticated-user-email"], format!("accounts.google.com:{}", w.sa.email()));
+        assert_eq!(
+            echo["headers"]["x-goog-authenticated-user-email"],
+            format!("accounts.google.com:{}", w.sa.email())
+        );
     }
     assert_eq!(w.tokens_minted(), 1, "one token for every request");
-    assert_eq!(w.emu.counter(iap_emulator::counter::APP_HITS, w.audience()), 40);
+    assert_eq!(
+        w.emu.counter(iap_emulator::counter::APP_HITS, w.audience()),
+        40
+    );
     let stderr = stop(child).await;
-    let logged = stderr.lines().filter(|l| l.contains("\"GET /c/") && l.contains(" 200 ")).count();
+    let logged = stderr
+        .lines()
+        .filter(|l| l.contains("\"GET /c/") && l.contains(" 200 "))
+        .count();
     assert_eq!(logged, 40, "{stderr}");
 }
 
@@ -68,9 +95,15 @@ async fn a_streamed_upload_arrives_whole() {
     let (child, base) = start(&w, w.app.url().as_str(), &["--audience", w.audience()]).await;
     const CHUNK: usize = 16 * 1024;
     const CHUNKS: usize = 64;
-    let chunks = (0..CHUNKS).map(|i| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![i as u8; CHUNK])));
+    let chunks =
+        (0..CHUNKS).map(|i| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![i as u8; CHUNK])));
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
-    let resp = reqwest::Client::new().post(format!("{base}/upload")).body(body).send().await.unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/upload"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let echo: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(echo["method"], "POST");
@@ -82,7 +115,10 @@ async fn a_streamed_upload_arrives_whole() {
 async fn h2c_clients_are_served() {
     let w = World::new().await;
     let (child, base) = start(&w, w.app.url().as_str(), &["--audience", w.audience()]).await;
-    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     let resp = client.get(format!("{base}/h2")).send().await.unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
@@ -94,11 +130,27 @@ async fn h2c_clients_are_served() {
 #[tokio::test(flavor = "multi_thread")]
 async fn proxy_authorization_mode_passes_the_clients_authorization() {
     let w = World::new().await;
-    let (child, base) = start(&w, w.app.url().as_str(), &["--audience", w.audience(), "--proxy-authorization"]).await;
-    let resp = reqwest::Client::new().get(format!("{base}/pa")).bearer_auth("client-own").send().await.unwrap();
+    let (child, base) = start(
+        &w,
+        w.app.url().as_str(),
+        &["--audience", w.audience(), "--proxy-authorization"],
+    )
+    .await;
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/pa"))
+        .bearer_auth("client-own")
+        .send()
+        .await
+        .unwrap();
     let echo: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(echo["headers"]["authorization"], "Bearer client-own");
-    assert_eq!(w.emu.counter(iap_emulator::counter::GATE_PROXY_AUTHORIZATION, w.audience()), 1);
+    assert_eq!(
+        w.emu.counter(
+            iap_emulator::counter::GATE_PROXY_AUTHORIZATION,
+            w.audience()
+        ),
+        1
+    );
     stop(child).await;
 }
 
@@ -117,10 +169,20 @@ async fn an_unreachable_target_is_a_502_naming_the_cause() {
     let w = World::new().await;
     let dead = format!("http://127.0.0.1:{}/", closed_port());
     let (child, base) = start(&w, &dead, &["--audience", w.audience()]).await;
-    let resp = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap().get(format!("{base}/x")).send().await.unwrap();
+    let resp = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+        .get(format!("{base}/x"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 502);
     let text = resp.text().await.unwrap();
-    assert!(text.starts_with("iap proxy: ") && text.to_lowercase().contains("refused"), "{text}");
+    assert!(
+        text.starts_with("iap proxy: ") && text.to_lowercase().contains("refused"),
+        "{text}"
+    );
     let stderr = stop(child).await;
     assert!(stderr.contains("\"GET /x HTTP/1.1\" 502"), "{stderr}");
 }
@@ -132,8 +194,22 @@ async fn a_busy_listen_address_is_one_line() {
     let addr = taken.local_addr().unwrap().to_string();
     let out = w
         .sandbox
-        .run(&["proxy", "--target", w.app.url().as_str(), "--listen", &addr, "--audience", "a", "--credentials", w.key()])
+        .run(&[
+            "proxy",
+            "--target",
+            w.app.url().as_str(),
+            "--listen",
+            &addr,
+            "--audience",
+            "a",
+            "--credentials",
+            w.key(),
+        ])
         .await;
     assert_eq!(out.code(), 1, "{out:#?}");
-    assert!(out.error_line().contains(&format!("cannot listen on {addr}")), "{out:#?}");
+    assert!(
+        out.error_line()
+            .contains(&format!("cannot listen on {addr}")),
+        "{out:#?}"
+    );
 }

@@ -8,7 +8,16 @@ use support::{Sandbox, World, claims, closed_port};
 #[tokio::test(flavor = "multi_thread")]
 async fn token_format_prints_the_jwt_alone_for_the_audience() {
     let w = World::new().await;
-    let out = w.sandbox.ok(&["token", "--audience", w.audience(), "--credentials", w.key()]).await;
+    let out = w
+        .sandbox
+        .ok(&[
+            "token",
+            "--audience",
+            w.audience(),
+            "--credentials",
+            w.key(),
+        ])
+        .await;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 1, "{out}");
     let c = claims(lines[0]);
@@ -20,13 +29,27 @@ async fn token_format_prints_the_jwt_alone_for_the_audience() {
 #[tokio::test(flavor = "multi_thread")]
 async fn json_format_has_token_claims_and_expiry() {
     let w = World::new().await;
-    let out = w.sandbox.ok(&["token", "--audience", w.audience(), "--credentials", w.key(), "--format", "json"]).await;
+    let out = w
+        .sandbox
+        .ok(&[
+            "token",
+            "--audience",
+            w.audience(),
+            "--credentials",
+            w.key(),
+            "--format",
+            "json",
+        ])
+        .await;
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     let token = v["token"].as_str().expect("token");
     assert_eq!(v["claims"], claims(token));
     assert_eq!(v["claims"]["email"], w.sa.email());
     let expires_at = v["expires_at"].as_str().expect("expires_at");
-    assert!(expires_at.ends_with('Z') && expires_at.len() == 20, "{expires_at}");
+    assert!(
+        expires_at.ends_with('Z') && expires_at.len() == 20,
+        "{expires_at}"
+    );
     let left = v["expires_in"].as_u64().expect("expires_in");
     assert!((3000..=3600).contains(&left), "{left}");
 }
@@ -34,16 +57,44 @@ async fn json_format_has_token_claims_and_expiry() {
 #[tokio::test(flavor = "multi_thread")]
 async fn header_format_is_an_authorization_line_the_gate_accepts() {
     let w = World::new().await;
-    let out = w.sandbox.ok(&["token", "--audience", w.audience(), "--credentials", w.key(), "--format", "header"]).await;
-    let value = out.trim().strip_prefix("Authorization: ").expect("header line");
-    let resp = reqwest::Client::new().get(w.url("/hdr")).header("authorization", value).send().await.unwrap();
+    let out = w
+        .sandbox
+        .ok(&[
+            "token",
+            "--audience",
+            w.audience(),
+            "--credentials",
+            w.key(),
+            "--format",
+            "header",
+        ])
+        .await;
+    let value = out
+        .trim()
+        .strip_prefix("Authorization: ")
+        .expect("header line");
+    let resp = reqwest::Client::new()
+        .get(w.url("/hdr"))
+        .header("authorization", value)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn url_finds_the_audience_from_iaps_redirect() {
     let w = World::new().await;
-    let out = w.sandbox.ok(&["token", "--url", &w.url("/some/page"), "--credentials", w.key()]).await;
+    let out = w
+        .sandbox
+        .ok(&[
+            "token",
+            "--url",
+            &w.url("/some/page"),
+            "--credentials",
+            w.key(),
+        ])
+        .await;
     assert_eq!(claims(out.trim())["aud"], w.audience());
 }
 
@@ -70,11 +121,19 @@ async fn the_metadata_server_is_used_when_nothing_else_is_there() {
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_credentials_say_how_to_get_some() {
     let sandbox = Sandbox::new();
-    let out = sandbox.run(&["token", "--audience", "x.apps.googleusercontent.com"]).await;
+    let out = sandbox
+        .run(&["token", "--audience", "x.apps.googleusercontent.com"])
+        .await;
     assert_eq!(out.code(), 1, "{out:#?}");
     let line = out.error_line();
-    assert!(line.starts_with("error: no Google credentials found"), "{line}");
-    assert!(line.contains("GOOGLE_APPLICATION_CREDENTIALS") && line.contains("iap login"), "{line}");
+    assert!(
+        line.starts_with("error: no Google credentials found"),
+        "{line}"
+    );
+    assert!(
+        line.contains("GOOGLE_APPLICATION_CREDENTIALS") && line.contains("iap login"),
+        "{line}"
+    );
     assert!(out.stdout.is_empty());
 }
 
@@ -82,15 +141,38 @@ async fn missing_credentials_say_how_to_get_some() {
 async fn a_malformed_key_file_is_named_with_the_problem() {
     let sandbox = Sandbox::new();
     let bad = sandbox.path("bad.json");
-    std::fs::write(&bad, r#"{"type": "service_account", "client_email": "a@b.c"}"#).unwrap();
-    let out = sandbox.run(&["token", "--audience", "aud", "--credentials", bad.to_str().unwrap()]).await;
+    std::fs::write(
+        &bad,
+        r#"{"type": "service_account", "client_email": "a@b.c"}"#,
+    )
+    .unwrap();
+    let out = sandbox
+        .run(&[
+            "token",
+            "--audience",
+            "aud",
+            "--credentials",
+            bad.to_str().unwrap(),
+        ])
+        .await;
     assert_eq!(out.code(), 1, "{out:#?}");
     let line = out.error_line();
-    assert!(line.contains(bad.to_str().unwrap()), "names the file: {line}");
+    assert!(
+        line.contains(bad.to_str().unwrap()),
+        "names the file: {line}"
+    );
     assert!(line.contains("private_key"), "names the field: {line}");
 
     std::fs::write(&bad, "not json at all").unwrap();
-    let out = sandbox.run(&["token", "--audience", "aud", "--credentials", bad.to_str().unwrap()]).await;
+    let out = sandbox
+        .run(&[
+            "token",
+            "--audience",
+            "aud",
+            "--credentials",
+            bad.to_str().unwrap(),
+        ])
+        .await;
     assert_eq!(out.code(), 1, "{out:#?}");
     assert!(out.error_line().contains(bad.to_str().unwrap()), "{out:#?}");
 }
@@ -99,7 +181,15 @@ async fn a_malformed_key_file_is_named_with_the_problem() {
 async fn a_missing_credentials_file_is_named() {
     let sandbox = Sandbox::new();
     let missing = sandbox.path("nope.json");
-    let out = sandbox.run(&["token", "--audience", "aud", "--credentials", missing.to_str().unwrap()]).await;
+    let out = sandbox
+        .run(&[
+            "token",
+            "--audience",
+            "aud",
+            "--credentials",
+            missing.to_str().unwrap(),
+        ])
+        .await;
     assert_eq!(out.code(), 1);
     assert!(out.error_line().contains("nope.json"), "{out:#?}");
 }
@@ -112,7 +202,16 @@ async fn an_unreachable_token_endpoint_names_it_and_says_what_to_do() {
     key["token_uri"] = dead.clone().into();
     let file = w.sandbox.path("dead-key.json");
     std::fs::write(&file, key.to_string()).unwrap();
-    let out = w.sandbox.run(&["token", "--audience", w.audience(), "--credentials", file.to_str().unwrap()]).await;
+    let out = w
+        .sandbox
+        .run(&[
+            "token",
+            "--audience",
+            w.audience(),
+            "--credentials",
+            file.to_str().unwrap(),
+        ])
+        .await;
     assert_eq!(out.code(), 1, "{out:#?}");
     let line = out.error_line();
     assert!(line.contains(&dead), "names the endpoint: {line}");
@@ -126,9 +225,25 @@ async fn errors_never_print_the_private_key() {
     key["token_uri"] = format!("http://127.0.0.1:{}/token", closed_port()).into();
     let file = w.sandbox.path("dead-key.json");
     std::fs::write(&file, key.to_string()).unwrap();
-    let out = w.sandbox.run(&["-vvv", "token", "--audience", w.audience(), "--credentials", file.to_str().unwrap()]).await;
+    let out = w
+        .sandbox
+        .run(&[
+            "-vvv",
+            "token",
+            "--audience",
+            w.audience(),
+            "--credentials",
+            file.to_str().unwrap(),
+        ])
+        .await;
     assert_eq!(out.code(), 1);
-    let pem_body = key["private_key"].as_str().unwrap().lines().nth(1).unwrap().to_owned();
+    let pem_body = key["private_key"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_owned();
     assert!(!out.stderr.contains(&pem_body) && !out.stdout.contains(&pem_body));
 }
 
@@ -136,32 +251,63 @@ async fn errors_never_print_the_private_key() {
 async fn usage_errors_exit_2() {
     let sandbox = Sandbox::new();
     assert_eq!(sandbox.run(&["token"]).await.code(), 2);
-    assert_eq!(sandbox.run(&["token", "--audience", "a", "--url", "http://x"]).await.code(), 2);
-    assert_eq!(sandbox.run(&["token", "--audience", "a", "--format", "yaml"]).await.code(), 2);
+    assert_eq!(
+        sandbox
+            .run(&["token", "--audience", "a", "--url", "http://x"])
+            .await
+            .code(),
+        2
+    );
+    assert_eq!(
+        sandbox
+            .run(&["token", "--audience", "a", "--format", "yaml"])
+            .await
+            .code(),
+        2
+    );
     assert_eq!(sandbox.run(&["frobnicate"]).await.code(), 2);
 }
 
+async fn impersonate(w: &World, target: &str) -> support::Output {
+    let mut sandbox = Sandbox::new();
+    sandbox.set("IAP_IAM_ENDPOINT", w.emu.url());
+    let args = [
+        "token",
+        "--audience",
+        w.audience(),
+        "--credentials",
+        w.key(),
+        "--impersonate-service-account",
+        target,
+    ];
+    sandbox.run(&args).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn impersonation_without_support_is_a_clear_error_or_works() {
+async fn impersonation_mints_tokens_for_the_target_account() {
     let w = World::new().await;
     let target = w.emu.create_service_account("target").await.unwrap();
     w.emu.allow_impersonation(w.sa.email(), target.email());
-    let out = w
-        .sandbox
-        .run(&[
-            "token",
-            "--audience",
-            w.audience(),
-            "--credentials",
-            w.key(),
-            "--impersonate-service-account",
-            target.email(),
-        ])
-        .await;
-    if out.status.success() {
-        assert_eq!(claims(out.stdout.trim())["email"], target.email());
-    } else {
-        assert_eq!(out.code(), 1);
-        assert!(out.error_line().contains(target.email()), "{out:#?}");
-    }
+    let out = impersonate(&w, target.email()).await;
+    assert!(out.status.success(), "{out:#?}");
+    let c = claims(out.stdout.trim());
+    assert_eq!(c["email"], target.email());
+    assert_eq!(c["aud"], w.audience());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn impersonation_without_the_role_names_the_role_and_the_caller() {
+    let w = World::new().await;
+    let target = w.emu.create_service_account("target").await.unwrap();
+    let out = impersonate(&w, target.email()).await;
+    assert_eq!(out.code(), 1, "{out:#?}");
+    let line = out.error_line();
+    assert!(
+        line.contains("roles/iam.serviceAccountOpenIdTokenCreator"),
+        "{line}"
+    );
+    assert!(
+        line.contains(target.email()) && line.contains(w.sa.email()),
+        "{line}"
+    );
 }

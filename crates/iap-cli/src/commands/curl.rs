@@ -27,8 +27,13 @@ pub const EXIT_HTTP_ERROR: u8 = 22;
 
 /// Runs `iap curl`.
 pub async fn run(args: CurlArgs) -> CliResult {
-    let url = Url::parse(&args.url)
-        .map_err(|e| Failure::new(format!("{:?} is not a URL ({e}): give e.g. https://app.example.com/path", args.url)).with_code(2))?;
+    let url = Url::parse(&args.url).map_err(|e| {
+        Failure::new(format!(
+            "{:?} is not a URL ({e}): give e.g. https://app.example.com/path",
+            args.url
+        ))
+        .with_code(2)
+    })?;
     let headers = parse_headers(&args.headers)?;
     let body = match (&args.data, &args.data_binary) {
         (Some(data), _) => Some(read_data(data, true)?),
@@ -44,7 +49,11 @@ pub async fn run(args: CurlArgs) -> CliResult {
 
     let creds = credentials::resolve(&args.creds).await?;
     let audience = super::audience_for(args.audience.as_deref(), url.as_str()).await?;
-    let placement = if args.proxy_authorization { Placement::ProxyAuthorization } else { Placement::Authorization };
+    let placement = if args.proxy_authorization {
+        Placement::ProxyAuthorization
+    } else {
+        Placement::Authorization
+    };
     let auth = IapAuth::builder()
         .source_arc(creds.source)
         .audience(audience.clone())
@@ -56,7 +65,9 @@ pub async fn run(args: CurlArgs) -> CliResult {
         .user_agent(concat!("iap/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| Failure::new(format!("cannot set up the HTTP client: {}", describe(&e))))?;
-    let client = reqwest_middleware::ClientBuilder::new(client).with(IapMiddleware::new(auth)).build();
+    let client = reqwest_middleware::ClientBuilder::new(client)
+        .with(IapMiddleware::new(auth))
+        .build();
 
     let mut request = client.request(method, url.clone()).headers(headers.clone());
     if let Some(body) = body {
@@ -73,22 +84,28 @@ pub async fn run(args: CurlArgs) -> CliResult {
         return Err(failure.with_reason(&reason));
     }
     if args.fail && status.as_u16() >= 400 {
-        return Err(Failure::new(format!("the app answered {status} (-f)")).with_code(EXIT_HTTP_ERROR));
+        return Err(
+            Failure::new(format!("the app answered {status} (-f)")).with_code(EXIT_HTTP_ERROR)
+        );
     }
     let mut stdout = std::io::stdout();
     if args.include {
         let mut head = format!("{:?} {status}\r\n", response.version());
         for (name, value) in response.headers() {
-            head.push_str(&format!("{name}: {}\r\n", String::from_utf8_lossy(value.as_bytes())));
+            head.push_str(&format!(
+                "{name}: {}\r\n",
+                String::from_utf8_lossy(value.as_bytes())
+            ));
         }
         head.push_str("\r\n");
         stdout.write_all(head.as_bytes())?;
     }
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| Failure::new(format!("reading the answer from {url} failed: {}", describe(&e))))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        Failure::new(format!(
+            "reading the answer from {url} failed: {}",
+            describe(&e)
+        ))
+    })? {
         stdout.write_all(&chunk)?;
     }
     stdout.flush()?;
@@ -99,7 +116,12 @@ pub async fn run(args: CurlArgs) -> CliResult {
 fn parse_headers(lines: &[String]) -> CliResult<HeaderMap> {
     let mut headers = HeaderMap::new();
     for line in lines {
-        let bad = || Failure::new(format!("-H {line:?} is not a header: write it as 'Name: value'")).with_code(2);
+        let bad = || {
+            Failure::new(format!(
+                "-H {line:?} is not a header: write it as 'Name: value'"
+            ))
+            .with_code(2)
+        };
         let (name, value) = line.split_once(':').ok_or_else(bad)?;
         let name = HeaderName::try_from(name.trim()).map_err(|_| bad())?;
         let value = HeaderValue::try_from(value.trim()).map_err(|_| bad())?;
@@ -114,10 +136,13 @@ fn read_data(data: &str, strip_newlines: bool) -> CliResult<Bytes> {
     let mut bytes = match data.strip_prefix('@') {
         Some("-") => {
             let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).map_err(|e| Failure::new(format!("cannot read stdin: {e}")))?;
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| Failure::new(format!("cannot read stdin: {e}")))?;
             buf
         }
-        Some(path) => std::fs::read(path).map_err(|e| Failure::new(format!("cannot read data file {path}: {e}")))?,
+        Some(path) => std::fs::read(path)
+            .map_err(|e| Failure::new(format!("cannot read data file {path}: {e}")))?,
         None => return Ok(Bytes::copy_from_slice(data.as_bytes())),
     };
     if strip_newlines {
@@ -155,7 +180,11 @@ struct Refusal {
 
 impl Refusal {
     fn with_reason(self, body: &str) -> Failure {
-        let reason = body.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+        let reason = body
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("");
         let reason: String = reason.chars().take(200).collect();
         let hint = if reason.contains("audience") {
             "the token's audience is not this app's IAP client ID: fix --audience, or omit it to discover the right one"
@@ -164,12 +193,21 @@ impl Refusal {
             self.hint
         };
         let sep = if reason.is_empty() { "" } else { ": " };
-        Failure::new(format!("IAP refused the request ({}{sep}{reason}): {hint}", self.status))
+        Failure::new(format!(
+            "IAP refused the request ({}{sep}{reason}): {hint}",
+            self.status
+        ))
     }
 }
 
-fn iap_refusal(status: &StatusCode, headers: &HeaderMap, audience: &iap_token::Audience) -> Option<Refusal> {
-    let generated = headers.get(IAP_GENERATED_HEADER).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+fn iap_refusal(
+    status: &StatusCode,
+    headers: &HeaderMap,
+    audience: &iap_token::Audience,
+) -> Option<Refusal> {
+    let generated = headers
+        .get(IAP_GENERATED_HEADER)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
     if !generated {
         return None;
     }
@@ -187,7 +225,10 @@ fn iap_refusal(status: &StatusCode, headers: &HeaderMap, audience: &iap_token::A
         }
         _ => return None,
     };
-    Some(Refusal { status: *status, hint })
+    Some(Refusal {
+        status: *status,
+        hint,
+    })
 }
 
 #[cfg(test)]
@@ -219,8 +260,13 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(IAP_GENERATED_HEADER, HeaderValue::from_static("true"));
         let refusal = iap_refusal(&StatusCode::UNAUTHORIZED, &h, &"aud".into()).unwrap();
-        let msg = refusal.with_reason("Invalid IAP credentials: Invalid bearer token. Invalid JWT audience.\n").to_string();
-        assert!(msg.starts_with("IAP refused the request (401 Unauthorized: Invalid IAP credentials"), "{msg}");
+        let msg = refusal
+            .with_reason("Invalid IAP credentials: Invalid bearer token. Invalid JWT audience.\n")
+            .to_string();
+        assert!(
+            msg.starts_with("IAP refused the request (401 Unauthorized: Invalid IAP credentials"),
+            "{msg}"
+        );
         assert!(msg.contains("--audience"), "{msg}");
         assert!(iap_refusal(&StatusCode::UNAUTHORIZED, &HeaderMap::new(), &"aud".into()).is_none());
     }

@@ -51,32 +51,94 @@ pub async fn run() -> CliResult {
         .await
         .map_err(|e| Failure::new(format!("cannot provision a service account: {e}")))?;
     let source = iap_token::adc::from_json(sa.key_json())?;
-    println!("caller     {} (service-account key, token_uri = {})\n", sa.email(), emu.token_uri());
+    println!(
+        "caller     {} (service-account key, token_uri = {})\n",
+        sa.email(),
+        emu.token_uri()
+    );
 
     let auth = IapAuth::builder()
         .source_arc(source.clone())
         .audience(audience.clone())
         .allow_origin(origin(app.url()))
         .build()?;
-    let mut demo = Demo { emu: &emu, app: &app, audience: &audience, sa_email: sa.email(), auth: &auth, baseline: 0 };
+    let mut demo = Demo {
+        emu: &emu,
+        app: &app,
+        audience: &audience,
+        sa_email: sa.email(),
+        auth: &auth,
+        baseline: 0,
+    };
 
-    let mut steps = Steps { total: 8, done: Vec::new() };
-    steps.run("An ID token from the service-account key", "token", demo.token(&source)).await;
+    let mut steps = Steps {
+        total: 8,
+        done: Vec::new(),
+    };
+    steps
+        .run(
+            "An ID token from the service-account key",
+            "token",
+            demo.token(&source),
+        )
+        .await;
     // From here on, every token is fetched by the adapters' shared cache.
     demo.baseline = emu.id_tokens_issued(audience.as_str());
-    steps.run("A request through iap-reqwest (IapMiddleware)", "iap-reqwest", demo.reqwest()).await;
-    steps.run("A request through iap-tower (IapLayer on a hyper-util client)", "iap-tower", demo.tower()).await;
-    steps.run("Cache hits against token fetches", "cache", demo.cache()).await;
-    steps.run("A revoked token: IAP 401 -> refresh -> retry", "revoked token", demo.revoked()).await;
+    steps
+        .run(
+            "A request through iap-reqwest (IapMiddleware)",
+            "iap-reqwest",
+            demo.reqwest(),
+        )
+        .await;
+    steps
+        .run(
+            "A request through iap-tower (IapLayer on a hyper-util client)",
+            "iap-tower",
+            demo.tower(),
+        )
+        .await;
+    steps
+        .run("Cache hits against token fetches", "cache", demo.cache())
+        .await;
+    steps
+        .run(
+            "A revoked token: IAP 401 -> refresh -> retry",
+            "revoked token",
+            demo.revoked(),
+        )
+        .await;
     let title = "Proxy-Authorization: the app keeps its own Authorization";
-    steps.run(title, "Proxy-Authorization", demo.proxy_authorization(&source)).await;
-    steps.run("Desktop login through the consent redirect (no browser)", "desktop login", demo.login()).await;
-    steps.run("iap proxy: a plain client through the local proxy", "iap proxy", demo.local_proxy(&source)).await;
+    steps
+        .run(
+            title,
+            "Proxy-Authorization",
+            demo.proxy_authorization(&source),
+        )
+        .await;
+    steps
+        .run(
+            "Desktop login through the consent redirect (no browser)",
+            "desktop login",
+            demo.login(),
+        )
+        .await;
+    steps
+        .run(
+            "iap proxy: a plain client through the local proxy",
+            "iap proxy",
+            demo.local_proxy(&source),
+        )
+        .await;
     let steps = steps.done;
 
     let failed = steps.iter().filter(|(_, r)| r.is_err()).count();
     println!("Summary ({:.1} s)", started.elapsed().as_secs_f64());
-    let width = steps.iter().map(|(name, _)| name.chars().count()).max().unwrap_or(0);
+    let width = steps
+        .iter()
+        .map(|(name, _)| name.chars().count())
+        .max()
+        .unwrap_or(0);
     for (name, result) in &steps {
         let (mark, detail) = match result {
             Ok(d) => ("ok  ", d),
@@ -88,7 +150,10 @@ pub async fn run() -> CliResult {
         println!("\nAll {} steps did what they should.", steps.len());
         Ok(())
     } else {
-        Err(Failure::new(format!("{failed} of {} demo steps failed (see above)", steps.len())))
+        Err(Failure::new(format!(
+            "{failed} of {} demo steps failed (see above)",
+            steps.len()
+        )))
     }
 }
 
@@ -99,7 +164,12 @@ struct Steps {
 }
 
 impl Steps {
-    async fn run(&mut self, title: &str, name: &'static str, step: impl Future<Output = StepResult>) {
+    async fn run(
+        &mut self,
+        title: &str,
+        name: &'static str,
+        step: impl Future<Output = StepResult>,
+    ) {
         println!("[{}/{}] {title}", self.done.len() + 1, self.total);
         let outcome = step.await;
         match &outcome {
@@ -144,43 +214,76 @@ impl Demo<'_> {
     }
 
     fn reqwest_client(&self, auth: &IapAuth) -> reqwest_middleware::ClientWithMiddleware {
-        reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).with(IapMiddleware::new(auth.clone())).build()
+        reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+            .with(IapMiddleware::new(auth.clone()))
+            .build()
     }
 
     /// GET `path` on the app through iap-reqwest; the echo JSON on 200.
-    async fn get_reqwest(&self, auth: &IapAuth, path: &str, extra: Option<(&str, &str)>) -> Result<Value, String> {
+    async fn get_reqwest(
+        &self,
+        auth: &IapAuth,
+        path: &str,
+        extra: Option<(&str, &str)>,
+    ) -> Result<Value, String> {
         let url = self.app.url().join(path).map_err(|e| e.to_string())?;
         let mut req = self.reqwest_client(auth).get(url);
         if let Some((name, value)) = extra {
             req = req.header(name, value);
         }
-        let resp = req.send().await.map_err(|e| format!("request failed: {e:#}"))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("request failed: {e:#}"))?;
         let status = resp.status();
         let body = resp.text().await.map_err(|e| e.to_string())?;
-        check(status == 200, || format!("the app answered {status}: {}", body.trim()))?;
+        check(status == 200, || {
+            format!("the app answered {status}: {}", body.trim())
+        })?;
         serde_json::from_str(&body).map_err(|e| format!("the echo app's answer is not JSON: {e}"))
     }
 
     /// GET `path` on the app through an IapLayer over a hyper-util client.
     async fn get_tower(&self, path: &str) -> Result<Value, String> {
-        let client: Client<_, Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build(hyper_util::client::legacy::connect::HttpConnector::new());
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
         let service = iap_tower::IapLayer::new(self.auth.clone()).layer(client);
         let uri = self.app.url().join(path).map_err(|e| e.to_string())?;
-        let request = http::Request::get(uri.as_str()).body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
-        let response = service.oneshot(request).await.map_err(|e| format!("request failed: {e}"))?;
+        let request = http::Request::get(uri.as_str())
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let response = service
+            .oneshot(request)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
         let status = response.status();
-        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        check(status == 200, || format!("the app answered {status}: {}", String::from_utf8_lossy(&body).trim()))?;
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        check(status == 200, || {
+            format!(
+                "the app answered {status}: {}",
+                String::from_utf8_lossy(&body).trim()
+            )
+        })?;
         serde_json::from_slice(&body).map_err(|e| format!("the echo app's answer is not JSON: {e}"))
     }
 
     fn caller_seen(&self, echo: &Value) -> String {
-        echo["headers"]["x-goog-authenticated-user-email"].as_str().unwrap_or("(none)").to_owned()
+        echo["headers"]["x-goog-authenticated-user-email"]
+            .as_str()
+            .unwrap_or("(none)")
+            .to_owned()
     }
 
     async fn token(&self, source: &Arc<dyn TokenSource>) -> StepResult {
-        let token = source.id_token(self.audience).await.map_err(|e| Failure::from(e).to_string())?;
+        let token = source
+            .id_token(self.audience)
+            .await
+            .map_err(|e| Failure::from(e).to_string())?;
         let claims = output::claims_json(token.as_str());
         say(format!("token   {}", output::abbreviate(token.as_str())));
         for name in ["iss", "aud", "email", "sub", "iat", "exp"] {
@@ -189,26 +292,55 @@ impl Demo<'_> {
             }
         }
         let left = token.remaining(SystemTime::now()).as_secs();
-        say(format!("expires {} (in {left} s)", output::rfc3339(token.expires_at())));
-        check(token.claims().aud.as_deref() == Some(self.audience.as_str()), || "aud is not the app's client ID".into())?;
-        check(token.claims().email.as_deref() == Some(self.sa_email), || "email is not the service account".into())?;
-        Ok(format!("aud = IAP client ID, email = {}, valid {left} s", self.sa_email))
+        say(format!(
+            "expires {} (in {left} s)",
+            output::rfc3339(token.expires_at())
+        ));
+        check(
+            token.claims().aud.as_deref() == Some(self.audience.as_str()),
+            || "aud is not the app's client ID".into(),
+        )?;
+        check(
+            token.claims().email.as_deref() == Some(self.sa_email),
+            || "email is not the service account".into(),
+        )?;
+        Ok(format!(
+            "aud = IAP client ID, email = {}, valid {left} s",
+            self.sa_email
+        ))
     }
 
     async fn reqwest(&self) -> StepResult {
-        let echo = self.get_reqwest(self.auth, "/hello?from=reqwest", None).await?;
+        let echo = self
+            .get_reqwest(self.auth, "/hello?from=reqwest", None)
+            .await?;
         let who = self.caller_seen(&echo);
-        say(format!("GET {} -> 200, the app saw {who}", self.app.url().join("/hello").map_err(|e| e.to_string())?));
-        check(who == format!("accounts.google.com:{}", self.sa_email), || format!("the app saw {who}"))?;
-        check(echo["headers"]["x-goog-iap-jwt-assertion"].is_string(), || "no IAP assertion reached the app".into())?;
+        say(format!(
+            "GET {} -> 200, the app saw {who}",
+            self.app.url().join("/hello").map_err(|e| e.to_string())?
+        ));
+        check(
+            who == format!("accounts.google.com:{}", self.sa_email),
+            || format!("the app saw {who}"),
+        )?;
+        check(
+            echo["headers"]["x-goog-iap-jwt-assertion"].is_string(),
+            || "no IAP assertion reached the app".into(),
+        )?;
         Ok(format!("200 from the app as {}", self.sa_email))
     }
 
     async fn tower(&self) -> StepResult {
         let echo = self.get_tower("/hello?from=tower").await?;
         let who = self.caller_seen(&echo);
-        say(format!("GET /hello -> 200 ({}), the app saw {who}", echo["version"].as_str().unwrap_or("?")));
-        check(who == format!("accounts.google.com:{}", self.sa_email), || format!("the app saw {who}"))?;
+        say(format!(
+            "GET /hello -> 200 ({}), the app saw {who}",
+            echo["version"].as_str().unwrap_or("?")
+        ));
+        check(
+            who == format!("accounts.google.com:{}", self.sa_email),
+            || format!("the app saw {who}"),
+        )?;
         Ok("200 from the app, same cached token as iap-reqwest".into())
     }
 
@@ -222,29 +354,61 @@ impl Demo<'_> {
         let fetched = self.id_tokens() - fetches_before;
         let total_requests = self.counter(counter::APP_HITS);
         let total_fetches = self.id_tokens() - self.baseline;
-        say(format!("{requests} more requests ({CACHE_ROUNDS} per adapter): {fetched} token fetches"));
+        say(format!(
+            "{requests} more requests ({CACHE_ROUNDS} per adapter): {fetched} token fetches"
+        ));
         say(format!(
             "adapters so far: {total_requests} requests, {total_fetches} token fetch(es) (emulator counters app.hits, id_tokens)"
         ));
-        check(fetched == 0, || format!("{fetched} extra token fetches; expected every request to hit the cache"))?;
-        check(total_fetches == 1, || format!("{total_fetches} tokens fetched by the cache; expected 1"))?;
-        Ok(format!("{total_requests} requests, {total_fetches} token fetch, {} cache hits", total_requests - total_fetches))
+        check(fetched == 0, || {
+            format!("{fetched} extra token fetches; expected every request to hit the cache")
+        })?;
+        check(total_fetches == 1, || {
+            format!("{total_fetches} tokens fetched by the cache; expected 1")
+        })?;
+        Ok(format!(
+            "{total_requests} requests, {total_fetches} token fetch, {} cache hits",
+            total_requests - total_fetches
+        ))
     }
 
     async fn revoked(&self) -> StepResult {
-        let token = self.auth.cache().token(self.audience).await.map_err(|e| e.to_string())?;
+        let token = self
+            .auth
+            .cache()
+            .token(self.audience)
+            .await
+            .map_err(|e| e.to_string())?;
         self.emu.revoke(token.as_str());
-        say(format!("revoked {} in the emulator", output::abbreviate(token.as_str())));
-        let (fetches, refusals) = (self.id_tokens(), self.counter(&counter::gate_401_by("revoked")));
-        let echo = self.get_reqwest(self.auth, "/after-revocation", None).await?;
+        say(format!(
+            "revoked {} in the emulator",
+            output::abbreviate(token.as_str())
+        ));
+        let (fetches, refusals) = (
+            self.id_tokens(),
+            self.counter(&counter::gate_401_by("revoked")),
+        );
+        let echo = self
+            .get_reqwest(self.auth, "/after-revocation", None)
+            .await?;
         let new_fetches = self.id_tokens() - fetches;
         let new_refusals = self.counter(&counter::gate_401_by("revoked")) - refusals;
-        say(format!("IAP answered 401 ({new_refusals}x, reason: revoked); tokens fetched: {new_fetches}; retry -> 200"));
-        check(new_refusals == 1, || format!("{new_refusals} IAP 401s for the revoked token; expected 1"))?;
-        check(new_fetches == 1, || format!("{new_fetches} new tokens; expected exactly 1 refresh"))?;
-        check(self.caller_seen(&echo).ends_with(self.sa_email), || "the retry did not reach the app".into())?;
+        say(format!(
+            "IAP answered 401 ({new_refusals}x, reason: revoked); tokens fetched: {new_fetches}; retry -> 200"
+        ));
+        check(new_refusals == 1, || {
+            format!("{new_refusals} IAP 401s for the revoked token; expected 1")
+        })?;
+        check(new_fetches == 1, || {
+            format!("{new_fetches} new tokens; expected exactly 1 refresh")
+        })?;
+        check(self.caller_seen(&echo).ends_with(self.sa_email), || {
+            "the retry did not reach the app".into()
+        })?;
         let fresh = self.auth.cache().cached(self.audience);
-        check(fresh.is_some_and(|t| !t.same_as(&token)), || "the cache still holds the revoked token".into())?;
+        check(fresh.is_some_and(|t| !t.same_as(&token)), || {
+            "the cache still holds the revoked token".into()
+        })?;
         Ok("1 IAP 401 -> 1 refresh -> retried -> 200".into())
     }
 
@@ -257,24 +421,49 @@ impl Demo<'_> {
             .build()
             .map_err(|e| e.to_string())?;
         let before = self.counter(counter::GATE_PROXY_AUTHORIZATION);
-        let echo = self.get_reqwest(&auth, "/with-own-auth", Some(("authorization", "Bearer app-session-123"))).await?;
-        let seen = echo["headers"]["authorization"].as_str().unwrap_or("(none)");
-        say(format!("token in Proxy-Authorization; the app received Authorization: {seen}"));
-        check(seen == "Bearer app-session-123", || format!("the app received Authorization: {seen}"))?;
-        check(echo["headers"].get("proxy-authorization").is_none(), || "Proxy-Authorization reached the app".into())?;
+        let echo = self
+            .get_reqwest(
+                &auth,
+                "/with-own-auth",
+                Some(("authorization", "Bearer app-session-123")),
+            )
+            .await?;
+        let seen = echo["headers"]["authorization"]
+            .as_str()
+            .unwrap_or("(none)");
+        say(format!(
+            "token in Proxy-Authorization; the app received Authorization: {seen}"
+        ));
+        check(seen == "Bearer app-session-123", || {
+            format!("the app received Authorization: {seen}")
+        })?;
+        check(echo["headers"].get("proxy-authorization").is_none(), || {
+            "Proxy-Authorization reached the app".into()
+        })?;
         let used = self.counter(counter::GATE_PROXY_AUTHORIZATION) - before;
-        check(used == 1, || format!("IAP authorized {used} requests by Proxy-Authorization; expected 1"))?;
+        check(used == 1, || {
+            format!("IAP authorized {used} requests by Proxy-Authorization; expected 1")
+        })?;
         let own = self.get_reqwest(&auth, "/status/401", None).await;
         let app_401 = matches!(&own, Err(e) if e.starts_with("the app answered 401"));
         say("the app's own 401 comes back as is (no refresh: only IAP's answers count)");
-        check(app_401, || format!("the app's own 401 was not passed through: {own:?}"))?;
-        Ok("IAP authorized by Proxy-Authorization; the app's Authorization arrived untouched".into())
+        check(app_401, || {
+            format!("the app's own 401 was not passed through: {own:?}")
+        })?;
+        Ok(
+            "IAP authorized by Proxy-Authorization; the app's Authorization arrived untouched"
+                .into(),
+        )
     }
 
     async fn login(&self) -> StepResult {
         let client = self.emu.create_desktop_client(self.emu.project_id());
         let user = self.emu.create_user(&client, "ada@example.com");
-        say(format!("desktop client {} and user {}", client.client_id(), user.email()));
+        say(format!(
+            "desktop client {} and user {}",
+            client.client_id(),
+            user.email()
+        ));
         let pending = DesktopLogin::new(client.client_id(), client.client_secret())
             .audience(self.audience.clone())
             .auth_uri(self.emu.authorize_url())
@@ -285,18 +474,29 @@ impl Demo<'_> {
         let url = pending.authorization_url().clone();
         let mut short = url.clone();
         short.set_query(None);
-        say(format!("following the consent page {short} ... (state + PKCE S256)"));
+        say(format!(
+            "following the consent page {short} ... (state + PKCE S256)"
+        ));
         let browser = async {
-            let resp = reqwest::get(url).await.map_err(|e| format!("the consent redirect failed: {e}"))?;
+            let resp = reqwest::get(url)
+                .await
+                .map_err(|e| format!("the consent redirect failed: {e}"))?;
             Ok::<_, String>(resp.status())
         };
         let (landed, outcome) = tokio::join!(browser, pending.finish());
         let landed = landed?;
         let outcome = outcome.map_err(|e| Failure::from(e).to_string())?;
-        say(format!("the redirect landed on the receiver ({landed}); code exchanged"));
+        say(format!(
+            "the redirect landed on the receiver ({landed}); code exchanged"
+        ));
         let email = outcome.id_token.claims().email.clone().unwrap_or_default();
-        say(format!("ID token {} for {email}", output::abbreviate(outcome.id_token.as_str())));
-        check(email == user.email(), || format!("signed in as {email}, not {}", user.email()))?;
+        say(format!(
+            "ID token {} for {email}",
+            output::abbreviate(outcome.id_token.as_str())
+        ));
+        check(email == user.email(), || {
+            format!("signed in as {email}, not {}", user.email())
+        })?;
         let source: Arc<dyn TokenSource> = Arc::new(AuthorizedUserSource::new(outcome.credentials));
         let auth = IapAuth::builder()
             .source_arc(source)
@@ -306,9 +506,16 @@ impl Demo<'_> {
             .map_err(|e| e.to_string())?;
         let echo = self.get_reqwest(&auth, "/as-user", None).await?;
         let who = self.caller_seen(&echo);
-        say(format!("with the saved refresh token: GET /as-user -> 200, the app saw {who}"));
-        check(who == format!("accounts.google.com:{}", user.email()), || format!("the app saw {who}"))?;
-        Ok(format!("signed in as {email}; refresh token works against the app"))
+        say(format!(
+            "with the saved refresh token: GET /as-user -> 200, the app saw {who}"
+        ));
+        check(
+            who == format!("accounts.google.com:{}", user.email()),
+            || format!("the app saw {who}"),
+        )?;
+        Ok(format!(
+            "signed in as {email}; refresh token works against the app"
+        ))
     }
 
     async fn local_proxy(&self, source: &Arc<dyn TokenSource>) -> StepResult {
@@ -319,7 +526,9 @@ impl Demo<'_> {
             .build()
             .map_err(|e| e.to_string())?;
         let proxy = Proxy::new(self.app.url().clone(), auth).map_err(|e| e.to_string())?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -329,14 +538,23 @@ impl Demo<'_> {
                 })
                 .await;
         });
-        say(format!("iap proxy listening on http://{addr} -> {}", self.app.url()));
+        say(format!(
+            "iap proxy listening on http://{addr} -> {}",
+            self.app.url()
+        ));
         let result = async {
-            let resp = reqwest::get(format!("http://{addr}/through-proxy")).await.map_err(|e| e.to_string())?;
+            let resp = reqwest::get(format!("http://{addr}/through-proxy"))
+                .await
+                .map_err(|e| e.to_string())?;
             let status = resp.status();
             let echo: Value = resp.json().await.map_err(|e| e.to_string())?;
             let who = self.caller_seen(&echo);
-            say(format!("plain GET http://{addr}/through-proxy (no token) -> {status}, the app saw {who}"));
-            check(status == 200 && who.ends_with(self.sa_email), || format!("{status}, the app saw {who}"))?;
+            say(format!(
+                "plain GET http://{addr}/through-proxy (no token) -> {status}, the app saw {who}"
+            ));
+            check(status == 200 && who.ends_with(self.sa_email), || {
+                format!("{status}, the app saw {who}")
+            })?;
             Ok("a client without IAP support reached the app".to_owned())
         }
         .await;

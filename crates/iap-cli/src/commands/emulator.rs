@@ -19,21 +19,35 @@ use crate::failure::{CliResult, Failure};
 
 /// Runs `iap emulator` until Ctrl-C.
 pub async fn run(args: EmulatorArgs) -> CliResult {
-    let listen = args.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
     let emu = Emulator::builder()
         .listen(listen)
         .token_lifetime(Duration::from_secs(args.token_lifetime.max(1)))
         .start()
         .await
-        .map_err(|e| Failure::new(format!("cannot start the emulator: {e}: choose another address with --listen")))?;
+        .map_err(|e| {
+            Failure::new(format!(
+                "cannot start the emulator: {e}: choose another address with --listen"
+            ))
+        })?;
     let dir = tempfile::Builder::new()
         .prefix("iap-emulator-")
         .tempdir()
-        .map_err(|e| Failure::new(format!("cannot create a private temporary folder for the key file: {e}")))?;
+        .map_err(|e| {
+            Failure::new(format!(
+                "cannot create a private temporary folder for the key file: {e}"
+            ))
+        })?;
     let sa = emu
         .create_service_account("iap-emulator-runner")
         .await
-        .map_err(|e| Failure::new(format!("cannot provision the emulator's service account: {e}")))?;
+        .map_err(|e| {
+            Failure::new(format!(
+                "cannot provision the emulator's service account: {e}"
+            ))
+        })?;
     let key_path = dir.path().join("service-account.json");
     sa.write_key_file(&key_path)
         .map_err(|e| Failure::new(format!("cannot write {}: {e}", key_path.display())))?;
@@ -43,7 +57,11 @@ pub async fn run(args: EmulatorArgs) -> CliResult {
     }
     out.flush()?;
     drop(out);
-    eprintln!("iap emulator: serving on {} (service account {}); Ctrl-C to stop", emu.url(), sa.email());
+    eprintln!(
+        "iap emulator: serving on {} (service account {}); Ctrl-C to stop",
+        emu.url(),
+        sa.email()
+    );
     shutdown_signal().await;
     drop(emu);
     drop(dir);
@@ -69,7 +87,9 @@ fn exports(emu: &Emulator, key_path: &str) -> Vec<(&'static str, String)> {
 
 /// Single-quotes a value for a POSIX shell when it needs it.
 fn shell_quote(v: &str) -> String {
-    if v.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c)) {
+    if v.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c))
+    {
         v.to_owned()
     } else {
         format!("'{}'", v.replace('\'', r"'\''"))

@@ -39,12 +39,28 @@ pub async fn run(args: LoginArgs) -> CliResult {
         eprintln!("Opening your browser to sign in. If it does not open, visit:\n\n    {url}\n");
         browser::open(&url);
     }
-    eprintln!("Waiting for the browser to come back to {} ...", pending.redirect_uri());
+    eprintln!(
+        "Waiting for the browser to come back to {} ...",
+        pending.redirect_uri()
+    );
     let outcome = pending.finish().await?;
-    outcome.credentials.save(&path).map_err(|e| Failure::from(e).context("signed in, but cannot save the credentials"))?;
-    let who = outcome.id_token.claims().email.as_deref().unwrap_or("(no email claim)");
-    eprintln!("Signed in as {who}. Credentials saved to {}.", path.display());
-    eprintln!("iap uses them when neither --credentials nor GOOGLE_APPLICATION_CREDENTIALS is given; `iap logout` removes them.");
+    outcome
+        .credentials
+        .save(&path)
+        .map_err(|e| Failure::from(e).context("signed in, but cannot save the credentials"))?;
+    let who = outcome
+        .id_token
+        .claims()
+        .email
+        .as_deref()
+        .unwrap_or("(no email claim)");
+    eprintln!(
+        "Signed in as {who}. Credentials saved to {}.",
+        path.display()
+    );
+    eprintln!(
+        "iap uses them when neither --credentials nor GOOGLE_APPLICATION_CREDENTIALS is given; `iap logout` removes them."
+    );
     Ok(())
 }
 

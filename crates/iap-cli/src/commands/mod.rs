@@ -16,9 +16,12 @@ pub async fn audience_for(given: Option<&str>, url: &str) -> CliResult<Audience>
     match given {
         Some(aud) => Ok(Audience::new(aud)),
         None => {
-            let aud = iap_token::discovery::discover_audience(url).await.map_err(|e| {
-                crate::failure::Failure::from(e).context("cannot find the audience (pass --audience AUD)")
-            })?;
+            let aud = iap_token::discovery::discover_audience(url)
+                .await
+                .map_err(|e| {
+                    crate::failure::Failure::from(e)
+                        .context("cannot find the audience (pass --audience AUD)")
+                })?;
             tracing::info!(audience = %aud, "discovered the IAP audience");
             Ok(aud)
         }

@@ -27,8 +27,8 @@ use iap_token::IapAuth;
 use iap_token::policy::Placement;
 use iap_tower::{BoxError, IapLayer, IapService};
 use tokio::net::TcpListener;
-use tower_layer::Layer as _;
 use tower::ServiceExt as _;
+use tower_layer::Layer as _;
 use url::Url;
 
 use crate::cli::ProxyArgs;
@@ -51,7 +51,11 @@ pub async fn run(args: ProxyArgs) -> CliResult {
     let target = parse_target(&args.target)?;
     let creds = credentials::resolve(&args.creds).await?;
     let audience = super::audience_for(args.audience.as_deref(), target.as_str()).await?;
-    let placement = if args.proxy_authorization { Placement::ProxyAuthorization } else { Placement::Authorization };
+    let placement = if args.proxy_authorization {
+        Placement::ProxyAuthorization
+    } else {
+        Placement::Authorization
+    };
     let auth = IapAuth::builder()
         .source_arc(creds.source)
         .audience(audience)
@@ -59,11 +63,16 @@ pub async fn run(args: ProxyArgs) -> CliResult {
         .placement(placement)
         .build()?;
     let listener = TcpListener::bind(args.listen).await.map_err(|e| {
-        Failure::new(format!("cannot listen on {}: {e}: choose another address with --listen", args.listen))
+        Failure::new(format!(
+            "cannot listen on {}: {e}: choose another address with --listen",
+            args.listen
+        ))
     })?;
     let addr = listener.local_addr()?;
     if !addr.ip().is_loopback() {
-        tracing::warn!("listening on {addr}, not loopback: anyone who can reach it calls {target} as you");
+        tracing::warn!(
+            "listening on {addr}, not loopback: anyone who can reach it calls {target} as you"
+        );
     }
     let proxy = Proxy::new(target.clone(), auth)?;
     println!("listening on http://{addr} -> {target}");
@@ -75,10 +84,15 @@ pub async fn run(args: ProxyArgs) -> CliResult {
 }
 
 fn parse_target(target: &str) -> CliResult<Url> {
-    let url = Url::parse(target)
-        .map_err(|e| Failure::new(format!("--target {target:?} is not a URL ({e}): give e.g. https://app.example.com")))?;
+    let url = Url::parse(target).map_err(|e| {
+        Failure::new(format!(
+            "--target {target:?} is not a URL ({e}): give e.g. https://app.example.com"
+        ))
+    })?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(Failure::new(format!("--target {target:?} must be an http or https URL with a host")));
+        return Err(Failure::new(format!(
+            "--target {target:?} must be an http or https URL with a host"
+        )));
     }
     Ok(url)
 }
@@ -122,14 +136,20 @@ impl Proxy {
     pub fn new(target: Url, auth: IapAuth) -> CliResult<Self> {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .try_with_platform_verifier()
-            .map_err(|e| Failure::new(format!("cannot set up TLS with the system's certificates: {e}")))?
+            .map_err(|e| {
+                Failure::new(format!(
+                    "cannot set up TLS with the system's certificates: {e}"
+                ))
+            })?
             .https_or_http()
             .enable_http1()
             .enable_http2()
             .build();
         let client: Client<_, ProxyBody> = Client::builder(TokioExecutor::new()).build(https);
         let upstream = IapLayer::new(auth).layer(client);
-        Ok(Proxy { inner: Arc::new(Inner { target, upstream }) })
+        Ok(Proxy {
+            inner: Arc::new(Inner { target, upstream }),
+        })
     }
 
     /// Serves connections from `listener` until `shutdown` resolves, then
@@ -154,7 +174,9 @@ impl Proxy {
                 let proxy = proxy.clone();
                 async move { Ok::<_, Infallible>(proxy.forward(req, peer).await) }
             });
-            let conn = server.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+            let conn = server
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
@@ -163,7 +185,10 @@ impl Proxy {
             });
         }
         drop(listener);
-        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
         }
     }
@@ -172,11 +197,15 @@ impl Proxy {
     async fn forward(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let started = Instant::now();
         let method = req.method().clone();
-        let path = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
+        let path = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
         let version = req.version();
         let response = match self.upstream_request(req) {
             Ok(upstream_req) => self.send(upstream_req).await,
-            Err(response) => response,
+            Err(message) => error_response(StatusCode::BAD_REQUEST, message),
         };
         tracing::info!(
             target: "iap::proxy",
@@ -187,17 +216,19 @@ impl Proxy {
         response
     }
 
-    fn upstream_request(&self, req: Request<Incoming>) -> Result<Request<ProxyBody>, Response<ProxyBody>> {
+    fn upstream_request(&self, req: Request<Incoming>) -> Result<Request<ProxyBody>, String> {
         let (mut parts, body) = req.into_parts();
-        let uri = join(&self.inner.target, &parts.uri).ok_or_else(|| {
-            error_response(StatusCode::BAD_REQUEST, format!("iap proxy: cannot forward {}", parts.uri))
-        })?;
+        let uri = join(&self.inner.target, &parts.uri)
+            .ok_or_else(|| format!("iap proxy: cannot forward {}\n", parts.uri))?;
         parts.uri = uri;
         // The client picks the upstream protocol; the Host header follows the URI.
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
-        Ok(Request::from_parts(parts, body.map_err(BoxError::from).boxed_unsync()))
+        Ok(Request::from_parts(
+            parts,
+            body.map_err(BoxError::from).boxed_unsync(),
+        ))
     }
 
     async fn send(&self, req: Request<ProxyBody>) -> Response<ProxyBody> {
@@ -230,9 +261,16 @@ fn describe_boxed(e: &(dyn std::error::Error + Send + Sync + 'static)) -> String
 }
 
 fn error_response(status: StatusCode, message: String) -> Response<ProxyBody> {
-    let mut response = Response::new(Full::new(Bytes::from(message)).map_err(|e| match e {}).boxed_unsync());
+    let mut response = Response::new(
+        Full::new(Bytes::from(message))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -283,17 +321,29 @@ mod tests {
     fn paths_join_onto_the_target_base() {
         let target = Url::parse("https://app.example.com/base/").unwrap();
         let uri: Uri = "/api/x?q=1".parse().unwrap();
-        assert_eq!(join(&target, &uri).unwrap(), "https://app.example.com/base/api/x?q=1");
+        assert_eq!(
+            join(&target, &uri).unwrap(),
+            "https://app.example.com/base/api/x?q=1"
+        );
         let root = Url::parse("http://127.0.0.1:9/").unwrap();
-        assert_eq!(join(&root, &"/".parse().unwrap()).unwrap(), "http://127.0.0.1:9/");
+        assert_eq!(
+            join(&root, &"/".parse().unwrap()).unwrap(),
+            "http://127.0.0.1:9/"
+        );
     }
 
     #[test]
     fn hop_by_hop_headers_are_dropped() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("close, x-private"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-private"),
+        );
         h.insert("x-private", HeaderValue::from_static("1"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);

@@ -46,7 +46,10 @@ impl Output {
 
     /// The stderr lines starting with `error: `.
     pub fn error_lines(&self) -> Vec<&str> {
-        self.stderr.lines().filter(|l| l.starts_with("error: ")).collect()
+        self.stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect()
     }
 
     /// The one `error: ` line, asserting there is exactly one.
@@ -63,7 +66,11 @@ impl Sandbox {
         for sub in ["home", "config", "gcloud"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
         }
-        Sandbox { dir, no_metadata: format!("127.0.0.1:{}", closed_port()), vars: Vec::new() }
+        Sandbox {
+            dir,
+            no_metadata: format!("127.0.0.1:{}", closed_port()),
+            vars: Vec::new(),
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -135,11 +142,20 @@ impl World {
     pub async fn new() -> World {
         let emu = Emulator::start().await.expect("emulator");
         let app = emu.app();
-        let sa = emu.create_service_account("cli-test").await.expect("service account");
+        let sa = emu
+            .create_service_account("cli-test")
+            .await
+            .expect("service account");
         let sandbox = Sandbox::new();
         let key_file = sandbox.path("key.json");
         sa.write_key_file(&key_file).expect("key file");
-        World { emu, app, sa, key_file, sandbox }
+        World {
+            emu,
+            app,
+            sa,
+            key_file,
+            sandbox,
+        }
     }
 
     pub fn key(&self) -> &str {
@@ -161,7 +177,10 @@ impl World {
 }
 
 /// Reads lines until one satisfies `pick`, returning what it picked.
-pub async fn wait_for_line<R, T>(lines: &mut Lines<BufReader<R>>, mut pick: impl FnMut(&str) -> Option<T>) -> T
+pub async fn wait_for_line<R, T>(
+    lines: &mut Lines<BufReader<R>>,
+    mut pick: impl FnMut(&str) -> Option<T>,
+) -> T
 where
     R: tokio::io::AsyncRead + Unpin,
 {
@@ -193,7 +212,10 @@ pub fn stderr_lines(err: ChildStderr) -> Lines<BufReader<ChildStderr>> {
 /// Sends SIGINT (Ctrl-C) to a child.
 #[cfg(unix)]
 pub fn interrupt(pid: u32) {
-    let status = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().expect("kill");
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
 }
 
@@ -201,7 +223,9 @@ pub fn interrupt(pid: u32) {
 pub fn claims(jwt: &str) -> serde_json::Value {
     use base64::Engine as _;
     let payload = jwt.split('.').nth(1).expect("a JWT");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
     serde_json::from_slice(&bytes).expect("JSON claims")
 }
 
@@ -209,7 +233,11 @@ pub fn file_mode(path: &Path) -> u32 {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
     }
     #[cfg(not(unix))]
     {
