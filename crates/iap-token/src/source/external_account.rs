@@ -62,7 +62,9 @@ use crate::source::BoxFuture;
 use crate::source::impersonated::{
     ImpersonatedSource, ImpersonationUrl, TOKEN_CREATOR_ROLE, generate_access_token,
 };
-use crate::transport::{Transport, endpoint_name, ensure_secure, json_problem, scrub};
+use crate::transport::{
+    METADATA_HOSTS, Transport, endpoint_name, ensure_secure, json_problem, scrub,
+};
 use crate::{Error, Result};
 
 /// The env var that must be `1` for executable credential sources to run.
@@ -459,12 +461,20 @@ impl ExternalAccount {
                 format,
             } => {
                 ensure_secure(url)?;
-                let req = inner
-                    .transport
+                // A cloud's metadata server (Azure's IMDS) answers only on
+                // the machine's own link: never through a proxy.
+                let direct;
+                let transport = if url.host_str().is_some_and(|h| METADATA_HOSTS.contains(&h)) {
+                    direct = Transport::direct();
+                    &direct
+                } else {
+                    &inner.transport
+                };
+                let req = transport
                     .client()?
                     .get(url.clone())
                     .headers(headers.clone());
-                let answer = inner.transport.send(url, req).await?;
+                let answer = transport.send(url, req).await?;
                 format.extract(answer.text(url)?, &endpoint_name(url))?
             }
             CredentialSource::Executable(exe) => exe.subject_token(self).await?,
