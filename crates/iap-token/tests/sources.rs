@@ -387,6 +387,44 @@ async fn metadata_standard_format_has_no_email() {
     assert_eq!(token.claims().email, None);
 }
 
+/// The token's claims as JSON, for claims `Claims` does not model.
+fn raw_claims(token: &IdToken) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = token.as_str().split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn metadata_licenses_option_adds_license_codes_to_full_tokens() {
+    let emu = emulator().await;
+    let aud = Audience::new(emu.app().client_id());
+    let plain = MetadataSource::with_host(&emu.metadata_host()).unwrap();
+    let licensed = plain.clone().licenses(true);
+
+    let without = raw_claims(&plain.id_token(&aud).await.unwrap());
+    let with = raw_claims(&licensed.id_token(&aud).await.unwrap());
+
+    assert!(
+        without["google"]["compute_engine"]["project_id"].is_string(),
+        "{without}"
+    );
+    assert!(
+        without["google"]["compute_engine"]
+            .get("license_id")
+            .is_none(),
+        "{without}"
+    );
+    assert!(
+        with["google"]["compute_engine"]["license_id"].is_array(),
+        "{with}"
+    );
+}
+
 #[tokio::test]
 async fn metadata_without_a_service_account_is_404_saying_so() {
     let emu = Emulator::builder()
