@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::body::Body;
-use axum::response::IntoResponse;
+use bytes::Bytes;
 use http::{Request, Response};
 use tokio::net::TcpListener;
 use tower_service::Service;
@@ -253,6 +253,10 @@ impl<'a> AppBuilder<'a> {
     /// Serves `service` behind the gate on the app's own port, HTTP/1.1 and
     /// h2c: an axum `Router`, tonic `Routes`, or any tower service over
     /// `http::Request<axum::body::Body>` that never fails.
+    ///
+    /// The request body is axum's (wrapping hyper's `Incoming`, streamed)
+    /// because the app's listener is the emulator's own accept loop, which
+    /// also lets a `reset` fault drop the connection.
     pub async fn serve<S, B>(self, service: S) -> std::io::Result<App>
     where
         S: Service<Request<Body>, Response = Response<B>, Error = Infallible>
@@ -261,7 +265,8 @@ impl<'a> AppBuilder<'a> {
             + Sync
             + 'static,
         S::Future: Send + 'static,
-        Response<super::GateBody<B>>: IntoResponse,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
     {
         let listener = TcpListener::bind(self.listen).await?;
         let addr = listener.local_addr()?;
