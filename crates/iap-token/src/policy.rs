@@ -91,11 +91,17 @@ impl Verdict {
             },
             // IAP sends browsers (and clients whose token it ignores) to sign in.
             StatusCode::FOUND => {
-                policy != RetryPolicy::Never && iap_generated() && redirects_to_google_sign_in(headers)
+                policy != RetryPolicy::Never
+                    && iap_generated()
+                    && redirects_to_google_sign_in(headers)
             }
             _ => false,
         };
-        if refused { Verdict::Refused } else { Verdict::Accepted }
+        if refused {
+            Verdict::Refused
+        } else {
+            Verdict::Accepted
+        }
     }
 }
 

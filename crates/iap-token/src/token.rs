@@ -88,10 +88,18 @@ impl IdToken {
         let jwt = jwt.trim();
         let claims = decode_claims(jwt)?;
         let expires_at = UNIX_EPOCH + Duration::from_secs(claims.exp);
-        let mut header = HeaderValue::try_from(format!("Bearer {jwt}"))
-            .map_err(|_| Error::MalformedToken("the token contains characters not allowed in an HTTP header".into()))?;
+        let mut header = HeaderValue::try_from(format!("Bearer {jwt}")).map_err(|_| {
+            Error::MalformedToken(
+                "the token contains characters not allowed in an HTTP header".into(),
+            )
+        })?;
         header.set_sensitive(true);
-        Ok(IdToken(Arc::new(Inner { jwt: jwt.into(), claims, expires_at, header })))
+        Ok(IdToken(Arc::new(Inner {
+            jwt: jwt.into(),
+            claims,
+            expires_at,
+            header,
+        })))
     }
 
     /// The compact JWT. Treat it as a secret.
@@ -111,7 +119,10 @@ impl IdToken {
 
     /// Time left until `exp` at `now`; zero once expired.
     pub fn remaining(&self, now: SystemTime) -> Duration {
-        self.0.expires_at.duration_since(now).unwrap_or(Duration::ZERO)
+        self.0
+            .expires_at
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
     }
 
     /// `Bearer <jwt>`, marked sensitive, ready for `Authorization` or
@@ -139,9 +150,12 @@ impl fmt::Debug for IdToken {
 fn decode_claims(jwt: &str) -> Result<Claims, Error> {
     use base64::Engine as _;
     let mut parts = jwt.split('.');
-    let (Some(_header), Some(payload), Some(_sig), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(_header), Some(payload), Some(_sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(Error::MalformedToken("a JWT has three dot-separated parts".into()));
+        return Err(Error::MalformedToken(
+            "a JWT has three dot-separated parts".into(),
+        ));
     };
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
@@ -175,7 +189,10 @@ mod tests {
     #[test]
     fn garbage_is_malformed() {
         for bad in ["", "a.b", "a.b.c.d", "a.!!!.c", &jwt("not json")] {
-            assert!(matches!(IdToken::parse(bad), Err(Error::MalformedToken(_))), "{bad}");
+            assert!(
+                matches!(IdToken::parse(bad), Err(Error::MalformedToken(_))),
+                "{bad}"
+            );
         }
     }
 
