@@ -14,7 +14,9 @@ Credentials, first match wins:
   3. the credentials saved by `iap login` (in $IAP_CONFIG_DIR, else $XDG_CONFIG_HOME/iap, else ~/.config/iap)
   4. gcloud's application default credentials ($CLOUDSDK_CONFIG or ~/.config/gcloud)
   5. the metadata server, when running on Google Cloud ($GCE_METADATA_HOST overrides it)
---impersonate-service-account EMAIL then uses that credential to mint ID tokens for EMAIL.";
+--impersonate-service-account EMAIL then uses that credential to mint ID tokens for EMAIL;
+--self-signed signs tokens with the service-account key found, without calling Google.
+";
 
 /// Call apps behind Google Cloud Identity-Aware Proxy from a terminal.
 #[derive(Debug, Parser)]
@@ -61,6 +63,11 @@ pub struct CredentialArgs {
     /// Mint ID tokens for this service account, using the credentials above as the caller.
     #[arg(long, value_name = "EMAIL")]
     pub impersonate_service_account: Option<String>,
+
+    /// Sign tokens with the service-account key itself (no token endpoint):
+    /// their audience is the app's URL (`https://HOST/*`), not a client ID.
+    #[arg(long, conflicts_with = "impersonate_service_account")]
+    pub self_signed: bool,
 
     /// The IAM Credentials endpoint for impersonation (the emulator's for tests).
     #[arg(long, env = "IAP_IAM_ENDPOINT", value_name = "URL", hide = true)]

@@ -54,6 +54,7 @@ pub async fn resolve(args: &CredentialArgs) -> CliResult<Resolved> {
     tracing::info!(credentials = %origin, "using credentials");
     let source = match &args.impersonate_service_account {
         Some(email) => impersonate(&origin, email, args.iam_endpoint.as_deref())?,
+        None if args.self_signed => self_signed(&origin)?,
         None => source,
     };
     Ok(Resolved { source, origin })
@@ -74,6 +75,25 @@ async fn base(args: &CredentialArgs) -> CliResult<(Arc<dyn TokenSource>, Origin)
     }
     let found = iap_token::adc::find().await?;
     Ok((found.source, Origin::Adc(found.origin)))
+}
+
+/// A self-signed JWT source from the service-account key found at `origin`.
+fn self_signed(origin: &Origin) -> CliResult<Arc<dyn TokenSource>> {
+    use iap_token::adc::Origin as Adc;
+    use iap_token::source::self_signed::SelfSignedJwtSource;
+    match origin {
+        Origin::Flag(path)
+        | Origin::SavedLogin(path)
+        | Origin::Adc(Adc::EnvVar(path) | Adc::WellKnownFile(path)) => {
+            let source = SelfSignedJwtSource::from_file(path).map_err(|e| {
+                Failure::from(e).context("--self-signed needs a service-account key file")
+            })?;
+            Ok(Arc::new(source))
+        }
+        other => Err(Failure::new(format!(
+            "--self-signed needs a service-account key file, but the credentials are {other}: pass --credentials KEY.json"
+        ))),
+    }
 }
 
 /// An impersonation source for `email`, calling IAM with access tokens of

@@ -315,3 +315,28 @@ async fn malformed_header_is_a_usage_error() {
         .await;
     assert_eq!(out.code(), 2, "{out:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn self_signed_jwts_reach_the_app_without_any_token_endpoint() {
+    let w = World::new().await;
+    let out = w
+        .sandbox
+        .ok(&[
+            "curl",
+            &w.url("/self"),
+            "--self-signed",
+            "--credentials",
+            w.key(),
+        ])
+        .await;
+    assert_eq!(
+        echo(&out)["headers"]["x-goog-authenticated-user-email"],
+        format!("accounts.google.com:{}", w.sa.email())
+    );
+    assert_eq!(
+        w.emu.requests(iap_emulator::Endpoint::Token),
+        0,
+        "no token endpoint call"
+    );
+    assert_eq!(w.tokens_minted(), 0);
+}

@@ -311,3 +311,50 @@ async fn impersonation_without_the_role_names_the_role_and_the_caller() {
         "{line}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn self_signed_tokens_name_the_host_as_audience() {
+    let w = World::new().await;
+    let out = w
+        .sandbox
+        .ok(&[
+            "token",
+            "--url",
+            &w.url("/a/b?c=d"),
+            "--self-signed",
+            "--credentials",
+            w.key(),
+        ])
+        .await;
+    let c = claims(out.trim());
+    let origin = w.app.url().origin().ascii_serialization();
+    assert_eq!(c["aud"], format!("{origin}/*"));
+    assert_eq!(c["iss"], w.sa.email());
+    assert_eq!(w.emu.requests(iap_emulator::Endpoint::Token), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn self_signed_needs_a_service_account_key() {
+    let w = World::new().await;
+    let client = w.emu.create_desktop_client(w.emu.project_id());
+    let user = w.emu.create_user(&client, "u@example.com");
+    let file = w.sandbox.path("user.json");
+    std::fs::write(&file, user.authorized_user_json()).unwrap();
+    let out = w
+        .sandbox
+        .run(&[
+            "token",
+            "--url",
+            &w.url("/"),
+            "--self-signed",
+            "--credentials",
+            file.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.code(), 1, "{out:#?}");
+    assert!(
+        out.error_line()
+            .contains("--self-signed needs a service-account key"),
+        "{out:#?}"
+    );
+}

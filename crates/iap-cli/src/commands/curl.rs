@@ -14,7 +14,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use iap_reqwest::IapMiddleware;
-use iap_token::IapAuth;
 use iap_token::policy::{IAP_GENERATED_HEADER, Placement};
 use url::Url;
 
@@ -48,18 +47,13 @@ pub async fn run(args: CurlArgs) -> CliResult {
     };
 
     let creds = credentials::resolve(&args.creds).await?;
-    let audience = super::audience_for(args.audience.as_deref(), url.as_str()).await?;
     let placement = if args.proxy_authorization {
         Placement::ProxyAuthorization
     } else {
         Placement::Authorization
     };
-    let auth = IapAuth::builder()
-        .source_arc(creds.source)
-        .audience(audience.clone())
-        .allow_origin(url.origin().ascii_serialization())
-        .placement(placement)
-        .build()?;
+    let (auth, audience) =
+        super::auth_for(&creds, args.audience.as_deref(), &url, placement).await?;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("iap/", env!("CARGO_PKG_VERSION")))
@@ -79,7 +73,7 @@ pub async fn run(args: CurlArgs) -> CliResult {
     let mut response = request.send().await.map_err(|e| send_failure(&e, &url))?;
 
     let status = response.status();
-    if let Some(failure) = iap_refusal(&status, response.headers(), &audience) {
+    if let Some(failure) = iap_refusal(&status, response.headers(), audience.as_ref()) {
         let reason = response.text().await.unwrap_or_default();
         return Err(failure.with_reason(&reason));
     }
@@ -203,7 +197,7 @@ impl Refusal {
 fn iap_refusal(
     status: &StatusCode,
     headers: &HeaderMap,
-    audience: &iap_token::Audience,
+    audience: Option<&iap_token::Audience>,
 ) -> Option<Refusal> {
     let generated = headers
         .get(IAP_GENERATED_HEADER)
@@ -212,9 +206,10 @@ fn iap_refusal(
         return None;
     }
     let hint = match *status {
-        StatusCode::UNAUTHORIZED => {
-            format!("check the credentials and that {audience} is this app's IAP client ID (--audience)")
-        }
+        StatusCode::UNAUTHORIZED => match audience {
+            Some(aud) => format!("check the credentials and that {aud} is this app's IAP client ID (--audience)"),
+            None => "check the credentials and that IAP accepts this kind of token for this app".to_owned(),
+        },
         StatusCode::FORBIDDEN => {
             "the account is not allowed: grant it IAP-secured Web App User (roles/iap.httpsResourceAccessor) on this app"
                 .to_owned()
@@ -259,7 +254,7 @@ mod tests {
     fn iap_audience_refusal_names_the_fix() {
         let mut h = HeaderMap::new();
         h.insert(IAP_GENERATED_HEADER, HeaderValue::from_static("true"));
-        let refusal = iap_refusal(&StatusCode::UNAUTHORIZED, &h, &"aud".into()).unwrap();
+        let refusal = iap_refusal(&StatusCode::UNAUTHORIZED, &h, Some(&"aud".into())).unwrap();
         let msg = refusal
             .with_reason("Invalid IAP credentials: Invalid bearer token. Invalid JWT audience.\n")
             .to_string();
@@ -268,6 +263,13 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("--audience"), "{msg}");
-        assert!(iap_refusal(&StatusCode::UNAUTHORIZED, &HeaderMap::new(), &"aud".into()).is_none());
+        assert!(
+            iap_refusal(
+                &StatusCode::UNAUTHORIZED,
+                &HeaderMap::new(),
+                Some(&"aud".into())
+            )
+            .is_none()
+        );
     }
 }

@@ -7,9 +7,13 @@ pub mod login;
 pub mod proxy;
 pub mod token;
 
-use iap_token::Audience;
+use iap_token::policy::Placement;
+use iap_token::source::AudienceKind;
+use iap_token::{Audience, IapAuth};
+use url::Url;
 
-use crate::failure::CliResult;
+use crate::credentials::Resolved;
+use crate::failure::{CliResult, Failure};
 
 /// The audience given, or the one IAP's sign-in redirect for `url` names.
 pub async fn audience_for(given: Option<&str>, url: &str) -> CliResult<Audience> {
@@ -19,11 +23,34 @@ pub async fn audience_for(given: Option<&str>, url: &str) -> CliResult<Audience>
             let aud = iap_token::discovery::discover_audience(url)
                 .await
                 .map_err(|e| {
-                    crate::failure::Failure::from(e)
-                        .context("cannot find the audience (pass --audience AUD)")
+                    Failure::from(e).context("cannot find the audience (pass --audience AUD)")
                 })?;
             tracing::info!(audience = %aud, "discovered the IAP audience");
             Ok(aud)
         }
     }
+}
+
+/// An [`IapAuth`] for requests to `url`'s origin (and no other), with the
+/// token in `placement`. The audience is the one given, else discovered;
+/// for a self-signed JWT (whose audience is a URL) it comes from each
+/// request's URL unless given. Also returns the fixed audience, if any.
+pub async fn auth_for(
+    creds: &Resolved,
+    given: Option<&str>,
+    url: &Url,
+    placement: Placement,
+) -> CliResult<(IapAuth, Option<Audience>)> {
+    let mut builder = IapAuth::builder()
+        .source_arc(creds.source.clone())
+        .allow_origin(url.origin().ascii_serialization())
+        .placement(placement);
+    let audience = if creds.source.audience_kind() == AudienceKind::ClientId || given.is_some() {
+        let audience = audience_for(given, url.as_str()).await?;
+        builder = builder.audience(audience.clone());
+        Some(audience)
+    } else {
+        None
+    };
+    Ok((builder.build()?, audience))
 }

@@ -50,18 +50,12 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn run(args: ProxyArgs) -> CliResult {
     let target = parse_target(&args.target)?;
     let creds = credentials::resolve(&args.creds).await?;
-    let audience = super::audience_for(args.audience.as_deref(), target.as_str()).await?;
     let placement = if args.proxy_authorization {
         Placement::ProxyAuthorization
     } else {
         Placement::Authorization
     };
-    let auth = IapAuth::builder()
-        .source_arc(creds.source)
-        .audience(audience)
-        .allow_origin(target.origin().ascii_serialization())
-        .placement(placement)
-        .build()?;
+    let (auth, _) = super::auth_for(&creds, args.audience.as_deref(), &target, placement).await?;
     let listener = TcpListener::bind(args.listen).await.map_err(|e| {
         Failure::new(format!(
             "cannot listen on {}: {e}: choose another address with --listen",

@@ -3,7 +3,9 @@
 use std::io::Write as _;
 use std::time::SystemTime;
 
+use iap_token::policy::Placement;
 use serde_json::json;
+use url::Url;
 
 use crate::cli::{TokenArgs, TokenFormat};
 use crate::credentials;
@@ -12,13 +14,29 @@ use crate::output;
 
 /// Runs `iap token`.
 pub async fn run(args: TokenArgs) -> CliResult {
-    let audience = match (&args.audience, &args.url) {
-        (Some(aud), _) => iap_token::Audience::new(aud),
-        (None, Some(url)) => super::audience_for(None, url).await?,
+    let creds = credentials::resolve(&args.creds).await?;
+    let (token, audience) = match (&args.audience, &args.url) {
+        (Some(aud), _) => {
+            let audience = iap_token::Audience::new(aud);
+            (creds.source.id_token(&audience).await?, audience)
+        }
+        (None, Some(url)) => {
+            let url = Url::parse(url).map_err(|e| {
+                Failure::new(format!("--url {url:?} is not a URL ({e})")).with_code(2)
+            })?;
+            let (auth, _) = super::auth_for(&creds, None, &url, Placement::Authorization).await?;
+            let uri: http::Uri = url.as_str().parse().map_err(|e| {
+                Failure::new(format!("--url {url} is not an HTTP URL ({e})")).with_code(2)
+            })?;
+            let token = auth
+                .token_for(&uri)
+                .await?
+                .ok_or_else(|| Failure::new(format!("no token applies to {url}")))?;
+            let audience = iap_token::Audience::new(token.claims().aud.clone().unwrap_or_default());
+            (token, audience)
+        }
         (None, None) => return Err(Failure::new("pass --audience AUD or --url URL").with_code(2)),
     };
-    let creds = credentials::resolve(&args.creds).await?;
-    let token = creds.source.id_token(&audience).await?;
     let text = match args.format {
         TokenFormat::Token => token.as_str().to_owned(),
         TokenFormat::Header => format!("Authorization: Bearer {}", token.as_str()),
