@@ -340,3 +340,35 @@ async fn self_signed_jwts_reach_the_app_without_any_token_endpoint() {
     );
     assert_eq!(w.tokens_minted(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_never_reaches_the_logs_even_at_trace_level() {
+    let w = World::new().await;
+    let out = w
+        .sandbox
+        .run(&[
+            "-vvv",
+            "curl",
+            &w.url("/quiet"),
+            "--audience",
+            w.audience(),
+            "--credentials",
+            w.key(),
+        ])
+        .await;
+    assert!(out.status.success(), "{out:#?}");
+    assert!(
+        out.stderr.contains("TRACE") || out.stderr.contains("DEBUG"),
+        "trace logging was on"
+    );
+    let echo = echo(&out.stdout);
+    let jwt = echo["headers"]["authorization"]
+        .as_str()
+        .expect("the app saw the token")
+        .trim_start_matches("Bearer ");
+    let signature = jwt.rsplit('.').next().unwrap();
+    assert!(
+        !out.stderr.contains(signature),
+        "the token's signature appeared in the logs"
+    );
+}

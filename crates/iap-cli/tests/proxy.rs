@@ -213,3 +213,34 @@ async fn a_busy_listen_address_is_one_line() {
         "{out:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_never_reaches_the_proxys_logs_even_at_trace_level() {
+    let w = World::new().await;
+    let (child, base) = start(
+        &w,
+        w.app.url().as_str(),
+        &["--audience", w.audience(), "-vvv"],
+    )
+    .await;
+    let echo: serde_json::Value = reqwest::get(format!("{base}/quiet"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwt = echo["headers"]["authorization"]
+        .as_str()
+        .expect("the app saw the token")
+        .trim_start_matches("Bearer ");
+    let signature = jwt.rsplit('.').next().unwrap().to_owned();
+    let stderr = stop(child).await;
+    assert!(
+        stderr.contains("TRACE") || stderr.contains("DEBUG"),
+        "trace logging was on"
+    );
+    assert!(
+        !stderr.contains(&signature),
+        "the token's signature appeared in the logs"
+    );
+}

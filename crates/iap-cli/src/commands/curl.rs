@@ -84,7 +84,12 @@ pub async fn run(args: CurlArgs) -> CliResult {
     }
     let mut stdout = std::io::stdout();
     if args.include {
-        let mut head = format!("{:?} {status}\r\n", response.version());
+        let version = match response.version() {
+            http::Version::HTTP_2 => "HTTP/2".to_owned(),
+            http::Version::HTTP_3 => "HTTP/3".to_owned(),
+            other => format!("{other:?}"),
+        };
+        let mut head = format!("{version} {status}\r\n");
         for (name, value) in response.headers() {
             head.push_str(&format!(
                 "{name}: {}\r\n",
