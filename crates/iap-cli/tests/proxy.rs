@@ -244,3 +244,53 @@ async fn the_token_never_reaches_the_proxys_logs_even_at_trace_level() {
         "the token's signature appeared in the logs"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_lets_a_request_in_flight_finish() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let w = World::new().await;
+    // The upstream is the test itself, so it decides when the answer comes.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = format!("http://{}/", upstream.local_addr().unwrap());
+    let (mut child, base) = start(&w, &target, &["--audience", w.audience()]).await;
+    let mut stderr = support::stderr_lines(child.stderr.take().unwrap());
+
+    let request = tokio::spawn(async move {
+        let resp = reqwest::get(format!("{base}/slow"))
+            .await
+            .expect("answer despite Ctrl-C");
+        (resp.status(), resp.text().await.unwrap())
+    });
+    let (mut conn, _) = upstream.accept().await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            conn.read(&mut byte).await.unwrap(),
+            1,
+            "the proxy closed the upstream connection"
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("get /slow http/1.1"), "{head}");
+    assert!(head.contains("authorization: bearer "), "{head}");
+
+    interrupt(child.id().unwrap());
+    wait_for_line(&mut stderr, |l| {
+        l.contains("stopping: no new connections").then_some(())
+    })
+    .await;
+    conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndone")
+        .await
+        .unwrap();
+    drop(conn);
+
+    let (status, body) = request.await.unwrap();
+    assert_eq!((status.as_u16(), body.as_str()), (200, "done"));
+    let status = tokio::time::timeout(support::COMMAND_TIMEOUT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+}

@@ -179,6 +179,11 @@ impl Proxy {
             });
         }
         drop(listener);
+        tracing::info!(
+            target: "iap::proxy",
+            "stopping: no new connections; waiting for {} open connection(s)",
+            graceful.count()
+        );
         if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
             .await
             .is_err()
