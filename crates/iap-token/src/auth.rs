@@ -488,7 +488,7 @@ impl IapAuthBuilder {
             .cache
             .unwrap_or_else(TokenCacheBuilder::options)
             .source(source)
-            .try_build()?;
+            .build();
         let allowed = self
             .allowed
             .iter()

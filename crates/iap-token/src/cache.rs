@@ -182,7 +182,7 @@ impl Default for Config {
 /// ```
 #[derive(Clone)]
 pub struct TokenCacheBuilder {
-    source: Option<Arc<dyn TokenSource>>,
+    source: Arc<dyn TokenSource>,
     config: Config,
 }
 
@@ -196,11 +196,14 @@ impl fmt::Debug for TokenCacheBuilder {
 }
 
 impl TokenCacheBuilder {
-    /// Options without a source yet (for [`IapAuthBuilder::cache`](crate::auth::IapAuthBuilder::cache),
-    /// which supplies the source).
+    /// Options without a source yet, for
+    /// [`IapAuthBuilder::cache`](crate::auth::IapAuthBuilder::cache), which
+    /// supplies the source. (A cache built from it without
+    /// [`TokenCacheBuilder::source`] answers every fetch with an error
+    /// saying so.)
     pub fn options() -> Self {
         TokenCacheBuilder {
-            source: None,
+            source: Arc::new(NoSource),
             config: Config::default(),
         }
     }
@@ -246,39 +249,39 @@ impl TokenCacheBuilder {
 
     /// Sets (or replaces) the source.
     pub fn source(mut self, source: Arc<dyn TokenSource>) -> Self {
-        self.source = Some(source);
+        self.source = source;
         self
     }
 
     /// Builds the cache. Needs no running runtime.
-    ///
-    /// # Panics
-    /// Never for builders from [`TokenCache::builder`]; a builder from
-    /// [`TokenCacheBuilder::options`] needs [`TokenCacheBuilder::source`]
-    /// first, else use [`TokenCacheBuilder::try_build`].
     pub fn build(self) -> TokenCache {
-        match self.try_build() {
-            Ok(cache) => cache,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    /// Builds the cache, or fails when no source was given.
-    pub fn try_build(self) -> Result<TokenCache> {
-        let source = self.source.ok_or_else(|| Error::Other {
-            context: "a TokenCache needs a token source: call TokenCacheBuilder::source".into(),
-            source: None,
-        })?;
-        Ok(TokenCache {
+        TokenCache {
             inner: Arc::new(CacheInner {
                 core: Arc::new(Core {
-                    source,
+                    source: self.source,
                     config: self.config,
                     dropped: CancellationToken::new(),
                 }),
                 table: ArcSwap::from_pointee(Table::default()),
                 table_writer: Mutex::new(()),
             }),
+        }
+    }
+}
+
+/// The source of [`TokenCacheBuilder::options`] until one is given.
+#[derive(Debug)]
+struct NoSource;
+
+impl TokenSource for NoSource {
+    fn id_token<'a>(&'a self, _: &'a Audience) -> BoxFuture<'a, Result<IdToken>> {
+        Box::pin(async {
+            Err(Error::Other {
+                context: "this TokenCache has no token source: build it with TokenCache::builder(source) \
+                          or call TokenCacheBuilder::source"
+                    .into(),
+                source: None,
+            })
         })
     }
 }

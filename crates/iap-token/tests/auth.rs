@@ -306,3 +306,26 @@ async fn debug_of_iap_auth_holds_no_secret() {
     let pem_line = key["private_key"].as_str().unwrap().lines().nth(1).unwrap();
     assert!(!debug.contains(pem_line), "{debug}");
 }
+
+#[tokio::test]
+async fn from_adc_uses_the_key_file_named_by_google_application_credentials() {
+    let emu = Emulator::start().await.unwrap();
+    let app = emu.app();
+    let sa = emu.create_service_account("adc-test").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key.json");
+    sa.write_key_file(&key_file).unwrap();
+    // SAFETY: the only test of this binary that reads or writes the environment.
+    unsafe { std::env::set_var("GOOGLE_APPLICATION_CREDENTIALS", &key_file) };
+
+    let auth = IapAuth::from_adc(app.client_id()).await.unwrap();
+    let token = token(auth.plan(&uri(app.url().as_str()), &Extensions::new()))
+        .await
+        .unwrap();
+
+    assert_eq!(token.claims().email.as_deref(), Some(sa.email()));
+    assert_eq!(
+        get(&auth, app.url().as_str(), &token).await.status(),
+        StatusCode::OK
+    );
+}
