@@ -32,6 +32,27 @@
 //!
 //! Dropping the [`Emulator`] stops every listener and every connection.
 //!
+//! # Behaviours worth knowing
+//!
+//! - **One clock.** [`Emulator::set_clock_offset`] / [`Emulator::advance_clock`]
+//!   move Google's clock: it dates every minted token and judges every
+//!   expiry (access tokens at IAM, subject tokens at STS, codes, the gate),
+//!   including the `iat`/`exp` window of a client's JWT-bearer assertion,
+//!   which a client signs with its own (real) clock: an offset beyond a few
+//!   minutes makes service-account key files fail with `invalid_grant`, as
+//!   clock skew does at Google.
+//! - **Token lifetime** ([`Emulator::set_token_lifetime`]) applies to tokens
+//!   minted from then on.
+//! - **The metadata server caches** identity tokens like GCE: it answers
+//!   with the same token until 300 s before its expiry; changing the clock
+//!   or the lifetime empties the cache. `requests` counts every call,
+//!   `id_tokens` only mints.
+//! - **Every token has a unique `jti`**; revoking a token string revokes its
+//!   `jti` (JWTs) or the token itself (opaque access and refresh tokens).
+//! - **Impersonation is explicit**: [`Emulator::allow_impersonation`] per
+//!   link, including an account acting as itself.
+//! - **Key rotation** keeps the previous Google key published.
+//!
 //! # Control over HTTP
 //!
 //! Non-Rust peers drive the same controls under `/_emulator/` (JSON in and

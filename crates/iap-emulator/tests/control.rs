@@ -654,3 +654,11 @@ async fn adc_file_set_has_every_type_and_working_grants() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+#[test]
+fn emulator_handle_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<Emulator>();
+    assert_send_sync::<iap_emulator::ServiceAccount>();
+    assert_send_sync::<iap_emulator::User>();
+}
