@@ -137,12 +137,52 @@ fn overhead(c: &mut Criterion) {
     }
 }
 
+/// Where the time goes: the core calls the layer makes on every request.
+fn parts(c: &mut Criterion) {
+    use iap_token::auth::Plan;
+    let uri: Uri = "https://app.example.com/api/items?page=2".parse().unwrap();
+    let auth = auth(RetryPolicy::AnyUnauthorized);
+    let extensions = http::Extensions::new();
+    let Plan::Attach(attach) = auth.plan(&uri, &extensions) else {
+        panic!("in scope")
+    };
+    let token = attach.cached().unwrap();
+    let mut group = c.benchmark_group("parts");
+    group.bench_function("IapAuth::plan", |b| {
+        b.iter(|| black_box(auth.plan(black_box(&uri), &extensions)))
+    });
+    let unscoped = IapAuth::builder()
+        .source(Stub)
+        .audience("123-abc.apps.googleusercontent.com")
+        .build()
+        .unwrap();
+    group.bench_function("IapAuth::plan_unscoped", |b| {
+        b.iter(|| black_box(unscoped.plan(black_box(&uri), &extensions)))
+    });
+    group.bench_function("Uri::host_port_scheme", |b| {
+        b.iter(|| {
+            let uri = black_box(&uri);
+            black_box((uri.scheme_str(), uri.host(), uri.port_u16()))
+        })
+    });
+    group.bench_function("Attach::cached", |b| b.iter(|| black_box(attach.cached())));
+    group.bench_function("IapAuth::apply", |b| {
+        b.iter(|| {
+            let mut headers = http::HeaderMap::new();
+            auth.apply(&mut headers, &token);
+            headers
+        })
+    });
+    group.bench_function("IapAuth::clone", |b| b.iter(|| black_box(auth.clone())));
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2))
         .sample_size(50);
-    targets = overhead
+    targets = overhead, parts
 }
 criterion_main!(benches);

@@ -49,7 +49,7 @@ struct Ctx {
 /// request head and the spare body.
 pub(crate) struct Retry<S, B> {
     service: S,
-    head: Request<()>,
+    head: http::request::Parts,
     spare: Spare<B>,
 }
 
@@ -146,12 +146,7 @@ where
 {
     let retry = if retry {
         let (parts, body) = request.into_parts();
-        let mut head = Request::new(());
-        *head.method_mut() = parts.method.clone();
-        *head.uri_mut() = parts.uri.clone();
-        *head.version_mut() = parts.version;
-        *head.headers_mut() = parts.headers.clone();
-        *head.extensions_mut() = parts.extensions.clone();
+        let head = parts.clone();
         let (body, spare) = body.replayable(replay_limit);
         request = Request::from_parts(parts, body);
         Some(Retry {
@@ -232,8 +227,7 @@ where
                     };
                     tracing::debug!(status = %response.status(), "IAP refused the token; retrying once with a fresh one");
                     drop(response);
-                    let (parts, ()) = head.into_parts();
-                    let request = Request::from_parts(parts, body);
+                    let request = Request::from_parts(head, body);
                     let refused = token.clone();
                     match ctx.attach.cached() {
                         // Another request already replaced the refused token.
