@@ -379,8 +379,21 @@ fn without_a_runtime_a_due_refresh_waits_for_the_next_token_call() {
         ended.recv().await.unwrap();
     });
     assert_eq!(emu.id_tokens_issued(AUD), 2);
-    let refreshed = rt.block_on(cache.token(&aud)).unwrap();
-    assert!(!refreshed.same_as(&first));
+    // The flight stores its token just after the source's future ends.
+    let refreshed = rt.block_on(async {
+        let stored = async {
+            loop {
+                let token = cache.token(&aud).await.unwrap();
+                if !token.same_as(&first) {
+                    break token;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), stored).await
+    });
+    assert!(refreshed.is_ok(), "the refreshed token was never stored");
+    assert_eq!(emu.requests(Endpoint::MetadataIdentity), 2);
 }
 
 #[tokio::test]
