@@ -10,7 +10,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use iap_emulator::{App, Emulator, counter};
-use iap_token::policy::{NoAuth, Placement};
+use iap_token::policy::{NoAuth, Placement, RetryPolicy};
 use iap_token::source::metadata::MetadataSource;
 use iap_token::{Audience, IapAuth};
 use iap_tower::{BoxError, IapLayer, IapService};
@@ -84,7 +84,7 @@ async fn current_token(auth: &IapAuth, app: &App) -> iap_token::IdToken {
 }
 
 #[tokio::test]
-async fn token_is_attached_and_accepted() {
+async fn hyper_util_client_through_the_layer_gets_its_token_accepted() {
     let emu = Emulator::start().await.unwrap();
     let app = emu.app();
     let auth = auth_for(&emu, &app, Placement::Authorization);
@@ -160,6 +160,43 @@ async fn burst_of_401s_on_a_revoked_token_refreshes_once() {
     );
     assert_eq!(tokens(&emu, &app), 2, "exactly one refresh");
     assert_eq!(emu.counter(counter::APP_HITS, app.client_id()), 500);
+}
+
+#[tokio::test]
+async fn cold_burst_fetches_one_token() {
+    let emu = Emulator::start().await.unwrap();
+    let app = emu.app();
+    let auth = auth_for(&emu, &app, Placement::Authorization);
+    let svc = client::<Full<Bytes>>(&auth, true);
+
+    let calls = (0..200).map(|_| svc.clone().oneshot(get(&app, "/")));
+    let responses = futures_util::future::join_all(calls).await;
+
+    for response in responses {
+        assert_eq!(response.unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(tokens(&emu, &app), 1);
+}
+
+#[tokio::test]
+async fn retry_policy_never_neither_invalidates_nor_retries() {
+    let emu = Emulator::start().await.unwrap();
+    let app = emu.app();
+    let auth = IapAuth::builder()
+        .source(MetadataSource::with_host(&emu.metadata_host()).unwrap())
+        .audience(app.client_id())
+        .retry_policy(RetryPolicy::Never)
+        .build()
+        .unwrap();
+    let mut svc = client(&auth, false);
+    let token = current_token(&auth, &app).await;
+    emu.revoke(token.as_str());
+
+    let (status, _) = send(&mut svc, get(&app, "/")).await;
+
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(tokens(&emu, &app), 1);
+    assert!(current_token(&auth, &app).await.same_as(&token));
 }
 
 #[tokio::test]
