@@ -6,8 +6,8 @@ use http::{Extensions, HeaderMap, StatusCode, Uri};
 use iap_emulator::{Emulator, Endpoint};
 use iap_token::auth::Plan;
 use iap_token::policy::{NoAuth, Placement, RetryPolicy, Verdict};
-use iap_token::source::TokenSource;
 use iap_token::source::service_account::{ServiceAccountKey, ServiceAccountSource};
+use iap_token::source::{AudienceKind, BoxFuture, TokenSource};
 use iap_token::{Audience, IapAuth, IdToken};
 
 async fn source(emu: &Emulator) -> (Arc<dyn TokenSource>, String) {
@@ -328,4 +328,62 @@ async fn from_adc_uses_the_key_file_named_by_google_application_credentials() {
         get(&auth, app.url().as_str(), &token).await.status(),
         StatusCode::OK
     );
+}
+
+/// The emulator's service account, as a source that wants URL audiences
+/// (what a self-signed service-account JWT source reports).
+#[derive(Debug)]
+struct UrlAudiences(Arc<dyn TokenSource>, AudienceKind);
+
+impl TokenSource for UrlAudiences {
+    fn id_token<'a>(&'a self, audience: &'a Audience) -> BoxFuture<'a, iap_token::Result<IdToken>> {
+        self.0.id_token(audience)
+    }
+
+    fn audience_kind(&self) -> AudienceKind {
+        self.1
+    }
+}
+
+#[tokio::test]
+async fn sources_minting_for_urls_get_the_audience_from_the_request_url() {
+    let emu = Emulator::start().await.unwrap();
+    let (source, _) = source(&emu).await;
+    let exact = IapAuth::builder()
+        .source(UrlAudiences(source.clone(), AudienceKind::RequestUrl))
+        .build()
+        .unwrap();
+    let host = IapAuth::builder()
+        .source(UrlAudiences(source.clone(), AudienceKind::HostWildcard))
+        .build()
+        .unwrap();
+    let target = uri("https://app.example.com:8443/api/items?page=2");
+
+    let for_url = token(exact.plan(&target, &Extensions::new()))
+        .await
+        .unwrap();
+    assert_eq!(
+        for_url.claims().aud.as_deref(),
+        Some("https://app.example.com:8443/api/items")
+    );
+    let for_host = token(host.plan(&target, &Extensions::new())).await.unwrap();
+    assert_eq!(
+        for_host.claims().aud.as_deref(),
+        Some("https://app.example.com:8443/*")
+    );
+    assert_eq!(emu.id_tokens_issued("https://app.example.com:8443/*"), 1);
+
+    // No URL, no audience: the fetch says why.
+    let Plan::Attach(attach) = exact.plan(&uri("/relative"), &Extensions::new()) else {
+        panic!("no scope configured: every request is attached")
+    };
+    let err = attach.fetch().await.unwrap_err();
+    assert!(err.to_string().contains("/relative"), "{err}");
+    // Discovery finds client IDs, which such a source cannot use.
+    let err = IapAuth::builder()
+        .source(UrlAudiences(source, AudienceKind::RequestUrl))
+        .discover_audience()
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("discover_audience"), "{err}");
 }
