@@ -37,6 +37,9 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     init_logging(cli.verbose);
+    if matches!(cli.command, Command::Demo) {
+        commands::demo::prepare_environment();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

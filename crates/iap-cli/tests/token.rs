@@ -358,3 +358,33 @@ async fn self_signed_needs_a_service_account_key() {
         "{out:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_audience_for_user_credentials_is_one_line_from_the_token_endpoint() {
+    let w = World::new().await;
+    let client = w.emu.create_desktop_client(w.emu.project_id());
+    let user = w.emu.create_user(&client, "u@example.com");
+    let file = w.sandbox.path("user.json");
+    std::fs::write(&file, user.authorized_user_json()).unwrap();
+    let wrong = "999999999999-other.apps.googleusercontent.com";
+    let out = w
+        .sandbox
+        .run(&[
+            "token",
+            "--audience",
+            wrong,
+            "--credentials",
+            file.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.code(), 1, "{out:#?}");
+    let line = out.error_line();
+    assert!(
+        line.contains("/token answered 400") && line.contains("invalid_audience"),
+        "{line}"
+    );
+    assert!(
+        !line.contains(user.refresh_token()) && !line.contains(client.client_secret()),
+        "{line}"
+    );
+}

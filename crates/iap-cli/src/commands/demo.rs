@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
@@ -29,6 +29,24 @@ use crate::output;
 
 /// How many requests the cache step sends through each adapter.
 const CACHE_ROUNDS: usize = 10;
+
+/// How long the demo's login waits for its redirect.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Makes the demo independent of proxy settings: everything it talks to is
+/// on loopback. Call before any thread starts (it changes the environment).
+pub fn prepare_environment() {
+    let mut no_proxy = std::env::var("NO_PROXY").unwrap_or_default();
+    if !no_proxy.is_empty() {
+        no_proxy.push(',');
+    }
+    no_proxy.push_str("127.0.0.1,localhost,::1");
+    // SAFETY: called from `main` before the runtime (or any other thread) starts.
+    unsafe {
+        std::env::set_var("NO_PROXY", &no_proxy);
+        std::env::set_var("no_proxy", &no_proxy);
+    }
+}
 
 /// What a step found: a one-line detail for the summary, or why it failed.
 type StepResult = Result<String, String>;
@@ -200,6 +218,14 @@ fn check(ok: bool, why: impl FnOnce() -> String) -> Result<(), String> {
     if ok { Ok(()) } else { Err(why()) }
 }
 
+/// A client for the emulator on loopback: no proxy from the environment.
+fn loopback_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap_or_default()
+}
+
 fn origin(url: &url::Url) -> String {
     url.origin().ascii_serialization()
 }
@@ -214,7 +240,7 @@ impl Demo<'_> {
     }
 
     fn reqwest_client(&self, auth: &IapAuth) -> reqwest_middleware::ClientWithMiddleware {
-        reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        reqwest_middleware::ClientBuilder::new(loopback_client())
             .with(IapMiddleware::new(auth.clone()))
             .build()
     }
@@ -468,6 +494,7 @@ impl Demo<'_> {
             .audience(self.audience.clone())
             .auth_uri(self.emu.authorize_url())
             .token_uri(self.emu.token_uri())
+            .timeout(LOGIN_TIMEOUT)
             .start()
             .map_err(|e| e.to_string())?;
         say(format!("loopback receiver at {}", pending.redirect_uri()));
@@ -478,13 +505,21 @@ impl Demo<'_> {
             "following the consent page {short} ... (state + PKCE S256)"
         ));
         let browser = async {
-            let resp = reqwest::get(url)
+            let resp = loopback_client()
+                .get(url)
+                .send()
                 .await
                 .map_err(|e| format!("the consent redirect failed: {e}"))?;
             Ok::<_, String>(resp.status())
         };
-        let (landed, outcome) = tokio::join!(browser, pending.finish());
-        let landed = landed?;
+        // The receiver must run while the "browser" follows the redirect;
+        // if the browser fails, stop waiting for it at once.
+        let finish = pending.finish();
+        tokio::pin!(browser, finish);
+        let (landed, outcome) = tokio::select! {
+            landed = &mut browser => (landed?, finish.await),
+            outcome = &mut finish => (browser.await?, outcome),
+        };
         let outcome = outcome.map_err(|e| Failure::from(e).to_string())?;
         say(format!(
             "the redirect landed on the receiver ({landed}); code exchanged"
@@ -543,7 +578,9 @@ impl Demo<'_> {
             self.app.url()
         ));
         let result = async {
-            let resp = reqwest::get(format!("http://{addr}/through-proxy"))
+            let resp = loopback_client()
+                .get(format!("http://{addr}/through-proxy"))
+                .send()
                 .await
                 .map_err(|e| e.to_string())?;
             let status = resp.status();
