@@ -5,7 +5,8 @@
 //! Credentials (gcloud's file, then the metadata server). The saved login
 //! comes after the environment variable, an explicit choice for this shell,
 //! and before gcloud's file, a machine-wide default that `iap login` was run
-//! to override. `--impersonate-service-account` then wraps the credential.
+//! to override. `--impersonate-service-account` then wraps the credential;
+//! `--self-signed` signs with the service-account key found instead.
 
 use std::fmt;
 use std::path::PathBuf;

@@ -294,3 +294,10 @@ async fn ctrl_c_lets_a_request_in_flight_finish() {
         .unwrap();
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_right_after_the_listening_line_stops_cleanly() {
+    let w = World::new().await;
+    let (child, _) = start(&w, w.app.url().as_str(), &["--audience", w.audience()]).await;
+    stop(child).await;
+}

@@ -97,7 +97,9 @@ pub async fn run(args: CurlArgs) -> CliResult {
             ));
         }
         head.push_str("\r\n");
-        stdout.write_all(head.as_bytes())?;
+        if !emit(&mut stdout, head.as_bytes())? {
+            return Ok(());
+        }
     }
     while let Some(chunk) = response.chunk().await.map_err(|e| {
         Failure::new(format!(
@@ -105,10 +107,22 @@ pub async fn run(args: CurlArgs) -> CliResult {
             describe(&e)
         ))
     })? {
-        stdout.write_all(&chunk)?;
+        if !emit(&mut stdout, &chunk)? {
+            return Ok(());
+        }
     }
-    stdout.flush()?;
+    emit(&mut stdout, b"")?;
     Ok(())
+}
+
+/// Writes to stdout; `false` when the reader went away (`iap curl ... | head`),
+/// which is not an error.
+fn emit(stdout: &mut std::io::Stdout, bytes: &[u8]) -> CliResult<bool> {
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(Failure::new(format!("cannot write to stdout: {e}"))),
+    }
 }
 
 /// `Name: value` lines into a header map (usage error when malformed).

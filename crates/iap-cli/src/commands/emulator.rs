@@ -51,6 +51,7 @@ pub async fn run(args: EmulatorArgs) -> CliResult {
     let key_path = dir.path().join("service-account.json");
     sa.write_key_file(&key_path)
         .map_err(|e| Failure::new(format!("cannot write {}: {e}", key_path.display())))?;
+    let shutdown = shutdown_signal();
     let mut out = std::io::stdout().lock();
     for (name, value) in exports(&emu, &key_path.to_string_lossy()) {
         writeln!(out, "export {name}={}", shell_quote(&value))?;
@@ -62,7 +63,7 @@ pub async fn run(args: EmulatorArgs) -> CliResult {
         emu.url(),
         sa.email()
     );
-    shutdown_signal().await;
+    shutdown.await;
     drop(emu);
     drop(dir);
     eprintln!("iap emulator: stopped");

@@ -69,10 +69,11 @@ pub async fn run(args: ProxyArgs) -> CliResult {
         );
     }
     let proxy = Proxy::new(target.clone(), auth)?;
+    let shutdown = shutdown_signal();
     println!("listening on http://{addr} -> {target}");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    proxy.serve(listener, shutdown_signal()).await;
+    proxy.serve(listener, shutdown).await;
     eprintln!("proxy stopped");
     Ok(())
 }
@@ -91,26 +92,36 @@ fn parse_target(target: &str) -> CliResult<Url> {
     Ok(url)
 }
 
-/// Resolves when the user asks the process to stop (Ctrl-C, or SIGTERM on Unix).
-pub async fn shutdown_signal() {
+/// Resolves when the user asks the process to stop (Ctrl-C, or SIGTERM on
+/// Unix). The handlers are installed by this call, not when the future is
+/// first polled, so a signal sent right after the caller announces itself
+/// (e.g. prints its address) is not lost. Call it inside the runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        async fn recv(signal: Option<Signal>) {
+            match signal {
+                Some(mut s) => {
                     s.recv().await;
                 }
-                Err(_) => std::future::pending::<()>().await,
+                None => std::future::pending().await,
             }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            () = term => {}
+        }
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        let terminate = signal(SignalKind::terminate()).ok();
+        async move {
+            tokio::select! {
+                () = recv(interrupt) => {}
+                () = recv(terminate) => {}
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
