@@ -11,10 +11,13 @@ const USER: &str = "dev@example.com";
 
 /// Runs `iap login` as a person would, following the URL it prints.
 async fn login(w: &World, client: &iap_emulator::OAuthClient, secret: &str) -> support::Output {
+    let port = support::closed_port().to_string();
     let mut child = w
         .sandbox
         .command(&[
             "login",
+            "--port",
+            &port,
             "--client-id",
             client.client_id(),
             "--no-browser",
@@ -35,6 +38,10 @@ async fn login(w: &World, client: &iap_emulator::OAuthClient, secret: &str) -> s
             .then(|| line.trim().to_owned())
     })
     .await;
+    assert!(
+        url.contains(&format!("redirect_uri=http%3A%2F%2F127.0.0.1%3A{port}%2F")),
+        "--port picks the receiver's port: {url}"
+    );
     assert!(
         url.contains("code_challenge_method=S256") && url.contains("state="),
         "{url}"
