@@ -69,7 +69,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
@@ -252,8 +252,9 @@ impl EmulatorBuilder {
         let emu = Emulator {
             state,
             addr,
-            tasks: Mutex::new(vec![task]),
+            owner: true,
         };
+        emu.own_task(task);
         if self.default_app {
             gate::start_default_app(&emu)
                 .await
@@ -282,13 +283,16 @@ fn register_service_account(state: &State, email: &str, key: Option<Arc<RsaKey>>
 pub struct Emulator {
     pub(crate) state: Arc<State>,
     addr: SocketAddr,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Whether dropping this handle stops the emulator (false for views).
+    owner: bool,
 }
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        for task in lock(&self.tasks).drain(..) {
-            task.abort();
+        if self.owner {
+            for task in lock(&self.state.tasks).drain(..) {
+                task.abort();
+            }
         }
     }
 }
@@ -306,10 +310,9 @@ impl Emulator {
         EmulatorBuilder::default()
     }
 
-    /// A handle on a running emulator's state that owns no task (dropping
-    /// it stops nothing): for the HTTP control endpoints, which reuse the
-    /// Rust API. Never create apps through a view: their listeners would
-    /// stop when the view drops.
+    /// A handle on a running emulator's state whose drop stops nothing: for
+    /// the HTTP control endpoints, which reuse the Rust API. Tasks started
+    /// through a view (apps) still end with the owning handle.
     pub(crate) fn view(state: Arc<State>) -> Emulator {
         let addr = state
             .base_url
@@ -319,14 +322,14 @@ impl Emulator {
         Emulator {
             state,
             addr,
-            tasks: Mutex::new(Vec::new()),
+            owner: false,
         }
     }
 
-    /// Ties a server task's life to this handle (aborted on drop).
-    #[allow(dead_code)]
+    /// Ties a server task's life to the emulator (aborted when the owning
+    /// handle drops).
     pub(crate) fn own_task(&self, task: JoinHandle<()>) {
-        lock(&self.tasks).push(task);
+        lock(&self.state.tasks).push(task);
     }
 
     // ---- addresses -------------------------------------------------------

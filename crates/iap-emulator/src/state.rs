@@ -187,6 +187,10 @@ pub(crate) struct State {
     faults: Mutex<HashMap<Endpoint, VecDeque<Fault>>>,
     /// The IAP gate's registry of apps (owned by `crate::gate`).
     pub(crate) gate: crate::gate::GateRegistry,
+    /// Every server task (main server, app listeners), aborted when the
+    /// owning [`Emulator`](crate::Emulator) drops. Kept here rather than in
+    /// the handle so apps created over HTTP live as long as the emulator.
+    pub(crate) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for State {
@@ -226,6 +230,7 @@ impl State {
             counters: Counters::default(),
             faults: Mutex::default(),
             gate: Default::default(),
+            tasks: Mutex::default(),
         }
     }
 

@@ -662,3 +662,67 @@ fn emulator_handle_is_send_and_sync() {
     assert_send_sync::<iap_emulator::ServiceAccount>();
     assert_send_sync::<iap_emulator::User>();
 }
+
+#[tokio::test]
+async fn apps_created_over_http_serve_until_the_emulator_drops() {
+    let emu = start().await;
+    let (status, app) = control(
+        &emu,
+        reqwest::Method::POST,
+        "apps",
+        json!({"allow_clients": ["first-allowed"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{app}");
+    let url = app["url"].as_str().unwrap().to_owned();
+    let client_id = app["client_id"].as_str().unwrap().to_owned();
+    assert_eq!(app["allowed_clients"], json!(["first-allowed"]));
+    // Served after the control request (and its handle) is gone.
+    assert_eq!(http().get(&url).send().await.unwrap().status(), 401);
+    let token = emu.mint_id_token(&client_id, "h@example.com");
+    let ok = http().get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let other = emu.mint_id_token("later-allowed", "h@example.com");
+    assert_eq!(
+        http()
+            .get(&url)
+            .bearer_auth(&other)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let (status, v) = control(
+        &emu,
+        reqwest::Method::POST,
+        "apps/allow",
+        json!({"app": client_id, "client_id": "later-allowed"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        http()
+            .get(&url)
+            .bearer_auth(&other)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let addr: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    drop(emu);
+    let refused = tokio::time::timeout(Duration::from_secs(10), async {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(refused.is_ok(), "app listener still accepting after drop");
+}

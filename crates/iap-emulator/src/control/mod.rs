@@ -21,8 +21,10 @@
 //! | `POST subject-tokens` | `{"audience","subject"}` | `{"token"}` |
 //! | `POST id-tokens` | `{"audience","email"}` | `{"token"}` |
 //! | `POST metadata-service-account` | `{"email"}` (`null` removes it) | `{"email"}` |
+//! | `POST apps` | `{"client_id"?, "project_id"?, "allow_clients"?}` | a new echo app behind the gate: `{"url","client_id","project_id","assertion_audience"}` |
 //!
-//! Errors answer 400 or 404 with `{"error": "..."}`.
+//! The gate adds `GET apps`, `POST apps/allow` and `POST apps/disallow`
+//! (see its docs). Errors answer 400 or 404 with `{"error": "..."}`.
 
 use std::sync::Arc;
 
@@ -65,6 +67,7 @@ pub(crate) fn routes() -> Router<Arc<State>> {
             "/_emulator/metadata-service-account",
             post(metadata_service_account),
         )
+        .route("/_emulator/apps", post(create_app))
 }
 
 fn bad(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -360,4 +363,41 @@ async fn metadata_service_account(Ax(state): Ax<Arc<State>>, bytes: axum::body::
     let emu = Emulator::view(state);
     emu.set_metadata_service_account(m.email.as_deref());
     Json(json!({"email": emu.metadata_service_account()})).into_response()
+}
+
+#[derive(Deserialize)]
+struct NewApp {
+    client_id: Option<String>,
+    project_id: Option<String>,
+    #[serde(default)]
+    allow_clients: Vec<String>,
+}
+
+fn app_json(app: &crate::App) -> Value {
+    json!({
+        "url": app.url().as_str(),
+        "client_id": app.client_id(),
+        "project_id": app.project_id(),
+        "assertion_audience": app.assertion_audience(),
+        "allowed_clients": app.allowed_clients(),
+    })
+}
+
+async fn create_app(Ax(state): Ax<Arc<State>>, bytes: axum::body::Bytes) -> Response {
+    let n: NewApp = parse!(bytes);
+    let emu = Emulator::view(state);
+    let mut builder = emu.create_app();
+    if let Some(c) = n.client_id {
+        builder = builder.client_id(c);
+    }
+    if let Some(p) = n.project_id {
+        builder = builder.project_id(p);
+    }
+    for c in n.allow_clients {
+        builder = builder.allow_client(c);
+    }
+    match builder.echo().await {
+        Ok(app) => Json(app_json(&app)).into_response(),
+        Err(e) => bad(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
