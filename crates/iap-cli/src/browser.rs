@@ -1,12 +1,24 @@
-//! Opening a URL in the user's browser without a dependency: spawn the
-//! platform's opener and do not wait for it. Failure is not an error: the
-//! caller always prints the URL too.
+//! Opening a URL in the user's browser without a dependency: spawn
+//! `$BROWSER` (a `:`-separated list of commands, as Python's `webbrowser`
+//! and `xdg-open` read it) or else the platform's opener, and do not wait
+//! for it. Failure is not an error: the caller always prints the URL too.
 
 use std::process::{Command, Stdio};
 
 /// Tries to open `url` in the default browser; `true` when an opener started.
 pub fn open(url: &str) -> bool {
-    let mut cmd = if cfg!(target_os = "macos") {
+    if let Some(browsers) = std::env::var_os("BROWSER").filter(|b| !b.is_empty()) {
+        let browsers = browsers.to_string_lossy().into_owned();
+        return browsers
+            .split(':')
+            .filter(|b| !b.trim().is_empty())
+            .any(|b| {
+                let mut cmd = Command::new(b.trim());
+                cmd.arg(url);
+                spawn(cmd)
+            });
+    }
+    let cmd = if cfg!(target_os = "macos") {
         let mut c = Command::new("open");
         c.arg(url);
         c
@@ -20,6 +32,10 @@ pub fn open(url: &str) -> bool {
         c.arg(url);
         c
     };
+    spawn(cmd)
+}
+
+fn spawn(mut cmd: Command) -> bool {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());

@@ -11,6 +11,16 @@ const USER: &str = "dev@example.com";
 
 /// Runs `iap login` as a person would, following the URL it prints.
 async fn login(w: &World, client: &iap_emulator::OAuthClient, secret: &str) -> support::Output {
+    login_with(w, client, secret, "--no-browser").await
+}
+
+/// Like [`login`], with `flag` in place of `--no-browser`.
+async fn login_with(
+    w: &World,
+    client: &iap_emulator::OAuthClient,
+    secret: &str,
+    flag: &str,
+) -> support::Output {
     let port = support::closed_port().to_string();
     let mut child = w
         .sandbox
@@ -20,7 +30,7 @@ async fn login(w: &World, client: &iap_emulator::OAuthClient, secret: &str) -> s
             &port,
             "--client-id",
             client.client_id(),
-            "--no-browser",
+            flag,
             "--audience",
             w.audience(),
         ])
@@ -177,4 +187,17 @@ async fn login_needs_client_id_and_secret() {
             .code(),
         2
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_browser_to_open_the_url_is_printed_and_login_completes() {
+    // $BROWSER names no command, so no browser starts: the URL on stderr is the way.
+    let mut w = World::new().await;
+    w.sandbox.set("BROWSER", "/nonexistent/iap-test-browser");
+    let client = w.emu.create_desktop_client(w.emu.project_id());
+    w.emu.create_user(&client, USER);
+    let out = login_with(&w, &client, client.client_secret(), "--verbose").await;
+    assert!(out.status.success(), "{out:#?}");
+    assert!(out.stderr.contains("Opening your browser"), "{out:#?}");
+    assert!(w.sandbox.config_dir().join("credentials.json").exists());
 }

@@ -470,11 +470,18 @@ impl Demo<'_> {
         check(used == 1, || {
             format!("IAP authorized {used} requests by Proxy-Authorization; expected 1")
         })?;
+        let fetches = self.id_tokens();
         let own = self.get_reqwest(&auth, "/status/401", None).await;
         let app_401 = matches!(&own, Err(e) if e.starts_with("the app answered 401"));
-        say("the app's own 401 comes back as is (no refresh: only IAP's answers count)");
+        let refreshed = self.id_tokens() - fetches;
+        say(format!(
+            "the app's own 401 comes back as is; tokens fetched for it: {refreshed} (only IAP's answers count)"
+        ));
         check(app_401, || {
             format!("the app's own 401 was not passed through: {own:?}")
+        })?;
+        check(refreshed == 0, || {
+            format!("the app's own 401 caused {refreshed} token refreshes; expected none")
         })?;
         Ok(
             "IAP authorized by Proxy-Authorization; the app's Authorization arrived untouched"

@@ -97,6 +97,8 @@ impl Sandbox {
             .env("GCE_METADATA_HOST", &self.no_metadata)
             .env("GCE_METADATA_IP", &self.no_metadata)
             .env("NO_PROXY", "*")
+            // Never open a real browser from a test.
+            .env("BROWSER", "/nonexistent/iap-test-browser")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
