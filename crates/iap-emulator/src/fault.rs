@@ -382,30 +382,17 @@ pub(crate) async fn intercept(
 /// A tower layer that runs [`intercept`] for one endpoint before the inner
 /// service: counts `requests` and applies queued faults.
 ///
-/// The state comes from the layer (when built with [`FaultLayer::with_state`])
-/// or from the request's extensions, where the emulator's server puts it.
+/// The state comes from the request's extensions, where the emulator's
+/// server puts it.
 #[derive(Clone)]
 pub(crate) struct FaultLayer {
     endpoint: Endpoint,
-    state: Option<Arc<State>>,
 }
 
 impl FaultLayer {
     /// A layer for `endpoint`, taking the state from the request extensions.
     pub(crate) fn new(endpoint: Endpoint) -> Self {
-        FaultLayer {
-            endpoint,
-            state: None,
-        }
-    }
-
-    /// A layer for `endpoint` with its own handle on the state.
-    #[allow(dead_code)]
-    pub(crate) fn with_state(state: Arc<State>, endpoint: Endpoint) -> Self {
-        FaultLayer {
-            endpoint,
-            state: Some(state),
-        }
+        FaultLayer { endpoint }
     }
 }
 
@@ -447,11 +434,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let endpoint = self.layer.endpoint;
-        let state = self
-            .layer
-            .state
-            .clone()
-            .or_else(|| req.extensions().get::<Arc<State>>().cloned());
+        let state = req.extensions().get::<Arc<State>>().cloned();
         let conn = req.extensions().get::<ConnControl>().cloned();
         Box::pin(async move {
             if let Some(state) = &state

@@ -55,15 +55,33 @@
 //!
 //! # Control over HTTP
 //!
-//! Non-Rust peers drive the same controls under `/_emulator/` (JSON in and
-//! out): `GET info`, `GET counters`, `GET counter?name=&label=`,
-//! `POST counters/reset`, `POST lifetime {"seconds"}`, `POST clock
-//! {"offset_seconds"}` or `{"advance_seconds"}`, `POST revoke {"token"}` or
-//! `{"jti"}`, `POST faults {"endpoint","times","fault"}`, `DELETE faults`,
-//! `POST rotate-keys`, `POST service-accounts {"name"}`, `POST clients
-//! {"project_id"}`, `POST users {"client_id","email"}`, `POST impersonation
-//! {"caller","target"}`, `POST pools {"pool_id","provider_id"}`, `POST
-//! subject-tokens {"audience","subject"}`, `POST id-tokens {"audience","email"}`.
+//! Non-Rust peers drive the same controls under `/_emulator/` on the main
+//! server (JSON in and out; paths below are relative to it):
+//!
+//! | Method and path | Body | Answer |
+//! |---|---|---|
+//! | `GET info` | | URLs, project, metadata account, lifetime, clock, apps |
+//! | `GET counters` | | `{name: {label: value}}` |
+//! | `GET counter?name=&label=` | | `{"name","label","value"}` |
+//! | `POST counters/reset` | | `{}` |
+//! | `POST lifetime` | `{"seconds"}` | `{"seconds"}` |
+//! | `POST clock` | `{"offset_seconds"}` or `{"advance_seconds"}` | `{"offset_seconds","now"}` |
+//! | `POST revoke` | `{"token"}` or `{"jti"}` | `{"revoked"}` (the jti or token) |
+//! | `POST faults` | `{"endpoint","fault","times"}` (`times` defaults to 1) | `{"pending"}` |
+//! | `DELETE faults` | | `{}` |
+//! | `POST rotate-keys` | | `{"kids"}` current first |
+//! | `POST service-accounts` | `{"name","project_id"?}` | the key file JSON |
+//! | `POST clients` | `{"project_id"?}` | `{"client_id","client_secret","project_id"}` |
+//! | `POST users` | `{"client_id","email"}` | the `authorized_user` JSON plus `sub` |
+//! | `POST impersonation` / `DELETE impersonation` | `{"caller","target"}` | `{}` |
+//! | `POST pools` | `{"pool_id","provider_id"}` | `{"audience"}` |
+//! | `POST subject-tokens` | `{"audience","subject"}` | `{"token"}` |
+//! | `POST id-tokens` | `{"audience","email"}` | `{"token"}` |
+//! | `POST metadata-service-account` | `{"email"}` (`null` removes it) | `{"email"}` |
+//! | `POST apps` | `{"client_id"?, "project_id"?, "allow_clients"?}` | a new echo app behind the gate: `{"url","client_id","project_id","assertion_audience"}` |
+//!
+//! The gate adds `GET apps`, `POST apps/allow` and `POST apps/disallow`
+//! (see its docs). Errors answer 400 or 404 with `{"error": "..."}`.
 #![warn(missing_docs)]
 
 use std::collections::BTreeMap;

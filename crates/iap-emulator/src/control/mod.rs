@@ -1,30 +1,8 @@
 //! Control and observation over HTTP under `/_emulator/` (JSON in and out),
 //! so peers in any language can drive the emulator as Rust tests do.
 //!
-//! | Method and path | Body | Answer |
-//! |---|---|---|
-//! | `GET info` | | URLs, project, metadata account, lifetime, clock, apps |
-//! | `GET counters` | | `{name: {label: value}}` |
-//! | `GET counter?name=&label=` | | `{"name","label","value"}` |
-//! | `POST counters/reset` | | `{}` |
-//! | `POST lifetime` | `{"seconds"}` | `{"seconds"}` |
-//! | `POST clock` | `{"offset_seconds"}` or `{"advance_seconds"}` | `{"offset_seconds","now"}` |
-//! | `POST revoke` | `{"token"}` or `{"jti"}` | `{"revoked"}` (the jti or token) |
-//! | `POST faults` | `{"endpoint","fault","times"}` (`times` defaults to 1) | `{"pending"}` |
-//! | `DELETE faults` | | `{}` |
-//! | `POST rotate-keys` | | `{"kids"}` current first |
-//! | `POST service-accounts` | `{"name","project_id"?}` | the key file JSON |
-//! | `POST clients` | `{"project_id"?}` | `{"client_id","client_secret","project_id"}` |
-//! | `POST users` | `{"client_id","email"}` | the `authorized_user` JSON plus `sub` |
-//! | `POST impersonation` / `DELETE impersonation` | `{"caller","target"}` | `{}` |
-//! | `POST pools` | `{"pool_id","provider_id"}` | `{"audience"}` |
-//! | `POST subject-tokens` | `{"audience","subject"}` | `{"token"}` |
-//! | `POST id-tokens` | `{"audience","email"}` | `{"token"}` |
-//! | `POST metadata-service-account` | `{"email"}` (`null` removes it) | `{"email"}` |
-//! | `POST apps` | `{"client_id"?, "project_id"?, "allow_clients"?}` | a new echo app behind the gate: `{"url","client_id","project_id","assertion_audience"}` |
-//!
-//! The gate adds `GET apps`, `POST apps/allow` and `POST apps/disallow`
-//! (see its docs). Errors answer 400 or 404 with `{"error": "..."}`.
+//! The routes are listed in the crate docs ("Control over HTTP"), next to
+//! the Rust methods they mirror.
 
 use std::sync::Arc;
 
