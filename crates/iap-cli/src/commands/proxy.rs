@@ -213,10 +213,20 @@ impl Proxy {
             .map(|p| p.as_str().to_owned())
             .unwrap_or_else(|| "/".into());
         let version = req.version();
-        let response = match self.upstream_request(req) {
+        // Where the client reached us (HTTP/1.1 Host, or the h2 authority).
+        let local = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()));
+        let mut response = match self.upstream_request(req) {
             Ok(upstream_req) => self.send(upstream_req).await,
             Err(message) => error_response(StatusCode::BAD_REQUEST, message),
         };
+        if let Some(local) = local {
+            rewrite_location(response.headers_mut(), &self.inner.target, &local);
+        }
         tracing::info!(
             target: "iap::proxy",
             "{peer} \"{method} {path} {version:?}\" {} {}ms",
@@ -284,6 +294,25 @@ fn error_response(status: StatusCode, message: String) -> Response<ProxyBody> {
     response
 }
 
+/// Points a redirect to the target's own origin back at the proxy, so a
+/// browser stays on the proxy (and keeps getting tokens) across the app's
+/// redirects. Other redirects (IAP's sign-in page, other hosts) are left alone.
+fn rewrite_location(headers: &mut HeaderMap, target: &Url, local: &str) {
+    let origin = target.origin().ascii_serialization();
+    let Some(location) = headers.get(header::LOCATION).and_then(|l| l.to_str().ok()) else {
+        return;
+    };
+    let Some(rest) = location.strip_prefix(&origin) else {
+        return;
+    };
+    if !(rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')) {
+        return; // e.g. https://app.example.com.evil.test
+    }
+    if let Ok(value) = HeaderValue::try_from(format!("http://{local}{rest}")) {
+        headers.insert(header::LOCATION, value);
+    }
+}
+
 /// The target URL with the request's path appended to the target's base
 /// path, and the request's query.
 fn join(target: &Url, incoming: &Uri) -> Option<Uri> {
@@ -340,6 +369,29 @@ mod tests {
             join(&root, &"/".parse().unwrap()).unwrap(),
             "http://127.0.0.1:9/"
         );
+    }
+
+    #[test]
+    fn redirects_to_the_target_come_back_to_the_proxy() {
+        let target = Url::parse("https://app.example.com/").unwrap();
+        let rewrite = |location: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::LOCATION, HeaderValue::try_from(location).unwrap());
+            rewrite_location(&mut h, &target, "127.0.0.1:8080");
+            h[header::LOCATION].to_str().unwrap().to_owned()
+        };
+        assert_eq!(
+            rewrite("https://app.example.com/next?a=1"),
+            "http://127.0.0.1:8080/next?a=1"
+        );
+        assert_eq!(rewrite("https://app.example.com"), "http://127.0.0.1:8080");
+        assert_eq!(
+            rewrite("https://app.example.com.evil.test/"),
+            "https://app.example.com.evil.test/"
+        );
+        let sign_in = "https://accounts.google.com/o/oauth2/v2/auth?client_id=x";
+        assert_eq!(rewrite(sign_in), sign_in);
+        assert_eq!(rewrite("/relative"), "/relative");
     }
 
     #[test]
