@@ -1283,3 +1283,69 @@ async fn v1_certs_map_every_published_kid_to_an_x509_pem() {
         );
     }
 }
+
+#[tokio::test]
+async fn service_account_public_keys_are_published_by_email() {
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
+    let sa = emu.create_service_account("pub").await.unwrap();
+    let url = format!("{}robot/v1/metadata/x509/{}", emu.url(), sa.email());
+    let certs: serde_json::Map<String, Value> =
+        http().get(url).send().await.unwrap().json().await.unwrap();
+    assert!(
+        certs[sa.private_key_id()]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+    let url = format!("{}service_accounts/v1/jwk/{}", emu.url(), sa.email());
+    let jwks: JwkSet = http().get(url).send().await.unwrap().json().await.unwrap();
+    assert!(jwks.find(sa.private_key_id()).is_some());
+    let missing = format!("{}service_accounts/v1/jwk/ghost@x", emu.url());
+    assert_eq!(http().get(missing).send().await.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn metadata_refuses_forwarded_requests() {
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
+    let resp = http()
+        .get(format!(
+            "{}computeMetadata/v1/{IDENTITY}?audience=a",
+            emu.url()
+        ))
+        .header("Metadata-Flavor", "Google")
+        .header("X-Forwarded-For", "10.0.0.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+}
+
+#[tokio::test]
+async fn rotation_over_http_lists_the_new_key_first() {
+    let emu = Emulator::builder()
+        .without_default_app()
+        .start()
+        .await
+        .unwrap();
+    let old = emu.signing_key_ids();
+    let v: Value = http()
+        .post(format!("{}_emulator/rotate-keys", emu.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<String> = serde_json::from_value(v["kids"].clone()).unwrap();
+    assert_eq!(kids.len(), 2);
+    assert_eq!(kids[1], old[0]);
+    assert_eq!(kids, emu.signing_key_ids());
+}
