@@ -247,52 +247,55 @@ async fn the_token_never_reaches_the_proxys_logs_even_at_trace_level() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_lets_a_request_in_flight_finish() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let w = World::new().await;
-    // The upstream is the test itself, so it decides when the answer comes.
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let target = format!("http://{}/", upstream.local_addr().unwrap());
-    let (mut child, base) = start(&w, &target, &["--audience", w.audience()]).await;
-    let mut stderr = support::stderr_lines(child.stderr.take().unwrap());
+    support::within("the request in flight", async {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let w = World::new().await;
+        // The upstream is the test itself, so it decides when the answer comes.
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = format!("http://{}/", upstream.local_addr().unwrap());
+        let (mut child, base) = start(&w, &target, &["--audience", w.audience()]).await;
+        let mut stderr = support::stderr_lines(child.stderr.take().unwrap());
 
-    let request = tokio::spawn(async move {
-        let resp = reqwest::get(format!("{base}/slow"))
+        let request = tokio::spawn(async move {
+            let resp = reqwest::get(format!("{base}/slow"))
+                .await
+                .expect("answer despite Ctrl-C");
+            (resp.status(), resp.text().await.unwrap())
+        });
+        let (mut conn, _) = upstream.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            assert_eq!(
+                conn.read(&mut byte).await.unwrap(),
+                1,
+                "the proxy closed the upstream connection"
+            );
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        assert!(head.starts_with("get /slow http/1.1"), "{head}");
+        assert!(head.contains("authorization: bearer "), "{head}");
+
+        interrupt(child.id().unwrap());
+        wait_for_line(&mut stderr, |l| {
+            l.contains("stopping: no new connections").then_some(())
+        })
+        .await;
+        conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndone")
             .await
-            .expect("answer despite Ctrl-C");
-        (resp.status(), resp.text().await.unwrap())
-    });
-    let (mut conn, _) = upstream.accept().await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        assert_eq!(
-            conn.read(&mut byte).await.unwrap(),
-            1,
-            "the proxy closed the upstream connection"
-        );
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    assert!(head.starts_with("get /slow http/1.1"), "{head}");
-    assert!(head.contains("authorization: bearer "), "{head}");
+            .unwrap();
+        drop(conn);
 
-    interrupt(child.id().unwrap());
-    wait_for_line(&mut stderr, |l| {
-        l.contains("stopping: no new connections").then_some(())
+        let (status, body) = request.await.unwrap();
+        assert_eq!((status.as_u16(), body.as_str()), (200, "done"));
+        let status = tokio::time::timeout(support::COMMAND_TIMEOUT, child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success());
     })
     .await;
-    conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndone")
-        .await
-        .unwrap();
-    drop(conn);
-
-    let (status, body) = request.await.unwrap();
-    assert_eq!((status.as_u16(), body.as_str()), (200, "done"));
-    let status = tokio::time::timeout(support::COMMAND_TIMEOUT, child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -300,4 +303,68 @@ async fn ctrl_c_right_after_the_listening_line_stops_cleanly() {
     let w = World::new().await;
     let (child, _) = start(&w, w.app.url().as_str(), &["--audience", w.audience()]).await;
     stop(child).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_stream_both_ways_without_buffering() {
+    support::within("streaming through the proxy", async {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let w = World::new().await;
+        // The upstream is the test itself, so it sees exactly when bytes arrive.
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = format!("http://{}/", upstream.local_addr().unwrap());
+        let (child, base) = start(&w, &target, &["--audience", w.audience()]).await;
+
+        // Upload: the second half is only sent once the upstream has the first.
+        let (more_tx, more_rx) = tokio::sync::oneshot::channel::<()>();
+        let body = futures_util::stream::unfold((0, Some(more_rx)), |(step, more)| async move {
+            match step {
+                0 => Some((
+                    Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"first-half;")),
+                    (1, more),
+                )),
+                1 => {
+                    more?.await.ok()?;
+                    Some((Ok(bytes::Bytes::from_static(b"second-half")), (2, None)))
+                }
+                _ => None,
+            }
+        });
+        let client = tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{base}/stream"))
+                .body(reqwest::Body::wrap_stream(body))
+                .send()
+                .await
+                .expect("response head")
+        });
+
+        let (mut conn, _) = upstream.accept().await.unwrap();
+        let mut seen = Vec::new();
+        let mut read_until = async |conn: &mut tokio::net::TcpStream, marker: &[u8]| {
+            while !seen.windows(marker.len()).any(|w| w == marker) {
+                let mut buf = [0u8; 1024];
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the proxy closed the upstream connection");
+                seen.extend_from_slice(&buf[..n]);
+            }
+        };
+        read_until(&mut conn, b"first-half;").await;
+        more_tx.send(()).unwrap();
+        read_until(&mut conn, b"second-half").await;
+        read_until(&mut conn, b"0\r\n\r\n").await;
+
+        // Download: the client reads the first chunk before the rest exists.
+        conn.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n6\r\nhello \r\n")
+            .await
+            .unwrap();
+        let mut resp = client.await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.chunk().await.unwrap().unwrap(), "hello ");
+        conn.write_all(b"5\r\nworld\r\n0\r\n\r\n").await.unwrap();
+        assert_eq!(resp.chunk().await.unwrap().unwrap(), "world");
+        assert!(resp.chunk().await.unwrap().is_none());
+        stop(child).await;
+    })
+    .await;
 }

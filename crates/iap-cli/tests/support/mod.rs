@@ -247,3 +247,10 @@ pub fn file_mode(path: &Path) -> u32 {
         0o600
     }
 }
+
+/// Runs `fut`, failing the test instead of hanging when it stalls.
+pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(COMMAND_TIMEOUT, fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {COMMAND_TIMEOUT:?}"))
+}
