@@ -48,7 +48,7 @@ pub enum Command {
     #[command(after_long_help = CREDENTIALS_HELP)]
     Proxy(ProxyArgs),
     /// Run the IAP emulator (Google's token endpoints, metadata server and a gated app) locally.
-    Emulator(EmulatorArgs),
+    Emulator(iap_emulator::standalone::Options),
     /// Walk through everything against an in-process emulator; exits 0 when every step works.
     Demo,
 }
@@ -219,16 +219,4 @@ pub struct ProxyArgs {
 
     #[command(flatten)]
     pub creds: CredentialArgs,
-}
-
-/// `iap emulator`.
-#[derive(Debug, Args)]
-pub struct EmulatorArgs {
-    /// Address of the emulator's main server (default: 127.0.0.1 on a free port).
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-
-    /// Lifetime of the tokens it mints, in seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
-    pub token_lifetime: u64,
 }

@@ -31,6 +31,8 @@
 //! ```
 //!
 //! Dropping the [`Emulator`] stops every listener and every connection.
+//! [`standalone`] runs it as a process for shells and other languages (the
+//! `iap-emulator` binary and `iap emulator`), printing `export` lines.
 //!
 //! # Behaviours worth knowing
 //!
@@ -100,6 +102,7 @@ mod identity;
 mod keys;
 mod provision;
 mod server;
+pub mod standalone;
 pub(crate) mod state;
 
 pub use fault::{Endpoint, Fault};

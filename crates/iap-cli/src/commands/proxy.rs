@@ -23,6 +23,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
+use iap_emulator::standalone::shutdown_signal;
 use iap_token::IapAuth;
 use iap_token::policy::Placement;
 use iap_tower::{BoxError, IapLayer, IapService};
@@ -90,39 +91,6 @@ fn parse_target(target: &str) -> CliResult<Url> {
         )));
     }
     Ok(url)
-}
-
-/// Resolves when the user asks the process to stop (Ctrl-C, or SIGTERM on
-/// Unix). The handlers are installed by this call, not when the future is
-/// first polled, so a signal sent right after the caller announces itself
-/// (e.g. prints its address) is not lost. Call it inside the runtime.
-pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{Signal, SignalKind, signal};
-        async fn recv(signal: Option<Signal>) {
-            match signal {
-                Some(mut s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        }
-        let interrupt = signal(SignalKind::interrupt()).ok();
-        let terminate = signal(SignalKind::terminate()).ok();
-        async move {
-            tokio::select! {
-                () = recv(interrupt) => {}
-                () = recv(terminate) => {}
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        async {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 /// The proxy: forwards every request to `target` through an [`IapLayer`].

@@ -1,0 +1,269 @@
+//! The emulator as a standalone process, for shells and non-Rust clients.
+//!
+//! What the `iap-emulator` binary and `iap emulator` both run: start an
+//! [`Emulator`], mint a service-account key for the caller into a private
+//! temporary directory (removed when the [`Standalone`] drops), optionally
+//! write an ADC file of every type, print `export NAME=value` lines that
+//! point a client at all of it, then serve until asked to stop.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::io::Write as _;
+//! use iap_emulator::standalone::{self, Options, Standalone};
+//!
+//! let emulator = Standalone::start(&Options::default()).await?;
+//! let shutdown = standalone::shutdown_signal();
+//! let mut out = std::io::stdout().lock();
+//! out.write_all(emulator.export_lines().as_bytes())?;
+//! out.flush()?;
+//! emulator.serve_until(shutdown).await; // the key's directory is gone after this
+//! # Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::{Emulator, KeyError, ServiceAccount, StartError};
+
+/// How to start a [`Standalone`] emulator; also the command-line flags of
+/// both binaries (`#[command(flatten)]` it into a clap parser).
+#[derive(Debug, Clone, clap::Args)]
+#[non_exhaustive]
+pub struct Options {
+    /// Address of the main server (Google's endpoints, metadata server, control API).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:0",
+        env = "IAP_EMULATOR_LISTEN"
+    )]
+    pub listen: SocketAddr,
+
+    /// Lifetime of minted tokens, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub token_lifetime: u64,
+
+    /// Also write one ADC file of every type into this directory (exported as
+    /// IAP_EMULATOR_ADC_DIR).
+    #[arg(long, value_name = "DIR")]
+    pub adc_dir: Option<PathBuf>,
+}
+
+impl Default for Options {
+    /// `127.0.0.1:0` (a free port), 3600 s tokens, no ADC files.
+    fn default() -> Self {
+        Options {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token_lifetime: 3600,
+            adc_dir: None,
+        }
+    }
+}
+
+/// Why a [`Standalone`] emulator could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StandaloneError {
+    /// The emulator itself did not start (e.g. the address is taken).
+    #[error("cannot start the emulator: {0}")]
+    Start(#[from] StartError),
+    /// The private directory for the key file could not be created.
+    #[error("cannot create a private temporary folder for the key file: {0}")]
+    TempDir(#[source] std::io::Error),
+    /// The caller's service account could not be created.
+    #[error("cannot provision the emulator's service account: {0}")]
+    ServiceAccount(#[source] KeyError),
+    /// A file could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A running emulator with a service-account key for its caller. Dropping it
+/// stops the emulator and removes the key's directory.
+#[derive(Debug)]
+pub struct Standalone {
+    emulator: Emulator,
+    runner: ServiceAccount,
+    key_path: PathBuf,
+    adc_dir: Option<PathBuf>,
+    // Last, so it is removed after the emulator has stopped.
+    _key_dir: tempfile::TempDir,
+}
+
+impl Standalone {
+    /// The name of the service account whose key is exported
+    /// (`iap-emulator-runner@PROJECT.iam.gserviceaccount.com`).
+    pub const SERVICE_ACCOUNT: &'static str = "iap-emulator-runner";
+
+    /// Starts the emulator, writes the runner's key file (mode 0600, in a
+    /// new directory only the user can read) and, with
+    /// [`Options::adc_dir`], the ADC files.
+    pub async fn start(options: &Options) -> Result<Standalone, StandaloneError> {
+        let emulator = Emulator::builder()
+            .listen(options.listen)
+            .token_lifetime(Duration::from_secs(options.token_lifetime))
+            .start()
+            .await?;
+        let key_dir = private_dir().map_err(StandaloneError::TempDir)?;
+        let runner = emulator
+            .create_service_account(Self::SERVICE_ACCOUNT)
+            .await
+            .map_err(StandaloneError::ServiceAccount)?;
+        let key_path = key_dir.path().join("service-account.json");
+        runner
+            .write_key_file(&key_path)
+            .map_err(|source| StandaloneError::Write {
+                path: key_path.clone(),
+                source,
+            })?;
+        let adc_dir = match &options.adc_dir {
+            Some(dir) => {
+                let write = |source| StandaloneError::Write {
+                    path: dir.clone(),
+                    source,
+                };
+                emulator.write_adc_files(dir).await.map_err(write)?;
+                Some(std::path::absolute(dir).map_err(write)?)
+            }
+            None => None,
+        };
+        Ok(Standalone {
+            emulator,
+            runner,
+            key_path,
+            adc_dir,
+            _key_dir: key_dir,
+        })
+    }
+
+    /// The running emulator, for provisioning and control.
+    pub fn emulator(&self) -> &Emulator {
+        &self.emulator
+    }
+
+    /// The service account whose key [`key_path`](Self::key_path) holds.
+    pub fn service_account(&self) -> &ServiceAccount {
+        &self.runner
+    }
+
+    /// The key file exported as `GOOGLE_APPLICATION_CREDENTIALS`.
+    pub fn key_path(&self) -> &Path {
+        &self.key_path
+    }
+
+    /// The variables a client needs, in order: `GCE_METADATA_HOST`,
+    /// `GCE_METADATA_IP`, `GOOGLE_APPLICATION_CREDENTIALS`,
+    /// `IAP_EMULATOR_URL`, `IAP_EMULATOR_APP_URL`, `IAP_EMULATOR_AUDIENCE`,
+    /// `IAP_EMULATOR_JWKS_URL`, and `IAP_EMULATOR_ADC_DIR` (absolute) when
+    /// ADC files were written. The app variables name the default echo app.
+    pub fn exports(&self) -> Vec<(&'static str, String)> {
+        let emu = &self.emulator;
+        let app = emu.app();
+        let mut exports = vec![
+            ("GCE_METADATA_HOST", emu.metadata_host()),
+            ("GCE_METADATA_IP", emu.metadata_host()),
+            (
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                self.key_path.to_string_lossy().into_owned(),
+            ),
+            ("IAP_EMULATOR_URL", emu.url()),
+            ("IAP_EMULATOR_APP_URL", app.url().to_string()),
+            ("IAP_EMULATOR_AUDIENCE", app.client_id().to_owned()),
+            ("IAP_EMULATOR_JWKS_URL", emu.jwks_url()),
+        ];
+        if let Some(dir) = &self.adc_dir {
+            exports.push(("IAP_EMULATOR_ADC_DIR", dir.to_string_lossy().into_owned()));
+        }
+        exports
+    }
+
+    /// [`exports`](Self::exports) as shell lines, `export NAME=value\n` each,
+    /// values single-quoted where a POSIX shell needs it.
+    pub fn export_lines(&self) -> String {
+        self.exports()
+            .into_iter()
+            .map(|(name, value)| format!("export {name}={}\n", shell_quote(&value)))
+            .collect()
+    }
+
+    /// Serves until `shutdown` resolves, then stops the emulator and
+    /// removes the key's directory.
+    pub async fn serve_until(self, shutdown: impl Future<Output = ()>) {
+        shutdown.await;
+        drop(self);
+    }
+}
+
+/// A new directory under the system's temporary one, readable by the user alone.
+fn private_dir() -> std::io::Result<tempfile::TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("iap-emulator-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        builder.permissions(std::fs::Permissions::from_mode(0o700));
+    }
+    builder.tempdir()
+}
+
+/// Single-quotes a value for a POSIX shell when it needs it.
+fn shell_quote(v: &str) -> String {
+    if v.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c))
+    {
+        v.to_owned()
+    } else {
+        format!("'{}'", v.replace('\'', r"'\''"))
+    }
+}
+
+/// Resolves when the process is asked to stop: Ctrl-C, or SIGTERM on Unix.
+/// The handlers are installed by this call, not when the future is first
+/// polled, so a signal sent right after the caller prints its export lines
+/// is not lost. Call it inside the runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        async fn recv(signal: Option<Signal>) {
+            match signal {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        let terminate = signal(SignalKind::terminate()).ok();
+        async move {
+            tokio::select! {
+                () = recv(interrupt) => {}
+                () = recv(terminate) => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn values_are_quoted_only_when_needed() {
+        assert_eq!(shell_quote("http://127.0.0.1:80/"), "http://127.0.0.1:80/");
+        assert_eq!(shell_quote("/tmp/a b/it's"), r"'/tmp/a b/it'\''s'");
+    }
+}
