@@ -44,6 +44,7 @@ use crate::source::external_account::ExternalAccount;
 use crate::source::impersonated::ImpersonatedSource;
 use crate::source::metadata::MetadataSource;
 use crate::source::service_account::{ServiceAccountKey, ServiceAccountSource};
+use crate::transport::ensure_secure;
 use crate::{Error, Result};
 
 /// Env var naming a credentials file.
@@ -196,7 +197,7 @@ pub async fn find_with(env: &Environment) -> Result<Discovered> {
             }
             Err(source) => return Err(Error::ReadFile { path, source }),
         };
-        let source = source_from_json(&bytes, Some(&path), env)?;
+        let source = source_from_json(&CredentialsJson::parse(&bytes, Some(&path))?, env)?;
         tracing::debug!(path = %path.display(), "ADC: credentials from {GOOGLE_APPLICATION_CREDENTIALS}");
         return Ok(Discovered {
             source,
@@ -206,7 +207,7 @@ pub async fn find_with(env: &Environment) -> Result<Discovered> {
     if let Some(path) = well_known_file(env) {
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let source = source_from_json(&bytes, Some(&path), env)?;
+                let source = source_from_json(&CredentialsJson::parse(&bytes, Some(&path))?, env)?;
                 tracing::debug!(path = %path.display(), "ADC: credentials from the well-known file");
                 return Ok(Discovered {
                     source,
@@ -246,41 +247,37 @@ pub fn well_known_file(env: &Environment) -> Option<PathBuf> {
 /// its `type`. Variables that sources read (e.g. `GCE_METADATA_HOST`) come
 /// from the process environment.
 pub fn from_file(path: impl AsRef<Path>) -> Result<Arc<dyn TokenSource>> {
-    let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| Error::ReadFile {
-        path: path.into(),
-        source,
-    })?;
-    source_from_json(&bytes, Some(path), &Environment::process())
+    source_from_json(
+        &CredentialsJson::read(path.as_ref())?,
+        &Environment::process(),
+    )
 }
 
 /// A token source from the JSON text of a credentials file.
 pub fn from_json(json: impl AsRef<[u8]>) -> Result<Arc<dyn TokenSource>> {
-    source_from_json(json.as_ref(), None, &Environment::process())
+    source_from_json(
+        &CredentialsJson::parse(json.as_ref(), None)?,
+        &Environment::process(),
+    )
 }
 
 /// The one dispatch on a credentials file's `type`: each credential type is
 /// one arm.
-fn source_from_json(
-    bytes: &[u8],
-    path: Option<&Path>,
-    env: &Environment,
-) -> Result<Arc<dyn TokenSource>> {
-    let json = CredentialsJson::parse(bytes, path)?;
+fn source_from_json(json: &CredentialsJson, env: &Environment) -> Result<Arc<dyn TokenSource>> {
     match json.kind()? {
         "service_account" => Ok(Arc::new(ServiceAccountSource::new(
-            ServiceAccountKey::from_credentials_json(&json)?,
+            ServiceAccountKey::from_credentials_json(json)?,
         ))),
         "authorized_user" => Ok(Arc::new(AuthorizedUserSource::new(
-            AuthorizedUser::from_credentials_json(&json)?,
+            AuthorizedUser::from_credentials_json(json)?,
         ))),
         "impersonated_service_account" => Ok(Arc::new(ImpersonatedSource::from_credentials_json(
-            &json, env,
+            json, env,
         )?)),
         "external_account" => Ok(Arc::new(
-            ExternalAccount::from_credentials_json(&json, env)?.id_token_source()?,
+            ExternalAccount::from_credentials_json(json, env)?.id_token_source()?,
         )),
-        other => Err(unknown_type(&json, other)),
+        other => Err(unknown_type(json, other)),
     }
 }
 
@@ -333,6 +330,15 @@ pub(crate) struct CredentialsJson {
 }
 
 impl CredentialsJson {
+    /// Reads and parses the credentials file at `path`.
+    pub(crate) fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| Error::ReadFile {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&bytes, Some(path))
+    }
+
     /// Parses `bytes` (the contents of `path`, if from a file).
     pub(crate) fn parse(bytes: &[u8], path: Option<&Path>) -> Result<Self> {
         let value: Value =
@@ -369,6 +375,15 @@ impl CredentialsJson {
         self.required("type")
     }
 
+    /// Checks that the `type` field is `expected`: for the parser of one
+    /// credential type, handed a file of another.
+    pub(crate) fn expect_type(&self, expected: &str) -> Result<()> {
+        match self.kind()? {
+            kind if kind == expected => Ok(()),
+            kind => Err(self.invalid("type", format!("is `{kind}`, expected `{expected}`"))),
+        }
+    }
+
     /// A field's raw value.
     pub(crate) fn get(&self, field: &str) -> Option<&Value> {
         self.obj.get(field)
@@ -376,10 +391,15 @@ impl CredentialsJson {
 
     /// A required, non-empty string field.
     pub(crate) fn required(&self, field: &str) -> Result<&str> {
-        match self.optional(field)? {
-            Some(s) => Ok(s),
-            None => Err(self.invalid(field, "is missing".into())),
-        }
+        self.optional(field)?
+            .ok_or_else(|| self.invalid(field, "is missing".into()))
+    }
+
+    /// Like [`required`](Self::required), with what to do when the field is
+    /// missing (e.g. "download a new JSON key").
+    pub(crate) fn required_or(&self, field: &str, remedy: &str) -> Result<&str> {
+        self.optional(field)?
+            .ok_or_else(|| self.invalid(field, format!("is missing: {remedy}")))
     }
 
     /// An optional string field; empty counts as absent; a non-string is an error.
@@ -394,8 +414,34 @@ impl CredentialsJson {
 
     /// An optional URL field, `default` when absent.
     pub(crate) fn url_or(&self, field: &str, default: &str) -> Result<Url> {
-        let text = self.optional(field)?.unwrap_or(default);
+        self.parse_url(field, self.optional(field)?.unwrap_or(default))
+    }
+
+    /// Like [`url_or`](Self::url_or), for a URL that credentials are sent
+    /// to (see [`secure_url`](Self::secure_url)).
+    pub(crate) fn secure_url_or(&self, field: &str, default: &str) -> Result<Url> {
+        self.secure_url(field, self.optional(field)?.unwrap_or(default))
+    }
+
+    /// `text`, the value of `field` (nested fields included), as a URL.
+    pub(crate) fn parse_url(&self, field: &str, text: &str) -> Result<Url> {
         Url::parse(text.trim()).map_err(|e| self.invalid(field, format!("is not a URL ({e})")))
+    }
+
+    /// Like [`parse_url`](Self::parse_url), for a URL that credentials are
+    /// sent to: it must pass [`ensure_secure`], which is checked here so
+    /// that the error names the field rather than surfacing at the first
+    /// request.
+    pub(crate) fn secure_url(&self, field: &str, text: &str) -> Result<Url> {
+        let url = self.parse_url(field, text)?;
+        ensure_secure(&url).map_err(|_| {
+            self.invalid(
+                field,
+                "must be an https URL (plain http only for loopback and the metadata server)"
+                    .into(),
+            )
+        })?;
+        Ok(url)
     }
 
     /// An [`Error::InvalidCredentials`] for `field`.

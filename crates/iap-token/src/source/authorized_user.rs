@@ -67,12 +67,7 @@ impl AuthorizedUser {
 
     /// Reads and parses an `authorized_user` file. Errors name the file and the field.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::ReadFile {
-            path: path.into(),
-            source,
-        })?;
-        Self::from_credentials_json(&CredentialsJson::parse(&bytes, Some(path))?)
+        Self::from_credentials_json(&CredentialsJson::read(path.as_ref())?)
     }
 
     /// Parses the JSON text of an `authorized_user` file.
@@ -81,24 +76,17 @@ impl AuthorizedUser {
     }
 
     pub(crate) fn from_credentials_json(json: &CredentialsJson) -> Result<Self> {
-        let kind = json.kind()?;
-        if kind != "authorized_user" {
-            return Err(json.invalid("type", format!("is `{kind}`, expected `authorized_user`")));
-        }
-        let relogin = |e: Error| {
-            match e {
-            Error::InvalidCredentials { path, field, problem } if problem == "is missing" => Error::InvalidCredentials {
-                path,
+        json.expect_type("authorized_user")?;
+        let relogin = |field| {
+            json.required_or(
                 field,
-                problem: "is missing: sign in again with `iap login` or `gcloud auth application-default login`".into(),
-            },
-            e => e,
-        }
+                "sign in again with `iap login` or `gcloud auth application-default login`",
+            )
         };
         Ok(AuthorizedUser {
-            client_id: json.required("client_id").map_err(relogin)?.into(),
-            client_secret: json.required("client_secret").map_err(relogin)?.into(),
-            refresh_token: json.required("refresh_token").map_err(relogin)?.into(),
+            client_id: relogin("client_id")?.into(),
+            client_secret: relogin("client_secret")?.into(),
+            refresh_token: relogin("refresh_token")?.into(),
             token_uri: json.url_or("token_uri", GOOGLE_TOKEN_URI)?,
             quota_project_id: json.optional("quota_project_id")?.map(Into::into),
             account: json.optional("account")?.map(Into::into),

@@ -224,13 +224,8 @@ impl ImpersonatedSource {
 
     /// A source from an `impersonated_service_account` credentials file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::ReadFile {
-            path: path.into(),
-            source,
-        })?;
         Self::from_credentials_json(
-            &CredentialsJson::parse(&bytes, Some(path))?,
+            &CredentialsJson::read(path.as_ref())?,
             &Environment::process(),
         )
     }
@@ -247,13 +242,7 @@ impl ImpersonatedSource {
     /// "service_account_impersonation_url": ".../serviceAccounts/TARGET:generateAccessToken",
     /// "source_credentials": {...}, "delegates": [...]}`.
     pub(crate) fn from_credentials_json(json: &CredentialsJson, env: &Environment) -> Result<Self> {
-        let kind = json.kind()?;
-        if kind != "impersonated_service_account" {
-            return Err(json.invalid(
-                "type",
-                format!("is `{kind}`, expected `impersonated_service_account`"),
-            ));
-        }
+        json.expect_type("impersonated_service_account")?;
         let url_text = json.required("service_account_impersonation_url")?;
         let (endpoint, target) = ImpersonationUrl::parse(url_text)
             .map(|u| (u.endpoint, u.target))

@@ -61,12 +61,7 @@ pub struct ServiceAccountKey {
 impl ServiceAccountKey {
     /// Reads and parses a key file. Errors name the file and the field.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::ReadFile {
-            path: path.into(),
-            source,
-        })?;
-        Self::from_credentials_json(&CredentialsJson::parse(&bytes, Some(path))?)
+        Self::from_credentials_json(&CredentialsJson::read(path.as_ref())?)
     }
 
     /// Parses the JSON text of a key file.
@@ -75,23 +70,12 @@ impl ServiceAccountKey {
     }
 
     pub(crate) fn from_credentials_json(json: &CredentialsJson) -> Result<Self> {
-        let kind = json.kind()?;
-        if kind != "service_account" {
-            return Err(json.invalid("type", format!("is `{kind}`, expected `service_account`")));
-        }
+        json.expect_type("service_account")?;
         let client_email = json.required("client_email")?.to_string();
-        let pem = json.required("private_key").map_err(|e| match e {
-            Error::InvalidCredentials {
-                path,
-                field,
-                problem,
-            } if problem == "is missing" => Error::InvalidCredentials {
-                path,
-                field,
-                problem: "is missing: download a new JSON key for the service account".into(),
-            },
-            e => e,
-        })?;
+        let pem = json.required_or(
+            "private_key",
+            "download a new JSON key for the service account",
+        )?;
         let not_a_key = || {
             json.invalid(
                 "private_key",
