@@ -165,7 +165,7 @@ async fn probe(transport: &Transport, url: &Url) -> Result<Audience> {
         source: None,
     };
     let request = transport
-        .client()?
+        .client_for(url)?
         .get(url.clone())
         .header(
             header::ACCEPT,

@@ -5,10 +5,13 @@
 //! A [`Transport`] is cheap to clone. [`Transport::default`] uses one
 //! process-wide `reqwest::Client` (rustls, connect timeout 5 s, request
 //! timeout 30 s, redirects never followed), built on first use, so creating
-//! a source needs no running runtime; it honours `HTTPS_PROXY`/`NO_PROXY`.
-//! [`Transport::direct`] is the same without proxies, for the metadata
-//! server. Bring your own client (extra root certificates, a fixed proxy)
-//! with [`Transport::new`].
+//! a source needs no running runtime; it honours `HTTPS_PROXY`/`NO_PROXY`,
+//! except for loopback hosts (`127.0.0.0/8`, `::1`, `localhost`) and the
+//! metadata server, which it always reaches directly (a proxy cannot reach
+//! this machine's own ports; see [`Transport::client_for`]).
+//! [`Transport::direct`] never uses a proxy, for the metadata server. Bring
+//! your own client (extra root certificates, a fixed proxy) with
+//! [`Transport::new`].
 //!
 //! Errors follow one rule (PROTOCOLS section 2, Python's): HTTP 500, 503,
 //! 504, 408 and 429, and the codes `internal_failure`, `server_error` and
@@ -105,8 +108,8 @@ fn build(cell: &'static Built, proxies: bool) -> Result<&'static reqwest::Client
     })
 }
 
-/// The client every default [`Transport`] uses, built on first call. It
-/// honours `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
+/// The client every default [`Transport`] uses for remote hosts, built on
+/// first call. It honours `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
 pub fn shared_client() -> Result<&'static reqwest::Client> {
     build(&SHARED, true)
 }
@@ -148,12 +151,26 @@ impl Transport {
         }
     }
 
-    /// The client requests go through.
+    /// The client requests to remote hosts go through. Build requests on
+    /// [`client_for`](Self::client_for) instead, which knows about loopback.
     pub fn client(&self) -> Result<&reqwest::Client> {
         match &self.client {
             Which::Shared => shared_client(),
             Which::Direct => build(&DIRECT, false),
             Which::Custom(c) => Ok(c),
+        }
+    }
+
+    /// The client a request to `url` goes through. The default transport
+    /// reaches loopback hosts (`127.0.0.0/8`, `::1`, `localhost`) and the
+    /// metadata server without any proxy from the environment: a proxy
+    /// elsewhere cannot reach this machine's own ports (a local emulator,
+    /// `iap proxy`), and the metadata server answers only on the machine's
+    /// own link. A client of your own ([`Transport::new`]) is used as is.
+    pub fn client_for(&self, url: &Url) -> Result<&reqwest::Client> {
+        match &self.client {
+            Which::Shared if is_loopback_or_metadata(url) => build(&DIRECT, false),
+            _ => self.client(),
         }
     }
 
@@ -165,7 +182,7 @@ impl Transport {
         form: &[(&str, &str)],
     ) -> Result<T> {
         ensure_secure(url)?;
-        let req = self.client()?.post(url.clone()).form(form);
+        let req = self.client_for(url)?.post(url.clone()).form(form);
         self.send(url, req).await?.json(url)
     }
 
@@ -178,7 +195,11 @@ impl Transport {
         body: &B,
     ) -> Result<T> {
         ensure_secure(url)?;
-        let req = self.client()?.post(url.clone()).headers(headers).json(body);
+        let req = self
+            .client_for(url)?
+            .post(url.clone())
+            .headers(headers)
+            .json(body);
         self.send(url, req).await?.json(url)
     }
 
@@ -186,11 +207,11 @@ impl Transport {
     /// pass [`ensure_secure`].
     pub async fn get_json<T: DeserializeOwned>(&self, url: &Url, headers: HeaderMap) -> Result<T> {
         ensure_secure(url)?;
-        let req = self.client()?.get(url.clone()).headers(headers);
+        let req = self.client_for(url)?.get(url.clone()).headers(headers);
         self.send(url, req).await?.json(url)
     }
 
-    /// Sends a request built on [`Transport::client`] and reads the answer
+    /// Sends a request built on [`Transport::client_for`] and reads the answer
     /// (at most 1 MiB). A non-2xx status becomes [`Error::Endpoint`] (see
     /// [`endpoint_error`]); a failure before the answer becomes
     /// [`Error::Transport`]. `url` is the request's URL, named in errors

@@ -69,6 +69,8 @@ use crate::{Error, Result};
 
 /// The env var that must be `1` for executable credential sources to run.
 pub const ALLOW_EXECUTABLES: &str = "GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES";
+/// Google's Security Token Service, the `token_url` of files that name none.
+pub const STS_TOKEN_URL: &str = "https://sts.googleapis.com/v1/token";
 /// The STS grant type.
 pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// The token type STS is asked for.
@@ -192,13 +194,8 @@ impl ExternalAccount {
     /// Reads an `external_account` credentials file. Variables (the
     /// executable gate) come from the process environment.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::ReadFile {
-            path: path.into(),
-            source,
-        })?;
         Self::from_credentials_json(
-            &CredentialsJson::parse(&bytes, Some(path))?,
+            &CredentialsJson::read(path.as_ref())?,
             &Environment::process(),
         )
     }
@@ -212,36 +209,16 @@ impl ExternalAccount {
     }
 
     pub(crate) fn from_credentials_json(json: &CredentialsJson, env: &Environment) -> Result<Self> {
-        let kind = json.kind()?;
-        if kind != "external_account" {
-            return Err(json.invalid("type", format!("is `{kind}`, expected `external_account`")));
-        }
+        json.expect_type("external_account")?;
         let audience = json.required("audience")?.to_string();
         let subject_token_type = json.required("subject_token_type")?.to_string();
-        let token_url = json.url_or("token_url", "https://sts.googleapis.com/v1/token")?;
-        ensure_secure(&token_url).map_err(|_| {
-            json.invalid(
-                "token_url",
-                "must be an https URL (plain http only for loopback)".into(),
-            )
-        })?;
+        let token_url = json.secure_url_or("token_url", STS_TOKEN_URL)?;
         let impersonation = match json.optional("service_account_impersonation_url")? {
             None => None,
             Some(text) => {
                 let parsed = ImpersonationUrl::parse(text)
                     .map_err(|why| json.invalid("service_account_impersonation_url", why))?;
-                let url = Url::parse(text.trim()).map_err(|e| {
-                    json.invalid(
-                        "service_account_impersonation_url",
-                        format!("is not a URL ({e})"),
-                    )
-                })?;
-                ensure_secure(&url).map_err(|_| {
-                    json.invalid(
-                        "service_account_impersonation_url",
-                        "must be an https URL (plain http only for loopback)".into(),
-                    )
-                })?;
+                let url = json.secure_url("service_account_impersonation_url", text)?;
                 let lifetime = match json.get("service_account_impersonation") {
                     Some(Value::Object(o)) => match o.get("token_lifetime_seconds") {
                         None | Some(Value::Null) => None,
@@ -390,7 +367,11 @@ impl ExternalAccount {
         }
         let url = &inner.token_url;
         ensure_secure(url)?;
-        let mut req = inner.transport.client()?.post(url.clone()).form(&form);
+        let mut req = inner
+            .transport
+            .client_for(url)?
+            .post(url.clone())
+            .form(&form);
         if let Some((id, secret)) = &inner.client {
             req = req.basic_auth(id, Some(secret));
         }
@@ -471,7 +452,7 @@ impl ExternalAccount {
                     &inner.transport
                 };
                 let req = transport
-                    .client()?
+                    .client_for(url)?
                     .get(url.clone())
                     .headers(headers.clone());
                 let answer = transport.send(url, req).await?;
@@ -567,15 +548,7 @@ impl CredentialSource {
                 format,
             });
         }
-        let text = url.unwrap_or_default();
-        let url = Url::parse(&text)
-            .map_err(|e| json.invalid("credential_source.url", format!("is not a URL ({e})")))?;
-        ensure_secure(&url).map_err(|_| {
-            json.invalid(
-                "credential_source.url",
-                "must be an https URL (plain http only for loopback and the cloud's metadata server)".into(),
-            )
-        })?;
+        let url = json.secure_url("credential_source.url", &url.unwrap_or_default())?;
         let mut headers = HeaderMap::new();
         match obj.get("headers") {
             None | Some(Value::Null) => {}

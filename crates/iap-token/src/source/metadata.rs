@@ -182,7 +182,7 @@ impl MetadataSource {
     async fn get(&self, url: &Url) -> Result<crate::transport::Answer> {
         let req = self
             .transport
-            .client()?
+            .client_for(url)?
             .get(url.clone())
             .headers(flavor_header());
         self.transport.send(url, req).await
