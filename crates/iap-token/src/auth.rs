@@ -79,8 +79,13 @@ enum DefaultAudience {
         resolved: ArcSwap<Vec<(Origin, Attach)>>,
         writer: Mutex<()>,
     },
-    /// From the request's URL.
-    FromUrl(AudienceKind),
+    /// From the request's URL; host-wildcard audiences are remembered per
+    /// host, so a host seen before costs no allocation.
+    FromUrl {
+        kind: AudienceKind,
+        hosts: ArcSwap<Vec<(HostKey, Attach)>>,
+        writer: Mutex<()>,
+    },
     /// Only mapped origins get a token.
     None,
 }
@@ -214,7 +219,9 @@ impl IapAuth {
     /// Decides for one request: [`Plan::Skip`] (out of scope, or `NoAuth`
     /// in `extensions`) or [`Plan::Attach`] with the audience chosen by the
     /// rules in the [module docs](self). Sync; no allocation for a
-    /// configured or mapped audience.
+    /// configured, mapped or discovered audience, nor for a host-wildcard
+    /// audience of a host seen before (exact-URL audiences are built per
+    /// request).
     pub fn plan(&self, uri: &Uri, extensions: &Extensions) -> Plan {
         if extensions.get::<NoAuth>().is_some() {
             return Plan::Skip;
@@ -255,13 +262,41 @@ impl IapAuth {
                     }),
                 }
             }
-            DefaultAudience::FromUrl(kind) => Plan::Attach(match audience_from_url(*kind, uri) {
-                Ok(audience) => Attach::entry(&inner.cache, inner.cache.entry(&audience)),
-                Err(why) => Attach {
-                    target: Target::Invalid(why.into()),
-                },
-            }),
+            DefaultAudience::FromUrl {
+                kind: AudienceKind::HostWildcard,
+                hosts,
+                writer,
+            } => match hosts.load().iter().find(|(host, _)| host.matches(uri)) {
+                Some((_, attach)) => Plan::Attach(attach.clone()),
+                None => {
+                    let attach = self.attach_from_url(AudienceKind::HostWildcard, uri);
+                    if let (Some(host), Target::Entry { .. }) = (HostKey::of(uri), &attach.target) {
+                        let _writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
+                        let seen = hosts.load();
+                        if seen.len() < MAX_REMEMBERED_HOSTS
+                            && !seen.iter().any(|(h, _)| *h == host)
+                        {
+                            let mut list = Vec::clone(&seen);
+                            list.push((host, attach.clone()));
+                            hosts.store(Arc::new(list));
+                        }
+                    }
+                    Plan::Attach(attach)
+                }
+            },
+            DefaultAudience::FromUrl { kind, .. } => Plan::Attach(self.attach_from_url(*kind, uri)),
             DefaultAudience::None => Plan::Skip,
+        }
+    }
+
+    /// The entry of the audience a URL-minting source needs for `uri`.
+    fn attach_from_url(&self, kind: AudienceKind, uri: &Uri) -> Attach {
+        let cache = &self.inner.cache;
+        match audience_from_url(kind, uri) {
+            Ok(audience) => Attach::entry(cache, cache.entry(&audience)),
+            Err(why) => Attach {
+                target: Target::Invalid(why.into()),
+            },
         }
     }
 
@@ -338,6 +373,42 @@ impl IapAuth {
     }
 }
 
+/// How many hosts' wildcard audiences [`IapAuth::plan`] remembers; a
+/// client calling more hosts derives the others' audiences per request
+/// (and their cache entries may then be dropped once unused).
+const MAX_REMEMBERED_HOSTS: usize = 64;
+
+/// The request parts a host-wildcard audience is made of, exactly as
+/// [`audience_from_url`] reads them: equal keys give equal audiences.
+#[derive(Clone, PartialEq, Eq)]
+struct HostKey {
+    scheme: Box<str>,
+    host: Box<str>,
+    port: Option<Box<str>>,
+}
+
+impl HostKey {
+    fn of(uri: &Uri) -> Option<HostKey> {
+        let authority = uri.authority()?;
+        Some(HostKey {
+            scheme: uri.scheme_str()?.into(),
+            host: authority.host().into(),
+            port: authority.port().map(|p| p.as_str().into()),
+        })
+    }
+
+    /// Whether `uri` has exactly these parts. No allocation.
+    #[inline]
+    fn matches(&self, uri: &Uri) -> bool {
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return false;
+        };
+        *self.scheme == *scheme
+            && *self.host == *authority.host()
+            && self.port.as_deref() == authority.port().as_ref().map(|p| p.as_str())
+    }
+}
+
 /// The audience a URL-minting source needs for `uri`.
 fn audience_from_url(kind: AudienceKind, uri: &Uri) -> Result<Audience, String> {
     let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
@@ -362,7 +433,7 @@ impl fmt::Debug for IapAuth {
         let audience: &dyn fmt::Debug = match &inner.default {
             DefaultAudience::Fixed(attach) => attach,
             DefaultAudience::Discover { .. } => &"<discovered per origin>",
-            DefaultAudience::FromUrl(kind) => kind,
+            DefaultAudience::FromUrl { kind, .. } => kind,
             DefaultAudience::None => &"<mapped origins only>",
         };
         f.debug_struct("IapAuth")
@@ -516,7 +587,11 @@ impl IapAuthBuilder {
                 resolved: ArcSwap::from_pointee(Vec::new()),
                 writer: Mutex::new(()),
             },
-            (None, None) if kind != AudienceKind::ClientId => DefaultAudience::FromUrl(kind),
+            (None, None) if kind != AudienceKind::ClientId => DefaultAudience::FromUrl {
+                kind,
+                hosts: ArcSwap::from_pointee(Vec::new()),
+                writer: Mutex::new(()),
+            },
             (None, None) if !mapped.is_empty() && allowed.is_empty() => DefaultAudience::None,
             (None, None) => {
                 return Err(config_error(
