@@ -1,30 +1,24 @@
 //! IapAuth: plan / apply / verdict / invalidate, against the emulator's IAP gate.
 
+mod common;
+
 use std::sync::Arc;
 
+use common::{key_source, origin_of};
 use http::{Extensions, HeaderMap, StatusCode, Uri};
 use iap_emulator::{Emulator, Endpoint};
 use iap_token::auth::Plan;
 use iap_token::policy::{NoAuth, Placement, RetryPolicy, Verdict};
-use iap_token::source::service_account::{ServiceAccountKey, ServiceAccountSource};
 use iap_token::source::{AudienceKind, BoxFuture, TokenSource};
 use iap_token::{Audience, IapAuth, IdToken};
 
 async fn source(emu: &Emulator) -> (Arc<dyn TokenSource>, String) {
     let sa = emu.create_service_account("auth-test").await.unwrap();
-    let key = ServiceAccountKey::from_json(sa.key_json().as_bytes()).unwrap();
-    (
-        Arc::new(ServiceAccountSource::new(key)),
-        sa.key_json().to_owned(),
-    )
+    (Arc::new(key_source(&sa)), sa.key_json().to_owned())
 }
 
 fn uri(s: &str) -> Uri {
     s.parse().unwrap()
-}
-
-fn origin_of(url: &url::Url) -> String {
-    url.origin().ascii_serialization()
 }
 
 async fn token(plan: Plan) -> Option<IdToken> {
@@ -386,4 +380,51 @@ async fn sources_minting_for_urls_get_the_audience_from_the_request_url() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("discover_audience"), "{err}");
+}
+
+#[tokio::test]
+async fn a_host_wildcard_audience_is_reused_only_for_its_own_scheme_host_and_port() {
+    let emu = Emulator::start().await.unwrap();
+    let (source, _) = source(&emu).await;
+    let auth = IapAuth::builder()
+        .source(UrlAudiences(source, AudienceKind::HostWildcard))
+        .build()
+        .unwrap();
+    let audience_of = |url: &str| match auth.plan(&uri(url), &Extensions::new()) {
+        Plan::Attach(attach) => attach.audience().map(|a| a.as_str().to_owned()),
+        Plan::Skip => None,
+    };
+    let many_hosts: Vec<String> = (0..100)
+        .map(|i| format!("https://h{i}.example.com"))
+        .collect();
+
+    // The second round finds the hosts seen in the first.
+    for _ in 0..2 {
+        for (url, audience) in [
+            (
+                "https://app.example.com:8443/a",
+                "https://app.example.com:8443/*",
+            ),
+            ("https://app.example.com/a?b=c", "https://app.example.com/*"),
+            ("http://app.example.com/a", "http://app.example.com/*"),
+            (
+                "https://other.example.com:8443/",
+                "https://other.example.com:8443/*",
+            ),
+        ] {
+            assert_eq!(audience_of(url).as_deref(), Some(audience), "{url}");
+        }
+        for host in &many_hosts {
+            assert_eq!(audience_of(&format!("{host}/x")), Some(format!("{host}/*")));
+        }
+    }
+    let first = token(auth.plan(&uri("https://app.example.com/x"), &Extensions::new()))
+        .await
+        .unwrap();
+    let Plan::Attach(again) = auth.plan(&uri("https://app.example.com/y/z"), &Extensions::new())
+    else {
+        panic!("no scope configured: every request is attached")
+    };
+    assert!(again.cached().unwrap().same_as(&first));
+    assert_eq!(emu.id_tokens_issued("https://app.example.com/*"), 1);
 }

@@ -1,12 +1,13 @@
 //! TokenCache against the emulator's token endpoint, over loopback.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use iap_emulator::{Emulator, Endpoint, Fault};
 use iap_token::source::metadata::MetadataSource;
-use iap_token::source::service_account::{ServiceAccountKey, ServiceAccountSource};
 use iap_token::source::{BoxFuture, TokenSource};
 use iap_token::{Audience, IdToken, Result, TokenCache};
 use tokio::sync::{Barrier, mpsc};
@@ -15,11 +16,7 @@ const AUD: &str = "1234-cache.apps.googleusercontent.com";
 
 async fn service_account(emu: &Emulator) -> (Arc<dyn TokenSource>, String) {
     let sa = emu.create_service_account("cache-test").await.unwrap();
-    let key = ServiceAccountKey::from_json(sa.key_json().as_bytes()).unwrap();
-    (
-        Arc::new(ServiceAccountSource::new(key)),
-        sa.key_json().to_owned(),
-    )
+    (Arc::new(common::key_source(&sa)), sa.key_json().to_owned())
 }
 
 /// The real source, reporting when a fetch starts and when its future ends

@@ -1,5 +1,7 @@
 //! Audience discovery from IAP's sign-in redirect, against the emulator's gate.
 
+mod common;
+
 use std::sync::Arc;
 
 use http::{Extensions, HeaderMap, StatusCode};
@@ -7,7 +9,6 @@ use iap_emulator::{Emulator, Endpoint};
 use iap_token::IapAuth;
 use iap_token::auth::Plan;
 use iap_token::discovery::{AudienceDiscovery, discover_audience};
-use iap_token::source::service_account::{ServiceAccountKey, ServiceAccountSource};
 use tokio::sync::Barrier;
 
 #[tokio::test]
@@ -92,10 +93,8 @@ async fn iap_auth_discovers_the_audience_then_attaches_accepted_tokens() {
     let emu = Emulator::start().await.unwrap();
     let app = emu.app();
     let sa = emu.create_service_account("discovery-test").await.unwrap();
-    let source =
-        ServiceAccountSource::new(ServiceAccountKey::from_json(sa.key_json().as_bytes()).unwrap());
     let auth = IapAuth::builder()
-        .source(source)
+        .source(common::key_source(&sa))
         .discover_audience()
         .build()
         .unwrap();

@@ -2,6 +2,8 @@
 //! subject tokens from a file, a URL and an executable, the STS exchange,
 //! generateAccessToken and generateIdToken, and every documented error.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +14,7 @@ use iap_token::adc::{self, Environment};
 use iap_token::source::external_account::{
     ALLOW_EXECUTABLES, ExternalAccount, WORKLOAD_IDENTITY_USER_ROLE,
 };
-use iap_token::source::impersonated::OPENID_TOKEN_CREATOR_ROLE;
+use iap_token::source::impersonated::{ImpersonatedSource, OPENID_TOKEN_CREATOR_ROLE};
 use iap_token::{Audience, Error, TokenSource};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -102,8 +104,13 @@ impl Federation {
     }
 }
 
-fn allow_executables() -> Environment {
-    Environment::from_vars([(ALLOW_EXECUTABLES, "1")])
+/// The ID-token source of an `external_account` file, with executables allowed.
+fn executables_allowed(config: &Value) -> ImpersonatedSource {
+    ExternalAccount::from_json(config.to_string())
+        .unwrap()
+        .environment(Environment::from_vars([(ALLOW_EXECUTABLES, "1")]))
+        .id_token_source()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -404,12 +411,7 @@ async fn the_federated_token_passes_the_gate() {
         .await
         .unwrap();
 
-    let answer = reqwest::Client::new()
-        .get(app.url().clone())
-        .bearer_auth(token.as_str())
-        .send()
-        .await
-        .unwrap();
+    let answer = common::get_with_token(app.url().clone(), &token).await;
 
     assert_eq!(answer.status(), 200);
 }
@@ -632,11 +634,7 @@ async fn an_allowed_executable_gets_googles_variables_and_its_token_is_exchanged
         "output_file": output_file.display().to_string(),
     }}));
 
-    let source = ExternalAccount::from_json(config.to_string())
-        .unwrap()
-        .environment(allow_executables())
-        .id_token_source()
-        .unwrap();
+    let source = executables_allowed(&config);
     let token = source.id_token(&Audience::new(AUD)).await.unwrap();
 
     assert_eq!(token.claims().email.as_deref(), Some(fed.sa.email()));
@@ -689,11 +687,7 @@ async fn a_valid_output_file_is_used_without_running_the_executable() {
         "output_file": output_file.display().to_string(),
     }}));
 
-    let source = ExternalAccount::from_json(config.to_string())
-        .unwrap()
-        .environment(allow_executables())
-        .id_token_source()
-        .unwrap();
+    let source = executables_allowed(&config);
     source.id_token(&Audience::new(AUD)).await.unwrap();
 
     assert_eq!(runs(fed.dir.path()), 0);
@@ -715,11 +709,7 @@ async fn an_expired_output_file_runs_the_executable_again() {
         "output_file": output_file.display().to_string(),
     }}));
 
-    let source = ExternalAccount::from_json(config.to_string())
-        .unwrap()
-        .environment(allow_executables())
-        .id_token_source()
-        .unwrap();
+    let source = executables_allowed(&config);
     source.id_token(&Audience::new(AUD)).await.unwrap();
 
     assert_eq!(runs(fed.dir.path()), 1);
@@ -736,11 +726,7 @@ async fn an_executable_that_fails_is_reported_with_its_status_and_message() {
     let config =
         fed.config_with_source(json!({"executable": {"command": exe.display().to_string()}}));
 
-    let err = ExternalAccount::from_json(config.to_string())
-        .unwrap()
-        .environment(allow_executables())
-        .id_token_source()
-        .unwrap()
+    let err = executables_allowed(&config)
         .id_token(&Audience::new(AUD))
         .await
         .unwrap_err();
@@ -762,11 +748,7 @@ async fn an_unsuccessful_executable_response_is_reported() {
     let config =
         fed.config_with_source(json!({"executable": {"command": exe.display().to_string()}}));
 
-    let err = ExternalAccount::from_json(config.to_string())
-        .unwrap()
-        .environment(allow_executables())
-        .id_token_source()
-        .unwrap()
+    let err = executables_allowed(&config)
         .id_token(&Audience::new(AUD))
         .await
         .unwrap_err();
@@ -788,11 +770,7 @@ async fn an_executable_that_hangs_is_killed_at_its_timeout() {
         "timeout_millis": 5000,
     }}));
 
-    let err = ExternalAccount::from_json(config.to_string())
-        .unwrap()
-        .environment(allow_executables())
-        .id_token_source()
-        .unwrap()
+    let err = executables_allowed(&config)
         .id_token(&Audience::new(AUD))
         .await
         .unwrap_err();

@@ -2,9 +2,12 @@
 //! every kind of source credential, delegation chains, the access token's
 //! lifetime, ADC files, and the errors.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::key_source;
 use iap_emulator::{
     Adc, Emulator, Endpoint, Fault, Grant, ServiceAccount, SubjectTokenSource, counter,
 };
@@ -14,14 +17,9 @@ use iap_token::source::impersonated::{
     ImpersonatedSource, OPENID_TOKEN_CREATOR_ROLE, TOKEN_CREATOR_ROLE,
 };
 use iap_token::source::metadata::MetadataSource;
-use iap_token::source::service_account::{ServiceAccountKey, ServiceAccountSource};
 use iap_token::{Audience, Error, TokenCache, TokenSource, adc};
 
 const AUD: &str = "123-iap.apps.googleusercontent.com";
-
-fn key_source(sa: &ServiceAccount) -> ServiceAccountSource {
-    ServiceAccountSource::new(ServiceAccountKey::from_json(sa.key_json()).unwrap())
-}
 
 fn impersonate(
     emu: &Emulator,
@@ -49,6 +47,15 @@ async fn two_accounts(emu: &Emulator) -> (ServiceAccount, ServiceAccount) {
         emu.create_service_account("target")
     );
     (caller.unwrap(), target.unwrap())
+}
+
+/// Two relays for a delegation chain, `relay-one` and `relay-two`.
+async fn two_relays(emu: &Emulator) -> (ServiceAccount, ServiceAccount) {
+    let (d1, d2) = tokio::join!(
+        emu.create_service_account("relay-one"),
+        emu.create_service_account("relay-two")
+    );
+    (d1.unwrap(), d2.unwrap())
 }
 
 #[tokio::test]
@@ -196,11 +203,7 @@ async fn a_missing_grant_is_a_403_naming_the_role_the_principal_and_the_target()
 async fn a_delegation_chain_with_every_link_granted_mints_the_token() {
     let emu = Emulator::start().await.unwrap();
     let (caller, target) = two_accounts(&emu).await;
-    let (d1, d2) = tokio::join!(
-        emu.create_service_account("relay-one"),
-        emu.create_service_account("relay-two")
-    );
-    let (d1, d2) = (d1.unwrap(), d2.unwrap());
+    let (d1, d2) = two_relays(&emu).await;
     emu.allow_impersonation(caller.email(), d1.email());
     emu.allow_impersonation(d1.email(), d2.email());
     emu.allow_impersonation(d2.email(), target.email());
@@ -228,11 +231,7 @@ async fn a_delegation_chain_with_every_link_granted_mints_the_token() {
 async fn a_delegation_chain_with_a_missing_link_is_denied_and_the_chain_explained() {
     let emu = Emulator::start().await.unwrap();
     let (caller, target) = two_accounts(&emu).await;
-    let (d1, d2) = tokio::join!(
-        emu.create_service_account("relay-one"),
-        emu.create_service_account("relay-two")
-    );
-    let (d1, d2) = (d1.unwrap(), d2.unwrap());
+    let (d1, d2) = two_relays(&emu).await;
     emu.allow_impersonation(caller.email(), d1.email());
     // d1 -> d2 is missing.
     emu.allow_impersonation(d2.email(), target.email());
@@ -349,12 +348,7 @@ async fn the_impersonated_token_passes_the_gate() {
         .await
         .unwrap();
 
-    let answer = reqwest::Client::new()
-        .get(app.url().clone())
-        .bearer_auth(token.as_str())
-        .send()
-        .await
-        .unwrap();
+    let answer = common::get_with_token(app.url().clone(), &token).await;
 
     assert_eq!(answer.status(), 200);
     let echo: serde_json::Value = answer.json().await.unwrap();

@@ -2,8 +2,11 @@
 //! audience comes from each request's URL through `IapAuth::plan`, the
 //! gate accepts them for that URL or host, and no token endpoint is called.
 
+mod common;
+
 use std::time::Duration;
 
+use common::origin_of;
 use iap_emulator::{Emulator, Endpoint, ServiceAccount, counter};
 use iap_token::source::AudienceKind;
 use iap_token::source::self_signed::SelfSignedJwtSource;
@@ -20,11 +23,6 @@ fn auth(sa: &ServiceAccount, kind: AudienceKind) -> IapAuth {
     IapAuth::builder().source(source(sa, kind)).build().unwrap()
 }
 
-/// `http://127.0.0.1:PORT` of an app.
-fn origin(url: &url::Url) -> String {
-    url.origin().ascii_serialization()
-}
-
 async fn token_for(auth: &IapAuth, url: &str) -> IdToken {
     auth.token_for(&url.parse().unwrap())
         .await
@@ -33,13 +31,7 @@ async fn token_for(auth: &IapAuth, url: &str) -> IdToken {
 }
 
 async fn get(url: &str, token: &IdToken) -> reqwest::StatusCode {
-    reqwest::Client::new()
-        .get(url)
-        .bearer_auth(token.as_str())
-        .send()
-        .await
-        .unwrap()
-        .status()
+    common::get_with_token(url, token).await.status()
 }
 
 /// Calls that reached any endpoint able to mint tokens.
@@ -61,7 +53,7 @@ async fn one_host_wildcard_token_serves_every_path_and_passes_the_gate() {
     let emu = Emulator::start().await.unwrap();
     let sa = emu.create_service_account("robot").await.unwrap();
     let app = emu.app();
-    let base = origin(app.url());
+    let base = origin_of(app.url());
     let auth = auth(&sa, AudienceKind::HostWildcard);
 
     let a = token_for(&auth, &format!("{base}/api/a?x=1")).await;
@@ -83,7 +75,7 @@ async fn an_exact_url_token_passes_the_gate_for_that_url_only() {
     let emu = Emulator::start().await.unwrap();
     let sa = emu.create_service_account("robot").await.unwrap();
     let app = emu.app();
-    let base = origin(app.url());
+    let base = origin_of(app.url());
     let auth = auth(&sa, AudienceKind::RequestUrl);
 
     let a = token_for(&auth, &format!("{base}/api/a?page=2")).await;
@@ -115,8 +107,8 @@ async fn a_token_for_one_host_is_rejected_by_another() {
     let (first, second) = (emu.app(), emu.create_app().echo().await.unwrap());
     let auth = auth(&sa, AudienceKind::HostWildcard);
 
-    let token = token_for(&auth, &format!("{}/x", origin(first.url()))).await;
-    let status = get(&format!("{}/x", origin(second.url())), &token).await;
+    let token = token_for(&auth, &format!("{}/x", origin_of(first.url()))).await;
+    let status = get(&format!("{}/x", origin_of(second.url())), &token).await;
 
     assert_eq!(status, 401);
     assert_eq!(

@@ -2,9 +2,12 @@
 //! path (a token whose `aud` is the audience, with an email, that the gate
 //! accepts) and the documented errors.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
+use common::key_source;
 use iap_emulator::{Emulator, Endpoint, Grant, ServiceAccount};
 use iap_token::access_token::{AccessTokenSource, CLOUD_PLATFORM_SCOPE};
 use iap_token::adc::Environment;
@@ -20,13 +23,10 @@ async fn emulator() -> Emulator {
 
 /// The gate of the emulator's default app accepts `token`.
 async fn gate_accepts(emu: &Emulator, token: &IdToken) -> bool {
-    let resp = reqwest::Client::new()
-        .get(emu.app().url().clone())
-        .header("authorization", token.header_value().clone())
-        .send()
+    common::get_with_token(emu.app().url().clone(), token)
         .await
-        .expect("the gate answers");
-    resp.status().is_success()
+        .status()
+        .is_success()
 }
 
 fn write(dir: &Path, name: &str, contents: &str) -> std::path::PathBuf {
@@ -115,7 +115,7 @@ async fn service_account_assertion_signed_by_another_key_is_invalid_grant_naming
 async fn service_account_access_token_uses_the_scope_claim() {
     let emu = emulator().await;
     let sa = emu.create_service_account("runner").await.unwrap();
-    let source = ServiceAccountSource::new(ServiceAccountKey::from_json(sa.key_json()).unwrap());
+    let source = key_source(&sa);
 
     let token = source.access_token(&[CLOUD_PLATFORM_SCOPE]).await.unwrap();
 
@@ -330,7 +330,7 @@ async fn authorized_user_access_token_comes_from_the_refresh_grant() {
 async fn transient_token_endpoint_errors_are_classified_transient() {
     let emu = emulator().await;
     let sa = emu.create_service_account("runner").await.unwrap();
-    let source = ServiceAccountSource::new(ServiceAccountKey::from_json(sa.key_json()).unwrap());
+    let source = key_source(&sa);
     let aud = Audience::new(emu.app().client_id());
     emu.inject(Endpoint::Token, iap_emulator::Fault::status(503), 1);
     emu.inject(Endpoint::Token, iap_emulator::Fault::Reset, 1);
