@@ -74,6 +74,21 @@ pub struct CredentialArgs {
     pub iam_endpoint: Option<String>,
 }
 
+/// How requests to an IAP app get their token, shared by `iap curl` and `iap proxy`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AppAuthArgs {
+    /// The audience (IAP OAuth client ID); found from IAP's redirect when omitted.
+    #[arg(long, value_name = "AUD")]
+    pub audience: Option<String>,
+
+    /// Send the token in `Proxy-Authorization`, leaving `Authorization` to the app's own scheme.
+    #[arg(long)]
+    pub proxy_authorization: bool,
+
+    #[command(flatten)]
+    pub creds: CredentialArgs,
+}
+
 /// How `iap token` prints the token.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum TokenFormat {
@@ -145,16 +160,8 @@ pub struct CurlArgs {
     #[arg(short = 'f', long = "fail")]
     pub fail: bool,
 
-    /// The audience (IAP OAuth client ID); found from IAP's redirect when omitted.
-    #[arg(long, value_name = "AUD")]
-    pub audience: Option<String>,
-
-    /// Send the token in `Proxy-Authorization`, leaving `Authorization` to the app.
-    #[arg(long)]
-    pub proxy_authorization: bool,
-
     #[command(flatten)]
-    pub creds: CredentialArgs,
+    pub auth: AppAuthArgs,
 }
 
 /// `iap login`.
@@ -209,14 +216,6 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// The audience (IAP OAuth client ID); found from IAP's redirect when omitted.
-    #[arg(long, value_name = "AUD")]
-    pub audience: Option<String>,
-
-    /// Send the token in `Proxy-Authorization`, leaving `Authorization` to the client.
-    #[arg(long)]
-    pub proxy_authorization: bool,
-
     #[command(flatten)]
-    pub creds: CredentialArgs,
+    pub auth: AppAuthArgs,
 }

@@ -14,11 +14,10 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use iap_reqwest::IapMiddleware;
-use iap_token::policy::{IAP_GENERATED_HEADER, Placement};
+use iap_token::policy::IAP_GENERATED_HEADER;
 use url::Url;
 
 use crate::cli::CurlArgs;
-use crate::credentials;
 use crate::failure::{CliResult, Failure, describe};
 
 /// curl's exit code for `-f` on an HTTP error.
@@ -46,14 +45,7 @@ pub async fn run(args: CurlArgs) -> CliResult {
         None => Method::GET,
     };
 
-    let creds = credentials::resolve(&args.creds).await?;
-    let placement = if args.proxy_authorization {
-        Placement::ProxyAuthorization
-    } else {
-        Placement::Authorization
-    };
-    let (auth, audience) =
-        super::auth_for(&creds, args.audience.as_deref(), &url, placement).await?;
+    let (auth, audience) = super::app_auth(&args.auth, &url).await?;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("iap/", env!("CARGO_PKG_VERSION")))

@@ -12,6 +12,7 @@ use iap_token::source::AudienceKind;
 use iap_token::{Audience, IapAuth};
 use url::Url;
 
+use crate::cli::AppAuthArgs;
 use crate::credentials::Resolved;
 use crate::failure::{CliResult, Failure};
 
@@ -29,6 +30,19 @@ pub async fn audience_for(given: Option<&str>, url: &str) -> CliResult<Audience>
             Ok(aud)
         }
     }
+}
+
+/// The [`IapAuth`] `iap curl` / `iap proxy` put on requests to `url`'s
+/// origin: credentials, audience and placement from the flags (see
+/// [`auth_for`]).
+pub async fn app_auth(args: &AppAuthArgs, url: &Url) -> CliResult<(IapAuth, Option<Audience>)> {
+    let creds = crate::credentials::resolve(&args.creds).await?;
+    let placement = if args.proxy_authorization {
+        Placement::ProxyAuthorization
+    } else {
+        Placement::Authorization
+    };
+    auth_for(&creds, args.audience.as_deref(), url, placement).await
 }
 
 /// An [`IapAuth`] for requests to `url`'s origin (and no other), with the

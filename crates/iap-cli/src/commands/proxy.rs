@@ -25,7 +25,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
 use iap_emulator::standalone::shutdown_signal;
 use iap_token::IapAuth;
-use iap_token::policy::Placement;
 use iap_tower::{BoxError, IapLayer, IapService};
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
@@ -33,7 +32,6 @@ use tower_layer::Layer as _;
 use url::Url;
 
 use crate::cli::ProxyArgs;
-use crate::credentials;
 use crate::failure::{CliResult, Failure};
 
 /// Request and response bodies inside the proxy.
@@ -50,13 +48,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs `iap proxy` until Ctrl-C.
 pub async fn run(args: ProxyArgs) -> CliResult {
     let target = parse_target(&args.target)?;
-    let creds = credentials::resolve(&args.creds).await?;
-    let placement = if args.proxy_authorization {
-        Placement::ProxyAuthorization
-    } else {
-        Placement::Authorization
-    };
-    let (auth, _) = super::auth_for(&creds, args.audience.as_deref(), &target, placement).await?;
+    let (auth, _) = super::app_auth(&args.auth, &target).await?;
     let listener = TcpListener::bind(args.listen).await.map_err(|e| {
         Failure::new(format!(
             "cannot listen on {}: {e}: choose another address with --listen",

@@ -10,6 +10,7 @@ use http::HeaderValue;
 use serde_json::{Map, Value, json};
 
 use crate::fault::{api_error_for, json_response};
+use crate::keys::RsaKey;
 use crate::state::{State, read};
 
 fn cacheable(mut resp: Response) -> Response {
@@ -22,20 +23,40 @@ fn cacheable(mut resp: Response) -> Response {
     resp
 }
 
+/// `{"keys": [JWK...]}`.
+fn jwks_body(keys: &[Arc<RsaKey>]) -> String {
+    let keys: Vec<Value> = keys.iter().map(|k| k.jwk()).collect();
+    json!({ "keys": keys }).to_string()
+}
+
+/// `{kid: X.509 PEM, ...}`.
+fn x509_body(keys: &[Arc<RsaKey>]) -> String {
+    let map: Map<String, Value> = keys
+        .iter()
+        .map(|k| (k.kid().to_owned(), json!(k.x509_pem())))
+        .collect();
+    Value::Object(map).to_string()
+}
+
+/// The public keys of service account `email`, or Google's 404.
+fn account_keys(state: &State, email: &str) -> Result<Vec<Arc<RsaKey>>, Response> {
+    match read(&state.service_accounts).get(email) {
+        Some(record) => Ok(record.keys.clone()),
+        None => Err(api_error_for(
+            404,
+            &format!("Not found; Gaia id not found for email {email}"),
+        )),
+    }
+}
+
 /// `GET /oauth2/v3/certs`.
 pub(crate) async fn jwks(Ax(state): Ax<Arc<State>>) -> Response {
-    let keys: Vec<Value> = state.google_keys().iter().map(|k| k.jwk()).collect();
-    cacheable(json_response(200, json!({ "keys": keys }).to_string()))
+    cacheable(json_response(200, jwks_body(&state.google_keys())))
 }
 
 /// `GET /oauth2/v1/certs`.
 pub(crate) async fn x509(Ax(state): Ax<Arc<State>>) -> Response {
-    let map: Map<String, Value> = state
-        .google_keys()
-        .iter()
-        .map(|k| (k.kid().to_owned(), json!(k.x509_pem())))
-        .collect();
-    cacheable(json_response(200, Value::Object(map).to_string()))
+    cacheable(json_response(200, x509_body(&state.google_keys())))
 }
 
 /// `GET /robot/v1/metadata/x509/{email}`.
@@ -43,19 +64,10 @@ pub(crate) async fn service_account_x509(
     Ax(state): Ax<Arc<State>>,
     Path(email): Path<String>,
 ) -> Response {
-    let accounts = read(&state.service_accounts);
-    let Some(record) = accounts.get(&email) else {
-        return api_error_for(
-            404,
-            &format!("Not found; Gaia id not found for email {email}"),
-        );
-    };
-    let map: Map<String, Value> = record
-        .keys
-        .iter()
-        .map(|k| (k.kid().to_owned(), json!(k.x509_pem())))
-        .collect();
-    json_response(200, Value::Object(map).to_string())
+    account_keys(&state, &email).map_or_else(
+        |not_found| not_found,
+        |keys| json_response(200, x509_body(&keys)),
+    )
 }
 
 /// `GET /service_accounts/v1/jwk/{email}`.
@@ -63,13 +75,8 @@ pub(crate) async fn service_account_jwks(
     Ax(state): Ax<Arc<State>>,
     Path(email): Path<String>,
 ) -> Response {
-    let accounts = read(&state.service_accounts);
-    let Some(record) = accounts.get(&email) else {
-        return api_error_for(
-            404,
-            &format!("Not found; Gaia id not found for email {email}"),
-        );
-    };
-    let keys: Vec<Value> = record.keys.iter().map(|k| k.jwk()).collect();
-    json_response(200, json!({ "keys": keys }).to_string())
+    account_keys(&state, &email).map_or_else(
+        |not_found| not_found,
+        |keys| json_response(200, jwks_body(&keys)),
+    )
 }

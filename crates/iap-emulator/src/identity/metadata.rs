@@ -42,16 +42,29 @@ fn check_flavor(headers: &HeaderMap) -> Option<Response> {
     (!ok).then(|| metadata_text(403, "Missing required header: Metadata-Flavor"))
 }
 
-/// The metadata service account, if `account` names it (`default` or its email).
-fn account(state: &State, account: &str) -> Option<(String, String)> {
-    let email = read(&state.metadata_account).clone()?;
+/// The metadata service account's email and unique ID for a request to
+/// `.../service-accounts/{account}/...`: 403 without the flavor header, 404
+/// unless `account` names it (`default` or its email).
+fn account(
+    state: &State,
+    headers: &HeaderMap,
+    account: &str,
+) -> Result<(String, String), Response> {
+    if let Some(denied) = check_flavor(headers) {
+        return Err(denied);
+    }
+    let not_found = || metadata_text(404, "Not Found");
+    let email = read(&state.metadata_account)
+        .clone()
+        .ok_or_else(not_found)?;
     if account != "default" && account != email {
-        return None;
+        return Err(not_found());
     }
     let unique_id = read(&state.service_accounts)
         .get(&email)
-        .map(|r| r.unique_id.clone())?;
-    Some((email, unique_id))
+        .map(|r| r.unique_id.clone())
+        .ok_or_else(not_found)?;
+    Ok((email, unique_id))
 }
 
 fn query_params(q: Option<&str>, headers: &HeaderMap, body: &Bytes) -> HashMap<String, String> {
@@ -66,11 +79,9 @@ pub(crate) async fn identity(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(denied) = check_flavor(&headers) {
-        return denied;
-    }
-    let Some((email, unique_id)) = account(&state, &acct) else {
-        return metadata_text(404, "Not Found");
+    let (email, unique_id) = match account(&state, &headers, &acct) {
+        Ok(found) => found,
+        Err(resp) => return resp,
     };
     let p = query_params(q.as_deref(), &headers, &body);
     let audience = p.get("audience").map(String::as_str).unwrap_or_default();
@@ -138,11 +149,9 @@ pub(crate) async fn token(
     Path(acct): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(denied) = check_flavor(&headers) {
-        return denied;
-    }
-    let Some((email, _)) = account(&state, &acct) else {
-        return metadata_text(404, "Not Found");
+    let (email, _) = match account(&state, &headers, &acct) {
+        Ok(found) => found,
+        Err(resp) => return resp,
     };
     let (access_token, expires_in) = state.mint_access_token(Grant::Metadata, &email, None);
     let mut resp = json_response(
@@ -191,8 +200,9 @@ pub(crate) async fn other(
                 return metadata_text(404, "Not Found");
             };
             let (acct, leaf) = rest.split_once('/').unwrap_or((rest, ""));
-            let Some((email, _)) = account(&state, acct) else {
-                return metadata_text(404, "Not Found");
+            let (email, _) = match account(&state, &headers, acct) {
+                Ok(found) => found,
+                Err(resp) => return resp,
             };
             let scopes = "https://www.googleapis.com/auth/cloud-platform";
             match leaf {

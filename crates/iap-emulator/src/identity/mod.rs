@@ -9,11 +9,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use http::HeaderMap;
 use serde_json::{Value, json};
 
-use crate::fault::{Endpoint, FaultLayer};
+use crate::fault::{Endpoint, FaultLayer, oauth_error_response};
 use crate::provision::{Adc, SubjectTokenSource};
 use crate::state::State;
 
@@ -127,6 +129,25 @@ pub(crate) fn params(
         out.extend(form);
     }
     Ok(out)
+}
+
+/// The parameters of an OAuth-style request (token endpoint, STS): the query
+/// plus a form or JSON body, as [`params`] reads them. A body that is
+/// neither is refused with OAuth's `invalid_request`.
+pub(crate) struct OAuthParams(pub(crate) HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequest<S> for OAuthParams {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        let (parts, body) = req.into_parts();
+        let body = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        params(&parts.headers, parts.uri.query(), &body)
+            .map(OAuthParams)
+            .map_err(|e| oauth_error_response(400, "invalid_request", &e))
+    }
 }
 
 /// A JSON bool that may also arrive as a string (`"true"`), as

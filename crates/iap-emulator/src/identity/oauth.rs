@@ -10,14 +10,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{RawQuery, State as Ax};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::{HeaderMap, StatusCode, header};
+use http::{StatusCode, header};
 use serde_json::{Value, json};
 
+use super::OAuthParams;
 use crate::fault::{json_response, oauth_error_response};
 use crate::keys::random_b64;
 use crate::provision::Grant;
@@ -51,16 +51,7 @@ fn missing(name: &str) -> Response {
 }
 
 /// `POST /token`.
-pub(crate) async fn token(
-    Ax(state): Ax<Arc<State>>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let p = match super::params(&headers, q.as_deref(), &body) {
-        Ok(p) => p,
-        Err(e) => return oauth_error_response(400, "invalid_request", &e),
-    };
+pub(crate) async fn token(Ax(state): Ax<Arc<State>>, OAuthParams(p): OAuthParams) -> Response {
     let grant_type = p.get("grant_type").map(String::as_str).unwrap_or_default();
     match grant_type {
         JWT_BEARER => jwt_bearer(&state, &p),
@@ -156,11 +147,17 @@ fn jwt_bearer(state: &State, p: &HashMap<String, String>) -> Response {
     )
 }
 
-/// Checks `client_id` / `client_secret`; returns the client's project.
-fn authenticate_client(
+/// An OAuth client that proved itself with its secret.
+struct Client<'a> {
+    id: &'a str,
+    project_id: String,
+}
+
+/// Checks `client_id` / `client_secret`.
+fn authenticate_client<'a>(
     state: &State,
-    p: &HashMap<String, String>,
-) -> Result<String, Box<Response>> {
+    p: &'a HashMap<String, String>,
+) -> Result<Client<'a>, Box<Response>> {
     let client_id = p.get("client_id").map(String::as_str).unwrap_or_default();
     let Some(client) = read(&state.clients).get(client_id).cloned() else {
         return Err(Box::new(oauth_error_response(
@@ -176,7 +173,10 @@ fn authenticate_client(
             "Unauthorized",
         )));
     }
-    Ok(client.project_id)
+    Ok(Client {
+        id: client_id,
+        project_id: client.project_id,
+    })
 }
 
 /// The `aud` of a user's ID token: `audience` when given (a client of the
@@ -184,18 +184,17 @@ fn authenticate_client(
 fn user_audience(
     state: &State,
     p: &HashMap<String, String>,
-    client_id: &str,
-    project_id: &str,
+    client: &Client<'_>,
 ) -> Result<String, Box<Response>> {
     let Some(audience) = p.get("audience").filter(|a| !a.is_empty()) else {
-        return Ok(client_id.to_owned());
+        return Ok(client.id.to_owned());
     };
-    if audience == client_id {
+    if audience == client.id {
         return Ok(audience.clone());
     }
     let same_project = read(&state.clients)
         .get(audience.as_str())
-        .is_some_and(|c| c.project_id == project_id);
+        .is_some_and(|c| c.project_id == client.project_id);
     if same_project {
         Ok(audience.clone())
     } else {
@@ -207,15 +206,22 @@ fn user_audience(
     }
 }
 
+/// The answer to a user's grant: an access token, an ID token when the
+/// scope has `openid` (for [`user_audience`]), and with `new_refresh_token`
+/// a refresh token for `user`.
 fn user_tokens(
     state: &State,
     grant: Grant,
-    client_id: &str,
-    email: &str,
-    scope: &str,
-    aud: String,
-    refresh_token: Option<String>,
+    client: &Client<'_>,
+    p: &HashMap<String, String>,
+    user: RefreshRecord,
+    new_refresh_token: bool,
 ) -> Response {
+    let aud = match user_audience(state, p, client) {
+        Ok(a) => a,
+        Err(resp) => return *resp,
+    };
+    let (email, scope) = (user.email.as_str(), user.scope.as_str());
     let sub = read(&state.users)
         .get(email)
         .cloned()
@@ -233,24 +239,25 @@ fn user_tokens(
             IdTokenSpec {
                 aud,
                 sub,
-                azp: Some(client_id.to_owned()),
+                azp: Some(client.id.to_owned()),
                 email: Some(email.to_owned()),
                 extra: None,
             },
         ));
     }
-    if let Some(rt) = refresh_token {
-        body["refresh_token"] = json!(rt);
+    if new_refresh_token {
+        let refresh_token = format!("1//emu-{}", random_b64(40));
+        body["refresh_token"] = json!(refresh_token);
+        write(&state.refresh_tokens).insert(refresh_token, user);
     }
     json_response(200, body.to_string())
 }
 
 fn refresh(state: &State, p: &HashMap<String, String>) -> Response {
-    let project_id = match authenticate_client(state, p) {
-        Ok(p) => p,
+    let client = match authenticate_client(state, p) {
+        Ok(c) => c,
         Err(resp) => return *resp,
     };
-    let client_id = p.get("client_id").map(String::as_str).unwrap_or_default();
     let Some(rt) = p.get("refresh_token").filter(|t| !t.is_empty()) else {
         return missing("refresh_token");
     };
@@ -260,22 +267,10 @@ fn refresh(state: &State, p: &HashMap<String, String>) -> Response {
     let Some(record) = read(&state.refresh_tokens).get(rt.as_str()).cloned() else {
         return invalid_grant("Bad Request");
     };
-    if record.client_id != client_id {
+    if record.client_id != client.id {
         return oauth_error_response(401, "unauthorized_client", "Unauthorized");
     }
-    let aud = match user_audience(state, p, client_id, &project_id) {
-        Ok(a) => a,
-        Err(resp) => return *resp,
-    };
-    user_tokens(
-        state,
-        Grant::RefreshToken,
-        client_id,
-        &record.email,
-        &record.scope,
-        aud,
-        None,
-    )
+    user_tokens(state, Grant::RefreshToken, &client, p, record, false)
 }
 
 fn pkce_matches(challenge: &str, method: &str, verifier: &str) -> bool {
@@ -289,11 +284,10 @@ fn pkce_matches(challenge: &str, method: &str, verifier: &str) -> bool {
 }
 
 fn authorization_code(state: &State, p: &HashMap<String, String>) -> Response {
-    let project_id = match authenticate_client(state, p) {
-        Ok(p) => p,
+    let client = match authenticate_client(state, p) {
+        Ok(c) => c,
         Err(resp) => return *resp,
     };
-    let client_id = p.get("client_id").map(String::as_str).unwrap_or_default();
     let Some(code) = p.get("code").filter(|c| !c.is_empty()) else {
         return missing("code");
     };
@@ -304,7 +298,7 @@ fn authorization_code(state: &State, p: &HashMap<String, String>) -> Response {
     let Some(record) = lock(&state.codes).remove(code.as_str()) else {
         return invalid_grant("Malformed auth code.");
     };
-    if record.client_id != client_id {
+    if record.client_id != client.id {
         return oauth_error_response(401, "unauthorized_client", "Unauthorized");
     }
     if record.expires <= state.now() {
@@ -321,28 +315,12 @@ fn authorization_code(state: &State, p: &HashMap<String, String>) -> Response {
             return invalid_grant("Invalid code verifier.");
         }
     }
-    let aud = match user_audience(state, p, client_id, &project_id) {
-        Ok(a) => a,
-        Err(resp) => return *resp,
+    let user = RefreshRecord {
+        client_id: client.id.to_owned(),
+        email: record.email,
+        scope: record.scope,
     };
-    let refresh_token = format!("1//emu-{}", random_b64(40));
-    write(&state.refresh_tokens).insert(
-        refresh_token.clone(),
-        RefreshRecord {
-            client_id: client_id.to_owned(),
-            email: record.email.clone(),
-            scope: record.scope.clone(),
-        },
-    );
-    user_tokens(
-        state,
-        Grant::AuthorizationCode,
-        client_id,
-        &record.email,
-        &record.scope,
-        aud,
-        Some(refresh_token),
-    )
+    user_tokens(state, Grant::AuthorizationCode, &client, p, user, true)
 }
 
 fn consent_error(status: u16, error: &str, detail: &str) -> Response {

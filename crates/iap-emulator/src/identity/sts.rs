@@ -11,12 +11,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{RawQuery, State as Ax};
 use axum::response::Response;
-use http::HeaderMap;
 use serde_json::{Value, json};
 
+use super::OAuthParams;
 use crate::fault::{json_response, metadata_text, oauth_error_response};
 use crate::keys::random_hex;
 use crate::provision::Grant;
@@ -92,16 +91,7 @@ pub(crate) async fn subject_token(Ax(state): Ax<Arc<State>>, RawQuery(q): RawQue
 }
 
 /// `POST /v1/token`: subject token -> federated access token.
-pub(crate) async fn exchange(
-    Ax(state): Ax<Arc<State>>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let p = match super::params(&headers, q.as_deref(), &body) {
-        Ok(p) => p,
-        Err(e) => return oauth_error_response(400, "invalid_request", &e),
-    };
+pub(crate) async fn exchange(Ax(state): Ax<Arc<State>>, OAuthParams(p): OAuthParams) -> Response {
     let get = |k: &str| p.get(k).map(String::as_str).unwrap_or_default();
     if get("grant_type") != TOKEN_EXCHANGE {
         return oauth_error_response(
