@@ -79,6 +79,7 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
+    #[inline(always)]
     pub(crate) fn pass(future: S::Future) -> Self {
         ResponseFuture {
             state: State::Pass { future },
@@ -86,6 +87,7 @@ where
         }
     }
 
+    #[inline(always)]
     pub(crate) fn first(
         future: S::Future,
         token: IdToken,
@@ -132,6 +134,7 @@ where
 
 /// Sends the first attempt on a ready `service`: keeps what a retry needs
 /// (when `retry` is on), puts the token in, calls.
+#[inline(always)]
 pub(crate) fn send_first<S, B>(
     service: &mut S,
     mut request: Request<B>,

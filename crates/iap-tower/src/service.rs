@@ -96,6 +96,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let attach = match self.auth.plan(request.uri(), request.extensions()) {
             Plan::Skip => return ResponseFuture::pass(self.inner.call(request)),
