@@ -4,59 +4,17 @@
 
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{claims, control, get_json, http, metadata_identity, start_without_app};
 use iap_emulator::{Adc, Emulator, Endpoint, Fault, Grant, SubjectTokenSource, counter};
 use serde_json::{Value, json};
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-fn claims(jwt: &str) -> Value {
-    jsonwebtoken::dangerous::insecure_decode::<Value>(jwt)
-        .unwrap()
-        .claims
-}
-
-async fn identity(emu: &Emulator, audience: &str) -> reqwest::Response {
-    http()
-        .get(format!(
-            "{}computeMetadata/v1/instance/service-accounts/default/identity",
-            emu.url()
-        ))
-        .query(&[("audience", audience), ("format", "full")])
-        .header("Metadata-Flavor", "Google")
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn start() -> Emulator {
-    Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap()
-}
-
-async fn control(emu: &Emulator, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
-    let resp = http()
-        .request(method, format!("{}_emulator/{path}", emu.url()))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap())
-}
 
 // ---- faults -----------------------------------------------------------------
 
 #[tokio::test]
 async fn injected_status_fails_the_next_n_answers_then_the_endpoint_recovers() {
-    let emu = start().await;
+    let emu = start_without_app().await;
     emu.inject(Endpoint::Token, Fault::status(503), 2);
     for _ in 0..2 {
         let resp = http()
@@ -84,7 +42,7 @@ async fn injected_status_fails_the_next_n_answers_then_the_endpoint_recovers() {
 
 #[tokio::test]
 async fn faults_speak_each_endpoints_error_dialect() {
-    let emu = start().await;
+    let emu = start_without_app().await;
     emu.inject(Endpoint::GenerateIdToken, Fault::status(429), 1);
     let resp = http()
         .post(emu.iam_credentials_url("x@y.iam.gserviceaccount.com", "generateIdToken"))
@@ -102,7 +60,7 @@ async fn faults_speak_each_endpoints_error_dialect() {
         Fault::error(500, "internal", "metadata is down"),
         1,
     );
-    let resp = identity(&emu, "a").await;
+    let resp = metadata_identity(&emu, "a", "full").await;
     assert_eq!(resp.status(), 500);
     assert_eq!(resp.headers()["metadata-flavor"], "Google");
     assert_eq!(resp.text().await.unwrap(), "metadata is down");
@@ -110,7 +68,7 @@ async fn faults_speak_each_endpoints_error_dialect() {
 
 #[tokio::test]
 async fn malformed_fault_answers_200_with_an_unparseable_body() {
-    let emu = start().await;
+    let emu = start_without_app().await;
     emu.inject(Endpoint::Token, Fault::Malformed, 1);
     let resp = http()
         .post(emu.token_uri())
@@ -124,7 +82,7 @@ async fn malformed_fault_answers_200_with_an_unparseable_body() {
 
 #[tokio::test]
 async fn reset_fault_drops_the_connection_without_an_answer() {
-    let emu = start().await;
+    let emu = start_without_app().await;
     emu.inject(Endpoint::MetadataIdentity, Fault::Reset, 1);
     let err = http()
         .get(format!(
@@ -137,7 +95,7 @@ async fn reset_fault_drops_the_connection_without_an_answer() {
         .unwrap_err();
     assert!(err.status().is_none(), "no HTTP answer: {err}");
     assert_eq!(
-        identity(&emu, "a").await.status(),
+        metadata_identity(&emu, "a", "full").await.status(),
         200,
         "next request is served"
     );
@@ -146,7 +104,7 @@ async fn reset_fault_drops_the_connection_without_an_answer() {
 
 #[tokio::test]
 async fn delay_fault_postpones_a_normal_answer() {
-    let emu = start().await;
+    let emu = start_without_app().await;
     emu.inject(Endpoint::Jwks, Fault::delay(Duration::from_millis(300)), 1);
     let started = Instant::now();
     let resp = http().get(emu.jwks_url()).send().await.unwrap();
@@ -156,7 +114,7 @@ async fn delay_fault_postpones_a_normal_answer() {
 
 #[tokio::test]
 async fn faults_can_be_injected_and_cleared_over_http() {
-    let emu = start().await;
+    let emu = start_without_app().await;
     let (status, body) = control(
         &emu,
         reqwest::Method::POST,
@@ -184,7 +142,7 @@ async fn faults_can_be_injected_and_cleared_over_http() {
 
 #[tokio::test]
 async fn counters_are_exact_under_concurrent_requests() {
-    let emu = start().await;
+    let emu = start_without_app().await;
     let n = 200;
     let mut tasks = tokio::task::JoinSet::new();
     let url = format!(
@@ -215,8 +173,8 @@ async fn counters_are_exact_under_concurrent_requests() {
 
 #[tokio::test]
 async fn counters_read_over_http_match_rust_and_reset() {
-    let emu = start().await;
-    identity(&emu, "aud-h").await;
+    let emu = start_without_app().await;
+    metadata_identity(&emu, "aud-h", "full").await;
     let (_, v) = control(
         &emu,
         reqwest::Method::GET,
@@ -236,9 +194,15 @@ async fn counters_read_over_http_match_rust_and_reset() {
 
 #[tokio::test]
 async fn token_lifetime_sets_exp_of_new_tokens() {
-    let emu = start().await;
+    let emu = start_without_app().await;
     emu.set_token_lifetime(Duration::from_secs(2));
-    let c = claims(&identity(&emu, "short").await.text().await.unwrap());
+    let c = claims(
+        &metadata_identity(&emu, "short", "full")
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
     assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 2);
     let (_, v) = control(
         &emu,
@@ -248,16 +212,28 @@ async fn token_lifetime_sets_exp_of_new_tokens() {
     )
     .await;
     assert_eq!(v["seconds"], 5);
-    let c = claims(&identity(&emu, "short").await.text().await.unwrap());
+    let c = claims(
+        &metadata_identity(&emu, "short", "full")
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
     assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 5);
 }
 
 #[tokio::test]
 async fn clock_offset_dates_new_tokens() {
-    let emu = start().await;
+    let emu = start_without_app().await;
     let real = emu.now();
     emu.set_clock_offset(10_000);
-    let c = claims(&identity(&emu, "clock").await.text().await.unwrap());
+    let c = claims(
+        &metadata_identity(&emu, "clock", "full")
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
     let iat = c["iat"].as_u64().unwrap();
     assert!(iat >= real + 10_000, "iat {iat} real {real}");
     let (_, v) = control(
@@ -273,7 +249,7 @@ async fn clock_offset_dates_new_tokens() {
 
 #[tokio::test]
 async fn revoking_a_token_over_http_names_its_jti() {
-    let emu = start().await;
+    let emu = start_without_app().await;
     let token = emu.mint_id_token("rv", "r@example.com");
     let (status, v) = control(
         &emu,
@@ -288,7 +264,7 @@ async fn revoking_a_token_over_http_names_its_jti() {
 
 #[tokio::test]
 async fn revoked_access_token_no_longer_authenticates_to_iam() {
-    let emu = start().await;
+    let emu = start_without_app().await;
     let target = emu.create_service_account("rt").await.unwrap();
     let email = emu.metadata_service_account().unwrap();
     emu.allow_impersonation(&email, target.email());
@@ -319,7 +295,7 @@ async fn revoked_access_token_no_longer_authenticates_to_iam() {
 
 #[tokio::test]
 async fn expired_access_token_no_longer_authenticates_to_iam() {
-    let emu = start().await;
+    let emu = start_without_app().await;
     let target = emu.create_service_account("exp").await.unwrap();
     let email = emu.metadata_service_account().unwrap();
     emu.allow_impersonation(&email, target.email());
@@ -352,7 +328,7 @@ async fn expired_access_token_no_longer_authenticates_to_iam() {
 
 #[tokio::test]
 async fn http_provisioning_mints_keys_clients_users_and_grants() {
-    let emu = start().await;
+    let emu = start_without_app().await;
     let (status, key) = control(
         &emu,
         reqwest::Method::POST,
@@ -408,7 +384,7 @@ async fn http_provisioning_mints_keys_clients_users_and_grants() {
 
 #[tokio::test]
 async fn metadata_service_account_can_be_removed_over_http() {
-    let emu = start().await;
+    let emu = start_without_app().await;
     let (_, v) = control(
         &emu,
         reqwest::Method::POST,
@@ -417,7 +393,7 @@ async fn metadata_service_account_can_be_removed_over_http() {
     )
     .await;
     assert_eq!(v["email"], Value::Null);
-    assert_eq!(identity(&emu, "a").await.status(), 404);
+    assert_eq!(metadata_identity(&emu, "a", "full").await.status(), 404);
 }
 
 // ---- ADC files ---------------------------------------------------------------------
@@ -434,7 +410,7 @@ fn read_json(path: &std::path::Path) -> Value {
 
 #[tokio::test]
 async fn adc_files_of_every_type_point_at_the_emulator() {
-    let emu = start().await;
+    let emu = start_without_app().await;
     let dir = tempfile::tempdir().unwrap();
     let sa = emu.create_service_account("adc").await.unwrap();
     let client = emu.create_desktop_client(emu.project_id());
@@ -510,7 +486,7 @@ async fn adc_files_of_every_type_point_at_the_emulator() {
     let v = read_json(&p);
     assert!(v.get("service_account_impersonation_url").is_none());
     let url = v["credential_source"]["url"].as_str().unwrap();
-    let got: Value = http().get(url).send().await.unwrap().json().await.unwrap();
+    let got: Value = get_json(&url).await;
     let field = v["credential_source"]["format"]["subject_token_field_name"]
         .as_str()
         .unwrap();
@@ -541,7 +517,7 @@ async fn adc_files_of_every_type_point_at_the_emulator() {
 
 #[tokio::test]
 async fn secrets_stay_out_of_debug_output() {
-    let emu = start().await;
+    let emu = start_without_app().await;
     let sa = emu.create_service_account("dbg").await.unwrap();
     let client = emu.create_desktop_client("p");
     let user = emu.create_user(&client, "dbg@example.com");
@@ -556,7 +532,7 @@ async fn secrets_stay_out_of_debug_output() {
 
 #[tokio::test]
 async fn dropping_the_emulator_stops_its_listener() {
-    let emu = start().await;
+    let emu = start_without_app().await;
     let addr = emu.addr();
     assert_eq!(http().get(emu.url()).send().await.unwrap().status(), 200);
     drop(emu);
@@ -592,7 +568,7 @@ async fn builder_listens_on_the_chosen_address() {
 
 #[tokio::test]
 async fn adc_file_set_has_every_type_and_working_grants() {
-    let emu = start().await;
+    let emu = start_without_app().await;
     let dir = tempfile::tempdir().unwrap();
     let files = emu.write_adc_files(dir.path()).await.unwrap();
     let types: Vec<Value> = [
@@ -665,7 +641,7 @@ fn emulator_handle_is_send_and_sync() {
 
 #[tokio::test]
 async fn apps_created_over_http_serve_until_the_emulator_drops() {
-    let emu = start().await;
+    let emu = start_without_app().await;
     let (status, app) = control(
         &emu,
         reqwest::Method::POST,

@@ -6,37 +6,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+mod common;
+
+use common::{claims, get_json, http, metadata_identity, private_key};
 use iap_emulator::counter::{
     APP_HITS, GATE_302, GATE_401, GATE_ACCEPTED, GATE_PROXY_AUTHORIZATION, gate_401_by,
 };
 use iap_emulator::{App, Emulator, Endpoint, Fault, ServiceAccount};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, jwk::JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation, jwk::JwkSet};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const IAP_GENERATED: &str = "x-goog-iap-generated-response";
 
-fn http() -> reqwest::Client {
-    // IAP's 302 is an answer to look at, not a page to follow.
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
 /// An ID token from the emulator's metadata server, as a GCE workload gets it.
 async fn metadata_id_token(emu: &Emulator, audience: &str, format: &str) -> String {
-    let url = format!(
-        "{}computeMetadata/v1/instance/service-accounts/default/identity",
-        emu.url()
-    );
-    http()
-        .get(url)
-        .query(&[("audience", audience), ("format", format)])
-        .header("Metadata-Flavor", "Google")
-        .send()
+    metadata_identity(emu, audience, format)
         .await
-        .unwrap()
         .error_for_status()
         .unwrap()
         .text()
@@ -44,25 +30,12 @@ async fn metadata_id_token(emu: &Emulator, audience: &str, format: &str) -> Stri
         .unwrap()
 }
 
-fn claims(jwt: &str) -> Value {
-    jsonwebtoken::dangerous::insecure_decode::<Value>(jwt)
-        .unwrap()
-        .claims
-}
-
 /// A self-signed service-account JWT (no token endpoint involved).
 fn self_signed(sa: &ServiceAccount, iss: &str, aud: &str, iat: u64, exp: u64) -> String {
-    let key: Value = serde_json::from_str(sa.key_json()).unwrap();
-    let pem = key["private_key"].as_str().unwrap();
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(sa.private_key_id().to_owned());
     let claims = json!({"iss": iss, "sub": iss, "aud": aud, "iat": iat, "exp": exp});
-    jsonwebtoken::encode(
-        &header,
-        &claims,
-        &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
-    )
-    .unwrap()
+    jsonwebtoken::encode(&header, &claims, &private_key(sa)).unwrap()
 }
 
 /// `scheme://host:port` of an app, no trailing slash.
@@ -122,7 +95,6 @@ async fn service_account_id_token_from_the_token_endpoint_is_accepted() {
     let emu = Emulator::start().await.unwrap();
     let app = emu.app();
     let sa = emu.create_service_account("runner").await.unwrap();
-    let key: Value = serde_json::from_str(sa.key_json()).unwrap();
     let now = emu.now();
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(sa.private_key_id().to_owned());
@@ -130,7 +102,7 @@ async fn service_account_id_token_from_the_token_endpoint_is_accepted() {
         &header,
         &json!({"iss": sa.email(), "aud": emu.token_uri(), "iat": now, "exp": now + 3600,
                 "target_audience": app.client_id()}),
-        &EncodingKey::from_rsa_pem(key["private_key"].as_str().unwrap().as_bytes()).unwrap(),
+        &private_key(&sa),
     )
     .unwrap();
     let answer: Value = http()
@@ -168,14 +140,7 @@ async fn iap_assertion_verifies_with_the_published_es256_keys() {
         .as_str()
         .unwrap();
 
-    let jwks: JwkSet = http()
-        .get(emu.iap_jwks_url())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: JwkSet = get_json(&emu.iap_jwks_url()).await;
     let header = jsonwebtoken::decode_header(assertion).unwrap();
     assert_eq!(header.alg, Algorithm::ES256);
     let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();
@@ -348,14 +313,13 @@ async fn token_of_an_unknown_issuer_is_rejected() {
     let app = emu.app();
     let sa = emu.create_service_account("issuer").await.unwrap();
     let now = emu.now();
-    let key: Value = serde_json::from_str(sa.key_json()).unwrap();
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(sa.private_key_id().to_owned());
     let token = jsonwebtoken::encode(
         &header,
         &json!({"iss": "https://issuer.example", "sub": "x", "aud": app.client_id(),
                 "email": "x@example.com", "iat": now, "exp": now + 600}),
-        &EncodingKey::from_rsa_pem(key["private_key"].as_str().unwrap().as_bytes()).unwrap(),
+        &private_key(&sa),
     )
     .unwrap();
 

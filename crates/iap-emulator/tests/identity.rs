@@ -1,37 +1,20 @@
 //! Google's identity endpoints over real loopback HTTP: metadata server,
 //! OAuth token and authorization endpoints, IAM Credentials, STS, keys.
 
+mod common;
+
+use common::{claims, get_json, http, post_form, private_key, start_without_app};
 use iap_emulator::{Emulator, Grant, ServiceAccount, counter};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, jwk::JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation, jwk::JwkSet};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-fn claims(jwt: &str) -> Value {
-    jsonwebtoken::dangerous::insecure_decode::<Value>(jwt)
-        .unwrap()
-        .claims
-}
-
 /// Verifies `jwt` against the emulator's JWKS, fetched over HTTP.
 async fn verify(emu: &Emulator, jwt: &str, aud: &str) -> Value {
-    let jwks: JwkSet = http()
-        .get(emu.jwks_url())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: JwkSet = get_json(&emu.jwks_url()).await;
     let kid = jsonwebtoken::decode_header(jwt).unwrap().kid.unwrap();
     let jwk = jwks.find(&kid).expect("kid published in the JWKS");
     let mut v = Validation::new(Algorithm::RS256);
@@ -40,11 +23,6 @@ async fn verify(emu: &Emulator, jwt: &str, aud: &str) -> Value {
     jsonwebtoken::decode::<Value>(jwt, &DecodingKey::from_jwk(jwk).unwrap(), &v)
         .unwrap()
         .claims
-}
-
-fn private_key(sa: &ServiceAccount) -> EncodingKey {
-    let key: Value = serde_json::from_str(sa.key_json()).unwrap();
-    EncodingKey::from_rsa_pem(key["private_key"].as_str().unwrap().as_bytes()).unwrap()
 }
 
 /// A JWT-bearer assertion signed with the account's key-file key.
@@ -63,12 +41,6 @@ fn assertion(sa: &ServiceAccount, extra: Value, now: u64) -> String {
     jsonwebtoken::encode(&header, &claims, &private_key(sa)).unwrap()
 }
 
-async fn post_form(url: &str, form: &[(&str, &str)]) -> (StatusCode, Value) {
-    let resp = http().post(url).form(form).send().await.unwrap();
-    let status = resp.status();
-    (status, resp.json().await.unwrap())
-}
-
 async fn metadata_get(emu: &Emulator, path: &str, flavor: bool) -> reqwest::Response {
     let mut req = http().get(format!("{}computeMetadata/v1/{path}", emu.url()));
     if flavor {
@@ -83,11 +55,7 @@ const IDENTITY: &str = "instance/service-accounts/default/identity";
 
 #[tokio::test]
 async fn metadata_root_answers_detection_with_flavor_header() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let resp = http().get(emu.url()).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["metadata-flavor"], "Google");
@@ -95,11 +63,7 @@ async fn metadata_root_answers_detection_with_flavor_header() {
 
 #[tokio::test]
 async fn metadata_full_identity_carries_email_and_compute_engine_claims() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let resp = metadata_get(
         &emu,
         &format!("{IDENTITY}?audience=aud-1&format=full"),
@@ -125,11 +89,7 @@ async fn metadata_full_identity_carries_email_and_compute_engine_claims() {
 
 #[tokio::test]
 async fn metadata_standard_identity_has_no_email_and_licenses_need_full() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let std_token = metadata_get(&emu, &format!("{IDENTITY}?audience=a&licenses=TRUE"), true)
         .await
         .text()
@@ -152,11 +112,7 @@ async fn metadata_standard_identity_has_no_email_and_licenses_need_full() {
 
 #[tokio::test]
 async fn metadata_identity_without_audience_is_400_with_google_text() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let resp = metadata_get(&emu, IDENTITY, true).await;
     assert_eq!(resp.status(), 400);
     assert_eq!(
@@ -167,11 +123,7 @@ async fn metadata_identity_without_audience_is_400_with_google_text() {
 
 #[tokio::test]
 async fn metadata_without_flavor_header_is_403() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let resp = metadata_get(&emu, &format!("{IDENTITY}?audience=a"), false).await;
     assert_eq!(resp.status(), 403);
     assert!(resp.text().await.unwrap().contains("Metadata-Flavor"));
@@ -180,11 +132,7 @@ async fn metadata_without_flavor_header_is_403() {
 
 #[tokio::test]
 async fn metadata_accepts_post_like_google_auth_sends() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let resp = http()
         .post(format!(
             "{}computeMetadata/v1/{IDENTITY}?audience=p&format=full",
@@ -200,11 +148,7 @@ async fn metadata_accepts_post_like_google_auth_sends() {
 
 #[tokio::test]
 async fn metadata_identity_is_cached_until_five_minutes_before_expiry() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let url = format!("{IDENTITY}?audience=c&format=full");
     let first = metadata_get(&emu, &url, true).await.text().await.unwrap();
     let second = metadata_get(&emu, &url, true).await.text().await.unwrap();
@@ -219,11 +163,7 @@ async fn metadata_identity_is_cached_until_five_minutes_before_expiry() {
 
 #[tokio::test]
 async fn metadata_token_returns_an_access_token_json() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let resp = metadata_get(&emu, "instance/service-accounts/default/token", true).await;
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
@@ -249,11 +189,7 @@ async fn metadata_without_service_account_is_404() {
 
 #[tokio::test]
 async fn metadata_serves_email_project_and_recursive_account_info() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let email = emu.metadata_service_account().unwrap();
     let got = metadata_get(&emu, "instance/service-accounts/default/email", true)
         .await
@@ -283,11 +219,7 @@ async fn metadata_serves_email_project_and_recursive_account_info() {
 
 #[tokio::test]
 async fn jwt_bearer_with_target_audience_returns_only_an_id_token() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let sa = emu.create_service_account("runner").await.unwrap();
     let a = assertion(&sa, json!({"target_audience": "https://app"}), emu.now());
     let (status, body) = post_form(
@@ -308,11 +240,7 @@ async fn jwt_bearer_with_target_audience_returns_only_an_id_token() {
 
 #[tokio::test]
 async fn key_file_points_at_the_emulator_with_googles_fields() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let sa = emu.create_service_account("keyfile").await.unwrap();
     let key: Value = serde_json::from_str(sa.key_json()).unwrap();
     assert_eq!(key["type"], "service_account");
@@ -333,11 +261,7 @@ async fn key_file_points_at_the_emulator_with_googles_fields() {
 
 #[tokio::test]
 async fn jwt_bearer_accepts_its_own_url_as_audience_and_rejects_others() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let sa = emu.create_service_account("aud").await.unwrap();
     let own = assertion(
         &sa,
@@ -372,11 +296,7 @@ async fn jwt_bearer_accepts_its_own_url_as_audience_and_rejects_others() {
 
 #[tokio::test]
 async fn jwt_bearer_with_scope_returns_an_access_token() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let sa = emu.create_service_account("scoped").await.unwrap();
     let a = assertion(
         &sa,
@@ -397,11 +317,7 @@ async fn jwt_bearer_with_scope_returns_an_access_token() {
 
 #[tokio::test]
 async fn jwt_bearer_signed_by_another_key_is_an_invalid_signature() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let sa = emu.create_service_account("victim").await.unwrap();
     let other = emu.create_service_account("attacker").await.unwrap();
     // Claims of `sa`, kid of `sa`, signed with `other`'s key.
@@ -428,11 +344,7 @@ async fn jwt_bearer_signed_by_another_key_is_an_invalid_signature() {
 
 #[tokio::test]
 async fn jwt_bearer_outside_the_one_hour_window_is_rejected_with_googles_text() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let sa = emu.create_service_account("window").await.unwrap();
     let now = emu.now();
     let too_long = assertion(&sa, json!({"target_audience": "x", "exp": now + 7200}), now);
@@ -458,11 +370,7 @@ async fn jwt_bearer_outside_the_one_hour_window_is_rejected_with_googles_text() 
 
 #[tokio::test]
 async fn jwt_bearer_for_an_unknown_account_is_account_not_found() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let sa = emu.create_service_account("real").await.unwrap();
     let a = assertion(
         &sa,
@@ -483,11 +391,7 @@ async fn jwt_bearer_for_an_unknown_account_is_account_not_found() {
 
 #[tokio::test]
 async fn token_endpoint_accepts_json_bodies() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let sa = emu.create_service_account("json").await.unwrap();
     let a = assertion(&sa, json!({"target_audience": "j"}), emu.now());
     let resp = http()
@@ -503,11 +407,7 @@ async fn token_endpoint_accepts_json_bodies() {
 
 #[tokio::test]
 async fn jwt_bearer_without_audience_or_scope_is_invalid_scope() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let sa = emu.create_service_account("noscope").await.unwrap();
     let a = assertion(&sa, json!({}), emu.now());
     let (status, body) = post_form(
@@ -521,11 +421,7 @@ async fn jwt_bearer_without_audience_or_scope_is_invalid_scope() {
 
 #[tokio::test]
 async fn unknown_grant_type_is_unsupported_grant_type() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let (status, body) = post_form(&emu.token_uri(), &[("grant_type", "password")]).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"], "unsupported_grant_type");
@@ -533,11 +429,7 @@ async fn unknown_grant_type_is_unsupported_grant_type() {
 
 #[tokio::test]
 async fn every_minted_token_has_a_unique_jti() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let sa = emu.create_service_account("twins").await.unwrap();
     let a = assertion(&sa, json!({"target_audience": "t"}), emu.now());
     let mut jtis = std::collections::HashSet::new();
@@ -583,11 +475,7 @@ async fn refresh_with_audience_returns_an_id_token_for_that_audience() {
 
 #[tokio::test]
 async fn refresh_without_audience_gives_the_client_as_audience() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let client = emu.create_desktop_client("proj-a");
     let user = emu.create_user(&client, "bob@example.com");
     let (status, body) = post_form(
@@ -632,11 +520,7 @@ async fn refresh_with_audience_of_another_project_is_invalid_audience() {
 
 #[tokio::test]
 async fn refresh_with_wrong_secret_or_revoked_token_fails_like_google() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let client = emu.create_desktop_client("p");
     let user = emu.create_user(&client, "dan@example.com");
     let (status, body) = post_form(
@@ -751,11 +635,7 @@ async fn desktop_login_with_pkce_s256_gets_tokens_for_the_iap_audience() {
 
 #[tokio::test]
 async fn code_exchange_checks_verifier_and_redirect_uri() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let client = emu.create_desktop_client("p");
     let login = |challenge: &'static str| {
         let emu = &emu;
@@ -813,11 +693,7 @@ async fn code_exchange_checks_verifier_and_redirect_uri() {
 
 #[tokio::test]
 async fn authorize_refuses_unknown_clients_and_non_loopback_redirects() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let resp = authorize(
         &emu,
         &[
@@ -846,11 +722,7 @@ async fn authorize_refuses_unknown_clients_and_non_loopback_redirects() {
 
 #[tokio::test]
 async fn authorize_signs_in_the_login_hint_user() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let client = emu.create_desktop_client("p");
     let resp = authorize(
         &emu,
@@ -918,11 +790,7 @@ async fn iam(
 
 #[tokio::test]
 async fn generate_id_token_needs_token_creator_permission() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let caller = emu.create_service_account("caller").await.unwrap();
     let target = emu.create_service_account("target").await.unwrap();
     let bearer = access_token(&emu, &caller).await;
@@ -953,11 +821,7 @@ async fn generate_id_token_needs_token_creator_permission() {
 
 #[tokio::test]
 async fn generate_id_token_takes_string_booleans_and_email_azp() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let caller = emu.create_service_account("c2").await.unwrap();
     let target = emu.create_service_account("t2").await.unwrap();
     emu.allow_impersonation(caller.email(), target.email());
@@ -986,11 +850,7 @@ async fn generate_id_token_takes_string_booleans_and_email_azp() {
 
 #[tokio::test]
 async fn iam_without_a_valid_bearer_is_401_unauthenticated() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let target = emu.create_service_account("t3").await.unwrap();
     for bearer in [None, Some("ya29.forged")] {
         let (status, err) = iam(
@@ -1008,11 +868,7 @@ async fn iam_without_a_valid_bearer_is_401_unauthenticated() {
 
 #[tokio::test]
 async fn delegation_chain_needs_a_grant_for_every_link() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let caller = emu.create_service_account("c4").await.unwrap();
     let d1 = emu.create_service_account("d1").await.unwrap();
     let target = emu.create_service_account("t4").await.unwrap();
@@ -1039,11 +895,7 @@ async fn delegation_chain_needs_a_grant_for_every_link() {
 
 #[tokio::test]
 async fn generate_access_token_chains_into_generate_id_token() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let caller = emu.create_service_account("c5").await.unwrap();
     let target = emu.create_service_account("t5").await.unwrap();
     emu.allow_impersonation(caller.email(), target.email());
@@ -1077,11 +929,7 @@ async fn generate_access_token_chains_into_generate_id_token() {
 
 #[tokio::test]
 async fn generate_for_an_unknown_account_is_404() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let caller = emu.create_service_account("c6").await.unwrap();
     let bearer = access_token(&emu, &caller).await;
     let (status, err) = iam(
@@ -1100,11 +948,7 @@ async fn generate_for_an_unknown_account_is_404() {
 
 #[tokio::test]
 async fn sts_exchanges_a_subject_token_for_a_federated_access_token() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let pool = emu.create_workload_pool("ci-pool", "github");
     let target = emu.create_service_account("deployer").await.unwrap();
     emu.allow_impersonation(&pool.principal("repo:acme/app"), target.email());
@@ -1148,11 +992,7 @@ async fn sts_exchanges_a_subject_token_for_a_federated_access_token() {
 
 #[tokio::test]
 async fn sts_rejects_unknown_pools_and_foreign_subject_tokens() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let pool = emu.create_workload_pool("p1", "x");
     let other = emu.create_workload_pool("p2", "y");
     let for_other = emu.mint_subject_token(&other, "s");
@@ -1188,11 +1028,7 @@ async fn sts_rejects_unknown_pools_and_foreign_subject_tokens() {
 
 #[tokio::test]
 async fn oidc_issuer_publishes_discovery_and_keys_that_verify_subject_tokens() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let pool = emu.create_workload_pool("p", "x");
     let token = emu.mint_subject_token(&pool, "me");
     let disc: Value = http()
@@ -1228,11 +1064,7 @@ async fn oidc_issuer_publishes_discovery_and_keys_that_verify_subject_tokens() {
 
 #[tokio::test]
 async fn rotation_keeps_the_previous_key_published_and_retires_older_ones() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let before = emu.mint_id_token("r", "x@example.com");
     let first_kid = emu.signing_key_ids()[0].clone();
     emu.rotate_signing_key().await.unwrap();
@@ -1242,34 +1074,16 @@ async fn rotation_keeps_the_previous_key_published_and_retires_older_ones() {
     verify(&emu, &before, "r").await;
     verify(&emu, &after, "r").await;
     emu.rotate_signing_key().await.unwrap();
-    let jwks: JwkSet = http()
-        .get(emu.jwks_url())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: JwkSet = get_json(&emu.jwks_url()).await;
     assert!(jwks.find(&first_kid).is_none());
     assert!(jwks.find(&after_kid).is_some());
 }
 
 #[tokio::test]
 async fn v1_certs_map_every_published_kid_to_an_x509_pem() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     emu.rotate_signing_key().await.unwrap();
-    let map: serde_json::Map<String, Value> = http()
-        .get(emu.certs_v1_url())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let map: serde_json::Map<String, Value> = get_json(&emu.certs_v1_url()).await;
     let mut kids: Vec<&String> = map.keys().collect();
     kids.sort();
     let mut expected = emu.signing_key_ids();
@@ -1286,15 +1100,10 @@ async fn v1_certs_map_every_published_kid_to_an_x509_pem() {
 
 #[tokio::test]
 async fn service_account_public_keys_are_published_by_email() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let sa = emu.create_service_account("pub").await.unwrap();
     let url = format!("{}robot/v1/metadata/x509/{}", emu.url(), sa.email());
-    let certs: serde_json::Map<String, Value> =
-        http().get(url).send().await.unwrap().json().await.unwrap();
+    let certs: serde_json::Map<String, Value> = get_json(&url).await;
     assert!(
         certs[sa.private_key_id()]
             .as_str()
@@ -1302,7 +1111,7 @@ async fn service_account_public_keys_are_published_by_email() {
             .contains("BEGIN CERTIFICATE")
     );
     let url = format!("{}service_accounts/v1/jwk/{}", emu.url(), sa.email());
-    let jwks: JwkSet = http().get(url).send().await.unwrap().json().await.unwrap();
+    let jwks: JwkSet = get_json(&url).await;
     assert!(jwks.find(sa.private_key_id()).is_some());
     let missing = format!("{}service_accounts/v1/jwk/ghost@x", emu.url());
     assert_eq!(http().get(missing).send().await.unwrap().status(), 404);
@@ -1310,11 +1119,7 @@ async fn service_account_public_keys_are_published_by_email() {
 
 #[tokio::test]
 async fn metadata_refuses_forwarded_requests() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let resp = http()
         .get(format!(
             "{}computeMetadata/v1/{IDENTITY}?audience=a",
@@ -1330,11 +1135,7 @@ async fn metadata_refuses_forwarded_requests() {
 
 #[tokio::test]
 async fn rotation_over_http_lists_the_new_key_first() {
-    let emu = Emulator::builder()
-        .without_default_app()
-        .start()
-        .await
-        .unwrap();
+    let emu = start_without_app().await;
     let old = emu.signing_key_ids();
     let v: Value = http()
         .post(format!("{}_emulator/rotate-keys", emu.url()))
