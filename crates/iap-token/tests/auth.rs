@@ -4,10 +4,10 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{key_source, origin_of};
+use common::{get_with_headers, key_source, origin_of};
 use http::{Extensions, HeaderMap, StatusCode, Uri};
-use iap_emulator::{Emulator, Endpoint};
-use iap_token::auth::Plan;
+use iap_emulator::{App, Emulator, Endpoint};
+use iap_token::auth::{IapAuthBuilder, Plan};
 use iap_token::policy::{NoAuth, Placement, RetryPolicy, Verdict};
 use iap_token::source::{AudienceKind, BoxFuture, TokenSource};
 use iap_token::{Audience, IapAuth, IdToken};
@@ -15,6 +15,15 @@ use iap_token::{Audience, IapAuth, IdToken};
 async fn source(emu: &Emulator) -> (Arc<dyn TokenSource>, String) {
     let sa = emu.create_service_account("auth-test").await.unwrap();
     (Arc::new(key_source(&sa)), sa.key_json().to_owned())
+}
+
+/// A builder with the emulator's service account as source and `app`'s
+/// IAP client ID as the audience.
+async fn builder_for(emu: &Emulator, app: &App) -> IapAuthBuilder {
+    let (source, _) = source(emu).await;
+    IapAuth::builder()
+        .source_arc(source)
+        .audience(app.client_id())
 }
 
 fn uri(s: &str) -> Uri {
@@ -35,24 +44,14 @@ async fn token(plan: Plan) -> Option<IdToken> {
 async fn get(auth: &IapAuth, url: &str, token: &IdToken) -> reqwest::Response {
     let mut headers = HeaderMap::new();
     auth.apply(&mut headers, token);
-    reqwest::Client::new()
-        .get(url)
-        .headers(headers)
-        .send()
-        .await
-        .unwrap()
+    get_with_headers(url, headers).await
 }
 
 #[tokio::test]
 async fn the_token_is_attached_and_accepted_by_the_gate() {
     let emu = Emulator::start().await.unwrap();
     let app = emu.app();
-    let (source, _) = source(&emu).await;
-    let auth = IapAuth::builder()
-        .source_arc(source)
-        .audience(app.client_id())
-        .build()
-        .unwrap();
+    let auth = builder_for(&emu, &app).await.build().unwrap();
     let url = app.url().join("/hello").unwrap();
 
     let token = token(auth.plan(&uri(url.as_str()), &Extensions::new()))
@@ -72,12 +71,7 @@ async fn the_token_is_attached_and_accepted_by_the_gate() {
 async fn a_revoked_token_is_refused_invalidated_once_and_replaced() {
     let emu = Emulator::start().await.unwrap();
     let app = emu.app();
-    let (source, _) = source(&emu).await;
-    let auth = IapAuth::builder()
-        .source_arc(source)
-        .audience(app.client_id())
-        .build()
-        .unwrap();
+    let auth = builder_for(&emu, &app).await.build().unwrap();
     let target = uri(app.url().as_str());
     let first = token(auth.plan(&target, &Extensions::new())).await.unwrap();
     emu.revoke(first.as_str());
@@ -104,10 +98,8 @@ async fn a_revoked_token_is_refused_invalidated_once_and_replaced() {
 async fn no_token_for_an_origin_outside_the_allowed_set() {
     let emu = Emulator::start().await.unwrap();
     let app = emu.app();
-    let (source, _) = source(&emu).await;
-    let auth = IapAuth::builder()
-        .source_arc(source)
-        .audience(app.client_id())
+    let auth = builder_for(&emu, &app)
+        .await
         .allow_origin(origin_of(app.url()))
         .build()
         .unwrap();
@@ -220,10 +212,8 @@ async fn per_request_extensions_skip_or_override_the_audience() {
 async fn placement_and_retry_policy_follow_the_builder() {
     let emu = Emulator::start().await.unwrap();
     let app = emu.app();
-    let (source, _) = source(&emu).await;
-    let auth = IapAuth::builder()
-        .source_arc(source)
-        .audience(app.client_id())
+    let auth = builder_for(&emu, &app)
+        .await
         .placement(Placement::ProxyAuthorization)
         .build()
         .unwrap();
@@ -237,12 +227,7 @@ async fn placement_and_retry_policy_follow_the_builder() {
     auth.apply(&mut headers, &token);
     assert_eq!(headers["authorization"], "Bearer the-apps-own");
     assert!(headers["proxy-authorization"].is_sensitive());
-    let answer = reqwest::Client::new()
-        .get(app.url().as_str())
-        .headers(headers)
-        .send()
-        .await
-        .unwrap();
+    let answer = get_with_headers(app.url().as_str(), headers).await;
     assert_eq!(answer.status(), StatusCode::OK);
     assert_eq!(emu.counter("gate.proxy_authorization", app.client_id()), 1);
     // An app's own 401 is not IAP's: not a refused token in this placement.

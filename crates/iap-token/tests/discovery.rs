@@ -110,12 +110,7 @@ async fn iap_auth_discovers_the_audience_then_attaches_accepted_tokens() {
     let token = attach.fetch().await.unwrap();
     let mut headers = HeaderMap::new();
     auth.apply(&mut headers, &token);
-    let answer = reqwest::Client::new()
-        .get(app.url().as_str())
-        .headers(headers)
-        .send()
-        .await
-        .unwrap();
+    let answer = common::get_with_headers(app.url().as_str(), headers).await;
 
     assert_eq!(answer.status(), StatusCode::OK);
     assert_eq!(token.claims().aud.as_deref(), Some(app.client_id()));

@@ -15,7 +15,7 @@ use iap_token::source::external_account::{
     ALLOW_EXECUTABLES, ExternalAccount, WORKLOAD_IDENTITY_USER_ROLE,
 };
 use iap_token::source::impersonated::{ImpersonatedSource, OPENID_TOKEN_CREATOR_ROLE};
-use iap_token::{Audience, Error, TokenSource};
+use iap_token::{Audience, Error, IdToken, TokenSource};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -83,6 +83,14 @@ impl Federation {
         let mut config = self.emu.adc_json(&adc);
         config["credential_source"] = credential_source;
         config
+    }
+
+    /// An ID token for `audience` through the ADC file of [`file_adc`](Self::file_adc)
+    /// with impersonation: subject token file, STS, generateAccessToken, generateIdToken.
+    async fn id_token_through_adc(&self, audience: &str) -> iap_token::Result<IdToken> {
+        adc::from_file(self.file_adc(true))?
+            .id_token(&Audience::new(audience))
+            .await
     }
 
     fn subject_token(&self) -> String {
@@ -362,11 +370,7 @@ async fn a_subject_token_sts_refuses_is_an_invalid_grant_with_a_hint() {
 async fn a_missing_workload_identity_user_grant_is_a_403_naming_the_role_and_the_pool() {
     let fed = Federation::start_with(false, true).await;
 
-    let err = adc::from_file(fed.file_adc(true))
-        .unwrap()
-        .id_token(&Audience::new(AUD))
-        .await
-        .unwrap_err();
+    let err = fed.id_token_through_adc(AUD).await.unwrap_err();
 
     assert!(matches!(err, Error::Endpoint { status: 403, .. }), "{err}");
     let text = err.to_string();
@@ -383,11 +387,7 @@ async fn a_missing_workload_identity_user_grant_is_a_403_naming_the_role_and_the
 async fn a_service_account_without_a_grant_on_itself_gets_a_403_saying_so() {
     let fed = Federation::start_with(true, false).await;
 
-    let err = adc::from_file(fed.file_adc(true))
-        .unwrap()
-        .id_token(&Audience::new(AUD))
-        .await
-        .unwrap_err();
+    let err = fed.id_token_through_adc(AUD).await.unwrap_err();
 
     assert!(matches!(err, Error::Endpoint { status: 403, .. }), "{err}");
     let text = err.to_string();
@@ -405,11 +405,7 @@ async fn a_service_account_without_a_grant_on_itself_gets_a_403_saying_so() {
 async fn the_federated_token_passes_the_gate() {
     let fed = Federation::start().await;
     let app = fed.emu.app();
-    let token = adc::from_file(fed.file_adc(true))
-        .unwrap()
-        .id_token(&Audience::new(app.client_id()))
-        .await
-        .unwrap();
+    let token = fed.id_token_through_adc(app.client_id()).await.unwrap();
 
     let answer = common::get_with_token(app.url().clone(), &token).await;
 

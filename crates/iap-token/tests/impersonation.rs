@@ -49,6 +49,13 @@ async fn two_accounts(emu: &Emulator) -> (ServiceAccount, ServiceAccount) {
     (caller.unwrap(), target.unwrap())
 }
 
+/// A caller and a target, the caller granted the right to impersonate the target.
+async fn caller_granted_on_target(emu: &Emulator) -> (ServiceAccount, ServiceAccount) {
+    let (caller, target) = two_accounts(emu).await;
+    emu.allow_impersonation(caller.email(), target.email());
+    (caller, target)
+}
+
 /// Two relays for a delegation chain, `relay-one` and `relay-two`.
 async fn two_relays(emu: &Emulator) -> (ServiceAccount, ServiceAccount) {
     let (d1, d2) = tokio::join!(
@@ -61,8 +68,7 @@ async fn two_relays(emu: &Emulator) -> (ServiceAccount, ServiceAccount) {
 #[tokio::test]
 async fn service_account_key_mints_the_targets_id_token_with_its_email() {
     let emu = Emulator::start().await.unwrap();
-    let (caller, target) = two_accounts(&emu).await;
-    emu.allow_impersonation(caller.email(), target.email());
+    let (caller, target) = caller_granted_on_target(&emu).await;
 
     let token = impersonate(&emu, key_source(&caller), &target)
         .id_token(&Audience::new(AUD))
@@ -86,8 +92,7 @@ async fn service_account_key_mints_the_targets_id_token_with_its_email() {
 #[tokio::test]
 async fn the_access_token_is_fetched_once_per_its_lifetime_not_per_id_token() {
     let emu = Emulator::start().await.unwrap();
-    let (caller, target) = two_accounts(&emu).await;
-    emu.allow_impersonation(caller.email(), target.email());
+    let (caller, target) = caller_granted_on_target(&emu).await;
     let source = Arc::new(impersonate(&emu, key_source(&caller), &target));
 
     // A cold burst while the token endpoint is slow: every caller waits for
@@ -120,8 +125,7 @@ async fn the_access_token_is_fetched_once_per_its_lifetime_not_per_id_token() {
 #[tokio::test]
 async fn a_cache_refresh_of_the_id_token_reuses_the_access_token() {
     let emu = Emulator::start().await.unwrap();
-    let (caller, target) = two_accounts(&emu).await;
-    emu.allow_impersonation(caller.email(), target.email());
+    let (caller, target) = caller_granted_on_target(&emu).await;
     let cache = TokenCache::new(Arc::new(impersonate(&emu, key_source(&caller), &target)));
     let aud = Audience::new(AUD);
 
@@ -137,8 +141,7 @@ async fn a_cache_refresh_of_the_id_token_reuses_the_access_token() {
 #[tokio::test]
 async fn an_access_token_refused_by_iam_is_replaced_once() {
     let emu = Emulator::start().await.unwrap();
-    let (caller, target) = two_accounts(&emu).await;
-    emu.allow_impersonation(caller.email(), target.email());
+    let (caller, target) = caller_granted_on_target(&emu).await;
     let source = impersonate(&emu, key_source(&caller), &target);
     source.id_token(&Audience::new("warm-up")).await.unwrap();
 
@@ -157,8 +160,7 @@ async fn an_access_token_refused_by_iam_is_replaced_once() {
 #[tokio::test]
 async fn a_second_401_is_an_error_not_a_loop() {
     let emu = Emulator::start().await.unwrap();
-    let (caller, target) = two_accounts(&emu).await;
-    emu.allow_impersonation(caller.email(), target.email());
+    let (caller, target) = caller_granted_on_target(&emu).await;
     emu.inject(Endpoint::GenerateIdToken, Fault::status(401), 5);
 
     let err = impersonate(&emu, key_source(&caller), &target)
@@ -340,8 +342,7 @@ async fn an_unknown_target_is_a_404_saying_so() {
 #[tokio::test]
 async fn the_impersonated_token_passes_the_gate() {
     let emu = Emulator::start().await.unwrap();
-    let (caller, target) = two_accounts(&emu).await;
-    emu.allow_impersonation(caller.email(), target.email());
+    let (caller, target) = caller_granted_on_target(&emu).await;
     let app = emu.app();
     let token = impersonate(&emu, key_source(&caller), &target)
         .id_token(&Audience::new(app.client_id()))

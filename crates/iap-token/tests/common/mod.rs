@@ -4,6 +4,8 @@
 // Each test binary compiles this module and uses a part of it.
 #![allow(dead_code)]
 
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
 use iap_emulator::ServiceAccount;
 use iap_token::IdToken;
 use iap_token::source::service_account::{ServiceAccountKey, ServiceAccountSource};
@@ -22,10 +24,22 @@ pub fn origin_of(url: &url::Url) -> String {
 /// A GET to `url` (an app behind the emulator's gate) carrying `token` as
 /// a bearer token.
 pub async fn get_with_token(url: impl reqwest::IntoUrl, token: &IdToken) -> reqwest::Response {
+    get_with_headers(url, token_header(token)).await
+}
+
+/// A GET to `url` (an app behind the emulator's gate) with `headers`, e.g.
+/// as `IapAuth::apply` left them.
+pub async fn get_with_headers(url: impl reqwest::IntoUrl, headers: HeaderMap) -> reqwest::Response {
     reqwest::Client::new()
         .get(url)
-        .bearer_auth(token.as_str())
+        .headers(headers)
         .send()
         .await
         .expect("the gate answers")
+}
+
+fn token_header(token: &IdToken) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION, token.header_value().clone());
+    headers
 }
