@@ -10,6 +10,58 @@ use common::{claims, control, get_json, http, metadata_identity, start_without_a
 use iap_emulator::{Adc, Emulator, Endpoint, Fault, Grant, SubjectTokenSource, counter};
 use serde_json::{Value, json};
 
+/// The metadata server's access token answer (JSON).
+async fn metadata_access_token(emu: &Emulator) -> Value {
+    http()
+        .get(format!(
+            "{}computeMetadata/v1/instance/service-accounts/default/token",
+            emu.url()
+        ))
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// IAM Credentials `generateIdToken` for `target` (audience `a`), authenticated with `bearer`.
+async fn generate_id_token(emu: &Emulator, target: &str, bearer: &str) -> reqwest::Response {
+    http()
+        .post(emu.iam_credentials_url(target, "generateIdToken"))
+        .bearer_auth(bearer)
+        .json(&json!({"audience": "a"}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The STS exchange an `external_account` ADC file describes, for `subject_token`.
+async fn sts_exchange(adc: &Value, subject_token: &str) -> reqwest::Response {
+    http()
+        .post(adc["token_url"].as_str().unwrap())
+        .form(&[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            (
+                "requested_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
+            (
+                "subject_token_type",
+                adc["subject_token_type"].as_str().unwrap(),
+            ),
+            ("audience", adc["audience"].as_str().unwrap()),
+            ("subject_token", subject_token),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
 // ---- faults -----------------------------------------------------------------
 
 #[tokio::test]
@@ -268,29 +320,12 @@ async fn revoked_access_token_no_longer_authenticates_to_iam() {
     let target = emu.create_service_account("rt").await.unwrap();
     let email = emu.metadata_service_account().unwrap();
     emu.allow_impersonation(&email, target.email());
-    let body: Value = http()
-        .get(format!(
-            "{}computeMetadata/v1/instance/service-accounts/default/token",
-            emu.url()
-        ))
-        .header("Metadata-Flavor", "Google")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = metadata_access_token(&emu).await;
     let bearer = body["access_token"].as_str().unwrap();
-    let call = || {
-        http()
-            .post(emu.iam_credentials_url(target.email(), "generateIdToken"))
-            .bearer_auth(bearer)
-            .json(&json!({"audience": "a"}))
-            .send()
-    };
-    assert_eq!(call().await.unwrap().status(), 200);
+    let call = || generate_id_token(&emu, target.email(), bearer);
+    assert_eq!(call().await.status(), 200);
     emu.revoke(bearer);
-    assert_eq!(call().await.unwrap().status(), 401);
+    assert_eq!(call().await.status(), 401);
 }
 
 #[tokio::test]
@@ -300,27 +335,11 @@ async fn expired_access_token_no_longer_authenticates_to_iam() {
     let email = emu.metadata_service_account().unwrap();
     emu.allow_impersonation(&email, target.email());
     emu.set_token_lifetime(Duration::from_secs(60));
-    let body: Value = http()
-        .get(format!(
-            "{}computeMetadata/v1/instance/service-accounts/default/token",
-            emu.url()
-        ))
-        .header("Metadata-Flavor", "Google")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = metadata_access_token(&emu).await;
     assert_eq!(body["expires_in"], 60);
     emu.advance_clock(Duration::from_secs(61));
-    let resp = http()
-        .post(emu.iam_credentials_url(target.email(), "generateIdToken"))
-        .bearer_auth(body["access_token"].as_str().unwrap())
-        .json(&json!({"audience": "a"}))
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        generate_id_token(&emu, target.email(), body["access_token"].as_str().unwrap()).await;
     assert_eq!(resp.status(), 401);
 }
 
@@ -491,27 +510,7 @@ async fn adc_files_of_every_type_point_at_the_emulator() {
         .as_str()
         .unwrap();
     // The fetched subject token is accepted by STS.
-    let resp = http()
-        .post(v["token_url"].as_str().unwrap())
-        .form(&[
-            (
-                "grant_type",
-                "urn:ietf:params:oauth:grant-type:token-exchange",
-            ),
-            (
-                "requested_token_type",
-                "urn:ietf:params:oauth:token-type:access_token",
-            ),
-            (
-                "subject_token_type",
-                v["subject_token_type"].as_str().unwrap(),
-            ),
-            ("audience", v["audience"].as_str().unwrap()),
-            ("subject_token", got[field].as_str().unwrap()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let resp = sts_exchange(&v, got[field].as_str().unwrap()).await;
     assert_eq!(resp.status(), 200);
 }
 
@@ -597,27 +596,8 @@ async fn adc_file_set_has_every_type_and_working_grants() {
     let wif = read_json(&files.external_account_file);
     let subject =
         std::fs::read_to_string(wif["credential_source"]["file"].as_str().unwrap()).unwrap();
-    let sts: Value = http()
-        .post(wif["token_url"].as_str().unwrap())
-        .form(&[
-            (
-                "grant_type",
-                "urn:ietf:params:oauth:grant-type:token-exchange",
-            ),
-            (
-                "requested_token_type",
-                "urn:ietf:params:oauth:token-type:access_token",
-            ),
-            (
-                "subject_token_type",
-                wif["subject_token_type"].as_str().unwrap(),
-            ),
-            ("audience", wif["audience"].as_str().unwrap()),
-            ("subject_token", subject.trim()),
-        ])
-        .send()
+    let sts: Value = sts_exchange(&wif, subject.trim())
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

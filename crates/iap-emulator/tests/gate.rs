@@ -43,6 +43,11 @@ fn origin(app: &App) -> String {
     app.url().origin().ascii_serialization()
 }
 
+/// The audience of a self-signed JWT valid on every path of the app: `ORIGIN/*`.
+fn host_wildcard(app: &App) -> String {
+    format!("{}/*", origin(app))
+}
+
 async fn get_with(app: &App, path: &str, token: &str) -> reqwest::Response {
     http()
         .get(app.url().join(path).unwrap())
@@ -429,13 +434,7 @@ async fn self_signed_jwt_for_the_host_wildcard_is_accepted_on_any_path() {
     let app = emu.app();
     let sa = emu.create_service_account("caller").await.unwrap();
     let now = emu.now();
-    let jwt = self_signed(
-        &sa,
-        sa.email(),
-        &format!("{}/*", origin(&app)),
-        now,
-        now + 600,
-    );
+    let jwt = self_signed(&sa, sa.email(), &host_wildcard(&app), now, now + 600);
     for path in ["/", "/a", "/a/b/c"] {
         assert_eq!(get_with(&app, path, &jwt).await.status(), StatusCode::OK);
     }
@@ -450,7 +449,7 @@ async fn self_signed_jwt_for_another_host_is_rejected() {
     let now = emu.now();
     let port = app.url().port().unwrap();
     for aud in [
-        format!("{}/*", origin(&other)),
+        host_wildcard(&other),
         format!("http://localhost:{port}/*"),
         format!("https://127.0.0.1:{port}/*"),
     ] {
@@ -470,13 +469,7 @@ async fn self_signed_jwt_valid_for_more_than_an_hour_is_rejected() {
     let app = emu.app();
     let sa = emu.create_service_account("caller").await.unwrap();
     let now = emu.now();
-    let jwt = self_signed(
-        &sa,
-        sa.email(),
-        &format!("{}/*", origin(&app)),
-        now,
-        now + 3601,
-    );
+    let jwt = self_signed(&sa, sa.email(), &host_wildcard(&app), now, now + 3601);
     let response = get_with(&app, "/", &jwt).await;
     assert_iap_401(
         response,
@@ -496,7 +489,7 @@ async fn self_signed_jwt_with_another_accounts_key_is_rejected() {
     let jwt = self_signed(
         &attacker,
         victim.email(),
-        &format!("{}/*", origin(&app)),
+        &host_wildcard(&app),
         now,
         now + 600,
     );
@@ -525,13 +518,7 @@ async fn public_url_sets_the_origin_of_self_signed_audiences() {
     let exact = self_signed(&sa, sa.email(), "https://app.example.com/x", now, now + 600);
     assert_eq!(get_with(&app, "/x", &exact).await.status(), StatusCode::OK);
 
-    let local = self_signed(
-        &sa,
-        sa.email(),
-        &format!("{}/*", origin(&app)),
-        now,
-        now + 600,
-    );
+    let local = self_signed(&sa, sa.email(), &host_wildcard(&app), now, now + 600);
     assert_eq!(
         get_with(&app, "/x", &local).await.status(),
         StatusCode::UNAUTHORIZED
@@ -776,6 +763,15 @@ mod grpc {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
 
+    /// A gRPC channel to `url` (HTTP/2 without TLS).
+    async fn connect(url: &str) -> Channel {
+        Channel::from_shared(url.to_owned())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
     async fn check(channel: Channel, token: &str) -> Result<i32, tonic::Status> {
         let value: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
         let mut client =
@@ -806,11 +802,7 @@ mod grpc {
                 .add_service(health)
                 .serve_with_incoming(TcpIncoming::from(listener)),
         );
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = connect(&format!("http://{addr}")).await;
 
         let token = emu.mint_id_token(app.client_id(), "svc@example.com");
         let status = check(channel.clone(), &token).await.unwrap();
@@ -838,11 +830,7 @@ mod grpc {
             .serve(tonic::service::Routes::new(health))
             .await
             .unwrap();
-        let channel = Channel::from_shared(origin(&app))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = connect(&origin(&app)).await;
         let token = emu.mint_id_token(app.client_id(), "svc@example.com");
         assert_eq!(
             check(channel.clone(), &token).await.unwrap(),
@@ -869,11 +857,7 @@ mod grpc {
             .proxy_to(upstream.parse().unwrap())
             .await
             .unwrap();
-        let channel = Channel::from_shared(origin(&app))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = connect(&origin(&app)).await;
         let token = emu.mint_id_token(app.client_id(), "svc@example.com");
         assert_eq!(
             check(channel, &token).await.unwrap(),

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{claims, get_json, http, post_form, private_key, start_without_app};
-use iap_emulator::{Emulator, Grant, ServiceAccount, counter};
+use iap_emulator::{Emulator, Grant, OAuthClient, ServiceAccount, counter};
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation, jwk::JwkSet};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -47,6 +47,29 @@ async fn metadata_get(emu: &Emulator, path: &str, flavor: bool) -> reqwest::Resp
         req = req.header("Metadata-Flavor", "Google");
     }
     req.send().await.unwrap()
+}
+
+/// A grant at the token endpoint by an OAuth client: `grant_type`, its
+/// `client_id` and `client_secret`, and `fields` (which may replace the
+/// secret, to send a wrong one).
+async fn client_grant(
+    emu: &Emulator,
+    client: &OAuthClient,
+    grant_type: &str,
+    fields: &[(&str, &str)],
+) -> (StatusCode, Value) {
+    let mut form = vec![
+        ("grant_type", grant_type),
+        ("client_id", client.client_id()),
+        ("client_secret", client.client_secret()),
+    ];
+    for &(name, value) in fields {
+        match form.iter_mut().find(|(n, _)| *n == name) {
+            Some(field) => field.1 = value,
+            None => form.push((name, value)),
+        }
+    }
+    post_form(&emu.token_uri(), &form).await
 }
 
 const IDENTITY: &str = "instance/service-accounts/default/identity";
@@ -452,15 +475,11 @@ async fn refresh_with_audience_returns_an_id_token_for_that_audience() {
     let client = emu.create_desktop_client(emu.project_id());
     let user = emu.create_user(&client, "alice@example.com");
     let iap = emu.app().client_id().to_owned();
-    let (status, body) = post_form(
-        &emu.token_uri(),
-        &[
-            ("grant_type", "refresh_token"),
-            ("client_id", client.client_id()),
-            ("client_secret", client.client_secret()),
-            ("refresh_token", user.refresh_token()),
-            ("audience", &iap),
-        ],
+    let (status, body) = client_grant(
+        &emu,
+        &client,
+        "refresh_token",
+        &[("refresh_token", user.refresh_token()), ("audience", &iap)],
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -478,14 +497,11 @@ async fn refresh_without_audience_gives_the_client_as_audience() {
     let emu = start_without_app().await;
     let client = emu.create_desktop_client("proj-a");
     let user = emu.create_user(&client, "bob@example.com");
-    let (status, body) = post_form(
-        &emu.token_uri(),
-        &[
-            ("grant_type", "refresh_token"),
-            ("client_id", client.client_id()),
-            ("client_secret", client.client_secret()),
-            ("refresh_token", user.refresh_token()),
-        ],
+    let (status, body) = client_grant(
+        &emu,
+        &client,
+        "refresh_token",
+        &[("refresh_token", user.refresh_token())],
     )
     .await;
     assert_eq!(status, 200);
@@ -500,12 +516,11 @@ async fn refresh_with_audience_of_another_project_is_invalid_audience() {
     let emu = Emulator::start().await.unwrap();
     let client = emu.create_desktop_client("some-other-project");
     let user = emu.create_user(&client, "carol@example.com");
-    let (status, body) = post_form(
-        &emu.token_uri(),
+    let (status, body) = client_grant(
+        &emu,
+        &client,
+        "refresh_token",
         &[
-            ("grant_type", "refresh_token"),
-            ("client_id", client.client_id()),
-            ("client_secret", client.client_secret()),
             ("refresh_token", user.refresh_token()),
             ("audience", emu.app().client_id()),
         ],
@@ -523,11 +538,11 @@ async fn refresh_with_wrong_secret_or_revoked_token_fails_like_google() {
     let emu = start_without_app().await;
     let client = emu.create_desktop_client("p");
     let user = emu.create_user(&client, "dan@example.com");
-    let (status, body) = post_form(
-        &emu.token_uri(),
+    let (status, body) = client_grant(
+        &emu,
+        &client,
+        "refresh_token",
         &[
-            ("grant_type", "refresh_token"),
-            ("client_id", client.client_id()),
             ("client_secret", "wrong"),
             ("refresh_token", user.refresh_token()),
         ],
@@ -536,14 +551,11 @@ async fn refresh_with_wrong_secret_or_revoked_token_fails_like_google() {
     assert_eq!(status, 401);
     assert_eq!(body["error"], "invalid_client");
     emu.revoke(user.refresh_token());
-    let (status, body) = post_form(
-        &emu.token_uri(),
-        &[
-            ("grant_type", "refresh_token"),
-            ("client_id", client.client_id()),
-            ("client_secret", client.client_secret()),
-            ("refresh_token", user.refresh_token()),
-        ],
+    let (status, body) = client_grant(
+        &emu,
+        &client,
+        "refresh_token",
+        &[("refresh_token", user.refresh_token())],
     )
     .await;
     assert_eq!(status, 400);
@@ -601,34 +613,20 @@ async fn desktop_login_with_pkce_s256_gets_tokens_for_the_iap_audience() {
     let q = location_params(&resp);
     assert_eq!(q["state"], "xyz");
     let iap = emu.app().client_id().to_owned();
-    let exchange = |code: String, verifier: &'static str| {
-        let emu_uri = emu.token_uri();
-        let client = client.clone();
-        let iap = iap.clone();
-        async move {
-            post_form(
-                &emu_uri,
-                &[
-                    ("grant_type", "authorization_code"),
-                    ("client_id", client.client_id()),
-                    ("client_secret", client.client_secret()),
-                    ("code", &code),
-                    ("redirect_uri", redirect),
-                    ("code_verifier", verifier),
-                    ("audience", &iap),
-                ],
-            )
-            .await
-        }
-    };
-    let (status, body) = exchange(q["code"].clone(), verifier).await;
+    let exchange = [
+        ("code", q["code"].as_str()),
+        ("redirect_uri", redirect),
+        ("code_verifier", verifier),
+        ("audience", iap.as_str()),
+    ];
+    let (status, body) = client_grant(&emu, &client, "authorization_code", &exchange).await;
     assert_eq!(status, 200, "{body}");
     assert!(body["refresh_token"].as_str().is_some());
     let c = verify(&emu, body["id_token"].as_str().unwrap(), &iap).await;
     assert_eq!(c["email"], "erin@example.com");
     assert_eq!(emu.id_tokens_issued_by(Grant::AuthorizationCode, &iap), 1);
     // A code works once.
-    let (status, body) = exchange(q["code"].clone(), verifier).await;
+    let (status, body) = client_grant(&emu, &client, "authorization_code", &exchange).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"], "invalid_grant");
 }
@@ -657,12 +655,11 @@ async fn code_exchange_checks_verifier_and_redirect_uri() {
         }
     };
     let code = login("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM").await;
-    let (status, body) = post_form(
-        &emu.token_uri(),
+    let (status, body) = client_grant(
+        &emu,
+        &client,
+        "authorization_code",
         &[
-            ("grant_type", "authorization_code"),
-            ("client_id", client.client_id()),
-            ("client_secret", client.client_secret()),
             ("code", &code),
             ("redirect_uri", "http://localhost:4000"),
             ("code_verifier", "not-the-verifier"),
@@ -672,12 +669,11 @@ async fn code_exchange_checks_verifier_and_redirect_uri() {
     assert_eq!(status, 400);
     assert_eq!(body["error_description"], "Invalid code verifier.");
     let code = login("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM").await;
-    let (status, body) = post_form(
-        &emu.token_uri(),
+    let (status, body) = client_grant(
+        &emu,
+        &client,
+        "authorization_code",
         &[
-            ("grant_type", "authorization_code"),
-            ("client_id", client.client_id()),
-            ("client_secret", client.client_secret()),
             ("code", &code),
             ("redirect_uri", "http://localhost:4001"),
             (
@@ -736,15 +732,11 @@ async fn authorize_signs_in_the_login_hint_user() {
     )
     .await;
     let code = location_params(&resp)["code"].clone();
-    let (_, body) = post_form(
-        &emu.token_uri(),
-        &[
-            ("grant_type", "authorization_code"),
-            ("client_id", client.client_id()),
-            ("client_secret", client.client_secret()),
-            ("code", &code),
-            ("redirect_uri", "http://127.0.0.1:9/"),
-        ],
+    let (_, body) = client_grant(
+        &emu,
+        &client,
+        "authorization_code",
+        &[("code", &code), ("redirect_uri", "http://127.0.0.1:9/")],
     )
     .await;
     assert_eq!(
@@ -1031,26 +1023,13 @@ async fn oidc_issuer_publishes_discovery_and_keys_that_verify_subject_tokens() {
     let emu = start_without_app().await;
     let pool = emu.create_workload_pool("p", "x");
     let token = emu.mint_subject_token(&pool, "me");
-    let disc: Value = http()
-        .get(format!(
-            "{}/.well-known/openid-configuration",
-            emu.oidc_issuer()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let disc: Value = get_json(&format!(
+        "{}/.well-known/openid-configuration",
+        emu.oidc_issuer()
+    ))
+    .await;
     assert_eq!(disc["issuer"], emu.oidc_issuer());
-    let jwks: JwkSet = http()
-        .get(disc["jwks_uri"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: JwkSet = get_json(disc["jwks_uri"].as_str().unwrap()).await;
     let mut v = Validation::new(Algorithm::RS256);
     v.set_issuer(&[emu.oidc_issuer()]);
     v.validate_aud = false;
