@@ -8,7 +8,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{claims, get_json, http, metadata_identity, private_key};
+use common::{claims, get_json, http, metadata_identity, post_form, private_key};
 use iap_emulator::counter::{
     APP_HITS, GATE_302, GATE_401, GATE_ACCEPTED, GATE_PROXY_AUTHORIZATION, gate_401_by,
 };
@@ -110,20 +110,15 @@ async fn service_account_id_token_from_the_token_endpoint_is_accepted() {
         &private_key(&sa),
     )
     .unwrap();
-    let answer: Value = http()
-        .post(emu.token_uri())
-        .form(&[
+    let (status, answer) = post_form(
+        &emu.token_uri(),
+        &[
             ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
             ("assertion", assertion.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
     let id_token = answer["id_token"].as_str().unwrap();
 
     let response = get_with(&app, "/", id_token).await;
@@ -933,14 +928,7 @@ async fn every_app_has_its_own_origin_and_client_id() {
 async fn apps_are_listed_and_allowlisted_over_http() {
     let emu = Emulator::start().await.unwrap();
     let app = emu.app();
-    let apps: Value = http()
-        .get(format!("{}_emulator/apps", emu.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let apps: Value = get_json(&format!("{}_emulator/apps", emu.url())).await;
     assert_eq!(apps[0]["client_id"], app.client_id());
     assert_eq!(apps[0]["url"], app.url().as_str());
     assert_eq!(apps[0]["assertion_audience"], app.assertion_audience());

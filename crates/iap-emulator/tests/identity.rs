@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{claims, get_json, http, post_form, private_key, start_without_app};
+use common::{claims, control, get_json, http, post_form, private_key, start_without_app};
 use iap_emulator::{Emulator, Grant, OAuthClient, ServiceAccount, counter};
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation, jwk::JwkSet};
 use reqwest::StatusCode;
@@ -1116,14 +1116,8 @@ async fn metadata_refuses_forwarded_requests() {
 async fn rotation_over_http_lists_the_new_key_first() {
     let emu = start_without_app().await;
     let old = emu.signing_key_ids();
-    let v: Value = http()
-        .post(format!("{}_emulator/rotate-keys", emu.url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, v) = control(&emu, reqwest::Method::POST, "rotate-keys", json!({})).await;
+    assert_eq!(status, 200);
     let kids: Vec<String> = serde_json::from_value(v["kids"].clone()).unwrap();
     assert_eq!(kids.len(), 2);
     assert_eq!(kids[1], old[0]);
