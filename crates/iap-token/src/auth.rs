@@ -76,15 +76,13 @@ enum DefaultAudience {
     /// Discovered per origin, then pre-resolved per origin.
     Discover {
         discovery: AudienceDiscovery,
-        resolved: ArcSwap<Vec<(Origin, Attach)>>,
-        writer: Mutex<()>,
+        resolved: AttachTable<Origin>,
     },
     /// From the request's URL; host-wildcard audiences are remembered per
     /// host, so a host seen before costs no allocation.
     FromUrl {
         kind: AudienceKind,
-        hosts: ArcSwap<Vec<(HostKey, Attach)>>,
-        writer: Mutex<()>,
+        hosts: AttachTable<HostKey>,
     },
     /// Only mapped origins get a token.
     None,
@@ -248,12 +246,8 @@ impl IapAuth {
         match &inner.default {
             DefaultAudience::Fixed(attach) => Plan::Attach(attach.clone()),
             DefaultAudience::Discover { resolved, .. } => {
-                match resolved
-                    .load()
-                    .iter()
-                    .find(|(origin, _)| origin.matches(uri))
-                {
-                    Some((_, attach)) => Plan::Attach(attach.clone()),
+                match resolved.find(|origin| origin.matches(uri)) {
+                    Some(attach) => Plan::Attach(attach),
                     None => Plan::Attach(Attach {
                         target: Target::Discover {
                             auth: self.clone(),
@@ -265,25 +259,15 @@ impl IapAuth {
             DefaultAudience::FromUrl {
                 kind: AudienceKind::HostWildcard,
                 hosts,
-                writer,
-            } => match hosts.load().iter().find(|(host, _)| host.matches(uri)) {
-                Some((_, attach)) => Plan::Attach(attach.clone()),
-                None => {
-                    let attach = self.attach_from_url(AudienceKind::HostWildcard, uri);
-                    if let (Some(host), Target::Entry { .. }) = (HostKey::of(uri), &attach.target) {
-                        let _writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
-                        let seen = hosts.load();
-                        if seen.len() < MAX_REMEMBERED_HOSTS
-                            && !seen.iter().any(|(h, _)| *h == host)
-                        {
-                            let mut list = Vec::clone(&seen);
-                            list.push((host, attach.clone()));
-                            hosts.store(Arc::new(list));
-                        }
-                    }
-                    Plan::Attach(attach)
-                }
-            },
+            } => Plan::Attach(match hosts.find(|host| host.matches(uri)) {
+                Some(attach) => attach,
+                None => match HostKey::of(uri) {
+                    Some(host) => hosts.get_or_insert(host, MAX_REMEMBERED_HOSTS, || {
+                        self.attach_from_url(AudienceKind::HostWildcard, uri)
+                    }),
+                    None => self.attach_from_url(AudienceKind::HostWildcard, uri),
+                },
+            }),
             DefaultAudience::FromUrl { kind, .. } => Plan::Attach(self.attach_from_url(*kind, uri)),
             DefaultAudience::None => Plan::Skip,
         }
@@ -340,7 +324,6 @@ impl IapAuth {
         let DefaultAudience::Discover {
             discovery,
             resolved,
-            writer,
         } = &self.inner.default
         else {
             return Err(Error::Other {
@@ -361,15 +344,53 @@ impl IapAuth {
             ),
             source: None,
         })?;
-        let _writer = writer.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, attach)) = resolved.load().iter().find(|(o, _)| *o == origin) {
-            return Ok(attach.clone());
+        let cache = &self.inner.cache;
+        Ok(resolved.get_or_insert(origin, usize::MAX, || {
+            Attach::entry(cache, cache.entry(&audience))
+        }))
+    }
+}
+
+/// A small copy-on-write table of pre-resolved audiences: lock-free,
+/// allocation-free lookups on the hot path; writers take turns and copy.
+struct AttachTable<K> {
+    list: ArcSwap<Vec<(K, Attach)>>,
+    writer: Mutex<()>,
+}
+
+impl<K: Clone + PartialEq> AttachTable<K> {
+    fn new() -> Self {
+        AttachTable {
+            list: ArcSwap::from_pointee(Vec::new()),
+            writer: Mutex::new(()),
         }
-        let attach = Attach::entry(&self.inner.cache, self.inner.cache.entry(&audience));
-        let mut list = Vec::clone(&resolved.load());
-        list.push((origin, attach.clone()));
-        resolved.store(Arc::new(list));
-        Ok(attach)
+    }
+
+    /// The entry of the first key that `hit` accepts.
+    #[inline]
+    fn find(&self, hit: impl Fn(&K) -> bool) -> Option<Attach> {
+        self.list
+            .load()
+            .iter()
+            .find(|(key, _)| hit(key))
+            .map(|(_, attach)| attach.clone())
+    }
+
+    /// The entry of `key`, else a new one from `make`, recorded while the
+    /// table holds fewer than `limit` entries.
+    fn get_or_insert(&self, key: K, limit: usize, make: impl FnOnce() -> Attach) -> Attach {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let list = self.list.load();
+        if let Some((_, attach)) = list.iter().find(|(k, _)| *k == key) {
+            return attach.clone();
+        }
+        let attach = make();
+        if list.len() < limit {
+            let mut grown = Vec::clone(&list);
+            grown.push((key, attach.clone()));
+            self.list.store(Arc::new(grown));
+        }
+        attach
     }
 }
 
@@ -584,13 +605,11 @@ impl IapAuthBuilder {
             }
             (None, Some(discovery)) => DefaultAudience::Discover {
                 discovery,
-                resolved: ArcSwap::from_pointee(Vec::new()),
-                writer: Mutex::new(()),
+                resolved: AttachTable::new(),
             },
             (None, None) if kind != AudienceKind::ClientId => DefaultAudience::FromUrl {
                 kind,
-                hosts: ArcSwap::from_pointee(Vec::new()),
-                writer: Mutex::new(()),
+                hosts: AttachTable::new(),
             },
             (None, None) if !mapped.is_empty() && allowed.is_empty() => DefaultAudience::None,
             (None, None) => {
