@@ -1,8 +1,8 @@
 //! `iap curl` end to end against the emulator's gated echo app.
 
-mod support;
+mod common;
 
-use support::{World, closed_port};
+use common::{World, closed_port};
 
 fn echo(stdout: &str) -> serde_json::Value {
     serde_json::from_str(stdout)
@@ -12,17 +12,7 @@ fn echo(stdout: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn get_prints_the_apps_body_with_the_caller_authenticated() {
     let w = World::new().await;
-    let out = w
-        .sandbox
-        .ok(&[
-            "curl",
-            &w.url("/hello?x=1"),
-            "--audience",
-            w.audience(),
-            "--credentials",
-            w.key(),
-        ])
-        .await;
+    let out = w.ok_for_app(&["curl", &w.url("/hello?x=1")]).await;
     let e = echo(&out);
     assert_eq!(e["method"], "GET");
     assert_eq!(e["path"], "/hello");
@@ -50,18 +40,7 @@ async fn without_audience_it_is_discovered() {
 #[tokio::test(flavor = "multi_thread")]
 async fn include_prints_status_line_and_headers_first() {
     let w = World::new().await;
-    let out = w
-        .sandbox
-        .ok(&[
-            "curl",
-            "-i",
-            &w.url("/inc"),
-            "--audience",
-            w.audience(),
-            "--credentials",
-            w.key(),
-        ])
-        .await;
+    let out = w.ok_for_app(&["curl", "-i", &w.url("/inc")]).await;
     let (head, body) = out
         .split_once("\r\n\r\n")
         .expect("a blank line after the headers");
@@ -112,8 +91,7 @@ async fn fail_exits_22_on_an_http_error_from_the_app() {
 async fn method_headers_and_data_reach_the_app() {
     let w = World::new().await;
     let out = w
-        .sandbox
-        .ok(&[
+        .ok_for_app(&[
             "curl",
             &w.url("/things"),
             "-X",
@@ -124,10 +102,6 @@ async fn method_headers_and_data_reach_the_app() {
             "Content-Type: text/plain",
             "-d",
             "hello=world",
-            "--audience",
-            w.audience(),
-            "--credentials",
-            w.key(),
         ])
         .await;
     let e = echo(&out);
@@ -140,19 +114,7 @@ async fn method_headers_and_data_reach_the_app() {
 #[tokio::test(flavor = "multi_thread")]
 async fn data_alone_posts_a_form() {
     let w = World::new().await;
-    let out = w
-        .sandbox
-        .ok(&[
-            "curl",
-            &w.url("/form"),
-            "-d",
-            "a=1",
-            "--audience",
-            w.audience(),
-            "--credentials",
-            w.key(),
-        ])
-        .await;
+    let out = w.ok_for_app(&["curl", &w.url("/form"), "-d", "a=1"]).await;
     let e = echo(&out);
     assert_eq!(e["method"], "POST");
     assert_eq!(
@@ -169,17 +131,7 @@ async fn data_binary_from_a_file_is_sent_byte_for_byte() {
     std::fs::write(&file, &bytes).unwrap();
     let at = format!("@{}", file.display());
     let out = w
-        .sandbox
-        .ok(&[
-            "curl",
-            &w.url("/upload"),
-            "--data-binary",
-            &at,
-            "--audience",
-            w.audience(),
-            "--credentials",
-            w.key(),
-        ])
+        .ok_for_app(&["curl", &w.url("/upload"), "--data-binary", &at])
         .await;
     let e = echo(&out);
     assert_eq!(e["method"], "POST");
@@ -190,17 +142,12 @@ async fn data_binary_from_a_file_is_sent_byte_for_byte() {
 async fn proxy_authorization_leaves_the_apps_authorization_alone() {
     let w = World::new().await;
     let out = w
-        .sandbox
-        .ok(&[
+        .ok_for_app(&[
             "curl",
             &w.url("/pa"),
             "--proxy-authorization",
             "-H",
             "Authorization: Bearer app-own",
-            "--audience",
-            w.audience(),
-            "--credentials",
-            w.key(),
         ])
         .await;
     let e = echo(&out);
@@ -246,17 +193,7 @@ async fn a_wrong_audience_is_one_line_naming_the_fix() {
 async fn an_unreachable_app_names_the_url() {
     let w = World::new().await;
     let url = format!("http://127.0.0.1:{}/", closed_port());
-    let out = w
-        .sandbox
-        .run(&[
-            "curl",
-            &url,
-            "--audience",
-            w.audience(),
-            "--credentials",
-            w.key(),
-        ])
-        .await;
+    let out = w.run_for_app(&["curl", &url]).await;
     assert_eq!(out.code(), 1, "{out:#?}");
     let line = out.error_line();
     assert!(
@@ -274,17 +211,7 @@ async fn an_iap_401_is_retried_once_with_a_fresh_token() {
         iap_emulator::Fault::status(401),
         1,
     );
-    let out = w
-        .sandbox
-        .ok(&[
-            "curl",
-            &w.url("/retry"),
-            "--audience",
-            w.audience(),
-            "--credentials",
-            w.key(),
-        ])
-        .await;
+    let out = w.ok_for_app(&["curl", &w.url("/retry")]).await;
     assert_eq!(echo(&out)["path"], "/retry");
     assert_eq!(
         w.tokens_minted(),
@@ -344,18 +271,7 @@ async fn self_signed_jwts_reach_the_app_without_any_token_endpoint() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_token_never_reaches_the_logs_even_at_trace_level() {
     let w = World::new().await;
-    let out = w
-        .sandbox
-        .run(&[
-            "-vvv",
-            "curl",
-            &w.url("/quiet"),
-            "--audience",
-            w.audience(),
-            "--credentials",
-            w.key(),
-        ])
-        .await;
+    let out = w.run_for_app(&["-vvv", "curl", &w.url("/quiet")]).await;
     assert!(out.status.success(), "{out:#?}");
     assert!(
         out.stderr.contains("TRACE") || out.stderr.contains("DEBUG"),

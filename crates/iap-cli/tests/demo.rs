@@ -1,8 +1,8 @@
 //! `iap demo` end to end.
 
-mod support;
+mod common;
 
-use support::Sandbox;
+use common::Sandbox;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_runs_every_step_and_exits_0() {

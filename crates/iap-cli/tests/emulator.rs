@@ -1,10 +1,10 @@
 //! `iap emulator` end to end: its export lines point clients at a working emulator.
 
-mod support;
+mod common;
 
 use std::collections::HashMap;
 
-use support::{Sandbox, interrupt, stdout_lines, wait_for_line};
+use common::{Sandbox, interrupt, stdout_lines, wait_for_line};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn export_lines_point_at_a_working_emulator_until_ctrl_c() {
@@ -45,7 +45,7 @@ async fn export_lines_point_at_a_working_emulator_until_ctrl_c() {
     assert!(body.contains("iap-emulator-runner@"), "{body}");
 
     interrupt(child.id().unwrap());
-    let status = tokio::time::timeout(support::COMMAND_TIMEOUT, child.wait())
+    let status = tokio::time::timeout(common::COMMAND_TIMEOUT, child.wait())
         .await
         .unwrap()
         .unwrap();

@@ -3,14 +3,14 @@
 //! redirect lands on the CLI's receiver), and the saved credentials'
 //! place in the precedence.
 
-mod support;
+mod common;
 
-use support::{World, claims, file_mode, stderr_lines, wait_for_line};
+use common::{World, claims, file_mode, stderr_lines, wait_for_line};
 
 const USER: &str = "dev@example.com";
 
 /// Runs `iap login` as a person would, following the URL it prints.
-async fn login(w: &World, client: &iap_emulator::OAuthClient, secret: &str) -> support::Output {
+async fn login(w: &World, client: &iap_emulator::OAuthClient, secret: &str) -> common::Output {
     login_with(w, client, secret, "--no-browser").await
 }
 
@@ -20,8 +20,8 @@ async fn login_with(
     client: &iap_emulator::OAuthClient,
     secret: &str,
     flag: &str,
-) -> support::Output {
-    let port = support::closed_port().to_string();
+) -> common::Output {
+    let port = common::closed_port().to_string();
     let mut child = w
         .sandbox
         .command(&[
@@ -64,12 +64,12 @@ async fn login_with(
     while let Some(line) = stderr.next_line().await.expect("stderr") {
         rest.push(line);
     }
-    let status = tokio::time::timeout(support::COMMAND_TIMEOUT, child.wait())
+    let status = tokio::time::timeout(common::COMMAND_TIMEOUT, child.wait())
         .await
         .expect("login finishes")
         .unwrap();
     seen.extend(rest);
-    support::Output {
+    common::Output {
         status,
         stdout: String::new(),
         stderr: seen.join("\n"),
@@ -117,21 +117,12 @@ async fn login_saves_credentials_that_later_commands_use_until_logout() {
     );
 
     // ... but GOOGLE_APPLICATION_CREDENTIALS and --credentials come first.
-    let mut with_env = support::Sandbox::new();
+    let mut with_env = common::Sandbox::new();
     with_env.set("IAP_CONFIG_DIR", w.sandbox.config_dir().to_string_lossy());
     with_env.set("GOOGLE_APPLICATION_CREDENTIALS", w.key());
     let jwt = with_env.ok(&["token", "--audience", w.audience()]).await;
     assert_eq!(claims(jwt.trim())["email"], w.sa.email());
-    let jwt = w
-        .sandbox
-        .ok(&[
-            "token",
-            "--audience",
-            w.audience(),
-            "--credentials",
-            w.key(),
-        ])
-        .await;
+    let jwt = w.ok_for_app(&["token"]).await;
     assert_eq!(claims(jwt.trim())["email"], w.sa.email());
 
     let out = w.sandbox.run(&["logout"]).await;

@@ -1,11 +1,11 @@
 //! `iap proxy` end to end: concurrent clients, a streamed upload, h2c, one
 //! log line per request, and a clean stop on Ctrl-C.
 
-mod support;
+mod common;
 
 use std::time::Duration;
 
-use support::{World, closed_port, interrupt, stdout_lines, wait_for_line};
+use common::{World, closed_port, interrupt, stdout_lines, wait_for_line};
 use tokio::process::Child;
 
 /// Starts `iap proxy` and waits for its "listening on" line; the child and
@@ -35,7 +35,7 @@ async fn start(w: &World, target: &str, extra: &[&str]) -> (Child, String) {
 /// Stops the proxy with Ctrl-C; its stderr.
 async fn stop(child: Child) -> String {
     interrupt(child.id().expect("running"));
-    let out = tokio::time::timeout(support::COMMAND_TIMEOUT, child.wait_with_output())
+    let out = tokio::time::timeout(common::COMMAND_TIMEOUT, child.wait_with_output())
         .await
         .expect("the proxy stops on Ctrl-C")
         .unwrap();
@@ -247,14 +247,14 @@ async fn the_token_never_reaches_the_proxys_logs_even_at_trace_level() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_lets_a_request_in_flight_finish() {
-    support::within("the request in flight", async {
+    common::within("the request in flight", async {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let w = World::new().await;
         // The upstream is the test itself, so it decides when the answer comes.
         let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let target = format!("http://{}/", upstream.local_addr().unwrap());
         let (mut child, base) = start(&w, &target, &["--audience", w.audience()]).await;
-        let mut stderr = support::stderr_lines(child.stderr.take().unwrap());
+        let mut stderr = common::stderr_lines(child.stderr.take().unwrap());
 
         let request = tokio::spawn(async move {
             let resp = reqwest::get(format!("{base}/slow"))
@@ -289,7 +289,7 @@ async fn ctrl_c_lets_a_request_in_flight_finish() {
 
         let (status, body) = request.await.unwrap();
         assert_eq!((status.as_u16(), body.as_str()), (200, "done"));
-        let status = tokio::time::timeout(support::COMMAND_TIMEOUT, child.wait())
+        let status = tokio::time::timeout(common::COMMAND_TIMEOUT, child.wait())
             .await
             .unwrap()
             .unwrap();
@@ -307,7 +307,7 @@ async fn ctrl_c_right_after_the_listening_line_stops_cleanly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bodies_stream_both_ways_without_buffering() {
-    support::within("streaming through the proxy", async {
+    common::within("streaming through the proxy", async {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let w = World::new().await;
         // The upstream is the test itself, so it sees exactly when bytes arrive.

@@ -1,23 +1,14 @@
 //! `iap token` end to end, and the one-line errors every credentialed
 //! command shares.
 
-mod support;
+mod common;
 
-use support::{Sandbox, World, claims, closed_port};
+use common::{Sandbox, World, claims, closed_port};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_format_prints_the_jwt_alone_for_the_audience() {
     let w = World::new().await;
-    let out = w
-        .sandbox
-        .ok(&[
-            "token",
-            "--audience",
-            w.audience(),
-            "--credentials",
-            w.key(),
-        ])
-        .await;
+    let out = w.ok_for_app(&["token"]).await;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 1, "{out}");
     let c = claims(lines[0]);
@@ -29,18 +20,7 @@ async fn token_format_prints_the_jwt_alone_for_the_audience() {
 #[tokio::test(flavor = "multi_thread")]
 async fn json_format_has_token_claims_and_expiry() {
     let w = World::new().await;
-    let out = w
-        .sandbox
-        .ok(&[
-            "token",
-            "--audience",
-            w.audience(),
-            "--credentials",
-            w.key(),
-            "--format",
-            "json",
-        ])
-        .await;
+    let out = w.ok_for_app(&["token", "--format", "json"]).await;
     let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     let token = v["token"].as_str().expect("token");
     assert_eq!(v["claims"], claims(token));
@@ -57,18 +37,7 @@ async fn json_format_has_token_claims_and_expiry() {
 #[tokio::test(flavor = "multi_thread")]
 async fn header_format_is_an_authorization_line_the_gate_accepts() {
     let w = World::new().await;
-    let out = w
-        .sandbox
-        .ok(&[
-            "token",
-            "--audience",
-            w.audience(),
-            "--credentials",
-            w.key(),
-            "--format",
-            "header",
-        ])
-        .await;
+    let out = w.ok_for_app(&["token", "--format", "header"]).await;
     let value = out
         .trim()
         .strip_prefix("Authorization: ")
@@ -268,7 +237,7 @@ async fn usage_errors_exit_2() {
     assert_eq!(sandbox.run(&["frobnicate"]).await.code(), 2);
 }
 
-async fn impersonate(w: &World, target: &str) -> support::Output {
+async fn impersonate(w: &World, target: &str) -> common::Output {
     let mut sandbox = Sandbox::new();
     sandbox.set("IAP_IAM_ENDPOINT", w.emu.url());
     let args = [

@@ -172,6 +172,23 @@ impl World {
         self.app.url().join(path).expect("url").to_string()
     }
 
+    /// Runs `iap ARGS --audience AUD --credentials KEY`: a command for the
+    /// world's app as its service account.
+    pub async fn run_for_app(&self, args: &[&str]) -> Output {
+        self.sandbox.run(&self.for_app(args)).await
+    }
+
+    /// Like [`run_for_app`](Self::run_for_app), asserting success; its stdout.
+    pub async fn ok_for_app(&self, args: &[&str]) -> String {
+        self.sandbox.ok(&self.for_app(args)).await
+    }
+
+    fn for_app<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = args.to_vec();
+        all.extend(["--audience", self.audience(), "--credentials", self.key()]);
+        all
+    }
+
     /// ID tokens the emulator minted for the app's audience.
     pub fn tokens_minted(&self) -> u64 {
         self.emu.id_tokens_issued(self.audience())
