@@ -3,7 +3,32 @@
 
 mod common;
 
-use common::{Sandbox, World, claims, closed_port};
+use std::path::{Path, PathBuf};
+
+use common::{Output, Sandbox, World, claims, closed_port};
+
+/// Runs `iap [GLOBAL...] token --audience AUD --credentials FILE`.
+async fn token_with_file(
+    sandbox: &Sandbox,
+    global: &[&str],
+    audience: &str,
+    file: &Path,
+) -> Output {
+    let mut args = global.to_vec();
+    let file = file.to_str().unwrap();
+    args.extend(["token", "--audience", audience, "--credentials", file]);
+    sandbox.run(&args).await
+}
+
+/// The world's key file with `token_uri` on a port nothing listens on:
+/// the file and its JSON.
+fn key_with_dead_token_uri(w: &World) -> (PathBuf, serde_json::Value) {
+    let mut key: serde_json::Value = serde_json::from_str(w.sa.key_json()).unwrap();
+    key["token_uri"] = format!("http://127.0.0.1:{}/token", closed_port()).into();
+    let file = w.sandbox.path("dead-key.json");
+    std::fs::write(&file, key.to_string()).unwrap();
+    (file, key)
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_format_prints_the_jwt_alone_for_the_audience() {
@@ -115,15 +140,7 @@ async fn a_malformed_key_file_is_named_with_the_problem() {
         r#"{"type": "service_account", "client_email": "a@b.c"}"#,
     )
     .unwrap();
-    let out = sandbox
-        .run(&[
-            "token",
-            "--audience",
-            "aud",
-            "--credentials",
-            bad.to_str().unwrap(),
-        ])
-        .await;
+    let out = token_with_file(&sandbox, &[], "aud", &bad).await;
     assert_eq!(out.code(), 1, "{out:#?}");
     let line = out.error_line();
     assert!(
@@ -133,15 +150,7 @@ async fn a_malformed_key_file_is_named_with_the_problem() {
     assert!(line.contains("private_key"), "names the field: {line}");
 
     std::fs::write(&bad, "not json at all").unwrap();
-    let out = sandbox
-        .run(&[
-            "token",
-            "--audience",
-            "aud",
-            "--credentials",
-            bad.to_str().unwrap(),
-        ])
-        .await;
+    let out = token_with_file(&sandbox, &[], "aud", &bad).await;
     assert_eq!(out.code(), 1, "{out:#?}");
     assert!(out.error_line().contains(bad.to_str().unwrap()), "{out:#?}");
 }
@@ -150,15 +159,7 @@ async fn a_malformed_key_file_is_named_with_the_problem() {
 async fn a_missing_credentials_file_is_named() {
     let sandbox = Sandbox::new();
     let missing = sandbox.path("nope.json");
-    let out = sandbox
-        .run(&[
-            "token",
-            "--audience",
-            "aud",
-            "--credentials",
-            missing.to_str().unwrap(),
-        ])
-        .await;
+    let out = token_with_file(&sandbox, &[], "aud", &missing).await;
     assert_eq!(out.code(), 1);
     assert!(out.error_line().contains("nope.json"), "{out:#?}");
 }
@@ -166,45 +167,20 @@ async fn a_missing_credentials_file_is_named() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_token_endpoint_names_it_and_says_what_to_do() {
     let w = World::new().await;
-    let dead = format!("http://127.0.0.1:{}/token", closed_port());
-    let mut key: serde_json::Value = serde_json::from_str(w.sa.key_json()).unwrap();
-    key["token_uri"] = dead.clone().into();
-    let file = w.sandbox.path("dead-key.json");
-    std::fs::write(&file, key.to_string()).unwrap();
-    let out = w
-        .sandbox
-        .run(&[
-            "token",
-            "--audience",
-            w.audience(),
-            "--credentials",
-            file.to_str().unwrap(),
-        ])
-        .await;
+    let (file, key) = key_with_dead_token_uri(&w);
+    let dead = key["token_uri"].as_str().unwrap();
+    let out = token_with_file(&w.sandbox, &[], w.audience(), &file).await;
     assert_eq!(out.code(), 1, "{out:#?}");
     let line = out.error_line();
-    assert!(line.contains(&dead), "names the endpoint: {line}");
+    assert!(line.contains(dead), "names the endpoint: {line}");
     assert!(line.contains("reachable"), "says what to do: {line}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn errors_never_print_the_private_key() {
     let w = World::new().await;
-    let mut key: serde_json::Value = serde_json::from_str(w.sa.key_json()).unwrap();
-    key["token_uri"] = format!("http://127.0.0.1:{}/token", closed_port()).into();
-    let file = w.sandbox.path("dead-key.json");
-    std::fs::write(&file, key.to_string()).unwrap();
-    let out = w
-        .sandbox
-        .run(&[
-            "-vvv",
-            "token",
-            "--audience",
-            w.audience(),
-            "--credentials",
-            file.to_str().unwrap(),
-        ])
-        .await;
+    let (file, key) = key_with_dead_token_uri(&w);
+    let out = token_with_file(&w.sandbox, &["-vvv"], w.audience(), &file).await;
     assert_eq!(out.code(), 1);
     let pem_body = key["private_key"]
         .as_str()
