@@ -236,6 +236,31 @@ async fn apps_own_401_in_proxy_authorization_mode_comes_back_as_is() {
 }
 
 #[tokio::test]
+async fn proxy_authorization_mode_retries_what_iap_refused() {
+    let emu = Emulator::start().await.unwrap();
+    let app = emu.app();
+    let auth = auth_for(&emu, &app, Placement::ProxyAuthorization);
+    let mut svc = client(&auth, false);
+    emu.revoke(current_token(&auth, &app).await.as_str());
+
+    let mut req = get(&app, "/");
+    req.headers_mut().insert(
+        header::AUTHORIZATION,
+        "Bearer the-apps-own".parse().unwrap(),
+    );
+    let (status, echo) = send(&mut svc, req).await;
+
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(echo["headers"]["authorization"], "Bearer the-apps-own");
+    assert_eq!(
+        gate_401s(&emu, &app),
+        1,
+        "IAP refused the revoked token once"
+    );
+    assert_eq!(tokens(&emu, &app), 2);
+}
+
+#[tokio::test]
 async fn body_over_the_replay_limit_is_not_retried_but_its_token_is_invalidated() {
     let emu = Emulator::start().await.unwrap();
     let app = emu.app();
