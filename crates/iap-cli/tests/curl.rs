@@ -25,10 +25,7 @@ async fn get_prints_the_apps_body_with_the_caller_authenticated() {
 #[tokio::test(flavor = "multi_thread")]
 async fn without_audience_it_is_discovered() {
     let w = World::new().await;
-    let out = w
-        .sandbox
-        .ok(&["curl", &w.url("/discover"), "--credentials", w.key()])
-        .await;
+    let out = w.ok_with_key(&["curl", &w.url("/discover")]).await;
     assert_eq!(echo(&out)["path"], "/discover");
     assert_eq!(
         w.tokens_minted(),
@@ -167,15 +164,7 @@ async fn a_wrong_audience_is_one_line_naming_the_fix() {
     let w = World::new().await;
     let wrong = "999-wrong.apps.googleusercontent.com";
     let out = w
-        .sandbox
-        .run(&[
-            "curl",
-            &w.url("/x"),
-            "--audience",
-            wrong,
-            "--credentials",
-            w.key(),
-        ])
+        .run_with_key(&["curl", &w.url("/x"), "--audience", wrong])
         .await;
     assert_eq!(out.code(), 1, "{out:#?}");
     let line = out.error_line();
@@ -228,17 +217,7 @@ async fn an_iap_401_is_retried_once_with_a_fresh_token() {
 async fn malformed_header_is_a_usage_error() {
     let w = World::new().await;
     let out = w
-        .sandbox
-        .run(&[
-            "curl",
-            &w.url("/"),
-            "-H",
-            "no-colon",
-            "--audience",
-            "a",
-            "--credentials",
-            w.key(),
-        ])
+        .run_with_key(&["curl", &w.url("/"), "-H", "no-colon", "--audience", "a"])
         .await;
     assert_eq!(out.code(), 2, "{out:#?}");
 }
@@ -247,14 +226,7 @@ async fn malformed_header_is_a_usage_error() {
 async fn self_signed_jwts_reach_the_app_without_any_token_endpoint() {
     let w = World::new().await;
     let out = w
-        .sandbox
-        .ok(&[
-            "curl",
-            &w.url("/self"),
-            "--self-signed",
-            "--credentials",
-            w.key(),
-        ])
+        .ok_with_key(&["curl", &w.url("/self"), "--self-signed"])
         .await;
     assert_eq!(
         echo(&out)["headers"]["x-goog-authenticated-user-email"],

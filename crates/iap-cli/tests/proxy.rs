@@ -193,8 +193,7 @@ async fn a_busy_listen_address_is_one_line() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     let out = w
-        .sandbox
-        .run(&[
+        .run_with_key(&[
             "proxy",
             "--target",
             w.app.url().as_str(),
@@ -202,8 +201,6 @@ async fn a_busy_listen_address_is_one_line() {
             &addr,
             "--audience",
             "a",
-            "--credentials",
-            w.key(),
         ])
         .await;
     assert_eq!(out.code(), 1, "{out:#?}");

@@ -80,14 +80,7 @@ async fn header_format_is_an_authorization_line_the_gate_accepts() {
 async fn url_finds_the_audience_from_iaps_redirect() {
     let w = World::new().await;
     let out = w
-        .sandbox
-        .ok(&[
-            "token",
-            "--url",
-            &w.url("/some/page"),
-            "--credentials",
-            w.key(),
-        ])
+        .ok_with_key(&["token", "--url", &w.url("/some/page")])
         .await;
     assert_eq!(claims(out.trim())["aud"], w.audience());
 }
@@ -261,15 +254,7 @@ async fn impersonation_without_the_role_names_the_role_and_the_caller() {
 async fn self_signed_tokens_name_the_host_as_audience() {
     let w = World::new().await;
     let out = w
-        .sandbox
-        .ok(&[
-            "token",
-            "--url",
-            &w.url("/a/b?c=d"),
-            "--self-signed",
-            "--credentials",
-            w.key(),
-        ])
+        .ok_with_key(&["token", "--url", &w.url("/a/b?c=d"), "--self-signed"])
         .await;
     let c = claims(out.trim());
     let origin = w.app.url().origin().ascii_serialization();

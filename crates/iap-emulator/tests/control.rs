@@ -10,6 +10,17 @@ use common::{claims, control, get_json, http, metadata_identity, start_without_a
 use iap_emulator::{Adc, Emulator, Endpoint, Fault, Grant, SubjectTokenSource, counter};
 use serde_json::{Value, json};
 
+/// The claims of a metadata-server ID token (`format=full`) for `audience`.
+async fn metadata_claims(emu: &Emulator, audience: &str) -> Value {
+    claims(
+        &metadata_identity(emu, audience, "full")
+            .await
+            .text()
+            .await
+            .unwrap(),
+    )
+}
+
 /// The metadata server's access token answer (JSON).
 async fn metadata_access_token(emu: &Emulator) -> Value {
     http()
@@ -248,13 +259,7 @@ async fn counters_read_over_http_match_rust_and_reset() {
 async fn token_lifetime_sets_exp_of_new_tokens() {
     let emu = start_without_app().await;
     emu.set_token_lifetime(Duration::from_secs(2));
-    let c = claims(
-        &metadata_identity(&emu, "short", "full")
-            .await
-            .text()
-            .await
-            .unwrap(),
-    );
+    let c = metadata_claims(&emu, "short").await;
     assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 2);
     let (_, v) = control(
         &emu,
@@ -264,13 +269,7 @@ async fn token_lifetime_sets_exp_of_new_tokens() {
     )
     .await;
     assert_eq!(v["seconds"], 5);
-    let c = claims(
-        &metadata_identity(&emu, "short", "full")
-            .await
-            .text()
-            .await
-            .unwrap(),
-    );
+    let c = metadata_claims(&emu, "short").await;
     assert_eq!(c["exp"].as_u64().unwrap() - c["iat"].as_u64().unwrap(), 5);
 }
 
@@ -279,13 +278,7 @@ async fn clock_offset_dates_new_tokens() {
     let emu = start_without_app().await;
     let real = emu.now();
     emu.set_clock_offset(10_000);
-    let c = claims(
-        &metadata_identity(&emu, "clock", "full")
-            .await
-            .text()
-            .await
-            .unwrap(),
-    );
+    let c = metadata_claims(&emu, "clock").await;
     let iat = c["iat"].as_u64().unwrap();
     assert!(iat >= real + 10_000, "iat {iat} real {real}");
     let (_, v) = control(

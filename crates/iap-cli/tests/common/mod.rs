@@ -183,9 +183,25 @@ impl World {
         self.sandbox.ok(&self.for_app(args)).await
     }
 
+    /// Runs `iap ARGS --credentials KEY`: as the world's service account.
+    pub async fn run_with_key(&self, args: &[&str]) -> Output {
+        self.sandbox.run(&self.with_key(args)).await
+    }
+
+    /// Like [`run_with_key`](Self::run_with_key), asserting success; its stdout.
+    pub async fn ok_with_key(&self, args: &[&str]) -> String {
+        self.sandbox.ok(&self.with_key(args)).await
+    }
+
     fn for_app<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
         let mut all = args.to_vec();
-        all.extend(["--audience", self.audience(), "--credentials", self.key()]);
+        all.extend(["--audience", self.audience()]);
+        self.with_key(&all)
+    }
+
+    fn with_key<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = args.to_vec();
+        all.extend(["--credentials", self.key()]);
         all
     }
 
