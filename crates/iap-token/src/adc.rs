@@ -322,11 +322,15 @@ fn unknown_type(json: &CredentialsJson, kind: &str) -> Error {
 }
 
 /// A credentials file's JSON object, read field by field with errors that
-/// name the file and the field. Shared by every credential type.
+/// name the file and the field. Shared by every credential type. A nested
+/// object ([`object`](Self::object)) names its fields with their path
+/// (`credential_source.url`).
 #[derive(Clone)]
 pub(crate) struct CredentialsJson {
     obj: Map<String, Value>,
     path: Option<PathBuf>,
+    /// Where a nested object sits in the file (`credential_source`).
+    at: Option<String>,
 }
 
 impl CredentialsJson {
@@ -341,27 +345,25 @@ impl CredentialsJson {
 
     /// Parses `bytes` (the contents of `path`, if from a file).
     pub(crate) fn parse(bytes: &[u8], path: Option<&Path>) -> Result<Self> {
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| Error::InvalidCredentials {
-                path: path.map(Into::into),
-                field: String::new(),
-                problem: format!("not valid JSON (line {}, column {})", e.line(), e.column()),
-            })?;
-        Self::from_value(value, path)
-    }
-
-    /// A JSON value that must be an object (e.g. a nested `source_credentials`).
-    pub(crate) fn from_value(value: Value, path: Option<&Path>) -> Result<Self> {
+        let invalid = |problem: String| Error::InvalidCredentials {
+            path: path.map(Into::into),
+            field: String::new(),
+            problem,
+        };
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            invalid(format!(
+                "not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        })?;
         match value {
             Value::Object(obj) => Ok(CredentialsJson {
                 obj,
                 path: path.map(Into::into),
+                at: None,
             }),
-            _ => Err(Error::InvalidCredentials {
-                path: path.map(Into::into),
-                field: String::new(),
-                problem: "not a JSON object".into(),
-            }),
+            _ => Err(invalid("not a JSON object".into())),
         }
     }
 
@@ -387,6 +389,20 @@ impl CredentialsJson {
     /// A field's raw value.
     pub(crate) fn get(&self, field: &str) -> Option<&Value> {
         self.obj.get(field)
+    }
+
+    /// An optional JSON-object field (`None` when absent or null), read
+    /// like the file with errors naming `field.inner`.
+    pub(crate) fn object(&self, field: &str) -> Result<Option<CredentialsJson>> {
+        match self.obj.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Object(obj)) => Ok(Some(CredentialsJson {
+                obj: obj.clone(),
+                path: self.path.clone(),
+                at: Some(self.name(field)),
+            })),
+            Some(_) => Err(self.invalid(field, "must be a JSON object".into())),
+        }
     }
 
     /// A required, non-empty string field.
@@ -444,12 +460,21 @@ impl CredentialsJson {
         Ok(url)
     }
 
-    /// An [`Error::InvalidCredentials`] for `field`.
+    /// An [`Error::InvalidCredentials`] for `field` (empty: this object).
     pub(crate) fn invalid(&self, field: &str, problem: String) -> Error {
         Error::InvalidCredentials {
             path: self.path.clone(),
-            field: field.into(),
+            field: self.name(field),
             problem,
+        }
+    }
+
+    /// `field` as errors name it: with the path of a nested object.
+    fn name(&self, field: &str) -> String {
+        match &self.at {
+            Some(at) if field.is_empty() => at.clone(),
+            Some(at) => format!("{at}.{field}"),
+            None => field.into(),
         }
     }
 }
@@ -504,6 +529,41 @@ mod tests {
             .unwrap()
             .to_string();
         assert_eq!(err, "credentials: not valid JSON (line 1, column 1)");
+    }
+
+    #[test]
+    fn nested_fields_are_named_with_their_path() {
+        let json = CredentialsJson::parse(
+            br#"{"outer": {"inner": {"x": 1}}, "s": 2}"#,
+            Some(Path::new("/x/key.json")),
+        )
+        .unwrap();
+        let inner = json.object("outer").unwrap().unwrap();
+        let innermost = inner.object("inner").unwrap().unwrap();
+        assert_eq!(
+            innermost.required("x").unwrap_err().to_string(),
+            "credentials file /x/key.json: field `outer.inner.x` must be a string"
+        );
+        assert_eq!(
+            inner.invalid("", "is odd".into()).to_string(),
+            "credentials file /x/key.json: field `outer` is odd"
+        );
+        assert_eq!(
+            json.object("s").err().unwrap().to_string(),
+            "credentials file /x/key.json: field `s` must be a JSON object"
+        );
+        assert!(json.object("absent").unwrap().is_none());
+        let err = from_json(
+            r#"{"type": "impersonated_service_account",
+                "service_account_impersonation_url": "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/t@p.iam.gserviceaccount.com:generateAccessToken",
+                "source_credentials": {"type": "service_account", "private_key": "x"}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("field `source_credentials.client_email` is missing"),
+            "{err}"
+        );
     }
 
     #[test]

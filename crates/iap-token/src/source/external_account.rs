@@ -51,7 +51,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use url::Url;
 
 use crate::access_token::{
@@ -243,13 +243,11 @@ impl ExternalAccount {
                 })
             }
         };
-        let source = match json.get("credential_source") {
-            Some(Value::Object(obj)) => CredentialSource::parse(json, obj)?,
-            Some(_) => {
-                return Err(json.invalid("credential_source", "must be a JSON object".into()));
-            }
-            None => return Err(json.invalid("credential_source", "is missing".into())),
-        };
+        let source = CredentialSource::parse(
+            &json
+                .object("credential_source")?
+                .ok_or_else(|| json.invalid("credential_source", "is missing".into()))?,
+        )?;
         let client = match (json.optional("client_id")?, json.optional("client_secret")?) {
             (Some(id), Some(secret)) => Some((id.to_string(), secret.to_string())),
             _ => None,
@@ -502,16 +500,9 @@ fn principal_set(audience: &str) -> Option<String> {
 struct SubjectToken(String);
 
 impl CredentialSource {
-    fn parse(json: &CredentialsJson, obj: &Map<String, Value>) -> Result<Self> {
-        let field = |name: &str| format!("credential_source.{name}");
-        let string = |name: &str| -> Result<Option<String>> {
-            match obj.get(name) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
-                Some(_) => Err(json.invalid(&field(name), "must be a string".into())),
-            }
-        };
+    /// `json` is the `credential_source` object.
+    fn parse(json: &CredentialsJson) -> Result<Self> {
+        let string = |name: &str| Ok(json.optional(name)?.map(str::trim));
         if let Some(env_id) = string("environment_id")? {
             return Err(Error::Unsupported {
                 what: format!("the `{env_id}` credential source (credential_source.environment_id)"),
@@ -519,7 +510,7 @@ impl CredentialSource {
                 hint: "use a `file`, `url` or `executable` credential source that provides an OIDC token".into(),
             });
         }
-        if obj.contains_key("certificate") {
+        if json.get("certificate").is_some() {
             return Err(Error::Unsupported {
                 what: "X.509 certificate credential sources (credential_source.certificate)".into(),
                 path: json.path().map(Into::into),
@@ -528,38 +519,35 @@ impl CredentialSource {
         }
         let file = string("file")?;
         let url = string("url")?;
-        let executable = obj.get("executable");
-        let kinds = usize::from(file.is_some())
-            + usize::from(url.is_some())
-            + usize::from(executable.is_some());
+        let executable = json.get("executable").is_some();
+        let kinds =
+            usize::from(file.is_some()) + usize::from(url.is_some()) + usize::from(executable);
         if kinds != 1 {
             return Err(json.invalid(
-                "credential_source",
+                "",
                 "must have exactly one of `file`, `url` or `executable`".into(),
             ));
         }
-        if let Some(exe) = executable {
-            return Ok(CredentialSource::Executable(Executable::parse(json, exe)?));
+        if executable {
+            let exe = json
+                .object("executable")?
+                .ok_or_else(|| json.invalid("executable", "must be a JSON object".into()))?;
+            return Ok(CredentialSource::Executable(Executable::parse(&exe)?));
         }
-        let format = Format::parse(json, obj.get("format"))?;
+        let format = Format::parse(json.object("format")?)?;
         if let Some(path) = file {
             return Ok(CredentialSource::File {
                 path: PathBuf::from(path),
                 format,
             });
         }
-        let url = json.secure_url("credential_source.url", &url.unwrap_or_default())?;
+        let url = json.secure_url("url", url.unwrap_or_default())?;
         let mut headers = HeaderMap::new();
-        match obj.get("headers") {
+        match json.get("headers") {
             None | Some(Value::Null) => {}
             Some(Value::Object(map)) => {
                 for (name, value) in map {
-                    let bad = || {
-                        json.invalid(
-                            "credential_source.headers",
-                            format!("`{name}` is not a valid header"),
-                        )
-                    };
+                    let bad = || json.invalid("headers", format!("`{name}` is not a valid header"));
                     let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
                     let mut value = value
                         .as_str()
@@ -571,10 +559,7 @@ impl CredentialSource {
                 }
             }
             Some(_) => {
-                return Err(json.invalid(
-                    "credential_source.headers",
-                    "must be a JSON object of strings".into(),
-                ));
+                return Err(json.invalid("headers", "must be a JSON object of strings".into()));
             }
         }
         Ok(CredentialSource::Url {
@@ -595,29 +580,23 @@ impl CredentialSource {
 }
 
 impl Format {
-    fn parse(json: &CredentialsJson, value: Option<&Value>) -> Result<Self> {
-        let obj = match value {
-            None | Some(Value::Null) => return Ok(Format::Text),
-            Some(Value::Object(obj)) => obj,
-            Some(_) => {
-                return Err(
-                    json.invalid("credential_source.format", "must be a JSON object".into())
-                );
-            }
+    /// `format` is the `credential_source.format` object, if any.
+    fn parse(format: Option<CredentialsJson>) -> Result<Self> {
+        let Some(format) = format else {
+            return Ok(Format::Text);
         };
-        match obj.get("type").and_then(Value::as_str).unwrap_or("text") {
+        match format.get("type").and_then(Value::as_str).unwrap_or("text") {
             "text" => Ok(Format::Text),
-            "json" => match obj.get("subject_token_field_name").and_then(Value::as_str) {
-                Some(name) if !name.trim().is_empty() => Ok(Format::Json(name.trim().to_string())),
-                _ => Err(json.invalid(
-                    "credential_source.format.subject_token_field_name",
-                    "is missing: a `json` format names the field that holds the token".into(),
-                )),
-            },
-            other => Err(json.invalid(
-                "credential_source.format.type",
-                format!("is `{other}`, expected `text` or `json`"),
-            )),
+            "json" => {
+                let name = format.required_or(
+                    "subject_token_field_name",
+                    "a `json` format names the field that holds the token",
+                )?;
+                Ok(Format::Json(name.trim().to_string()))
+            }
+            other => {
+                Err(format.invalid("type", format!("is `{other}`, expected `text` or `json`")))
+            }
         }
     }
 
@@ -648,42 +627,28 @@ impl Format {
 }
 
 impl Executable {
-    fn parse(json: &CredentialsJson, value: &Value) -> Result<Self> {
-        let field = |name: &str| format!("credential_source.executable.{name}");
-        let Value::Object(obj) = value else {
-            return Err(json.invalid(
-                "credential_source.executable",
-                "must be a JSON object".into(),
-            ));
-        };
-        let command = match obj.get("command") {
-            Some(Value::String(c)) if !c.trim().is_empty() => c.trim().to_string(),
-            _ => {
-                return Err(json.invalid(
-                    &field("command"),
-                    "is missing: the command that prints the token".into(),
-                ));
-            }
-        };
-        let timeout = match obj.get("timeout_millis") {
+    /// `json` is the `credential_source.executable` object.
+    fn parse(json: &CredentialsJson) -> Result<Self> {
+        let command = json
+            .required_or("command", "the command that prints the token")?
+            .trim()
+            .to_string();
+        let timeout = match json.get("timeout_millis") {
             None | Some(Value::Null) => EXECUTABLE_TIMEOUT,
             Some(v) => Duration::from_millis(
                 v.as_u64()
                     .filter(|ms| EXECUTABLE_TIMEOUT_RANGE.contains(ms))
                     .ok_or_else(|| {
                         json.invalid(
-                            &field("timeout_millis"),
+                            "timeout_millis",
                             "must be a number of milliseconds from 5000 to 120000".into(),
                         )
                     })?,
             ),
         };
-        let output_file = match obj.get("output_file") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.trim().is_empty() => None,
-            Some(Value::String(s)) => Some(PathBuf::from(s.trim())),
-            Some(_) => return Err(json.invalid(&field("output_file"), "must be a string".into())),
-        };
+        let output_file = json
+            .optional("output_file")?
+            .map(|file| PathBuf::from(file.trim()));
         Ok(Executable {
             command,
             timeout,

@@ -248,14 +248,10 @@ impl ImpersonatedSource {
             .map(|u| (u.endpoint, u.target))
             .map_err(|why| json.invalid("service_account_impersonation_url", why))?;
         let source_json = json
-            .get("source_credentials")
-            .cloned()
+            .object("source_credentials")?
             .ok_or_else(|| json.invalid("source_credentials", "is missing".into()))?;
-        let source_json = CredentialsJson::from_value(source_json, json.path())
-            .map_err(|_| json.invalid("source_credentials", "must be a JSON object".into()))?;
         let source: Arc<dyn AccessTokenSource> = match source_json.kind() {
-            Ok(_) => crate::adc::access_token_source(&source_json, env)
-                .map_err(|e| nested("source_credentials", e))?,
+            Ok(_) => crate::adc::access_token_source(&source_json, env)?,
             Err(_) => return Err(json.invalid("source_credentials", "has no `type`".into())),
         };
         let not_emails = || {
@@ -487,25 +483,6 @@ fn percent_decode(s: &str) -> String {
     url::form_urlencoded::parse(s.replace('+', "%2B").as_bytes())
         .map(|(k, _)| k.into_owned())
         .collect()
-}
-
-fn nested(field: &str, err: Error) -> Error {
-    match err {
-        Error::InvalidCredentials {
-            path,
-            field: inner,
-            problem,
-        } => Error::InvalidCredentials {
-            path,
-            field: if inner.is_empty() {
-                field.to_string()
-            } else {
-                format!("{field}.{inner}")
-            },
-            problem,
-        },
-        e => e,
-    }
 }
 
 /// IAM Credentials `generateAccessToken` for `url` (a
