@@ -79,23 +79,21 @@ async fn sts_exchange(adc: &Value, subject_token: &str) -> reqwest::Response {
 async fn injected_status_fails_the_next_n_answers_then_the_endpoint_recovers() {
     let emu = start_without_app().await;
     emu.inject(Endpoint::Token, Fault::status(503), 2);
-    for _ in 0..2 {
-        let resp = http()
+    let unsupported_grant = || async {
+        http()
             .post(emu.token_uri())
             .form(&[("grant_type", "password")])
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    };
+    for _ in 0..2 {
+        let resp = unsupported_grant().await;
         assert_eq!(resp.status(), 503);
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["error"], "temporarily_unavailable");
     }
-    let resp = http()
-        .post(emu.token_uri())
-        .form(&[("grant_type", "password")])
-        .send()
-        .await
-        .unwrap();
+    let resp = unsupported_grant().await;
     assert_eq!(resp.status(), 400, "the endpoint itself answers again");
     assert_eq!(emu.requests(Endpoint::Token), 3);
     assert_eq!(emu.counter(counter::FAULTS, "token"), 2);
@@ -626,22 +624,16 @@ async fn apps_created_over_http_serve_until_the_emulator_drops() {
     let url = app["url"].as_str().unwrap().to_owned();
     let client_id = app["client_id"].as_str().unwrap().to_owned();
     assert_eq!(app["allowed_clients"], json!(["first-allowed"]));
+    let status_with = |token: String| {
+        let req = http().get(&url).bearer_auth(token);
+        async move { req.send().await.unwrap().status() }
+    };
     // Served after the control request (and its handle) is gone.
     assert_eq!(http().get(&url).send().await.unwrap().status(), 401);
     let token = emu.mint_id_token(&client_id, "h@example.com");
-    let ok = http().get(&url).bearer_auth(&token).send().await.unwrap();
-    assert_eq!(ok.status(), 200);
+    assert_eq!(status_with(token).await, 200);
     let other = emu.mint_id_token("later-allowed", "h@example.com");
-    assert_eq!(
-        http()
-            .get(&url)
-            .bearer_auth(&other)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(status_with(other.clone()).await, 401);
     let (status, v) = control(
         &emu,
         reqwest::Method::POST,
@@ -650,16 +642,7 @@ async fn apps_created_over_http_serve_until_the_emulator_drops() {
     )
     .await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(
-        http()
-            .get(&url)
-            .bearer_auth(&other)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status_with(other).await, 200);
 
     let addr: std::net::SocketAddr = url
         .trim_start_matches("http://")
