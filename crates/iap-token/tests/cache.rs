@@ -66,6 +66,16 @@ fn observed(
     )
 }
 
+/// Every caller's token, once all have finished; each must have succeeded.
+async fn tokens_of(callers: tokio::task::JoinSet<Result<IdToken>>) -> Vec<IdToken> {
+    callers
+        .join_all()
+        .await
+        .into_iter()
+        .collect::<Result<_>>()
+        .unwrap()
+}
+
 fn unix_ms(t: SystemTime) -> u128 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
@@ -90,12 +100,7 @@ async fn ten_thousand_cold_callers_cause_one_token_request() {
             cache.token(&aud).await
         });
     }
-    let tokens: Vec<IdToken> = callers
-        .join_all()
-        .await
-        .into_iter()
-        .collect::<Result<_>>()
-        .unwrap();
+    let tokens = tokens_of(callers).await;
 
     assert_eq!(emu.id_tokens_issued(AUD), 1);
     assert_eq!(emu.requests(Endpoint::Token), 1);
@@ -130,12 +135,7 @@ async fn thousand_concurrent_invalidations_of_one_token_fetch_one_new_token() {
             cache.token(&aud).await
         });
     }
-    let tokens: Vec<IdToken> = callers
-        .join_all()
-        .await
-        .into_iter()
-        .collect::<Result<_>>()
-        .unwrap();
+    let tokens = tokens_of(callers).await;
 
     assert_eq!(
         dropped.load(Ordering::Relaxed),
