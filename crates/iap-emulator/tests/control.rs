@@ -496,7 +496,7 @@ async fn adc_files_of_every_type_point_at_the_emulator() {
     let v = read_json(&p);
     assert!(v.get("service_account_impersonation_url").is_none());
     let url = v["credential_source"]["url"].as_str().unwrap();
-    let got: Value = get_json(&url).await;
+    let got: Value = get_json(url).await;
     let field = v["credential_source"]["format"]["subject_token_field_name"]
         .as_str()
         .unwrap();

@@ -39,13 +39,13 @@ fn x509_body(keys: &[Arc<RsaKey>]) -> String {
 }
 
 /// The public keys of service account `email`, or Google's 404.
-fn account_keys(state: &State, email: &str) -> Result<Vec<Arc<RsaKey>>, Response> {
+fn account_keys(state: &State, email: &str) -> Result<Vec<Arc<RsaKey>>, Box<Response>> {
     match read(&state.service_accounts).get(email) {
         Some(record) => Ok(record.keys.clone()),
-        None => Err(api_error_for(
+        None => Err(Box::new(api_error_for(
             404,
             &format!("Not found; Gaia id not found for email {email}"),
-        )),
+        ))),
     }
 }
 
@@ -65,7 +65,7 @@ pub(crate) async fn service_account_x509(
     Path(email): Path<String>,
 ) -> Response {
     account_keys(&state, &email).map_or_else(
-        |not_found| not_found,
+        |not_found| *not_found,
         |keys| json_response(200, x509_body(&keys)),
     )
 }
@@ -76,7 +76,7 @@ pub(crate) async fn service_account_jwks(
     Path(email): Path<String>,
 ) -> Response {
     account_keys(&state, &email).map_or_else(
-        |not_found| not_found,
+        |not_found| *not_found,
         |keys| json_response(200, jwks_body(&keys)),
     )
 }

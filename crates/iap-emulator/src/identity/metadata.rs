@@ -49,11 +49,11 @@ fn account(
     state: &State,
     headers: &HeaderMap,
     account: &str,
-) -> Result<(String, String), Response> {
+) -> Result<(String, String), Box<Response>> {
     if let Some(denied) = check_flavor(headers) {
-        return Err(denied);
+        return Err(Box::new(denied));
     }
-    let not_found = || metadata_text(404, "Not Found");
+    let not_found = || Box::new(metadata_text(404, "Not Found"));
     let email = read(&state.metadata_account)
         .clone()
         .ok_or_else(not_found)?;
@@ -81,7 +81,7 @@ pub(crate) async fn identity(
 ) -> Response {
     let (email, unique_id) = match account(&state, &headers, &acct) {
         Ok(found) => found,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let p = query_params(q.as_deref(), &headers, &body);
     let audience = p.get("audience").map(String::as_str).unwrap_or_default();
@@ -151,7 +151,7 @@ pub(crate) async fn token(
 ) -> Response {
     let (email, _) = match account(&state, &headers, &acct) {
         Ok(found) => found,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let (access_token, expires_in) = state.mint_access_token(Grant::Metadata, &email, None);
     let mut resp = json_response(
@@ -202,7 +202,7 @@ pub(crate) async fn other(
             let (acct, leaf) = rest.split_once('/').unwrap_or((rest, ""));
             let (email, _) = match account(&state, &headers, acct) {
                 Ok(found) => found,
-                Err(resp) => return resp,
+                Err(resp) => return *resp,
             };
             let scopes = "https://www.googleapis.com/auth/cloud-platform";
             match leaf {
