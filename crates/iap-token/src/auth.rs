@@ -44,6 +44,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use http::{Extensions, HeaderMap, StatusCode, Uri};
+use url::Url;
 
 use crate::cache::{Entry, TokenCacheBuilder};
 use crate::discovery::{AudienceDiscovery, Origin};
@@ -57,17 +58,20 @@ use crate::{Audience, Error, IdToken, Result, TokenCache, TokenSource};
 #[derive(Clone)]
 pub struct IapAuth {
     inner: Arc<AuthInner>,
+    // Beside the `Arc`, so that `with_placement` shares everything else.
+    placement: Placement,
+    retry_policy: RetryPolicy,
 }
 
 struct AuthInner {
     cache: TokenCache,
     default: DefaultAudience,
     /// Origins that get the default audience.
-    allowed: Vec<Origin>,
+    allowed: Vec<OriginKey>,
     /// Origins with their own audience, pre-resolved.
-    mapped: Vec<(Origin, Attach)>,
-    placement: Placement,
-    retry_policy: RetryPolicy,
+    mapped: Vec<(OriginKey, Attach)>,
+    /// The retry policy chosen with the builder, if one was.
+    explicit_retry_policy: Option<RetryPolicy>,
 }
 
 enum DefaultAudience {
@@ -76,7 +80,7 @@ enum DefaultAudience {
     /// Discovered per origin, then pre-resolved per origin.
     Discover {
         discovery: AudienceDiscovery,
-        resolved: AttachTable<Origin>,
+        resolved: AttachTable<OriginKey>,
     },
     /// From the request's URL; host-wildcard audiences are remembered per
     /// host, so a host seen before costs no allocation.
@@ -111,7 +115,7 @@ enum Target {
         entry: Arc<Entry>,
     },
     /// The origin's audience is not known yet.
-    Discover { auth: IapAuth, uri: Uri },
+    Discover { auth: IapAuth, url: Arc<Url> },
     /// No token can be had for this request; `fetch` says why.
     Invalid(Arc<str>),
 }
@@ -141,10 +145,10 @@ impl Attach {
     pub fn fetch(&self) -> BoxFuture<'static, Result<IdToken>> {
         match &self.target {
             Target::Entry { cache, entry } => cache.fetch_entry(entry.clone()),
-            Target::Discover { auth, uri } => {
-                let (auth, uri) = (auth.clone(), uri.clone());
+            Target::Discover { auth, url } => {
+                let (auth, url) = (auth.clone(), url.clone());
                 Box::pin(async move {
-                    let attach = auth.discover_for(&uri).await?;
+                    let attach = auth.discover_for(&url).await?;
                     attach.fetch().await
                 })
             }
@@ -173,9 +177,9 @@ impl fmt::Debug for Attach {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.target {
             Target::Entry { entry, .. } => f.debug_tuple("Attach").field(entry.audience()).finish(),
-            Target::Discover { uri, .. } => f
+            Target::Discover { url, .. } => f
                 .debug_struct("Attach")
-                .field("discover_for", &uri.authority())
+                .field("discover_for", &&url[..url::Position::BeforePath])
                 .finish(),
             Target::Invalid(why) => f.debug_struct("Attach").field("invalid", why).finish(),
         }
@@ -205,13 +209,41 @@ impl IapAuth {
     }
 
     /// Which header carries the token.
+    #[inline]
     pub fn placement(&self) -> Placement {
-        self.inner.placement
+        self.placement
     }
 
     /// Which answers count as a refused token.
+    #[inline]
     pub fn retry_policy(&self) -> RetryPolicy {
-        self.inner.retry_policy
+        self.retry_policy
+    }
+
+    /// The same handle (same cache, audiences and scope) with the token in
+    /// another header. The retry policy follows the placement's default
+    /// ([`Placement::default_retry_policy`]) unless one was chosen with
+    /// [`IapAuthBuilder::retry_policy`]. Cheap: nothing is copied but an `Arc`.
+    ///
+    /// ```
+    /// # fn run(auth: iap_token::IapAuth) {
+    /// use iap_token::policy::{Placement, RetryPolicy};
+    ///
+    /// // Behind a proxy that takes `Authorization` for itself, e.g. the
+    /// // app's own login: IAP reads `Proxy-Authorization` too.
+    /// let proxy = auth.with_placement(Placement::ProxyAuthorization);
+    /// assert_eq!(proxy.placement(), Placement::ProxyAuthorization);
+    /// # }
+    /// ```
+    pub fn with_placement(&self, placement: Placement) -> IapAuth {
+        IapAuth {
+            inner: self.inner.clone(),
+            placement,
+            retry_policy: self
+                .inner
+                .explicit_retry_policy
+                .unwrap_or_else(|| placement.default_retry_policy()),
+        }
     }
 
     /// Decides for one request: [`Plan::Skip`] (out of scope, or `NoAuth`
@@ -220,7 +252,20 @@ impl IapAuth {
     /// configured, mapped or discovered audience, nor for a host-wildcard
     /// audience of a host seen before (exact-URL audiences are built per
     /// request).
+    #[inline]
     pub fn plan(&self, uri: &Uri, extensions: &Extensions) -> Plan {
+        self.plan_for(uri, extensions)
+    }
+
+    /// [`IapAuth::plan`] for a [`url::Url`] (reqwest's), read as it is: not
+    /// converted to an `http::Uri` first.
+    #[inline]
+    pub fn plan_url(&self, url: &Url, extensions: &Extensions) -> Plan {
+        self.plan_for(url, extensions)
+    }
+
+    /// The rules of [`IapAuth::plan`], once for both kinds of URL.
+    fn plan_for<U: RequestUrl + ?Sized>(&self, uri: &U, extensions: &Extensions) -> Plan {
         if extensions.get::<NoAuth>().is_some() {
             return Plan::Skip;
         }
@@ -230,10 +275,10 @@ impl IapAuth {
             mapped = inner
                 .mapped
                 .iter()
-                .find(|(origin, _)| origin.matches(uri))
+                .find(|(origin, _)| uri.on_origin(origin))
                 .map(|(_, a)| a);
-            if mapped.is_none() && !inner.allowed.iter().any(|origin| origin.matches(uri)) {
-                tracing::trace!(authority = ?uri.authority(), "origin out of scope: no IAP token");
+            if mapped.is_none() && !inner.allowed.iter().any(|origin| uri.on_origin(origin)) {
+                tracing::trace!(host = ?uri.host(), "origin out of scope: no IAP token");
                 return Plan::Skip;
             }
         }
@@ -246,12 +291,19 @@ impl IapAuth {
         match &inner.default {
             DefaultAudience::Fixed(attach) => Plan::Attach(attach.clone()),
             DefaultAudience::Discover { resolved, .. } => {
-                match resolved.find(|origin| origin.matches(uri)) {
+                match resolved.find(|origin| uri.on_origin(origin)) {
                     Some(attach) => Plan::Attach(attach),
-                    None => Plan::Attach(Attach {
-                        target: Target::Discover {
-                            auth: self.clone(),
-                            uri: uri.clone(),
+                    None => Plan::Attach(match uri.to_url() {
+                        Ok(url) => Attach {
+                            target: Target::Discover {
+                                auth: self.clone(),
+                                url: Arc::new(url),
+                            },
+                        },
+                        Err(why) => Attach {
+                            target: Target::Invalid(
+                                format!("cannot discover the IAP audience of {why}").into(),
+                            ),
                         },
                     }),
                 }
@@ -274,7 +326,7 @@ impl IapAuth {
     }
 
     /// The entry of the audience a URL-minting source needs for `uri`.
-    fn attach_from_url(&self, kind: AudienceKind, uri: &Uri) -> Attach {
+    fn attach_from_url<U: RequestUrl + ?Sized>(&self, kind: AudienceKind, uri: &U) -> Attach {
         let cache = &self.inner.cache;
         match audience_from_url(kind, uri) {
             Ok(audience) => Attach::entry(cache, cache.entry(&audience)),
@@ -288,17 +340,14 @@ impl IapAuth {
     /// The value is the token's pre-built sensitive `HeaderValue`.
     #[inline]
     pub fn apply(&self, headers: &mut HeaderMap, token: &IdToken) {
-        headers.insert(
-            self.inner.placement.header_name(),
-            token.header_value().clone(),
-        );
+        headers.insert(self.placement.header_name(), token.header_value().clone());
     }
 
     /// Whether a response to a request that carried a token refused it
     /// (see [`Verdict::of`] and the handle's [`RetryPolicy`]).
     #[inline]
     pub fn verdict(&self, status: StatusCode, headers: &HeaderMap) -> Verdict {
-        Verdict::of(self.inner.retry_policy, status, headers)
+        Verdict::of(self.retry_policy, status, headers)
     }
 
     /// Drops `token` from the cache if it is still current (see
@@ -319,8 +368,8 @@ impl IapAuth {
         }
     }
 
-    /// Discovers `uri`'s audience and records it for the origin.
-    async fn discover_for(&self, uri: &Uri) -> Result<Attach> {
+    /// Discovers `url`'s audience and records it for the origin.
+    async fn discover_for(&self, url: &Url) -> Result<Attach> {
         let DefaultAudience::Discover {
             discovery,
             resolved,
@@ -331,16 +380,11 @@ impl IapAuth {
                 source: None,
             });
         };
-        let url = url::Url::parse(&uri.to_string()).map_err(|e| Error::Other {
+        let audience = discovery.discover(url).await?;
+        let origin = OriginKey::of_url(url).ok_or_else(|| Error::Other {
             context: format!(
-                "cannot discover the IAP audience of {uri:?}: not an absolute URL ({e})"
-            ),
-            source: None,
-        })?;
-        let audience = discovery.discover(&url).await?;
-        let origin = Origin::of_url(&url).ok_or_else(|| Error::Other {
-            context: format!(
-                "cannot discover the IAP audience of {uri:?}: it has no http(s) origin"
+                "cannot discover the IAP audience of {}: it has no http(s) origin",
+                &url[..url::Position::BeforePath]
             ),
             source: None,
         })?;
@@ -405,47 +449,211 @@ const MAX_REMEMBERED_HOSTS: usize = 64;
 struct HostKey {
     scheme: Box<str>,
     host: Box<str>,
-    port: Option<Box<str>>,
+    port: Option<u16>,
 }
 
 impl HostKey {
-    fn of(uri: &Uri) -> Option<HostKey> {
-        let authority = uri.authority()?;
+    fn of<U: RequestUrl + ?Sized>(uri: &U) -> Option<HostKey> {
+        let (scheme, host, port) = uri.parts()?;
         Some(HostKey {
-            scheme: uri.scheme_str()?.into(),
-            host: authority.host().into(),
-            port: authority.port().map(|p| p.as_str().into()),
+            scheme: scheme.into(),
+            host: host.into(),
+            port,
         })
     }
 
     /// Whether `uri` has exactly these parts. No allocation.
     #[inline]
-    fn matches(&self, uri: &Uri) -> bool {
-        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
-            return false;
-        };
-        *self.scheme == *scheme
-            && *self.host == *authority.host()
-            && self.port.as_deref() == authority.port().as_ref().map(|p| p.as_str())
+    fn matches<U: RequestUrl + ?Sized>(&self, uri: &U) -> bool {
+        uri.parts().is_some_and(|(scheme, host, port)| {
+            *self.scheme == *scheme && *self.host == *host && self.port == port
+        })
     }
 }
 
 /// The audience a URL-minting source needs for `uri`.
-fn audience_from_url(kind: AudienceKind, uri: &Uri) -> Result<Audience, String> {
-    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+fn audience_from_url<U: RequestUrl + ?Sized>(
+    kind: AudienceKind,
+    uri: &U,
+) -> Result<Audience, String> {
+    let Some((scheme, host, port)) = uri.parts() else {
         return Err(format!(
-            "cannot derive a token audience from {uri:?}: it has no scheme and host"
+            "cannot derive a token audience from {uri:?}: it has no scheme, host and valid port"
         ));
     };
-    let host = authority.host();
-    let port = authority
-        .port()
-        .map(|p| format!(":{p}"))
-        .unwrap_or_default();
+    let port = port.map(|p| format!(":{p}")).unwrap_or_default();
     Ok(Audience::from(match kind {
         AudienceKind::HostWildcard => format!("{scheme}://{host}{port}/*"),
         _ => format!("{scheme}://{host}{port}{}", uri.path()),
     }))
+}
+
+/// A request's URL as the rules read it: an [`http::Uri`] (tower, hyper)
+/// or a [`url::Url`] (reqwest), through the same few accessors, each cheap
+/// on its type.
+trait RequestUrl: sealed::UrlParts {}
+
+use sealed::OriginKey;
+
+impl RequestUrl for Uri {}
+impl RequestUrl for Url {}
+
+mod sealed {
+    use crate::discovery::Origin;
+
+    /// An allowed origin with what a request's URL is compared with, worked out
+    /// once: a request on it then costs a comparison or two of short strings,
+    /// not a parse of its authority.
+    #[derive(Clone)]
+    pub struct OriginKey {
+        pub(super) origin: Origin,
+        pub(super) scheme: Box<str>,
+        /// Lower case, no trailing dot.
+        pub(super) host: Box<str>,
+        pub(super) port: u16,
+        /// `host:port`, the authority as most requests spell it...
+        pub(super) host_port: Box<str>,
+        /// ... or just `host`, when `port` is the scheme's default.
+        pub(super) default_port: bool,
+    }
+
+    /// What the rules read from a request's URL. No accessor allocates but
+    /// `to_url`, which only audience discovery needs (once per origin).
+    pub trait UrlParts: std::fmt::Debug {
+        /// Scheme, host (as written; brackets kept for IPv6) and the port
+        /// when one is given; `None` without a scheme or host, or with a
+        /// port that is not a number.
+        fn parts(&self) -> Option<(&str, &str, Option<u16>)>;
+        fn host(&self) -> Option<&str>;
+        fn path(&self) -> &str;
+        fn on_origin(&self, origin: &OriginKey) -> bool;
+        /// The URL, for audience discovery; `Err` says which URL is unfit.
+        fn to_url(&self) -> Result<url::Url, String>;
+    }
+}
+
+impl sealed::UrlParts for Uri {
+    #[inline]
+    fn parts(&self) -> Option<(&str, &str, Option<u16>)> {
+        let (scheme, authority) = (self.scheme_str()?, self.authority()?);
+        Some((scheme, authority.host(), authority.port_u16()))
+    }
+
+    fn host(&self) -> Option<&str> {
+        Uri::host(self)
+    }
+
+    fn path(&self) -> &str {
+        Uri::path(self)
+    }
+
+    #[inline]
+    fn on_origin(&self, origin: &OriginKey) -> bool {
+        origin.matches_uri(self)
+    }
+
+    fn to_url(&self) -> Result<Url, String> {
+        Url::parse(&self.to_string()).map_err(|e| format!("{self:?}: not an absolute URL ({e})"))
+    }
+}
+
+impl sealed::UrlParts for Url {
+    #[inline]
+    fn parts(&self) -> Option<(&str, &str, Option<u16>)> {
+        Some((self.scheme(), self.host_str()?, self.port()))
+    }
+
+    fn host(&self) -> Option<&str> {
+        self.host_str()
+    }
+
+    fn path(&self) -> &str {
+        Url::path(self)
+    }
+
+    #[inline]
+    fn on_origin(&self, origin: &OriginKey) -> bool {
+        origin.matches_url(self)
+    }
+
+    fn to_url(&self) -> Result<Url, String> {
+        Ok(self.clone())
+    }
+}
+
+impl OriginKey {
+    fn parse(s: &str) -> Result<OriginKey> {
+        let origin = Origin::parse(s)?;
+        Url::parse(s)
+            .ok()
+            .and_then(|url| OriginKey::of_url(&url))
+            .filter(|key| key.origin == origin)
+            .ok_or_else(|| Error::Other {
+                context: format!(
+                    "{s:?} is not an origin: write it as https://host or https://host:port"
+                ),
+                source: None,
+            })
+    }
+
+    fn of_url(url: &Url) -> Option<OriginKey> {
+        let origin = Origin::of_url(url)?;
+        let host = url.host_str()?.trim_end_matches('.').to_ascii_lowercase();
+        let port = url.port_or_known_default()?;
+        Some(OriginKey {
+            origin,
+            scheme: url.scheme().into(),
+            host_port: format!("{host}:{port}").into(),
+            default_port: url.port().is_none(),
+            host: host.into(),
+            port,
+        })
+    }
+
+    /// Whether `uri` is on this origin: its scheme, then its authority's
+    /// text. Spellings that differ from the text yet name the origin (user
+    /// info, a trailing dot, a zero-padded port) go the slow way.
+    #[inline]
+    fn matches_uri(&self, uri: &Uri) -> bool {
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return false;
+        };
+        if !scheme.eq_ignore_ascii_case(&self.scheme) {
+            return false;
+        }
+        let text = authority.as_str();
+        if text.eq_ignore_ascii_case(&self.host_port)
+            || (self.default_port && text.eq_ignore_ascii_case(&self.host))
+        {
+            return true;
+        }
+        let unusual =
+            text.contains('@') || text.ends_with('.') || text.contains(".:") || text.contains(":0");
+        unusual && self.origin.matches(uri)
+    }
+
+    /// Whether `url` is on this origin (`url` keeps its parts apart, and
+    /// lower-cases scheme and host).
+    #[inline]
+    fn matches_url(&self, url: &Url) -> bool {
+        url.scheme() == &*self.scheme
+            && url.port_or_known_default() == Some(self.port)
+            && url
+                .host_str()
+                .is_some_and(|host| host.trim_end_matches('.').eq_ignore_ascii_case(&self.host))
+    }
+}
+
+impl PartialEq for OriginKey {
+    fn eq(&self, other: &OriginKey) -> bool {
+        self.origin == other.origin
+    }
+}
+
+impl fmt::Debug for OriginKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.origin.fmt(f)
+    }
 }
 
 impl fmt::Debug for IapAuth {
@@ -461,8 +669,8 @@ impl fmt::Debug for IapAuth {
             .field("audience", audience)
             .field("allowed", &inner.allowed)
             .field("mapped", &inner.mapped)
-            .field("placement", &inner.placement)
-            .field("retry_policy", &inner.retry_policy)
+            .field("placement", &self.placement)
+            .field("retry_policy", &self.retry_policy)
             .field("cache", &inner.cache)
             .finish()
     }
@@ -584,12 +792,17 @@ impl IapAuthBuilder {
         let allowed = self
             .allowed
             .iter()
-            .map(|o| Origin::parse(o))
+            .map(|o| OriginKey::parse(o))
             .collect::<Result<Vec<_>>>()?;
         let mapped = self
             .mapped
             .iter()
-            .map(|(o, aud)| Ok((Origin::parse(o)?, Attach::entry(&cache, cache.entry(aud)))))
+            .map(|(o, aud)| {
+                Ok((
+                    OriginKey::parse(o)?,
+                    Attach::entry(&cache, cache.entry(aud)),
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         let default = match (self.audience, self.discover) {
             (Some(_), Some(_)) => {
@@ -630,11 +843,84 @@ impl IapAuthBuilder {
                 default,
                 allowed,
                 mapped,
-                retry_policy: self
-                    .retry_policy
-                    .unwrap_or_else(|| self.placement.default_retry_policy()),
-                placement: self.placement,
+                explicit_retry_policy: self.retry_policy,
             }),
+            placement: self.placement,
+            retry_policy: self
+                .retry_policy
+                .unwrap_or_else(|| self.placement.default_retry_policy()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on(origin: &str, url: &str) -> (bool, Option<bool>) {
+        let key = OriginKey::parse(origin).unwrap();
+        let uri: Uri = url.parse().unwrap();
+        let by_url = Url::parse(url).ok().map(|u| key.matches_url(&u));
+        (key.matches_uri(&uri), by_url)
+    }
+
+    #[test]
+    fn default_port_written_or_not_is_the_same_origin() {
+        for (origin, url) in [
+            ("https://app.example.com", "https://app.example.com:443/x"),
+            ("https://app.example.com:443", "https://app.example.com/x"),
+            ("http://app.example.com", "http://app.example.com:80/"),
+            ("http://app.example.com:80/", "http://app.example.com/"),
+        ] {
+            assert_eq!(on(origin, url), (true, Some(true)), "{origin} {url}");
+        }
+    }
+
+    #[test]
+    fn hosts_and_schemes_match_in_any_case() {
+        for url in [
+            "https://APP.Example.COM/x",
+            "HTTPS://app.example.com:443/",
+            "https://App.example.com./y",
+            "https://user@app.example.com/",
+            "https://app.example.com:0443/",
+        ] {
+            assert_eq!(
+                on("https://App.EXAMPLE.com", url),
+                (true, Some(true)),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_schemes_hosts_and_ports_are_other_origins() {
+        for url in [
+            "http://app.example.com/",
+            "https://app.example.com:8443/",
+            "https://app.example.com:80/",
+            "https://app.example.com.evil.com/",
+            "https://evil.com/app.example.com",
+            "https://app.example.com@evil.com/",
+        ] {
+            assert_eq!(
+                on("https://app.example.com", url),
+                (false, Some(false)),
+                "{url}"
+            );
+        }
+        assert_eq!(
+            on("http://127.0.0.1:8080", "http://127.0.0.1:8080/a"),
+            (true, Some(true))
+        );
+        assert_eq!(
+            on("http://127.0.0.1:8080", "http://127.0.0.1/a"),
+            (false, Some(false))
+        );
+        assert_eq!(
+            on("http://[::1]:8080", "http://[::1]:8080/"),
+            (true, Some(true))
+        );
+        assert_eq!(on("https://app.example.com", "/relative"), (false, None));
     }
 }
