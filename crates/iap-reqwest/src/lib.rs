@@ -6,7 +6,7 @@
 //! request once more with a fresh one.
 //!
 //! It is the same behaviour as `iap-tower`'s layer, from the same rules in
-//! [`iap_token`] ([`IapAuth::plan`], [`IapAuth::apply`], [`IapAuth::verdict`]):
+//! [`iap_token`] ([`IapAuth::plan_url`], [`IapAuth::apply`], [`IapAuth::verdict`]):
 //! - requests to origins outside the [`IapAuth`]'s scope get no token;
 //! - per request, an [`Audience`](iap_token::Audience) or
 //!   [`NoAuth`](iap_token::policy::NoAuth) given with
@@ -65,6 +65,27 @@ impl IapMiddleware {
         IapMiddleware { auth }
     }
 
+    /// Puts the token in `Proxy-Authorization` instead of `Authorization`,
+    /// leaving the caller's own `Authorization` to the app; unless a retry
+    /// policy was chosen on the [`IapAuth`], only IAP's own refusals are
+    /// then retried. Shares the token cache with `auth` (see
+    /// [`IapAuth::with_placement`]).
+    ///
+    /// ```
+    /// # fn run(auth: iap_token::IapAuth) {
+    /// use iap_token::policy::Placement;
+    ///
+    /// let middleware = iap_reqwest::IapMiddleware::new(auth).proxy_authorization();
+    /// assert_eq!(middleware.auth().placement(), Placement::ProxyAuthorization);
+    /// # }
+    /// ```
+    pub fn proxy_authorization(mut self) -> Self {
+        self.auth = self
+            .auth
+            .with_placement(iap_token::policy::Placement::ProxyAuthorization);
+        self
+    }
+
     /// The authorization handle.
     pub fn auth(&self) -> &IapAuth {
         &self.auth
@@ -87,11 +108,7 @@ impl Middleware for IapMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response> {
-        // `plan` speaks `http::Uri`; a URL that is not one is left to reqwest to reject.
-        let Ok(uri) = req.url().as_str().parse::<http::Uri>() else {
-            return next.run(req, extensions).await;
-        };
-        let attach = match self.auth.plan(&uri, extensions) {
+        let attach = match self.auth.plan_url(req.url(), extensions) {
             Plan::Skip => return next.run(req, extensions).await,
             Plan::Attach(attach) => attach,
         };
@@ -99,16 +116,31 @@ impl Middleware for IapMiddleware {
             Some(token) => token,
             None => attach.fetch().await.map_err(Error::middleware)?,
         };
-        let spare = match self.auth.retry_policy() {
+        let policy = self.auth.retry_policy();
+        let spare = match policy {
             RetryPolicy::Never => None,
             _ => req.try_clone(),
         };
+        // Where the token went (the spare copy knows it, if there is one), to
+        // tell our answer from another origin's after a redirect. Never
+        // needed when the policy refuses nothing.
+        let sent_to = match (&spare, policy) {
+            (None, RetryPolicy::AnyUnauthorized | RetryPolicy::IapGenerated) => {
+                Some(req.url().clone())
+            }
+            _ => None,
+        };
         self.auth.apply(req.headers_mut(), &token);
         let response = next.clone().run(req, extensions).await?;
-        if self.auth.verdict(response.status(), response.headers()) == Verdict::Accepted
-            // After a redirect to another origin (which got no token), the answer is not about ours.
-            || !same_origin(&uri, response.url())
-        {
+        if self.auth.verdict(response.status(), response.headers()) == Verdict::Accepted {
+            return Ok(response);
+        }
+        let Some(url) = spare.as_ref().map(Request::url).or(sent_to.as_ref()) else {
+            return Ok(response);
+        };
+        let url = url.clone();
+        // After a redirect to another origin (which got no token), the answer is not about ours.
+        if !same_origin(&url, response.url()) {
             return Ok(response);
         }
         self.auth.invalidate(&token);
@@ -126,7 +158,7 @@ impl Middleware for IapMiddleware {
         self.auth.apply(second.headers_mut(), &fresh);
         let response = next.run(second, extensions).await?;
         if self.auth.verdict(response.status(), response.headers()) == Verdict::Refused
-            && same_origin(&uri, response.url())
+            && same_origin(&url, response.url())
         {
             // Only one retry: pass the answer on, but do not keep a refused token.
             self.auth.invalidate(&fresh);
@@ -135,16 +167,11 @@ impl Middleware for IapMiddleware {
     }
 }
 
-/// Whether `url` (where the answer came from) has the origin of `uri` (where the token went).
-fn same_origin(uri: &http::Uri, url: &reqwest::Url) -> bool {
-    let default_port = |scheme: Option<&str>| match scheme {
-        Some("http") => Some(80),
-        Some("https") => Some(443),
-        _ => None,
-    };
-    uri.scheme_str() == Some(url.scheme())
-        && uri.host() == url.host_str()
-        && uri.port_u16().or_else(|| default_port(uri.scheme_str())) == url.port_or_known_default()
+/// Whether `answered` (where the answer came from) has the origin of `sent` (where the token went).
+fn same_origin(sent: &reqwest::Url, answered: &reqwest::Url) -> bool {
+    sent.scheme() == answered.scheme()
+        && sent.host_str() == answered.host_str()
+        && sent.port_or_known_default() == answered.port_or_known_default()
 }
 
 /// reqwest's default redirect handling (at most 10 hops; `Authorization`

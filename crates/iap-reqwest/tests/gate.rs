@@ -168,6 +168,52 @@ async fn apps_own_401_in_proxy_authorization_mode_comes_back_as_is() {
 }
 
 #[tokio::test]
+async fn proxy_authorization_middleware_moves_the_token_and_retries_only_iaps_refusals() {
+    let emu = Emulator::start().await.unwrap();
+    let app = emu.app();
+    let auth = auth_for(&emu, &app, Placement::Authorization);
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(IapMiddleware::new(auth.clone()).proxy_authorization())
+        .build();
+    // The middleware shares `auth`'s cache: revoking its token revokes the middleware's.
+    emu.revoke(current_token(&auth, &app).await.as_str());
+
+    let answer = client
+        .get(url(&app, "/"))
+        .bearer_auth("the-apps-own")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let echo: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(echo["headers"]["authorization"], "Bearer the-apps-own");
+    assert_eq!(
+        gate_401s(&emu, &app),
+        1,
+        "IAP refused the revoked token once"
+    );
+    assert_eq!(tokens(&emu, &app), 2);
+
+    let answer = client
+        .get(url(&app, "/status/401"))
+        .bearer_auth("the-apps-own")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        emu.counter(counter::GATE_PROXY_AUTHORIZATION, app.client_id()),
+        2,
+        "both requests IAP let through carried the token in Proxy-Authorization"
+    );
+    assert_eq!(
+        tokens(&emu, &app),
+        2,
+        "the app's own 401: no refresh, no retry"
+    );
+}
+
+#[tokio::test]
 async fn streaming_body_is_not_retried_but_its_token_is_invalidated() {
     let emu = Emulator::start().await.unwrap();
     let app = emu.app();

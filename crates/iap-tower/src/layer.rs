@@ -60,6 +60,29 @@ impl IapLayer {
         self
     }
 
+    /// Puts the token in `Proxy-Authorization` instead of `Authorization`,
+    /// leaving the caller's own `Authorization` (e.g. the app's login) to
+    /// the app; IAP reads both. Unless a retry policy was chosen on the
+    /// [`IapAuth`], only IAP's own refusals are then retried (an app's 401
+    /// is about the app's credentials). Shares the token cache with `auth`
+    /// (see [`IapAuth::with_placement`]).
+    ///
+    /// ```
+    /// # fn run(auth: iap_token::IapAuth) {
+    /// use iap_token::policy::{Placement, RetryPolicy};
+    /// use iap_tower::IapLayer;
+    ///
+    /// let layer = IapLayer::new(auth).proxy_authorization();
+    /// assert_eq!(layer.auth().placement(), Placement::ProxyAuthorization);
+    /// # }
+    /// ```
+    pub fn proxy_authorization(mut self) -> Self {
+        self.auth = self
+            .auth
+            .with_placement(iap_token::policy::Placement::ProxyAuthorization);
+        self
+    }
+
     /// The authorization handle.
     pub fn auth(&self) -> &IapAuth {
         &self.auth

@@ -261,6 +261,51 @@ async fn proxy_authorization_mode_retries_what_iap_refused() {
 }
 
 #[tokio::test]
+async fn proxy_authorization_layer_moves_the_token_and_retries_only_iaps_refusals() {
+    let emu = Emulator::start().await.unwrap();
+    let app = emu.app();
+    let auth = auth_for(&emu, &app, Placement::Authorization);
+    let mut svc = ServiceBuilder::new()
+        .layer(IapLayer::new(auth.clone()).proxy_authorization())
+        .service(Client::builder(TokioExecutor::new()).build_http());
+    // The layer shares `auth`'s cache: revoking its token revokes the layer's.
+    emu.revoke(current_token(&auth, &app).await.as_str());
+
+    let mut req = get(&app, "/");
+    req.headers_mut().insert(
+        header::AUTHORIZATION,
+        "Bearer the-apps-own".parse().unwrap(),
+    );
+    let (status, echo) = send(&mut svc, req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(echo["headers"]["authorization"], "Bearer the-apps-own");
+    assert_eq!(
+        gate_401s(&emu, &app),
+        1,
+        "IAP refused the revoked token once"
+    );
+    assert_eq!(tokens(&emu, &app), 2);
+
+    let mut req = get(&app, "/status/401");
+    req.headers_mut().insert(
+        header::AUTHORIZATION,
+        "Bearer the-apps-own".parse().unwrap(),
+    );
+    let (status, _) = send(&mut svc, req).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        emu.counter(counter::GATE_PROXY_AUTHORIZATION, app.client_id()),
+        2,
+        "both requests IAP let through carried the token in Proxy-Authorization"
+    );
+    assert_eq!(
+        tokens(&emu, &app),
+        2,
+        "the app's own 401: no refresh, no retry"
+    );
+}
+
+#[tokio::test]
 async fn body_over_the_replay_limit_is_not_retried_but_its_token_is_invalidated() {
     let emu = Emulator::start().await.unwrap();
     let app = emu.app();
