@@ -101,6 +101,52 @@ pub enum Plan {
     Attach(Attach),
 }
 
+/// What [`IapAuth::plan_cached`] found for one request.
+#[derive(Clone, Debug)]
+pub enum Planned {
+    /// Send the request as is: out of scope, or `NoAuth` asked for.
+    Skip,
+    /// Attach this token, from the cache.
+    Cached(IdToken),
+    /// No usable token is cached: fetch one with [`Attach::fetch`].
+    Fetch(Attach),
+}
+
+/// [`IapAuth::plan_for`]'s answer: the `Attach` borrowed from the handle
+/// where it lives there, so the hot path need not clone it.
+enum Found<'a> {
+    Skip,
+    Here(&'a Attach),
+    Made(Attach),
+}
+
+impl Found<'_> {
+    #[inline]
+    fn into_plan(self) -> Plan {
+        match self {
+            Found::Skip => Plan::Skip,
+            Found::Here(attach) => Plan::Attach(attach.clone()),
+            Found::Made(attach) => Plan::Attach(attach),
+        }
+    }
+
+    #[inline]
+    fn cached(self) -> Planned {
+        let attach = match self {
+            Found::Skip => return Planned::Skip,
+            Found::Here(attach) => match attach.cached() {
+                Some(token) => return Planned::Cached(token),
+                None => attach.clone(),
+            },
+            Found::Made(attach) => attach,
+        };
+        match attach.cached() {
+            Some(token) => Planned::Cached(token),
+            None => Planned::Fetch(attach),
+        }
+    }
+}
+
 /// The token a request needs: [`Attach::cached`] on the hot path,
 /// [`Attach::fetch`] when that returns `None`. Cheap to clone, `'static`.
 #[derive(Clone)]
@@ -254,20 +300,35 @@ impl IapAuth {
     /// request).
     #[inline]
     pub fn plan(&self, uri: &Uri, extensions: &Extensions) -> Plan {
-        self.plan_for(uri, extensions)
+        self.plan_for(uri, extensions).into_plan()
     }
 
     /// [`IapAuth::plan`] for a [`url::Url`] (reqwest's), read as it is: not
     /// converted to an `http::Uri` first.
     #[inline]
     pub fn plan_url(&self, url: &Url, extensions: &Extensions) -> Plan {
-        self.plan_for(url, extensions)
+        self.plan_for(url, extensions).into_plan()
+    }
+
+    /// [`IapAuth::plan`], then [`Attach::cached`], in one step: the hot path
+    /// of an adapter that needs the [`Attach`] only when no token is cached
+    /// (a refused token's retry can plan again). Cheaper than the two steps:
+    /// a configured or mapped audience's `Attach` is not cloned.
+    #[inline]
+    pub fn plan_cached(&self, uri: &Uri, extensions: &Extensions) -> Planned {
+        self.plan_for(uri, extensions).cached()
+    }
+
+    /// [`IapAuth::plan_cached`] for a [`url::Url`] (reqwest's).
+    #[inline]
+    pub fn plan_url_cached(&self, url: &Url, extensions: &Extensions) -> Planned {
+        self.plan_for(url, extensions).cached()
     }
 
     /// The rules of [`IapAuth::plan`], once for both kinds of URL.
-    fn plan_for<U: RequestUrl + ?Sized>(&self, uri: &U, extensions: &Extensions) -> Plan {
+    fn plan_for<U: RequestUrl + ?Sized>(&self, uri: &U, extensions: &Extensions) -> Found<'_> {
         if extensions.get::<NoAuth>().is_some() {
-            return Plan::Skip;
+            return Found::Skip;
         }
         let inner = &*self.inner;
         let mut mapped = None;
@@ -279,21 +340,21 @@ impl IapAuth {
                 .map(|(_, a)| a);
             if mapped.is_none() && !inner.allowed.iter().any(|origin| uri.on_origin(origin)) {
                 tracing::trace!(host = ?uri.host(), "origin out of scope: no IAP token");
-                return Plan::Skip;
+                return Found::Skip;
             }
         }
         if let Some(audience) = extensions.get::<Audience>() {
-            return Plan::Attach(Attach::entry(&inner.cache, inner.cache.entry(audience)));
+            return Found::Made(Attach::entry(&inner.cache, inner.cache.entry(audience)));
         }
         if let Some(attach) = mapped {
-            return Plan::Attach(attach.clone());
+            return Found::Here(attach);
         }
         match &inner.default {
-            DefaultAudience::Fixed(attach) => Plan::Attach(attach.clone()),
+            DefaultAudience::Fixed(attach) => Found::Here(attach),
             DefaultAudience::Discover { resolved, .. } => {
                 match resolved.find(|origin| uri.on_origin(origin)) {
-                    Some(attach) => Plan::Attach(attach),
-                    None => Plan::Attach(match uri.to_url() {
+                    Some(attach) => Found::Made(attach),
+                    None => Found::Made(match uri.to_url() {
                         Ok(url) => Attach {
                             target: Target::Discover {
                                 auth: self.clone(),
@@ -311,7 +372,7 @@ impl IapAuth {
             DefaultAudience::FromUrl {
                 kind: AudienceKind::HostWildcard,
                 hosts,
-            } => Plan::Attach(match hosts.find(|host| host.matches(uri)) {
+            } => Found::Made(match hosts.find(|host| host.matches(uri)) {
                 Some(attach) => attach,
                 None => match HostKey::of(uri) {
                     Some(host) => hosts.get_or_insert(host, MAX_REMEMBERED_HOSTS, || {
@@ -320,8 +381,8 @@ impl IapAuth {
                     None => self.attach_from_url(AudienceKind::HostWildcard, uri),
                 },
             }),
-            DefaultAudience::FromUrl { kind, .. } => Plan::Attach(self.attach_from_url(*kind, uri)),
-            DefaultAudience::None => Plan::Skip,
+            DefaultAudience::FromUrl { kind, .. } => Found::Made(self.attach_from_url(*kind, uri)),
+            DefaultAudience::None => Found::Skip,
         }
     }
 
@@ -622,7 +683,10 @@ impl OriginKey {
             return false;
         }
         let text = authority.as_str();
-        if text.eq_ignore_ascii_case(&self.host_port)
+        // Exact (lower-case) spellings first: a plain memcmp.
+        if (self.default_port && text == &*self.host)
+            || text == &*self.host_port
+            || text.eq_ignore_ascii_case(&self.host_port)
             || (self.default_port && text.eq_ignore_ascii_case(&self.host))
         {
             return true;

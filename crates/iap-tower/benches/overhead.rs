@@ -151,6 +151,9 @@ fn parts(c: &mut Criterion) {
     group.bench_function("IapAuth::plan", |b| {
         b.iter(|| black_box(auth.plan(black_box(&uri), &extensions)))
     });
+    group.bench_function("IapAuth::plan_cached", |b| {
+        b.iter(|| black_box(auth.plan_cached(black_box(&uri), &extensions)))
+    });
     let unscoped = IapAuth::builder()
         .source(Stub)
         .audience("123-abc.apps.googleusercontent.com")

@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use http::{Request, Response};
-use iap_token::auth::{Attach, IapAuth};
+use iap_token::auth::{Attach, IapAuth, Plan};
 use iap_token::policy::Verdict;
 use iap_token::source::BoxFuture;
 use iap_token::{IdToken, Result as TokenResult};
@@ -34,16 +34,20 @@ pin_project! {
     {
         #[pin]
         state: State<S, B>,
-        // The token's handle and the policy; absent on the pass-through path.
+        // The rules; absent on the pass-through path.
         ctx: Option<Ctx>,
     }
 }
 
 struct Ctx {
     auth: IapAuth,
-    attach: Attach,
     replay_limit: usize,
 }
+
+/// A request waiting on a token, with the service that will send it. Boxed:
+/// only the cold states hold one, and inline it would make every future,
+/// hot ones included, that much bigger.
+type Pending<S, B> = Option<Box<(S, Request<B>)>>;
 
 /// What a second attempt needs: a service of its own (not yet ready), the
 /// request head and the spare body.
@@ -62,13 +66,13 @@ pin_project! {
         // No token to add or nothing to decide: the inner future as is.
         Pass { #[pin] future: S::Future },
         // No cached token: fetching one; the ready service and the request wait.
-        Fetching { fetch: BoxFuture<'static, TokenResult<IdToken>>, pending: Option<(S, Request<B>)> },
+        Fetching { fetch: BoxFuture<'static, TokenResult<IdToken>>, pending: Pending<S, B> },
         // First attempt in flight with `token`.
         First { #[pin] future: S::Future, token: IdToken, retry: Option<Retry<S, B>> },
         // Token refused: getting a fresh one for the retry.
-        Refreshing { fetch: BoxFuture<'static, TokenResult<IdToken>>, retry: Option<(S, Request<B>)> },
+        Refreshing { fetch: BoxFuture<'static, TokenResult<IdToken>>, retry: Pending<S, B> },
         // Fresh token in hand: waiting for the retry's service to be ready.
-        Readying { token: IdToken, retry: Option<(S, Request<B>)> },
+        Readying { token: IdToken, retry: Pending<S, B> },
         // Second (last) attempt in flight.
         Second { #[pin] future: S::Future, token: IdToken },
         Done,
@@ -93,7 +97,6 @@ where
         token: IdToken,
         retry: Option<Retry<S, B>>,
         auth: IapAuth,
-        attach: Attach,
         replay_limit: usize,
     ) -> Self {
         ResponseFuture {
@@ -102,11 +105,7 @@ where
                 token,
                 retry,
             },
-            ctx: Some(Ctx {
-                auth,
-                attach,
-                replay_limit,
-            }),
+            ctx: Some(Ctx { auth, replay_limit }),
         }
     }
 
@@ -117,17 +116,12 @@ where
         attach: Attach,
         replay_limit: usize,
     ) -> Self {
-        let fetch = attach.fetch();
         ResponseFuture {
             state: State::Fetching {
-                fetch,
-                pending: Some((service, request)),
+                fetch: attach.fetch(),
+                pending: Some(Box::new((service, request))),
             },
-            ctx: Some(Ctx {
-                auth,
-                attach,
-                replay_limit,
-            }),
+            ctx: Some(Ctx { auth, replay_limit }),
         }
     }
 }
@@ -185,7 +179,7 @@ where
             match this.state.as_mut().project() {
                 StateProj::Fetching { fetch, pending } => {
                     let token = ready!(fetch.as_mut().poll(cx)).map_err(BoxError::from)?;
-                    let (mut service, request) = pending
+                    let (mut service, request) = *pending
                         .take()
                         .expect("ResponseFuture polled after completion");
                     // `service` was made ready by `poll_ready` before `call` moved it here.
@@ -228,21 +222,22 @@ where
                         tracing::debug!(status = %response.status(), "IAP refused the token; request body not replayable, not retried");
                         return Poll::Ready(Ok(response));
                     };
+                    // The hot path kept no `Attach`: the same request plans the same again.
+                    let Plan::Attach(attach) = ctx.auth.plan(&head.uri, &head.extensions) else {
+                        return Poll::Ready(Ok(response));
+                    };
                     tracing::debug!(status = %response.status(), "IAP refused the token; retrying once with a fresh one");
                     drop(response);
-                    let request = Request::from_parts(head, body);
-                    let refused = token.clone();
-                    match ctx.attach.cached() {
+                    let retry = Some(Box::new((service, Request::from_parts(head, body))));
+                    match attach.cached() {
                         // Another request already replaced the refused token.
-                        Some(fresh) if !fresh.same_as(&refused) => {
-                            this.state.set(State::Readying {
-                                token: fresh,
-                                retry: Some((service, request)),
-                            })
-                        }
+                        Some(fresh) if !fresh.same_as(token) => this.state.set(State::Readying {
+                            token: fresh,
+                            retry,
+                        }),
                         _ => this.state.set(State::Refreshing {
-                            fetch: ctx.attach.fetch(),
-                            retry: Some((service, request)),
+                            fetch: attach.fetch(),
+                            retry,
                         }),
                     }
                 }
@@ -252,11 +247,11 @@ where
                     this.state.set(State::Readying { token, retry });
                 }
                 StateProj::Readying { token, retry } => {
-                    let (service, _) = retry
+                    let (service, _) = &mut **retry
                         .as_mut()
                         .expect("ResponseFuture polled after completion");
                     ready!(service.poll_ready(cx)).map_err(Into::into)?;
-                    let (mut service, mut request) = retry
+                    let (mut service, mut request) = *retry
                         .take()
                         .expect("ResponseFuture polled after completion");
                     ctx.auth.apply(request.headers_mut(), token);

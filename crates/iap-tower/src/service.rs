@@ -4,7 +4,7 @@ use std::mem;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use iap_token::auth::{IapAuth, Plan};
+use iap_token::auth::{IapAuth, Planned};
 use iap_token::policy::RetryPolicy;
 use tower_service::Service;
 
@@ -98,47 +98,35 @@ where
 
     #[inline]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let attach = match self.auth.plan(request.uri(), request.extensions()) {
-            Plan::Skip => return ResponseFuture::pass(self.inner.call(request)),
-            Plan::Attach(attach) => attach,
-        };
-        let retry = self.auth.retry_policy() != RetryPolicy::Never;
-        match attach.cached() {
-            Some(token) if !retry => {
-                self.auth.apply(request.headers_mut(), &token);
-                ResponseFuture::pass(self.inner.call(request))
-            }
-            Some(token) => {
-                let (future, retry) = send_first(
-                    &mut self.inner,
-                    request,
-                    &token,
-                    &self.auth,
-                    true,
-                    self.replay_limit,
-                );
-                ResponseFuture::first(
-                    future,
-                    token,
-                    retry,
-                    self.auth.clone(),
-                    attach,
-                    self.replay_limit,
-                )
-            }
-            None => {
+        let token = match self.auth.plan_cached(request.uri(), request.extensions()) {
+            Planned::Skip => return ResponseFuture::pass(self.inner.call(request)),
+            Planned::Cached(token) => token,
+            Planned::Fetch(attach) => {
                 // The ready service goes with the request; a fresh clone stays
                 // here and is made ready by the next `poll_ready`.
                 let clone = self.inner.clone();
                 let ready = mem::replace(&mut self.inner, clone);
-                ResponseFuture::fetching(
+                return ResponseFuture::fetching(
                     ready,
                     request,
                     self.auth.clone(),
                     attach,
                     self.replay_limit,
-                )
+                );
             }
+        };
+        if self.auth.retry_policy() == RetryPolicy::Never {
+            self.auth.apply(request.headers_mut(), &token);
+            return ResponseFuture::pass(self.inner.call(request));
         }
+        let (future, retry) = send_first(
+            &mut self.inner,
+            request,
+            &token,
+            &self.auth,
+            true,
+            self.replay_limit,
+        );
+        ResponseFuture::first(future, token, retry, self.auth.clone(), self.replay_limit)
     }
 }
