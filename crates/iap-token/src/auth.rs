@@ -987,4 +987,41 @@ mod tests {
         );
         assert_eq!(on("https://app.example.com", "/relative"), (false, None));
     }
+
+    const JWT: &str = "eyJhbGciOiJub25lIn0.eyJhdWQiOiJjbGllbnQtaWQiLCJlbWFpbCI6ImFAYiIsImV4cCI6NDEwMjQ0NDgwMH0.c2ln";
+
+    fn builder() -> IapAuthBuilder {
+        IapAuth::builder()
+            .source(crate::source::static_token::StaticTokenSource::new(JWT).unwrap())
+            .audience("client-id")
+    }
+
+    #[tokio::test]
+    async fn with_placement_shares_the_cache_and_follows_the_placements_retry_policy() {
+        let auth = builder().build().unwrap();
+        let token = auth
+            .token_for(&"https://a/".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let proxy = auth.with_placement(Placement::ProxyAuthorization);
+        assert_eq!(proxy.placement(), Placement::ProxyAuthorization);
+        assert_eq!(proxy.retry_policy(), RetryPolicy::IapGenerated);
+        let Planned::Cached(shared) =
+            proxy.plan_cached(&"https://a/".parse().unwrap(), &Extensions::new())
+        else {
+            panic!("the token cached through `auth` is cached for `proxy`")
+        };
+        assert!(shared.same_as(&token));
+        let back = proxy.with_placement(Placement::Authorization);
+        assert_eq!(back.retry_policy(), RetryPolicy::AnyUnauthorized);
+
+        let never = builder().retry_policy(RetryPolicy::Never).build().unwrap();
+        let moved = never.with_placement(Placement::ProxyAuthorization);
+        assert_eq!(
+            moved.retry_policy(),
+            RetryPolicy::Never,
+            "a chosen policy stays"
+        );
+    }
 }
