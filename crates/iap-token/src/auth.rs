@@ -46,7 +46,7 @@ use arc_swap::ArcSwap;
 use http::{Extensions, HeaderMap, StatusCode, Uri};
 use url::Url;
 
-use crate::cache::{Entry, TokenCacheBuilder};
+use crate::cache::{CachedToken, Entry, TokenCacheBuilder};
 use crate::discovery::{AudienceDiscovery, Origin};
 use crate::policy::{NoAuth, Placement, RetryPolicy, Verdict};
 use crate::source::{AudienceKind, BoxFuture};
@@ -102,12 +102,12 @@ pub enum Plan {
 }
 
 /// What [`IapAuth::plan_cached`] found for one request.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum Planned {
     /// Send the request as is: out of scope, or `NoAuth` asked for.
     Skip,
-    /// Attach this token, from the cache.
-    Cached(IdToken),
+    /// Attach this token, borrowed from the cache (clone it to keep it).
+    Cached(CachedToken),
     /// No usable token is cached: fetch one with [`Attach::fetch`].
     Fetch(Attach),
 }
@@ -134,13 +134,13 @@ impl Found<'_> {
     fn cached(self) -> Planned {
         let attach = match self {
             Found::Skip => return Planned::Skip,
-            Found::Here(attach) => match attach.cached() {
+            Found::Here(attach) => match attach.cached_ref() {
                 Some(token) => return Planned::Cached(token),
                 None => attach.clone(),
             },
             Found::Made(attach) => attach,
         };
-        match attach.cached() {
+        match attach.cached_ref() {
             Some(token) => Planned::Cached(token),
             None => Planned::Fetch(attach),
         }
@@ -180,6 +180,12 @@ impl Attach {
     /// `None` means: call [`Attach::fetch`].
     #[inline]
     pub fn cached(&self) -> Option<IdToken> {
+        self.cached_ref().map(|cached| IdToken::clone(&cached))
+    }
+
+    /// [`Attach::cached`], borrowed: no reference count taken.
+    #[inline]
+    fn cached_ref(&self) -> Option<CachedToken> {
         match &self.target {
             Target::Entry { cache, entry } => cache.cached_entry(entry),
             Target::Discover { .. } | Target::Invalid(_) => None,

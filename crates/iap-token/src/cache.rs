@@ -136,6 +136,30 @@ impl Next {
     }
 }
 
+/// A usable token, borrowed from the cache (derefs to the [`IdToken`]):
+/// reading it takes no reference count, so a caller that only copies its
+/// header value pays for nothing else. Hold it briefly (drop it before
+/// awaiting); clone the token to keep it.
+pub struct CachedToken(arc_swap::Guard<Option<Arc<Slot>>>);
+
+impl std::ops::Deref for CachedToken {
+    type Target = IdToken;
+
+    #[inline]
+    fn deref(&self) -> &IdToken {
+        match &*self.0 {
+            Some(slot) => &slot.token,
+            None => unreachable!("a CachedToken is made from a present slot"),
+        }
+    }
+}
+
+impl fmt::Debug for CachedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CachedToken").field(&**self).finish()
+    }
+}
+
 /// A token with its deadlines, computed once when it arrives.
 struct Slot {
     token: IdToken,
@@ -309,7 +333,10 @@ impl TokenCache {
     #[inline]
     pub fn cached(&self, audience: &Audience) -> Option<IdToken> {
         let table = self.inner.table.load();
-        table.find(audience)?.cached(&self.inner.core)
+        table
+            .find(audience)?
+            .cached(&self.inner.core)
+            .map(|cached| IdToken::clone(&cached))
     }
 
     /// A usable token for `audience`: the cached one, or the result of the
@@ -373,7 +400,7 @@ impl TokenCache {
 
     /// The hot path for a pre-resolved entry.
     #[inline]
-    pub(crate) fn cached_entry(&self, entry: &Arc<Entry>) -> Option<IdToken> {
+    pub(crate) fn cached_entry(&self, entry: &Arc<Entry>) -> Option<CachedToken> {
         entry.cached(&self.inner.core)
     }
 
@@ -495,7 +522,7 @@ impl Entry {
     }
 
     #[inline]
-    fn cached(self: &Arc<Self>, core: &Arc<Core>) -> Option<IdToken> {
+    fn cached(self: &Arc<Self>, core: &Arc<Core>) -> Option<CachedToken> {
         let current = self.current.load();
         let slot = current.as_ref()?;
         let now = now_ms();
@@ -505,7 +532,7 @@ impl Entry {
         if now >= slot.refresh_at_ms && self.refresh_due(now) {
             self.start_background(core);
         }
-        Some(slot.token.clone())
+        Some(CachedToken(current))
     }
 
     /// Whether a background refresh may start now: none running, backoff over.

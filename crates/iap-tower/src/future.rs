@@ -91,21 +91,41 @@ where
         }
     }
 
+    /// The first attempt, sent now on the ready `service`, with what a
+    /// retry needs kept. Built in one expression: the retry state is large
+    /// and every intermediate move of it is a copy.
     #[inline(always)]
     pub(crate) fn first(
-        future: S::Future,
+        service: &mut S,
+        request: Request<B>,
         token: IdToken,
-        retry: Option<Retry<S, B>>,
-        auth: IapAuth,
+        auth: &IapAuth,
         replay_limit: usize,
-    ) -> Self {
+    ) -> Self
+    where
+        S: Clone,
+        B: ReplayableBody,
+    {
+        let (parts, body) = request.into_parts();
+        let head = parts.clone();
+        let (body, spare) = body.replayable(replay_limit);
+        let mut request = Request::from_parts(parts, body);
+        auth.apply(request.headers_mut(), &token);
+        let retry = service.clone();
         ResponseFuture {
             state: State::First {
-                future,
+                future: service.call(request),
                 token,
-                retry,
+                retry: Some(Retry {
+                    service: retry,
+                    head,
+                    spare,
+                }),
             },
-            ctx: Some(Ctx { auth, replay_limit }),
+            ctx: Some(Ctx {
+                auth: auth.clone(),
+                replay_limit,
+            }),
         }
     }
 
@@ -128,8 +148,7 @@ where
 
 /// Sends the first attempt on a ready `service`: keeps what a retry needs
 /// (when `retry` is on), puts the token in, calls.
-#[inline(always)]
-pub(crate) fn send_first<S, B>(
+fn send_first<S, B>(
     service: &mut S,
     mut request: Request<B>,
     token: &IdToken,

@@ -4,11 +4,12 @@ use std::mem;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
+use iap_token::IdToken;
 use iap_token::auth::{IapAuth, Planned};
 use iap_token::policy::RetryPolicy;
 use tower_service::Service;
 
-use crate::future::{ResponseFuture, send_first};
+use crate::future::ResponseFuture;
 use crate::layer::IapLayer;
 use crate::replay::{BoxError, DEFAULT_REPLAY_LIMIT, ReplayableBody};
 
@@ -98,9 +99,9 @@ where
 
     #[inline]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let token = match self.auth.plan_cached(request.uri(), request.extensions()) {
+        let cached = match self.auth.plan_cached(request.uri(), request.extensions()) {
             Planned::Skip => return ResponseFuture::pass(self.inner.call(request)),
-            Planned::Cached(token) => token,
+            Planned::Cached(cached) => cached,
             Planned::Fetch(attach) => {
                 // The ready service goes with the request; a fresh clone stays
                 // here and is made ready by the next `poll_ready`.
@@ -116,17 +117,19 @@ where
             }
         };
         if self.auth.retry_policy() == RetryPolicy::Never {
-            self.auth.apply(request.headers_mut(), &token);
+            // Only the header value is copied: the token itself is not kept.
+            self.auth.apply(request.headers_mut(), &cached);
+            drop(cached);
             return ResponseFuture::pass(self.inner.call(request));
         }
-        let (future, retry) = send_first(
+        let token = IdToken::clone(&cached);
+        drop(cached);
+        ResponseFuture::first(
             &mut self.inner,
             request,
-            &token,
+            token,
             &self.auth,
-            true,
             self.replay_limit,
-        );
-        ResponseFuture::first(future, token, retry, self.auth.clone(), self.replay_limit)
+        )
     }
 }

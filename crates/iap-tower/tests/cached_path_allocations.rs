@@ -1,0 +1,169 @@
+//! The layer's hot path allocates nothing beyond the header it adds: with
+//! the token cached, a request goes through `IapService` (plan, cached
+//! token, header, call, response) without touching the allocator, or, when
+//! the header map must grow for the token, exactly as often as tower-http's
+//! `SetRequestHeader` does for a static header.
+//!
+//! Its own binary: it installs a counting global allocator.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use http::header::AUTHORIZATION;
+use http::{HeaderValue, Request, Response, Uri};
+use iap_token::IapAuth;
+use iap_token::policy::RetryPolicy;
+use iap_token::source::static_token::StaticTokenSource;
+use iap_tower::IapLayer;
+use tower::{Layer, Service};
+use tower_http::set_header::SetRequestHeaderLayer;
+
+/// Counts the allocations of the current thread.
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count() {
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// How many allocations `f` made on this thread.
+fn allocations_in(f: impl FnOnce()) -> u64 {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+const JWT: &str =
+    "eyJhbGciOiJub25lIn0.eyJhdWQiOiJjbGllbnQtaWQiLCJlbWFpbCI6ImFAYiIsImV4cCI6NDEwMjQ0NDgwMH0.c2ln";
+const APP: &str = "https://app.example.com";
+
+async fn warm_auth(policy: RetryPolicy) -> IapAuth {
+    let auth = IapAuth::builder()
+        .source(StaticTokenSource::new(JWT).unwrap())
+        .audience("client-id")
+        .allow_origin(APP)
+        .retry_policy(policy)
+        .build()
+        .unwrap();
+    auth.token_for(&APP.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    auth
+}
+
+/// Answers at once, telling whether the request carried a token.
+#[derive(Clone, Copy)]
+struct Answer;
+
+impl Service<Request<()>> for Answer {
+    type Response = Response<bool>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<bool>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<()>) -> Self::Future {
+        ready(Ok(Response::new(req.headers().contains_key(AUTHORIZATION))))
+    }
+}
+
+/// One request through `service`, start to end (the inner service answers at once).
+fn send<S>(service: &mut S, request: Request<()>) -> bool
+where
+    S: Service<Request<()>, Response = Response<bool>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    let Poll::Ready(Ok(())) = service.poll_ready(&mut cx) else {
+        panic!("the service is always ready")
+    };
+    let future = pin!(service.call(request));
+    match future.poll(&mut cx) {
+        Poll::Ready(Ok(response)) => *response.body(),
+        _ => panic!("the response is ready at once"),
+    }
+}
+
+fn request(uri: &Uri, header_room: bool) -> Request<()> {
+    let mut request = Request::new(());
+    *request.uri_mut() = uri.clone();
+    if header_room {
+        request.headers_mut().reserve(4);
+    }
+    request
+}
+
+#[tokio::test]
+async fn without_retries_a_cached_token_costs_no_allocation() {
+    let mut service = IapLayer::new(warm_auth(RetryPolicy::Never).await).layer(Answer);
+    let app: Uri = format!("{APP}/items?page=2").parse().unwrap();
+    let elsewhere: Uri = "https://other.example.com/items".parse().unwrap();
+    let (to_app, to_elsewhere) = (request(&app, true), request(&elsewhere, true));
+
+    // The first copy of a header value may allocate, once, to share it.
+    assert!(send(&mut service, request(&app, true)));
+
+    let mut authorized = Vec::with_capacity(2);
+    let allocations = allocations_in(|| {
+        authorized.push(send(&mut service, to_app));
+        authorized.push(send(&mut service, to_elsewhere));
+    });
+
+    assert_eq!(authorized, [true, false], "token for the app only");
+    assert_eq!(allocations, 0);
+}
+
+#[tokio::test]
+async fn a_retry_capable_request_allocates_no_more_than_a_static_header() {
+    let mut service = IapLayer::new(warm_auth(RetryPolicy::AnyUnauthorized).await).layer(Answer);
+    let value = HeaderValue::from_str(&format!("Bearer {JWT}")).unwrap();
+    let mut floor = SetRequestHeaderLayer::overriding(AUTHORIZATION, value).layer(Answer);
+    let app: Uri = format!("{APP}/items?page=2").parse().unwrap();
+    // The first copy of a header value may allocate, once, to share it.
+    assert!(send(&mut service, request(&app, false)) && send(&mut floor, request(&app, false)));
+    let (first, second) = (request(&app, false), request(&app, false));
+
+    let mut authorized = false;
+    let ours = allocations_in(|| authorized = send(&mut service, first));
+    let theirs = allocations_in(|| assert!(send(&mut floor, second)));
+
+    assert!(authorized);
+    // The counter sees the header map's growth.
+    assert!(theirs > 0);
+    assert_eq!(ours, theirs);
+}
