@@ -1,62 +1,26 @@
 //! IapMiddleware against the emulator's IAP gate, over real loopback HTTP.
 
+mod common;
+
 use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
 use iap_emulator::{App, Emulator, Endpoint, Fault, counter};
 use iap_reqwest::IapMiddleware;
+use iap_token::Audience;
 use iap_token::policy::{NoAuth, Placement};
-use iap_token::source::metadata::MetadataSource;
-use iap_token::{Audience, IapAuth, IdToken};
 use reqwest::StatusCode;
-use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+use reqwest_middleware::ClientBuilder;
 
-fn origin(app: &App) -> String {
-    app.url().origin().ascii_serialization()
-}
-
-/// An `IapAuth` on the emulator's metadata server, scoped to `app`.
-fn auth_for(emu: &Emulator, app: &App, placement: Placement) -> IapAuth {
-    IapAuth::builder()
-        .source(MetadataSource::with_host(&emu.metadata_host()).unwrap())
-        .audience(app.client_id())
-        .allow_origin(origin(app))
-        .placement(placement)
-        .build()
-        .unwrap()
-}
-
-fn client(auth: &IapAuth) -> ClientWithMiddleware {
-    ClientBuilder::new(reqwest::Client::new())
-        .with(IapMiddleware::new(auth.clone()))
-        .build()
-}
-
-fn url(app: &App, path: &str) -> reqwest::Url {
-    app.url().join(path).unwrap()
-}
-
-fn tokens(emu: &Emulator, app: &App) -> u64 {
-    emu.counter(counter::ID_TOKENS, app.client_id())
-}
-
-fn gate_401s(emu: &Emulator, app: &App) -> u64 {
-    emu.counter(counter::GATE_401, app.client_id())
-}
-
-async fn current_token(auth: &IapAuth, app: &App) -> IdToken {
-    auth.token_for(&app.url().as_str().parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap()
-}
+use common::{
+    app_hits, auth_for, client, client_with, current_token, empty_token_401s, gate_401s, gated_app,
+    metadata_auth, origin, proxy_authorization_passes, revoke_current_token, tokens, url,
+};
 
 #[tokio::test]
 async fn token_is_attached_and_accepted() {
-    let emu = Emulator::start().await.unwrap();
-    let app = emu.app();
-    let auth = auth_for(&emu, &app, Placement::Authorization);
+    let (emu, app, auth) = gated_app(Placement::Authorization).await;
 
     let answer = client(&auth).get(url(&app, "/hello")).send().await.unwrap();
 
@@ -72,9 +36,7 @@ async fn token_is_attached_and_accepted() {
 
 #[tokio::test]
 async fn thousand_requests_fetch_one_token() {
-    let emu = Emulator::start().await.unwrap();
-    let app = emu.app();
-    let auth = auth_for(&emu, &app, Placement::Authorization);
+    let (emu, app, auth) = gated_app(Placement::Authorization).await;
     let client = client(&auth);
 
     for _ in 0..1000 {
@@ -83,16 +45,13 @@ async fn thousand_requests_fetch_one_token() {
     }
 
     assert_eq!(tokens(&emu, &app), 1);
-    assert_eq!(emu.counter(counter::APP_HITS, app.client_id()), 1000);
+    assert_eq!(app_hits(&emu, &app), 1000);
 }
 
 #[tokio::test]
 async fn revoked_token_is_refreshed_once_and_the_request_retried() {
-    let emu = Emulator::start().await.unwrap();
-    let app = emu.app();
-    let auth = auth_for(&emu, &app, Placement::Authorization);
-    let old = current_token(&auth, &app).await;
-    emu.revoke(old.as_str());
+    let (emu, app, auth) = gated_app(Placement::Authorization).await;
+    let old = revoke_current_token(&emu, &auth, &app).await;
 
     let answer = client(&auth)
         .post(url(&app, "/upload"))
@@ -111,11 +70,9 @@ async fn revoked_token_is_refreshed_once_and_the_request_retried() {
 
 #[tokio::test]
 async fn burst_of_401s_on_a_revoked_token_refreshes_once() {
-    let emu = Emulator::start().await.unwrap();
-    let app = emu.app();
-    let auth = auth_for(&emu, &app, Placement::Authorization);
+    let (emu, app, auth) = gated_app(Placement::Authorization).await;
     let client = client(&auth);
-    emu.revoke(current_token(&auth, &app).await.as_str());
+    revoke_current_token(&emu, &auth, &app).await;
 
     let calls = (0..500).map(|_| client.get(url(&app, "/")).send());
     let answers = futures_util::future::join_all(calls).await;
@@ -133,9 +90,7 @@ async fn burst_of_401s_on_a_revoked_token_refreshes_once() {
 
 #[tokio::test]
 async fn apps_own_401_in_proxy_authorization_mode_comes_back_as_is() {
-    let emu = Emulator::start().await.unwrap();
-    let app = emu.app();
-    let auth = auth_for(&emu, &app, Placement::ProxyAuthorization);
+    let (emu, app, auth) = gated_app(Placement::ProxyAuthorization).await;
     let token = current_token(&auth, &app).await;
 
     let answer = client(&auth)
@@ -151,15 +106,8 @@ async fn apps_own_401_in_proxy_authorization_mode_comes_back_as_is() {
         echo["headers"]["authorization"], "Bearer the-apps-own",
         "the caller's Authorization is untouched"
     );
-    assert_eq!(
-        emu.counter(counter::GATE_PROXY_AUTHORIZATION, app.client_id()),
-        1
-    );
-    assert_eq!(
-        emu.counter(counter::APP_HITS, app.client_id()),
-        1,
-        "not retried"
-    );
+    assert_eq!(proxy_authorization_passes(&emu, &app), 1);
+    assert_eq!(app_hits(&emu, &app), 1, "not retried");
     assert_eq!(tokens(&emu, &app), 1, "no refresh");
     assert!(
         current_token(&auth, &app).await.same_as(&token),
@@ -169,14 +117,10 @@ async fn apps_own_401_in_proxy_authorization_mode_comes_back_as_is() {
 
 #[tokio::test]
 async fn proxy_authorization_middleware_moves_the_token_and_retries_only_iaps_refusals() {
-    let emu = Emulator::start().await.unwrap();
-    let app = emu.app();
-    let auth = auth_for(&emu, &app, Placement::Authorization);
-    let client = ClientBuilder::new(reqwest::Client::new())
-        .with(IapMiddleware::new(auth.clone()).proxy_authorization())
-        .build();
+    let (emu, app, auth) = gated_app(Placement::Authorization).await;
+    let client = client_with(IapMiddleware::new(auth.clone()).proxy_authorization());
     // The middleware shares `auth`'s cache: revoking its token revokes the middleware's.
-    emu.revoke(current_token(&auth, &app).await.as_str());
+    revoke_current_token(&emu, &auth, &app).await;
 
     let answer = client
         .get(url(&app, "/"))
@@ -202,7 +146,7 @@ async fn proxy_authorization_middleware_moves_the_token_and_retries_only_iaps_re
         .unwrap();
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
-        emu.counter(counter::GATE_PROXY_AUTHORIZATION, app.client_id()),
+        proxy_authorization_passes(&emu, &app),
         2,
         "both requests IAP let through carried the token in Proxy-Authorization"
     );
@@ -215,11 +159,9 @@ async fn proxy_authorization_middleware_moves_the_token_and_retries_only_iaps_re
 
 #[tokio::test]
 async fn streaming_body_is_not_retried_but_its_token_is_invalidated() {
-    let emu = Emulator::start().await.unwrap();
-    let app = emu.app();
-    let auth = auth_for(&emu, &app, Placement::Authorization);
+    let (emu, app, auth) = gated_app(Placement::Authorization).await;
     let client = client(&auth);
-    emu.revoke(current_token(&auth, &app).await.as_str());
+    revoke_current_token(&emu, &auth, &app).await;
 
     let chunks = ["a ", "streamed ", "body"]
         .map(|c| Ok::<_, Infallible>(http_body::Frame::data(Bytes::from(c))));
@@ -257,9 +199,7 @@ async fn composes_with_reqwest_retry_and_reqwest_tracing() {
     use reqwest_retry::RetryTransientMiddleware;
     use reqwest_retry::policies::ExponentialBackoff;
 
-    let emu = Emulator::start().await.unwrap();
-    let app = emu.app();
-    let auth = auth_for(&emu, &app, Placement::Authorization);
+    let (emu, app, auth) = gated_app(Placement::Authorization).await;
     let backoff = ExponentialBackoff::builder()
         .retry_bounds(Duration::from_millis(1), Duration::from_millis(5))
         .build_with_max_retries(3);
@@ -268,7 +208,7 @@ async fn composes_with_reqwest_retry_and_reqwest_tracing() {
         .with(RetryTransientMiddleware::new_with_policy(backoff))
         .with(IapMiddleware::new(auth.clone()))
         .build();
-    emu.revoke(current_token(&auth, &app).await.as_str());
+    revoke_current_token(&emu, &auth, &app).await;
     // First a transient failure (reqwest-retry's business), then the revoked token (ours).
     emu.inject(Endpoint::Gate, Fault::status(503), 1);
 
@@ -290,18 +230,13 @@ async fn composes_with_reqwest_retry_and_reqwest_tracing() {
 
 #[tokio::test]
 async fn no_token_is_sent_to_an_origin_outside_the_scope() {
-    let emu = Emulator::start().await.unwrap();
-    let app = emu.app();
+    let (emu, _app, auth) = gated_app(Placement::Authorization).await;
     let other = emu.create_app().echo().await.unwrap();
-    let auth = auth_for(&emu, &app, Placement::Authorization);
 
     let answer = client(&auth).get(url(&other, "/")).send().await.unwrap();
 
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        emu.counter(&counter::gate_401_by("empty_token"), other.client_id()),
-        1
-    );
+    assert_eq!(empty_token_401s(&emu, &other), 1);
     assert_eq!(
         emu.counter_total(counter::ID_TOKENS),
         0,
@@ -314,8 +249,7 @@ async fn per_request_extensions_pick_the_audience_or_no_auth() {
     let emu = Emulator::start().await.unwrap();
     let app = emu.app();
     let other = emu.create_app().echo().await.unwrap();
-    let auth = IapAuth::builder()
-        .source(MetadataSource::with_host(&emu.metadata_host()).unwrap())
+    let auth = metadata_auth(&emu)
         .audience(app.client_id())
         .allow_origin(origin(&app))
         .allow_origin(origin(&other))
@@ -339,10 +273,7 @@ async fn per_request_extensions_pick_the_audience_or_no_auth() {
         .await
         .unwrap();
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        emu.counter(&counter::gate_401_by("empty_token"), app.client_id()),
-        1
-    );
+    assert_eq!(empty_token_401s(&emu, &app), 1);
     assert_eq!(tokens(&emu, &app), 0);
 }
 
@@ -370,8 +301,7 @@ async fn no_token_is_carried_across_a_cross_origin_redirect() {
     let elsewhere = emu.app();
     for placement in [Placement::Authorization, Placement::ProxyAuthorization] {
         let app = redirecting_app(&emu, &url(&elsewhere, "/landing")).await;
-        let auth = IapAuth::builder()
-            .source(MetadataSource::with_host(&emu.metadata_host()).unwrap())
+        let auth = metadata_auth(&emu)
             .audience(app.client_id())
             // Even a client scoped to both origins must not carry the token over.
             .allow_origin(origin(&app))
@@ -379,7 +309,7 @@ async fn no_token_is_carried_across_a_cross_origin_redirect() {
             .placement(placement)
             .build()
             .unwrap();
-        let before = emu.counter(&counter::gate_401_by("empty_token"), elsewhere.client_id());
+        let before = empty_token_401s(&emu, &elsewhere);
 
         let answer = client(&auth).get(url(&app, "/")).send().await.unwrap();
 
@@ -390,12 +320,12 @@ async fn no_token_is_carried_across_a_cross_origin_redirect() {
         );
         assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "{placement:?}");
         assert_eq!(
-            emu.counter(counter::APP_HITS, app.client_id()),
+            app_hits(&emu, &app),
             1,
             "{placement:?}: the token got through to the first app"
         );
         assert_eq!(
-            emu.counter(&counter::gate_401_by("empty_token"), elsewhere.client_id()),
+            empty_token_401s(&emu, &elsewhere),
             before + 1,
             "{placement:?}: the redirected request carried no token at all"
         );
@@ -429,9 +359,7 @@ async fn redirect_policy_stops_at_the_google_sign_in_page() {
 
 #[tokio::test]
 async fn debug_never_shows_the_token() {
-    let emu = Emulator::start().await.unwrap();
-    let app = emu.app();
-    let auth = auth_for(&emu, &app, Placement::Authorization);
+    let (_emu, app, auth) = gated_app(Placement::Authorization).await;
     let token = current_token(&auth, &app).await;
 
     let shown = format!("{:?}", IapMiddleware::new(auth));
