@@ -40,6 +40,7 @@
 //!    derived from the request's URL.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -72,6 +73,8 @@ struct AuthInner {
     mapped: Vec<(OriginKey, Attach)>,
     /// The retry policy chosen with the builder, if one was.
     explicit_retry_policy: Option<RetryPolicy>,
+    /// Whether a request without an origin under a scope was reported.
+    warned_no_origin: AtomicBool,
 }
 
 enum DefaultAudience {
@@ -345,6 +348,14 @@ impl IapAuth {
                 .find(|(origin, _)| uri.on_origin(origin))
                 .map(|(_, a)| a);
             if mapped.is_none() && !inner.allowed.iter().any(|origin| uri.on_origin(origin)) {
+                if uri.host().is_none() && !inner.warned_no_origin.swap(true, Ordering::Relaxed) {
+                    // A tonic `Channel` adds the origin below the layer: without
+                    // a word, every call would silently go out without a token.
+                    tracing::warn!(
+                        "a request URI without scheme and host is never in an origin scope, so it gets no IAP token; \
+                         give the client its origin (tonic: `Client::with_origin(channel, uri)`) or build the IapAuth without origins"
+                    );
+                }
                 tracing::trace!(host = ?uri.host(), "origin out of scope: no IAP token");
                 return Found::Skip;
             }
@@ -914,6 +925,7 @@ impl IapAuthBuilder {
                 allowed,
                 mapped,
                 explicit_retry_policy: self.retry_policy,
+                warned_no_origin: AtomicBool::new(false),
             }),
             placement: self.placement,
             retry_policy: self
