@@ -14,8 +14,8 @@ use reqwest::StatusCode;
 use reqwest_middleware::ClientBuilder;
 
 use common::{
-    app_hits, auth_for, client, client_with, current_token, empty_token_401s, gate_401s, gated_app,
-    metadata_auth, origin, proxy_authorization_passes, revoke_current_token, tokens, url,
+    auth_for, client, client_with, current_token, gated_app, metadata_auth, origin,
+    revoke_current_token, url,
 };
 
 #[tokio::test]
@@ -31,7 +31,7 @@ async fn token_is_attached_and_accepted() {
         echo["headers"]["x-goog-authenticated-user-email"],
         format!("accounts.google.com:{email}")
     );
-    assert_eq!(tokens(&emu, &app), 1);
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 1);
 }
 
 #[tokio::test]
@@ -44,8 +44,8 @@ async fn thousand_requests_fetch_one_token() {
         assert_eq!(answer.status(), StatusCode::OK);
     }
 
-    assert_eq!(tokens(&emu, &app), 1);
-    assert_eq!(app_hits(&emu, &app), 1000);
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 1);
+    assert_eq!(emu.app_hits(&app), 1000);
 }
 
 #[tokio::test]
@@ -63,8 +63,12 @@ async fn revoked_token_is_refreshed_once_and_the_request_retried() {
     assert_eq!(answer.status(), StatusCode::OK);
     let echo: serde_json::Value = answer.json().await.unwrap();
     assert_eq!(echo["body_len"], 12, "the retry carries the whole body");
-    assert_eq!(gate_401s(&emu, &app), 1);
-    assert_eq!(tokens(&emu, &app), 2, "exactly one extra token");
+    assert_eq!(emu.gate_401s(&app), 1);
+    assert_eq!(
+        emu.id_tokens_issued(app.client_id()),
+        2,
+        "exactly one extra token"
+    );
     assert!(!current_token(&auth, &app).await.same_as(&old));
 }
 
@@ -81,11 +85,15 @@ async fn burst_of_401s_on_a_revoked_token_refreshes_once() {
         assert_eq!(answer.unwrap().status(), StatusCode::OK);
     }
     assert_eq!(
-        gate_401s(&emu, &app),
+        emu.gate_401s(&app),
         500,
         "every request carried the revoked token"
     );
-    assert_eq!(tokens(&emu, &app), 2, "exactly one refresh");
+    assert_eq!(
+        emu.id_tokens_issued(app.client_id()),
+        2,
+        "exactly one refresh"
+    );
 }
 
 #[tokio::test]
@@ -106,9 +114,9 @@ async fn apps_own_401_in_proxy_authorization_mode_comes_back_as_is() {
         echo["headers"]["authorization"], "Bearer the-apps-own",
         "the caller's Authorization is untouched"
     );
-    assert_eq!(proxy_authorization_passes(&emu, &app), 1);
-    assert_eq!(app_hits(&emu, &app), 1, "not retried");
-    assert_eq!(tokens(&emu, &app), 1, "no refresh");
+    assert_eq!(emu.proxy_authorization_passes(&app), 1);
+    assert_eq!(emu.app_hits(&app), 1, "not retried");
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 1, "no refresh");
     assert!(
         current_token(&auth, &app).await.same_as(&token),
         "the token was not invalidated"
@@ -131,12 +139,8 @@ async fn proxy_authorization_middleware_moves_the_token_and_retries_only_iaps_re
     assert_eq!(answer.status(), StatusCode::OK);
     let echo: serde_json::Value = answer.json().await.unwrap();
     assert_eq!(echo["headers"]["authorization"], "Bearer the-apps-own");
-    assert_eq!(
-        gate_401s(&emu, &app),
-        1,
-        "IAP refused the revoked token once"
-    );
-    assert_eq!(tokens(&emu, &app), 2);
+    assert_eq!(emu.gate_401s(&app), 1, "IAP refused the revoked token once");
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 2);
 
     let answer = client
         .get(url(&app, "/status/401"))
@@ -146,12 +150,12 @@ async fn proxy_authorization_middleware_moves_the_token_and_retries_only_iaps_re
         .unwrap();
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
-        proxy_authorization_passes(&emu, &app),
+        emu.proxy_authorization_passes(&app),
         2,
         "both requests IAP let through carried the token in Proxy-Authorization"
     );
     assert_eq!(
-        tokens(&emu, &app),
+        emu.id_tokens_issued(app.client_id()),
         2,
         "the app's own 401: no refresh, no retry"
     );
@@ -176,9 +180,9 @@ async fn streaming_body_is_not_retried_but_its_token_is_invalidated() {
         .unwrap();
 
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "not retried");
-    assert_eq!(gate_401s(&emu, &app), 1);
+    assert_eq!(emu.gate_401s(&app), 1);
     assert_eq!(
-        tokens(&emu, &app),
+        emu.id_tokens_issued(app.client_id()),
         1,
         "no fetch for a retry that cannot happen"
     );
@@ -191,7 +195,7 @@ async fn streaming_body_is_not_retried_but_its_token_is_invalidated() {
 
     let answer = client.get(url(&app, "/")).send().await.unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
-    assert_eq!(tokens(&emu, &app), 2);
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 2);
 }
 
 #[tokio::test]
@@ -220,12 +224,12 @@ async fn composes_with_reqwest_retry_and_reqwest_tracing() {
         1,
         "the 503 was retried by reqwest-retry"
     );
+    assert_eq!(emu.gate_401s(&app), 1, "the revoked token was refused once");
     assert_eq!(
-        gate_401s(&emu, &app),
-        1,
-        "the revoked token was refused once"
+        emu.id_tokens_issued(app.client_id()),
+        2,
+        "and replaced once"
     );
-    assert_eq!(tokens(&emu, &app), 2, "and replaced once");
 }
 
 #[tokio::test]
@@ -236,7 +240,7 @@ async fn no_token_is_sent_to_an_origin_outside_the_scope() {
     let answer = client(&auth).get(url(&other, "/")).send().await.unwrap();
 
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(empty_token_401s(&emu, &other), 1);
+    assert_eq!(emu.gate_401s_for(&other, "empty_token"), 1);
     assert_eq!(
         emu.counter_total(counter::ID_TOKENS),
         0,
@@ -264,7 +268,7 @@ async fn per_request_extensions_pick_the_audience_or_no_auth() {
         .await
         .unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
-    assert_eq!(tokens(&emu, &other), 1);
+    assert_eq!(emu.id_tokens_issued(other.client_id()), 1);
 
     let answer = client
         .get(url(&app, "/"))
@@ -273,8 +277,8 @@ async fn per_request_extensions_pick_the_audience_or_no_auth() {
         .await
         .unwrap();
     assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(empty_token_401s(&emu, &app), 1);
-    assert_eq!(tokens(&emu, &app), 0);
+    assert_eq!(emu.gate_401s_for(&app, "empty_token"), 1);
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 0);
 }
 
 /// An app behind the gate whose every answer is a redirect to `target`.
@@ -309,7 +313,7 @@ async fn no_token_is_carried_across_a_cross_origin_redirect() {
             .placement(placement)
             .build()
             .unwrap();
-        let before = empty_token_401s(&emu, &elsewhere);
+        let before = emu.gate_401s_for(&elsewhere, "empty_token");
 
         let answer = client(&auth).get(url(&app, "/")).send().await.unwrap();
 
@@ -320,12 +324,12 @@ async fn no_token_is_carried_across_a_cross_origin_redirect() {
         );
         assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "{placement:?}");
         assert_eq!(
-            app_hits(&emu, &app),
+            emu.app_hits(&app),
             1,
             "{placement:?}: the token got through to the first app"
         );
         assert_eq!(
-            empty_token_401s(&emu, &elsewhere),
+            emu.gate_401s_for(&elsewhere, "empty_token"),
             before + 1,
             "{placement:?}: the redirected request carried no token at all"
         );

@@ -15,9 +15,8 @@ use iap_tower::{BoxError, IapLayer};
 use tower::ServiceBuilder;
 
 use common::{
-    Http, app_hits, boxed, burst, client, client_with, current_token, empty_token_401s, gate_401s,
-    gated_app, get, metadata_auth, origin, post, proxy_authorization_passes, revoke_current_token,
-    send, tokens, with_apps_own_authorization,
+    Http, boxed, burst, client, client_with, current_token, gated_app, get, metadata_auth, origin,
+    post, revoke_current_token, send, with_apps_own_authorization,
 };
 
 #[tokio::test]
@@ -33,8 +32,8 @@ async fn hyper_util_client_through_the_layer_gets_its_token_accepted() {
         echo["headers"]["x-goog-authenticated-user-email"],
         format!("accounts.google.com:{email}")
     );
-    assert_eq!(tokens(&emu, &app), 1);
-    assert_eq!(app_hits(&emu, &app), 1);
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 1);
+    assert_eq!(emu.app_hits(&app), 1);
 }
 
 #[tokio::test]
@@ -47,8 +46,8 @@ async fn thousand_requests_fetch_one_token() {
         assert_eq!(status, StatusCode::OK);
     }
 
-    assert_eq!(tokens(&emu, &app), 1);
-    assert_eq!(app_hits(&emu, &app), 1000);
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 1);
+    assert_eq!(emu.app_hits(&app), 1000);
 }
 
 #[tokio::test]
@@ -66,8 +65,12 @@ async fn revoked_token_is_refreshed_once_and_the_request_retried() {
 
     assert_eq!(status, StatusCode::OK);
     assert_eq!(echo["body_len"], 12, "the retry carries the whole body");
-    assert_eq!(gate_401s(&emu, &app), 1);
-    assert_eq!(tokens(&emu, &app), 2, "exactly one extra token");
+    assert_eq!(emu.gate_401s(&app), 1);
+    assert_eq!(
+        emu.id_tokens_issued(app.client_id()),
+        2,
+        "exactly one extra token"
+    );
     assert!(!current_token(&auth, &app).await.same_as(&old));
 }
 
@@ -83,12 +86,16 @@ async fn burst_of_401s_on_a_revoked_token_refreshes_once() {
         assert_eq!(status, StatusCode::OK);
     }
     assert_eq!(
-        gate_401s(&emu, &app),
+        emu.gate_401s(&app),
         500,
         "every request carried the revoked token"
     );
-    assert_eq!(tokens(&emu, &app), 2, "exactly one refresh");
-    assert_eq!(app_hits(&emu, &app), 500);
+    assert_eq!(
+        emu.id_tokens_issued(app.client_id()),
+        2,
+        "exactly one refresh"
+    );
+    assert_eq!(emu.app_hits(&app), 500);
 }
 
 #[tokio::test]
@@ -101,7 +108,7 @@ async fn cold_burst_fetches_one_token() {
     for status in statuses {
         assert_eq!(status, StatusCode::OK);
     }
-    assert_eq!(tokens(&emu, &app), 1);
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 1);
 }
 
 #[tokio::test]
@@ -119,7 +126,7 @@ async fn retry_policy_never_neither_invalidates_nor_retries() {
     let (status, _) = send(&mut svc, get(&app, "/")).await;
 
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(tokens(&emu, &app), 1);
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 1);
     assert!(current_token(&auth, &app).await.same_as(&token));
 }
 
@@ -137,9 +144,9 @@ async fn apps_own_401_in_proxy_authorization_mode_comes_back_as_is() {
         echo["headers"]["authorization"], "Bearer the-apps-own",
         "the caller's Authorization is untouched"
     );
-    assert_eq!(proxy_authorization_passes(&emu, &app), 1);
-    assert_eq!(app_hits(&emu, &app), 1, "not retried");
-    assert_eq!(tokens(&emu, &app), 1, "no refresh");
+    assert_eq!(emu.proxy_authorization_passes(&app), 1);
+    assert_eq!(emu.app_hits(&app), 1, "not retried");
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 1, "no refresh");
     assert!(
         current_token(&auth, &app).await.same_as(&token),
         "the token was not invalidated"
@@ -157,12 +164,8 @@ async fn proxy_authorization_mode_retries_what_iap_refused() {
 
     assert_eq!(status, StatusCode::OK);
     assert_eq!(echo["headers"]["authorization"], "Bearer the-apps-own");
-    assert_eq!(
-        gate_401s(&emu, &app),
-        1,
-        "IAP refused the revoked token once"
-    );
-    assert_eq!(tokens(&emu, &app), 2);
+    assert_eq!(emu.gate_401s(&app), 1, "IAP refused the revoked token once");
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 2);
 }
 
 #[tokio::test]
@@ -176,23 +179,19 @@ async fn proxy_authorization_layer_moves_the_token_and_retries_only_iaps_refusal
     let (status, echo) = send(&mut svc, req).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(echo["headers"]["authorization"], "Bearer the-apps-own");
-    assert_eq!(
-        gate_401s(&emu, &app),
-        1,
-        "IAP refused the revoked token once"
-    );
-    assert_eq!(tokens(&emu, &app), 2);
+    assert_eq!(emu.gate_401s(&app), 1, "IAP refused the revoked token once");
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 2);
 
     let req = with_apps_own_authorization(get(&app, "/status/401"));
     let (status, _) = send(&mut svc, req).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(
-        proxy_authorization_passes(&emu, &app),
+        emu.proxy_authorization_passes(&app),
         2,
         "both requests IAP let through carried the token in Proxy-Authorization"
     );
     assert_eq!(
-        tokens(&emu, &app),
+        emu.id_tokens_issued(app.client_id()),
         2,
         "the app's own 401: no refresh, no retry"
     );
@@ -209,9 +208,9 @@ async fn body_over_the_replay_limit_is_not_retried_but_its_token_is_invalidated(
     let (status, _) = send(&mut svc, post(&app, "/upload", body)).await;
 
     assert_eq!(status, StatusCode::UNAUTHORIZED, "not retried");
-    assert_eq!(gate_401s(&emu, &app), 1);
+    assert_eq!(emu.gate_401s(&app), 1);
     assert_eq!(
-        tokens(&emu, &app),
+        emu.id_tokens_issued(app.client_id()),
         1,
         "no fetch for a retry that cannot happen"
     );
@@ -226,7 +225,7 @@ async fn body_over_the_replay_limit_is_not_retried_but_its_token_is_invalidated(
     let small = boxed(Full::new(Bytes::from_static(b"ok")));
     let (status, _) = send(&mut svc, post(&app, "/upload", small)).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(tokens(&emu, &app), 2);
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 2);
 }
 
 #[tokio::test]
@@ -244,8 +243,8 @@ async fn streamed_body_within_the_limit_is_replayed() {
 
     assert_eq!(status, StatusCode::OK);
     assert_eq!(echo["body_len"], 23);
-    assert_eq!(gate_401s(&emu, &app), 1);
-    assert_eq!(tokens(&emu, &app), 2);
+    assert_eq!(emu.gate_401s(&app), 1);
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 2);
 }
 
 #[tokio::test]
@@ -257,7 +256,7 @@ async fn no_token_is_sent_to_an_origin_outside_the_scope() {
     let (status, _) = send(&mut svc, get(&other, "/")).await;
 
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(empty_token_401s(&emu, &other), 1);
+    assert_eq!(emu.gate_401s_for(&other, "empty_token"), 1);
     assert_eq!(
         emu.counter_total(iap_emulator::counter::ID_TOKENS),
         0,
@@ -275,8 +274,8 @@ async fn no_auth_extension_sends_the_request_without_a_token() {
     let (status, _) = send(&mut svc, req).await;
 
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(empty_token_401s(&emu, &app), 1);
-    assert_eq!(tokens(&emu, &app), 0);
+    assert_eq!(emu.gate_401s_for(&app, "empty_token"), 1);
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 0);
 }
 
 #[tokio::test]
@@ -298,8 +297,8 @@ async fn audience_extension_picks_the_token_for_that_request() {
     let (status, _) = send(&mut svc, req).await;
 
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(tokens(&emu, &other), 1);
-    assert_eq!(tokens(&emu, &app), 0);
+    assert_eq!(emu.id_tokens_issued(other.client_id()), 1);
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 0);
 }
 
 #[tokio::test]
@@ -343,7 +342,7 @@ async fn tonic_unary_call_is_retried_transparently_on_a_revoked_token() {
         .await
         .unwrap();
     assert_eq!(answer.into_inner().status(), Wire::Serving);
-    assert_eq!(tokens(&emu, &app), 1);
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 1);
 
     revoke_current_token(&emu, &auth, &app).await;
     let answer = client
@@ -354,11 +353,7 @@ async fn tonic_unary_call_is_retried_transparently_on_a_revoked_token() {
         .unwrap();
 
     assert_eq!(answer.into_inner().status(), Wire::Serving);
-    assert_eq!(
-        gate_401s(&emu, &app),
-        1,
-        "the revoked token was refused once"
-    );
-    assert_eq!(tokens(&emu, &app), 2, "one refresh");
-    assert_eq!(app_hits(&emu, &app), 2);
+    assert_eq!(emu.gate_401s(&app), 1, "the revoked token was refused once");
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 2, "one refresh");
+    assert_eq!(emu.app_hits(&app), 2);
 }

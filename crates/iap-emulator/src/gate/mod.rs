@@ -371,4 +371,42 @@ impl Emulator {
     pub fn gate_layer(&self, app: &App) -> IapGateLayer {
         IapGateLayer::new(self, app)
     }
+
+    /// IAP 401s `app`'s gate answered (counter `gate.401`).
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let emulator = iap_emulator::Emulator::start().await?;
+    /// let app = emulator.app();
+    /// reqwest::get(app.url().clone()).await?; // no token
+    /// assert_eq!(emulator.gate_401s(&app), 1);
+    /// assert_eq!(emulator.gate_401s_for(&app, "empty_token"), 1);
+    /// assert_eq!(emulator.app_hits(&app), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn gate_401s(&self, app: &App) -> u64 {
+        self.counter(counter::GATE_401, app.client_id())
+    }
+
+    /// IAP 401s of `app`'s gate for one reason (`empty_token`, `expired`,
+    /// `revoked`, `audience`, ...; see [what IAP answers itself](crate::gate#what-iap-answers-itself)).
+    pub fn gate_401s_for(&self, app: &App, reason: &str) -> u64 {
+        self.counter(&counter::gate_401_by(reason), app.client_id())
+    }
+
+    /// IAP 302s to Google's sign-in that `app`'s gate answered (counter `gate.302`).
+    pub fn gate_302s(&self, app: &App) -> u64 {
+        self.counter(counter::GATE_302, app.client_id())
+    }
+
+    /// Requests the gate let through to `app` on a `Proxy-Authorization`
+    /// token (counter `gate.proxy_authorization`).
+    pub fn proxy_authorization_passes(&self, app: &App) -> u64 {
+        self.counter(counter::GATE_PROXY_AUTHORIZATION, app.client_id())
+    }
+
+    /// Requests that reached `app` itself (counter `app.hits`).
+    pub fn app_hits(&self, app: &App) -> u64 {
+        self.counter(counter::APP_HITS, app.client_id())
+    }
 }

@@ -5,7 +5,7 @@
 // Each test binary compiles this module and uses a part of it.
 #![allow(dead_code)]
 
-use iap_emulator::{App, Emulator, counter};
+use iap_emulator::{App, Emulator};
 use iap_reqwest::IapMiddleware;
 use iap_token::auth::IapAuthBuilder;
 use iap_token::policy::Placement;
@@ -72,30 +72,4 @@ pub async fn revoke_current_token(emu: &Emulator, auth: &IapAuth, app: &App) -> 
     let token = current_token(auth, app).await;
     emu.revoke(token.as_str());
     token
-}
-
-/// ID tokens the emulator issued for `app`.
-pub fn tokens(emu: &Emulator, app: &App) -> u64 {
-    emu.counter(counter::ID_TOKENS, app.client_id())
-}
-
-/// The gate's 401s for `app`.
-pub fn gate_401s(emu: &Emulator, app: &App) -> u64 {
-    emu.counter(counter::GATE_401, app.client_id())
-}
-
-/// The gate's 401s for `app` to requests that carried no token.
-pub fn empty_token_401s(emu: &Emulator, app: &App) -> u64 {
-    emu.counter(&counter::gate_401_by("empty_token"), app.client_id())
-}
-
-/// Requests the gate let through to `app` with the token in
-/// `Proxy-Authorization`.
-pub fn proxy_authorization_passes(emu: &Emulator, app: &App) -> u64 {
-    emu.counter(counter::GATE_PROXY_AUTHORIZATION, app.client_id())
-}
-
-/// Requests that reached `app` itself.
-pub fn app_hits(emu: &Emulator, app: &App) -> u64 {
-    emu.counter(counter::APP_HITS, app.client_id())
 }
