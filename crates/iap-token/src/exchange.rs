@@ -33,13 +33,13 @@
 //! let uri: http::Uri = "https://app.example.com/".parse().unwrap();
 //! let Plan::Attach(attach) = auth.plan(&uri, &http::Extensions::new()) else { unreachable!() };
 //! let token = attach.fetch().await?;
-//! let mut exchange = Exchange::new(&auth, token);
+//! let mut exchange = Exchange::new(auth.clone(), token);
 //!
 //! // The app's own 401 is the app's business: delivered, the token kept.
 //! assert_eq!(exchange.first_answer(StatusCode::UNAUTHORIZED, &HeaderMap::new(), true), Next::Deliver);
 //!
 //! // IAP's 401 refuses the token: invalidated, one retry.
-//! let mut exchange = Exchange::new(&auth, attach.fetch().await?);
+//! let mut exchange = Exchange::new(auth.clone(), attach.fetch().await?);
 //! let mut iap = HeaderMap::new();
 //! iap.insert("x-goog-iap-generated-response", "true".parse().unwrap());
 //! assert_eq!(exchange.first_answer(StatusCode::UNAUTHORIZED, &iap, true), Next::Retry);
@@ -108,9 +108,9 @@ impl fmt::Debug for Refresh {
 impl Exchange {
     /// The first attempt of a request, sent with `token`.
     #[inline]
-    pub fn new(auth: &IapAuth, token: IdToken) -> Exchange {
+    pub fn new(auth: IapAuth, token: IdToken) -> Exchange {
         Exchange {
-            auth: auth.clone(),
+            auth,
             token,
             stage: Stage::First,
         }
@@ -264,7 +264,7 @@ mod tests {
     async fn an_apps_own_401_is_delivered_and_costs_no_token() {
         let (auth, minted, attach) = auth(None);
         let first = attach.fetch().await.unwrap();
-        let mut exchange = Exchange::new(&auth, first.clone());
+        let mut exchange = Exchange::new(auth.clone(), first.clone());
         let next = exchange.first_answer(StatusCode::UNAUTHORIZED, &HeaderMap::new(), true);
         assert_eq!(next, Next::Deliver);
         assert!(attach.cached().unwrap().same_as(&first), "token kept");
@@ -274,7 +274,7 @@ mod tests {
     #[tokio::test]
     async fn any_401_is_an_explicit_choice() {
         let (auth, _, attach) = auth(Some(RetryPolicy::AnyUnauthorized));
-        let mut exchange = Exchange::new(&auth, attach.fetch().await.unwrap());
+        let mut exchange = Exchange::new(auth.clone(), attach.fetch().await.unwrap());
         let next = exchange.first_answer(StatusCode::UNAUTHORIZED, &HeaderMap::new(), true);
         assert_eq!(next, Next::Retry);
     }
@@ -283,7 +283,7 @@ mod tests {
     async fn iap_refusal_invalidates_exactly_that_token_and_retries_once() {
         let (auth, minted, attach) = auth(None);
         let first = attach.fetch().await.unwrap();
-        let mut exchange = Exchange::new(&auth, first.clone());
+        let mut exchange = Exchange::new(auth.clone(), first.clone());
         assert_eq!(
             exchange.first_answer(StatusCode::UNAUTHORIZED, &iap(), true),
             Next::Retry
@@ -301,7 +301,7 @@ mod tests {
     #[tokio::test]
     async fn sign_in_redirect_from_iap_is_a_refusal() {
         let (auth, _, attach) = auth(None);
-        let mut exchange = Exchange::new(&auth, attach.fetch().await.unwrap());
+        let mut exchange = Exchange::new(auth.clone(), attach.fetch().await.unwrap());
         let mut h = iap();
         h.insert(
             http::header::LOCATION,
@@ -319,8 +319,8 @@ mod tests {
     async fn a_fresher_token_is_reused_not_fetched() {
         let (auth, minted, attach) = auth(None);
         let first = attach.fetch().await.unwrap();
-        let mut a = Exchange::new(&auth, first.clone());
-        let mut b = Exchange::new(&auth, first.clone());
+        let mut a = Exchange::new(auth.clone(), first.clone());
+        let mut b = Exchange::new(auth.clone(), first.clone());
         assert_eq!(
             a.first_answer(StatusCode::UNAUTHORIZED, &iap(), true),
             Next::Retry
@@ -346,7 +346,7 @@ mod tests {
     async fn an_answer_from_another_origin_is_not_about_our_token() {
         let (auth, minted, attach) = auth(None);
         let first = attach.fetch().await.unwrap();
-        let mut exchange = Exchange::new(&auth, first.clone());
+        let mut exchange = Exchange::new(auth.clone(), first.clone());
         assert_eq!(
             exchange.first_answer(StatusCode::UNAUTHORIZED, &iap(), false),
             Next::Deliver
@@ -358,7 +358,7 @@ mod tests {
     #[tokio::test]
     async fn a_second_refusal_is_delivered_and_its_token_dropped() {
         let (auth, minted, attach) = auth(None);
-        let mut exchange = Exchange::new(&auth, attach.fetch().await.unwrap());
+        let mut exchange = Exchange::new(auth.clone(), attach.fetch().await.unwrap());
         assert_eq!(
             exchange.first_answer(StatusCode::UNAUTHORIZED, &iap(), true),
             Next::Retry
@@ -382,7 +382,7 @@ mod tests {
         let (auth, _, attach) = auth(Some(RetryPolicy::Never));
         assert!(!Exchange::may_retry(&auth));
         let first = attach.fetch().await.unwrap();
-        let mut exchange = Exchange::new(&auth, first.clone());
+        let mut exchange = Exchange::new(auth.clone(), first.clone());
         assert_eq!(
             exchange.first_answer(StatusCode::UNAUTHORIZED, &iap(), true),
             Next::Deliver
