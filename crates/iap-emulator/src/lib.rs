@@ -9,7 +9,7 @@
 //! | `GET\|POST /computeMetadata/v1/instance/service-accounts/default/{identity,token,email}` | the metadata server |
 //! | `POST /token` | `oauth2.googleapis.com/token` (JWT-bearer, refresh, authorization code) |
 //! | `GET /o/oauth2/v2/auth` | `accounts.google.com` consent, answered at once with a redirect |
-//! | `POST /v1/projects/-/serviceAccounts/{email}:generateIdToken` / `:generateAccessToken` | IAM Credentials |
+//! | `POST /v1/projects/-/serviceAccounts/{email}:generateIdToken` / `:generateAccessToken` / `:signJwt` | IAM Credentials |
 //! | `POST /v1/token` | STS (workload identity federation) |
 //! | `GET /oauth2/v3/certs`, `GET /oauth2/v1/certs` | Google's signing keys (JWKS, X.509 PEM map) |
 //! | `GET /iap/verify/public_key-jwk` | IAP's ES256 keys |
@@ -80,7 +80,7 @@
 //! | `POST subject-tokens` | `{"audience","subject"}` | `{"token"}` |
 //! | `POST id-tokens` | `{"audience","email"}` | `{"token"}` |
 //! | `POST metadata-service-account` | `{"email"}` (`null` removes it) | `{"email"}` |
-//! | `POST apps` | `{"client_id"?, "project_id"?, "allow_clients"?}` | a new echo app behind the gate: `{"url","client_id","project_id","assertion_audience"}` |
+//! | `POST apps` | `{"client_id"?, "project_id"?, "allow_clients"?, "google_managed_client"?}` | a new echo app behind the gate: `{"url","client_id","project_id","assertion_audience","allowed_clients","google_managed_client"}` |
 //!
 //! The gate adds `GET apps`, `POST apps/allow` and `POST apps/disallow`
 //! (see its docs). Errors answer 400 or 404 with `{"error": "..."}`.
@@ -126,6 +126,7 @@ pub mod counter {
     //! | [`ID_TOKENS`] | audience | ID tokens minted, any grant |
     //! | `id_tokens.<grant>` ([`id_tokens_by`]) | audience | ID tokens minted by that [`Grant`] |
     //! | [`ACCESS_TOKENS`] | [`Grant::name`] | access tokens minted |
+    //! | [`SIGNED_JWTS`] | service-account email | JWTs signed by IAM `signJwt` |
     //! | [`ERRORS`] | [`Endpoint::name`](crate::Endpoint::name) | error answers the endpoint gave on its own (not faults) |
     //!
     //! The IAP gate adds its own: `gate.401`, `gate.401.<reason>`, `gate.302`,
@@ -144,6 +145,9 @@ pub mod counter {
     pub const ID_TOKENS: &str = "id_tokens";
     /// Access tokens minted; label [`Grant::name`].
     pub const ACCESS_TOKENS: &str = "access_tokens";
+    /// JWTs signed by IAM Credentials `signJwt`; label = the signing
+    /// service account's email.
+    pub const SIGNED_JWTS: &str = "signed_jwts";
     /// Error answers (4xx/5xx) the endpoint gave on its own; label
     /// [`Endpoint::name`](crate::Endpoint::name).
     pub const ERRORS: &str = "errors";
@@ -292,6 +296,7 @@ fn register_service_account(state: &State, email: &str, key: Option<Arc<RsaKey>>
         .or_insert_with(|| ServiceAccountRecord {
             unique_id: random_digits(21),
             keys: Vec::new(),
+            system_key: None,
         });
     if let Some(key) = key {
         rec.keys.push(key);

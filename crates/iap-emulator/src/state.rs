@@ -35,11 +35,16 @@ pub(crate) struct Project {
     pub(crate) number: String,
 }
 
-/// A service account and the public halves of its keys.
+/// A service account and its keys.
 #[derive(Debug)]
 pub(crate) struct ServiceAccountRecord {
     pub(crate) unique_id: String,
+    /// Every published key: user-managed keys (key files) and the
+    /// Google-managed one, once made.
     pub(crate) keys: Vec<Arc<RsaKey>>,
+    /// The Google-managed key IAM `signJwt` signs with (also in `keys`),
+    /// made on first use: no key file ever holds it.
+    pub(crate) system_key: Option<Arc<RsaKey>>,
 }
 
 /// What an OAuth client is for.

@@ -349,6 +349,8 @@ struct NewApp {
     project_id: Option<String>,
     #[serde(default)]
     allow_clients: Vec<String>,
+    #[serde(default)]
+    google_managed_client: bool,
 }
 
 fn app_json(app: &crate::App) -> Value {
@@ -358,6 +360,7 @@ fn app_json(app: &crate::App) -> Value {
         "project_id": app.project_id(),
         "assertion_audience": app.assertion_audience(),
         "allowed_clients": app.allowed_clients(),
+        "google_managed_client": app.is_google_managed_client(),
     })
 }
 
@@ -373,6 +376,9 @@ async fn create_app(Ax(state): Ax<Arc<State>>, bytes: axum::body::Bytes) -> Resp
     }
     for c in n.allow_clients {
         builder = builder.allow_client(c);
+    }
+    if n.google_managed_client {
+        builder = builder.google_managed_client();
     }
     match builder.echo().await {
         Ok(app) => Json(app_json(&app)).into_response(),

@@ -42,6 +42,7 @@ pub(crate) struct AppConfig {
     backend_service_id: String,
     assertion_audience: String,
     allowed_clients: RwLock<Vec<String>>,
+    google_managed_client: bool,
     local_addr: Option<SocketAddr>,
 }
 
@@ -112,6 +113,12 @@ impl App {
         }
     }
 
+    /// Whether the app is on a Google-managed OAuth client (see
+    /// [`AppBuilder::google_managed_client`]).
+    pub fn is_google_managed_client(&self) -> bool {
+        self.config.google_managed_client
+    }
+
     /// Removes a client ID from the allowlist.
     pub fn disallow_client(&self, client_id: &str) {
         write(&self.config.allowed_clients).retain(|c| c != client_id);
@@ -125,17 +132,40 @@ impl App {
 }
 
 impl AppConfig {
+    /// Whether an ID token for `aud` is one of the app's: its own IAP
+    /// client (never, on a Google-managed client: nobody outside Google
+    /// mints tokens for it) or an allowlisted programmatic client.
     pub(crate) fn accepts_client_audience(&self, aud: &str) -> bool {
-        aud == self.client_id || read(&self.allowed_clients).iter().any(|c| c == aud)
+        (aud == self.client_id && !self.google_managed_client) || self.allows_client(aud)
     }
 
-    /// Self-signed JWT `aud`: the exact request URL (origin of the public
-    /// URL + request path, no query) or the origin's wildcard `ORIGIN/*`.
+    pub(crate) fn allows_client(&self, aud: &str) -> bool {
+        read(&self.allowed_clients).iter().any(|c| c == aud)
+    }
+
+    pub(crate) fn google_managed_client(&self) -> bool {
+        self.google_managed_client
+    }
+
+    /// Service-account JWT `aud`, all built on the origin of the public
+    /// URL: the exact request URL (request path, no query), the origin's
+    /// wildcard `ORIGIN/*`, or a path prefix `ORIGIN/PREFIX/*`, which
+    /// covers the paths below `/PREFIX/` (not `/PREFIX` itself, nor
+    /// `/PREFIXother`).
     pub(crate) fn accepts_url_audience(&self, aud: &str, path: &str) -> bool {
         let Some(rest) = aud.strip_prefix(self.public_origin.as_str()) else {
             return false;
         };
-        rest == "/*" || rest == path
+        if rest == path {
+            return true;
+        }
+        match rest.strip_suffix('*') {
+            // `/*`, `/api/*`: the path must start with everything before `*`.
+            Some(prefix) if prefix.ends_with('/') && !prefix.contains('*') => {
+                path.starts_with(prefix)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -165,6 +195,7 @@ pub struct AppBuilder<'a> {
     project_id: Option<String>,
     backend_service_id: Option<String>,
     allowed_clients: Vec<String>,
+    google_managed_client: bool,
     public_url: Option<Url>,
     listen: SocketAddr,
 }
@@ -188,6 +219,7 @@ impl<'a> AppBuilder<'a> {
             project_id: None,
             backend_service_id: None,
             allowed_clients: Vec::new(),
+            google_managed_client: false,
             public_url: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         }
@@ -219,11 +251,24 @@ impl<'a> AppBuilder<'a> {
         self
     }
 
+    /// Puts the app on a Google-managed OAuth client, IAP's default when it
+    /// is enabled directly on a Cloud Run service: ID tokens for the app's
+    /// [client ID](App::client_id) are refused, since only Google could
+    /// mint them; ID tokens of an [allowlisted](Self::allow_client)
+    /// programmatic client and service-account JWTs pass. The refusal has
+    /// its own reason, `managed_client` (see
+    /// [what IAP answers itself](super#what-iap-answers-itself)).
+    pub fn google_managed_client(mut self) -> Self {
+        self.google_managed_client = true;
+        self
+    }
+
     /// The URL IAP believes it serves, e.g. `https://app.example.com/`.
     ///
-    /// Only its scheme, host and port matter: a self-signed service-account
-    /// JWT must have `aud` = `SCHEME://HOST[:PORT]/request/path` or
-    /// `SCHEME://HOST[:PORT]/*` built from it. Default: the app's own
+    /// Only its scheme, host and port matter: a service-account JWT must
+    /// have `aud` = `SCHEME://HOST[:PORT]/request/path`,
+    /// `SCHEME://HOST[:PORT]/*` or `SCHEME://HOST[:PORT]/PREFIX/*` built
+    /// from it. Default: the app's own
     /// listener URL (`http://127.0.0.1:PORT/`), which is what a client
     /// building `aud` from the URL it calls produces.
     pub fn public_url(mut self, url: Url) -> Self {
@@ -321,6 +366,7 @@ impl<'a> AppBuilder<'a> {
                 project_number,
                 backend_service_id,
                 allowed_clients: RwLock::new(self.allowed_clients),
+                google_managed_client: self.google_managed_client,
                 local_addr,
             }),
         }
@@ -349,8 +395,32 @@ mod tests {
             backend_service_id: "2".into(),
             assertion_audience: "/projects/1/global/backendServices/2".into(),
             allowed_clients: RwLock::new(vec!["desktop".into()]),
+            google_managed_client: false,
             local_addr: None,
         }
+    }
+
+    #[test]
+    fn url_audience_may_be_a_path_prefix_wildcard() {
+        let app = config("https://app.example.com/");
+        assert!(app.accepts_url_audience("https://app.example.com/api/*", "/api/v1/x"));
+        assert!(app.accepts_url_audience("https://app.example.com/api/*", "/api/"));
+        assert!(app.accepts_url_audience("https://app.example.com/api/v1/*", "/api/v1/x"));
+        // The prefix ends at a path segment.
+        assert!(!app.accepts_url_audience("https://app.example.com/api/*", "/apix/y"));
+        assert!(!app.accepts_url_audience("https://app.example.com/api/*", "/api"));
+        assert!(!app.accepts_url_audience("https://app.example.com/api/*", "/other/api/x"));
+        // A `*` anywhere but at the end of a segment is no wildcard.
+        assert!(!app.accepts_url_audience("https://app.example.com/a*", "/abc"));
+        assert!(!app.accepts_url_audience("https://app.example.com/*/x/*", "/y/x/z"));
+    }
+
+    #[test]
+    fn a_google_managed_client_accepts_only_allowlisted_clients() {
+        let mut app = config("http://127.0.0.1:8080/");
+        app.google_managed_client = true;
+        assert!(!app.accepts_client_audience("1-abc.apps.googleusercontent.com"));
+        assert!(app.accepts_client_audience("desktop"));
     }
 
     #[test]

@@ -38,12 +38,15 @@
 //! A bearer token that is either
 //! - a Google ID token from the emulator (RS256, a published `kid`), `iss`
 //!   `https://accounts.google.com` or `accounts.google.com`, `aud` the app's
-//!   [client ID](App::client_id) or one of its
-//!   [allowlisted clients](App::allow_client), a string `email`; or
-//! - a self-signed service-account JWT: `iss` = `sub` = the account's email,
-//!   signed with a key the emulator minted for it (`kid` = `private_key_id`),
-//!   `aud` = the exact request URL `SCHEME://HOST[:PORT]/path` (no query) or
-//!   `SCHEME://HOST[:PORT]/*`, `exp <= iat + 3600`. The scheme and authority
+//!   [client ID](App::client_id) (unless the app is on a
+//!   [Google-managed client](AppBuilder::google_managed_client)) or one of
+//!   its [allowlisted clients](App::allow_client), a string `email`; or
+//! - a service-account JWT: `iss` = `sub` = the account's email, signed
+//!   with one of its keys (a key file's, `kid` = `private_key_id`, or the
+//!   Google-managed key IAM `signJwt` uses), `aud` = the exact request URL
+//!   `SCHEME://HOST[:PORT]/path` (no query), `SCHEME://HOST[:PORT]/*`, or a
+//!   path prefix `SCHEME://HOST[:PORT]/PREFIX/*` covering the paths below
+//!   `/PREFIX/`, `exp <= iat + 3600`. The scheme and authority
 //!   are those of the app's [public URL](AppBuilder::public_url), by default
 //!   the app's own `http://127.0.0.1:PORT` (apps here are plain HTTP on
 //!   loopback), so a client that builds `aud` from the URL it calls is
@@ -83,6 +86,7 @@
 //! | `lifetime` | `Invalid IAP credentials: JWT lifetime is longer than one hour` (unconfirmed wording) |
 //! | `audience` | `Invalid IAP credentials: Invalid bearer token. Invalid JWT audience.` |
 //! | `email` | `Invalid IAP credentials: JWT 'email' claim isn't a string` |
+//! | `managed_client` | `Invalid IAP credentials: This application uses a Google-managed OAuth client: ID tokens are accepted only from programmatic clients on its allowlist, or use a service-account JWT.` (the emulator's own wording; in place of `audience` on a [Google-managed client](AppBuilder::google_managed_client)) |
 //!
 //! Checks run in the order of the table (issuer before signature), and the
 //! first failure answers.
@@ -135,7 +139,7 @@
 //! For non-Rust peers, on the main server: `GET /_emulator/apps` lists the
 //! apps (`url`, `public_url`, `client_id`, `project_id`, `project_number`,
 //! `backend_service_id`, `assertion_audience`, `allowed_clients`,
-//! `default`); `POST /_emulator/apps/allow` and `/_emulator/apps/disallow`
+//! `google_managed_client`, `default`); `POST /_emulator/apps/allow` and `/_emulator/apps/disallow`
 //! with `{"app": IAP_CLIENT_ID, "client_id": PROGRAMMATIC_CLIENT_ID}` edit an
 //! app's allowlist (404 for an unknown app).
 //!
@@ -252,6 +256,7 @@ fn app_json(app: &App, default: bool) -> serde_json::Value {
         "backend_service_id": app.backend_service_id(),
         "assertion_audience": app.assertion_audience(),
         "allowed_clients": app.allowed_clients(),
+        "google_managed_client": app.is_google_managed_client(),
         "default": default,
     })
 }
