@@ -353,6 +353,42 @@ mod tests {
         assert!(matches!(with("not a url"), Err(BuildError::JwksUrl { .. })));
     }
 
+    #[tokio::test]
+    async fn the_key_refresh_task_ends_with_the_verifier() {
+        let emulator = iap_emulator::Emulator::start().await.unwrap();
+        let app = emulator.app();
+        let verifier = IapVerifier::builder()
+            .audience(app.assertion_audience())
+            .jwks_url(emulator.iap_jwks_url())
+            .build()
+            .unwrap();
+        verifier
+            .verify(emulator.mint_assertion(&app, "a@example.com"))
+            .await
+            .unwrap();
+        let task = verifier
+            .inner
+            .keys
+            .refresher()
+            .await
+            .expect("a refresh task");
+        let keys = Arc::downgrade(&verifier.inner.keys);
+        let clone = verifier.clone();
+        drop(verifier);
+        assert!(!task.is_finished(), "a clone still owns it");
+        drop(clone);
+        // The task held the keys only weakly...
+        assert!(keys.upgrade().is_none());
+        // ...and was aborted with them.
+        for _ in 0..1000 {
+            if task.is_finished() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert!(task.is_finished());
+    }
+
     #[test]
     fn build_needs_no_runtime() {
         // A plain #[test]: no tokio runtime anywhere.
