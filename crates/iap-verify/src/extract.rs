@@ -1,41 +1,4 @@
 //! `IapIdentity` as an axum extractor (feature `axum`).
-//!
-//! Behind [`IapVerifyLayer`](crate::IapVerifyLayer) the extractor takes the
-//! identity the layer verified. Without the layer it verifies the header
-//! itself with the [`IapVerifier`] found in the request's extensions
-//! (`.layer(axum::Extension(verifier))`). `Option<IapIdentity>` is `None`
-//! when the request has no assertion at all; a present but invalid one is
-//! still refused.
-//!
-//! ```
-//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let emulator = iap_emulator::Emulator::start().await?;
-//! # let app = emulator.app();
-//! use axum::{Extension, Router, routing::get};
-//! use iap_verify::{IapIdentity, IapVerifier};
-//! use tower::ServiceExt as _;
-//!
-//! async fn hello(who: Option<IapIdentity>) -> String {
-//!     match who {
-//!         Some(who) => format!("hello {}", who.email().unwrap_or("?")),
-//!         None => "hello stranger".into(),
-//!     }
-//! }
-//!
-//! let verifier = IapVerifier::builder()
-//!     .audience(app.assertion_audience())
-//!     .jwks_url(emulator.iap_jwks_url())
-//!     .build()?;
-//! let router = Router::new()
-//!     .route("/", get(hello))
-//!     .layer(Extension(verifier));
-//! let request = http::Request::get("/")
-//!     .header("x-goog-iap-jwt-assertion", emulator.mint_assertion(&app, "alice@example.com"))
-//!     .body(axum::body::Body::empty())?;
-//! let response = router.oneshot(request).await?;
-//! assert_eq!(response.status(), 200);
-//! # Ok(()) }
-//! ```
 
 use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
@@ -48,6 +11,43 @@ use crate::{IapIdentity, IapVerifier, VerifyError};
 /// detail (the reason is logged), `503` when IAP's keys could not be
 /// fetched, `500` when there is neither a layer nor a verifier to check
 /// with.
+///
+/// Behind [`IapVerifyLayer`](crate::IapVerifyLayer) the extractor takes the
+/// identity the layer verified. Without the layer it verifies the header
+/// itself with the [`IapVerifier`] found in the request's extensions
+/// (`.layer(axum::Extension(verifier))`). `Option<IapIdentity>` is `None`
+/// when the request has no assertion at all; a present but invalid one is
+/// still refused.
+///
+/// ```
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let emulator = iap_emulator::Emulator::start().await?;
+/// # let app = emulator.app();
+/// use axum::{Extension, Router, routing::get};
+/// use iap_verify::{IapIdentity, IapVerifier};
+/// use tower::ServiceExt as _;
+///
+/// async fn hello(who: Option<IapIdentity>) -> String {
+///     match who {
+///         Some(who) => format!("hello {}", who.email().unwrap_or("?")),
+///         None => "hello stranger".into(),
+///     }
+/// }
+///
+/// let verifier = IapVerifier::builder()
+///     .audience(app.assertion_audience())
+///     .jwks_url(emulator.iap_jwks_url())
+///     .build()?;
+/// let router = Router::new()
+///     .route("/", get(hello))
+///     .layer(Extension(verifier));
+/// let request = http::Request::get("/")
+///     .header("x-goog-iap-jwt-assertion", emulator.mint_assertion(&app, "alice@example.com"))
+///     .body(axum::body::Body::empty())?;
+/// let response = router.oneshot(request).await?;
+/// assert_eq!(response.status(), 200);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct IapRejection {
     error: Option<VerifyError>,

@@ -1,50 +1,4 @@
 //! [`IapVerifyLayer`]: a tower layer for servers behind IAP.
-//!
-//! Every request must carry a valid `x-goog-iap-jwt-assertion`; the
-//! caller's [`IapIdentity`] then travels in the request's extensions.
-//! Refused requests get an empty `401` (the reason goes to the log via
-//! `tracing`, not to the client); when IAP's keys cannot be fetched at all,
-//! `503`. To a gRPC request (`content-type: application/grpc...`) the
-//! answer also carries `grpc-status` (16 `UNAUTHENTICATED`, 14
-//! `UNAVAILABLE`), so a tonic client sees the right code.
-//!
-//! The `x-goog-authenticated-user-email` / `-id` headers IAP adds beside the
-//! assertion are never read: only the signed assertion counts.
-//!
-//! ```
-//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let emulator = iap_emulator::Emulator::start().await?;
-//! # let app = emulator.app();
-//! use axum::{Extension, Router, routing::get};
-//! use iap_verify::{IapIdentity, IapVerifier, IapVerifyLayer};
-//! use tower::ServiceExt as _;
-//!
-//! let verifier = IapVerifier::builder()
-//!     .audience(app.assertion_audience())
-//!     .jwks_url(emulator.iap_jwks_url())
-//!     .build()?;
-//! let router = Router::new()
-//!     .route(
-//!         "/",
-//!         get(|Extension(who): Extension<IapIdentity>| async move {
-//!             who.email().unwrap_or_default().to_owned()
-//!         }),
-//!     )
-//!     .layer(IapVerifyLayer::new(verifier));
-//!
-//! let request = http::Request::get("/")
-//!     .header("x-goog-iap-jwt-assertion", emulator.mint_assertion(&app, "alice@example.com"))
-//!     .body(axum::body::Body::empty())?;
-//! let response = router.clone().oneshot(request).await?;
-//! assert_eq!(response.status(), 200);
-//!
-//! // Without the assertion (or with a forged user header alone): 401.
-//! let request = http::Request::get("/")
-//!     .header("x-goog-authenticated-user-email", "accounts.google.com:alice@example.com")
-//!     .body(axum::body::Body::empty())?;
-//! assert_eq!(router.oneshot(request).await?.status(), 401);
-//! # Ok(()) }
-//! ```
 
 use std::future::Future;
 use std::pin::Pin;
@@ -58,8 +12,51 @@ use tower_service::Service;
 use crate::verifier::ASSERTION_HEADER;
 use crate::{IapVerifier, VerifyError};
 
-/// Verifies every request's `x-goog-iap-jwt-assertion` with an
-/// [`IapVerifier`]; see the [module docs](self).
+/// A tower layer for servers behind IAP: every request must carry a valid `x-goog-iap-jwt-assertion`; the
+/// caller's [`IapIdentity`](crate::IapIdentity) then travels in the request's extensions.
+/// Refused requests get an empty `401` (the reason goes to the log via
+/// `tracing`, not to the client); when IAP's keys cannot be fetched at all,
+/// `503`. To a gRPC request (`content-type: application/grpc...`) the
+/// answer also carries `grpc-status` (16 `UNAUTHENTICATED`, 14
+/// `UNAVAILABLE`), so a tonic client sees the right code.
+///
+/// The `x-goog-authenticated-user-email` / `-id` headers IAP adds beside the
+/// assertion are never read: only the signed assertion counts.
+///
+/// ```
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let emulator = iap_emulator::Emulator::start().await?;
+/// # let app = emulator.app();
+/// use axum::{Extension, Router, routing::get};
+/// use iap_verify::{IapIdentity, IapVerifier, IapVerifyLayer};
+/// use tower::ServiceExt as _;
+///
+/// let verifier = IapVerifier::builder()
+///     .audience(app.assertion_audience())
+///     .jwks_url(emulator.iap_jwks_url())
+///     .build()?;
+/// let router = Router::new()
+///     .route(
+///         "/",
+///         get(|Extension(who): Extension<IapIdentity>| async move {
+///             who.email().unwrap_or_default().to_owned()
+///         }),
+///     )
+///     .layer(IapVerifyLayer::new(verifier));
+///
+/// let request = http::Request::get("/")
+///     .header("x-goog-iap-jwt-assertion", emulator.mint_assertion(&app, "alice@example.com"))
+///     .body(axum::body::Body::empty())?;
+/// let response = router.clone().oneshot(request).await?;
+/// assert_eq!(response.status(), 200);
+///
+/// // Without the assertion (or with a forged user header alone): 401.
+/// let request = http::Request::get("/")
+///     .header("x-goog-authenticated-user-email", "accounts.google.com:alice@example.com")
+///     .body(axum::body::Body::empty())?;
+/// assert_eq!(router.oneshot(request).await?.status(), 401);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct IapVerifyLayer {
     verifier: IapVerifier,

@@ -11,7 +11,8 @@
 //!
 //! - [`IapVerifyLayer`]: a tower layer for axum, hyper or tonic servers.
 //! - With the `axum` feature, [`IapIdentity`] is an extractor (also as
-//!   `Option<IapIdentity>`).
+//!   `Option<IapIdentity>`), behind the layer or on its own with an
+//!   `Extension(IapVerifier)` (see `IapRejection`).
 //! - [`audience`]: the three shapes of `aud` (load balancer, App Engine,
 //!   Cloud Run).
 //!

@@ -209,7 +209,7 @@ mod tests {
         let aud = "/projects/1/global/backendServices/2";
         let jwt = signer.sign(1_000, &subject(aud, &[])).unwrap();
 
-        let set: JwkSet = serde_json::from_value(jwks(&[signer.clone()])).unwrap();
+        let set: JwkSet = serde_json::from_value(jwks(std::slice::from_ref(&signer))).unwrap();
         let header = jsonwebtoken::decode_header(&jwt).unwrap();
         assert_eq!(header.alg, Algorithm::ES256);
         let jwk = set.find(header.kid.as_deref().unwrap()).unwrap();
@@ -232,7 +232,7 @@ mod tests {
         let signer = Arc::new(AssertionSigner::generate().unwrap());
         let levels = vec!["accessPolicies/1/accessLevels/corp".to_owned()];
         let jwt = signer.sign(1_000, &subject("/a", &levels)).unwrap();
-        let map = pem_map(&[signer.clone()]);
+        let map = pem_map(std::slice::from_ref(&signer));
         let pem = map[signer.kid()].as_str().unwrap();
         assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
         let key = DecodingKey::from_ec_pem(pem.as_bytes()).unwrap();
