@@ -50,6 +50,8 @@ pub enum Command {
     /// Run a local reverse proxy that adds a token to every request to an IAP app.
     #[command(after_long_help = CREDENTIALS_HELP)]
     Proxy(ProxyArgs),
+    /// Verify an IAP signed header (x-goog-iap-jwt-assertion) as a service behind IAP would.
+    Verify(VerifyArgs),
     /// Run the IAP emulator (Google's token endpoints, metadata server and a gated app) locally.
     Emulator(iap_emulator::standalone::Options),
     /// Walk through everything against an in-process emulator; exits 0 when every step works.
@@ -221,6 +223,24 @@ pub struct LoginArgs {
     /// How long to wait for the browser to come back, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub timeout: u64,
+}
+
+/// `iap verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The audience IAP signs for the service (repeatable):
+    /// /projects/NUMBER/global/backendServices/ID, /projects/NUMBER/apps/PROJECT_ID
+    /// or /projects/NUMBER/locations/REGION/services/NAME.
+    #[arg(long, value_name = "AUD", required = true)]
+    pub audience: Vec<String>,
+
+    /// IAP's key set, a JWK Set (default: Google's, https://www.gstatic.com/iap/verify/public_key-jwk).
+    #[arg(long, value_name = "URL")]
+    pub jwks_url: Option<String>,
+
+    /// The assertion; `-` or nothing reads it from stdin.
+    #[arg(value_name = "ASSERTION")]
+    pub assertion: Option<String>,
 }
 
 /// `iap proxy`.

@@ -12,7 +12,7 @@
 //! | `POST /v1/projects/-/serviceAccounts/{email}:generateIdToken` / `:generateAccessToken` / `:signJwt` | IAM Credentials |
 //! | `POST /v1/token` | STS (workload identity federation) |
 //! | `GET /oauth2/v3/certs`, `GET /oauth2/v1/certs` | Google's signing keys (JWKS, X.509 PEM map) |
-//! | `GET /iap/verify/public_key-jwk` | IAP's ES256 keys |
+//! | `GET /iap/verify/public_key-jwk`, `GET /iap/verify/public_key` | IAP's ES256 keys (JWKS, kid -> PEM map) |
 //! | `/oidc/...` | an OIDC issuer for workload-identity subject tokens |
 //! | `/_emulator/...` | control and observation over HTTP (JSON) |
 //!
@@ -53,7 +53,8 @@
 //!   `jti` (JWTs) or the token itself (opaque access and refresh tokens).
 //! - **Impersonation is explicit**: [`Emulator::allow_impersonation`] per
 //!   link, including an account acting as itself.
-//! - **Key rotation** keeps the previous Google key published.
+//! - **Key rotation** keeps the previous Google key published; so does the
+//!   rotation of IAP's assertion key ([`Emulator::rotate_assertion_key`]).
 //!
 //! # Control over HTTP
 //!
@@ -80,10 +81,13 @@
 //! | `POST subject-tokens` | `{"audience","subject"}` | `{"token"}` |
 //! | `POST id-tokens` | `{"audience","email"}` | `{"token"}` |
 //! | `POST metadata-service-account` | `{"email"}` (`null` removes it) | `{"email"}` |
-//! | `POST apps` | `{"client_id"?, "project_id"?, "allow_clients"?, "google_managed_client"?}` | a new echo app behind the gate: `{"url","client_id","project_id","assertion_audience","allowed_clients","google_managed_client"}` |
+//! | `POST apps` | `{"client_id"?, "project_id"?, "allow_clients"?, "audience_shape"?, "region"?, "service"?, "signed_in_as"?, "access_levels"?, "google_managed_client"?}` | a new echo app behind the gate: `{"url","client_id","project_id","assertion_audience","allowed_clients","google_managed_client"}` |
 //!
-//! The gate adds `GET apps`, `POST apps/allow` and `POST apps/disallow`
-//! (see its docs). Errors answer 400 or 404 with `{"error": "..."}`.
+//! `audience_shape` is `backend_service` (default), `app_engine`, or
+//! `cloud_run` with `region` and `service` ([`AppBuilder::app_engine`],
+//! [`AppBuilder::cloud_run`]). The gate adds `GET apps`, `POST apps/allow`,
+//! `POST apps/disallow`, `POST rotate-assertion-keys`,
+//! `POST assertion-keys/max-age` and `POST assertions` (see its docs). Errors answer 400 or 404 with `{"error": "..."}`.
 #![warn(missing_docs)]
 
 use std::collections::BTreeMap;

@@ -463,6 +463,21 @@ impl State {
         );
     }
 
+    /// The numeric user ID of `email`: a user's, else a service account's
+    /// unique ID, else a new one, remembered as a user's from then on.
+    pub(crate) fn user_id(&self, email: &str) -> String {
+        if let Some(sub) = read(&self.users).get(email) {
+            return sub.clone();
+        }
+        if let Some(account) = read(&self.service_accounts).get(email) {
+            return account.unique_id.clone();
+        }
+        write(&self.users)
+            .entry(email.to_owned())
+            .or_insert_with(|| crate::keys::random_digits(21))
+            .clone()
+    }
+
     /// Registers the IAP OAuth client of a gated app in `project_id`.
     pub(crate) fn register_iap_client(&self, client_id: &str, project_id: &str) {
         self.register_client(client_id, &random_b64(18), project_id, ClientKind::Iap);

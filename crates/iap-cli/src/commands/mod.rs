@@ -7,6 +7,7 @@ pub mod emulator;
 pub mod login;
 pub mod proxy;
 pub mod token;
+pub mod verify;
 
 use iap_token::policy::Placement;
 use iap_token::source::AudienceKind;

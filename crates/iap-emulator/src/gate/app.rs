@@ -44,6 +44,8 @@ pub(crate) struct AppConfig {
     allowed_clients: RwLock<Vec<String>>,
     google_managed_client: bool,
     local_addr: Option<SocketAddr>,
+    signed_in_as: Option<String>,
+    access_levels: Vec<String>,
 }
 
 impl fmt::Debug for App {
@@ -91,10 +93,26 @@ impl App {
         &self.config.backend_service_id
     }
 
-    /// The `aud` of the `x-goog-iap-jwt-assertion` the app receives:
-    /// `/projects/NUMBER/global/backendServices/ID`.
+    /// The `aud` of the `x-goog-iap-jwt-assertion` the app receives, in
+    /// the shape its builder chose: `/projects/NUMBER/global/backendServices/ID`
+    /// (a load balancer's backend service, the default),
+    /// `/projects/NUMBER/apps/PROJECT_ID` ([App Engine](AppBuilder::app_engine))
+    /// or `/projects/NUMBER/locations/REGION/services/NAME`
+    /// ([Cloud Run](AppBuilder::cloud_run)).
     pub fn assertion_audience(&self) -> &str {
         &self.config.assertion_audience
+    }
+
+    /// The user that requests without a token pass as, if the app was made
+    /// with [`AppBuilder::signed_in_as`].
+    pub fn signed_in_as(&self) -> Option<&str> {
+        self.config.signed_in_as.as_deref()
+    }
+
+    /// The access levels IAP reports in the assertion
+    /// (`google.access_levels`), if any ([`AppBuilder::access_levels`]).
+    pub fn access_levels(&self) -> &[String] {
+        &self.config.access_levels
     }
 
     /// The programmatic client IDs the app also accepts as `aud` (IAP's
@@ -194,10 +212,21 @@ pub struct AppBuilder<'a> {
     client_id: Option<String>,
     project_id: Option<String>,
     backend_service_id: Option<String>,
+    shape: AudienceShape,
     allowed_clients: Vec<String>,
     google_managed_client: bool,
     public_url: Option<Url>,
     listen: SocketAddr,
+    signed_in_as: Option<String>,
+    access_levels: Vec<String>,
+}
+
+/// Which product IAP protects, as the assertion's `aud` shows it.
+#[derive(Debug, Clone)]
+enum AudienceShape {
+    BackendService,
+    AppEngine,
+    CloudRun { region: String, service: String },
 }
 
 impl fmt::Debug for AppBuilder<'_> {
@@ -218,10 +247,13 @@ impl<'a> AppBuilder<'a> {
             client_id: None,
             project_id: None,
             backend_service_id: None,
+            shape: AudienceShape::BackendService,
             allowed_clients: Vec::new(),
             google_managed_client: false,
             public_url: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            signed_in_as: None,
+            access_levels: Vec::new(),
         }
     }
 
@@ -242,6 +274,45 @@ impl<'a> AppBuilder<'a> {
     /// 19 digits).
     pub fn backend_service_id(mut self, id: impl Into<String>) -> Self {
         self.backend_service_id = Some(id.into());
+        self
+    }
+
+    /// The app is an App Engine app: the assertion's `aud` is
+    /// `/projects/NUMBER/apps/PROJECT_ID`.
+    pub fn app_engine(mut self) -> Self {
+        self.shape = AudienceShape::AppEngine;
+        self
+    }
+
+    /// The app is Cloud Run service `service` in `region` with IAP enabled
+    /// on the service itself: the assertion's `aud` is
+    /// `/projects/NUMBER/locations/REGION/services/NAME`.
+    pub fn cloud_run(mut self, region: impl Into<String>, service: impl Into<String>) -> Self {
+        self.shape = AudienceShape::CloudRun {
+            region: region.into(),
+            service: service.into(),
+        };
+        self
+    }
+
+    /// Requests that carry no token pass as `email`, with a correctly
+    /// signed assertion, as if a browser had signed in to IAP (its session
+    /// cookie): for running an app behind a local IAP by hand
+    /// (`iap emulator --front URL --as EMAIL`). Requests with a token are
+    /// still judged by it.
+    pub fn signed_in_as(mut self, email: impl Into<String>) -> Self {
+        self.signed_in_as = Some(email.into());
+        self
+    }
+
+    /// The access levels IAP reports for every request, in the assertion's
+    /// `google.access_levels` (e.g. `accessPolicies/123/accessLevels/corp`).
+    pub fn access_levels<I, T>(mut self, levels: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.access_levels = levels.into_iter().map(Into::into).collect();
         self
     }
 
@@ -353,11 +424,20 @@ impl<'a> AppBuilder<'a> {
         let public_url = self.public_url.unwrap_or_else(|| url.clone());
         let public_origin = public_url.origin().ascii_serialization();
         state.register_iap_client(&client_id, &project_id);
+        let assertion_audience = match &self.shape {
+            AudienceShape::BackendService => {
+                format!("/projects/{project_number}/global/backendServices/{backend_service_id}")
+            }
+            AudienceShape::AppEngine => format!("/projects/{project_number}/apps/{project_id}"),
+            AudienceShape::CloudRun { region, service } => {
+                format!("/projects/{project_number}/locations/{region}/services/{service}")
+            }
+        };
         App {
             config: Arc::new(AppConfig {
-                assertion_audience: format!(
-                    "/projects/{project_number}/global/backendServices/{backend_service_id}"
-                ),
+                assertion_audience,
+                signed_in_as: self.signed_in_as,
+                access_levels: self.access_levels,
                 url,
                 public_url,
                 public_origin,
@@ -397,6 +477,8 @@ mod tests {
             allowed_clients: RwLock::new(vec!["desktop".into()]),
             google_managed_client: false,
             local_addr: None,
+            signed_in_as: None,
+            access_levels: Vec::new(),
         }
     }
 
