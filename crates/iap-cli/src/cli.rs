@@ -130,7 +130,12 @@ pub enum TokenFormat {
 pub struct TokenArgs {
     /// The audience: the IAP OAuth client ID (`NNN-xxx.apps.googleusercontent.com`); with
     /// --self-signed, the URL pattern (exact URL, `https://HOST/*` or `https://HOST/PREFIX/*`).
-    #[arg(long, value_name = "AUD", required_unless_present = "url")]
+    #[arg(
+        long,
+        value_name = "AUD",
+        conflicts_with = "url",
+        required_unless_present = "url"
+    )]
     pub audience: Option<String>,
 
     /// An app URL: the audience is found from IAP's sign-in redirect.

@@ -86,7 +86,7 @@ fn authorize(
     target: &str,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<Authorized, Response> {
+) -> Result<Authorized, Box<Response>> {
     let caller = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -96,15 +96,15 @@ fn authorize(
         })
         .and_then(|t| state.access_token_principal(t.trim()));
     let Some(caller) = caller else {
-        return Err(api_error_for(401, UNAUTHENTICATED));
+        return Err(Box::new(api_error_for(401, UNAUTHENTICATED)));
     };
     let request: Value = match serde_json::from_slice(body) {
         Ok(v @ Value::Object(_)) => v,
         _ => {
-            return Err(api_error_for(
+            return Err(Box::new(api_error_for(
                 400,
                 "Invalid JSON payload received. Expected an object.",
-            ));
+            )));
         }
     };
     let target = target
@@ -114,10 +114,10 @@ fn authorize(
         .get(target)
         .map(|r| r.unique_id.clone())
     else {
-        return Err(api_error_for(
+        return Err(Box::new(api_error_for(
             404,
             &format!("Not found; Gaia id not found for email {target}"),
-        ));
+        )));
     };
     let delegates: Vec<String> = match &request["delegates"] {
         Value::Array(ds) => ds
@@ -143,7 +143,7 @@ fn authorize(
         })
     };
     if !allowed {
-        return Err(permission_denied(permission));
+        return Err(Box::new(permission_denied(permission)));
     }
     Ok(Authorized {
         request,
@@ -161,7 +161,7 @@ async fn sign_jwt(state: &State, target: &str, headers: &HeaderMap, body: &Bytes
         request, target, ..
     } = match authorize(state, "iam.serviceAccounts.signJwt", target, headers, body) {
         Ok(authorized) => authorized,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let claims = match request["payload"]
         .as_str()
@@ -232,7 +232,7 @@ fn answer(
         unique_id,
     } = match authorize(state, permission, target, headers, body) {
         Ok(authorized) => authorized,
-        Err(refusal) => return refusal,
+        Err(refusal) => return *refusal,
     };
     let target = target.as_str();
     match endpoint {
