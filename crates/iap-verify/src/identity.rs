@@ -139,8 +139,4 @@ impl IapIdentity {
     pub fn claims(&self) -> &Map<String, Value> {
         &self.inner.claims
     }
-
-    pub(crate) fn expires_at_unix(&self) -> u64 {
-        self.inner.expires_at
-    }
 }

@@ -123,9 +123,9 @@ impl Keys {
         self: &Arc<Self>,
         set: Arc<KeySet>,
         kid: &str,
-    ) -> Result<(Arc<KeySet>, DecodingKey), VerifyError> {
+    ) -> Result<DecodingKey, VerifyError> {
         if let Some(key) = set.get(kid) {
-            return Ok((set.clone(), key.clone()));
+            return Ok(key.clone());
         }
         let unknown = || VerifyError::UnknownKey {
             kid: crate::error::cut(kid, 64),
@@ -137,10 +137,7 @@ impl Keys {
                 return Err(unknown());
             }
         };
-        match set.get(kid) {
-            Some(key) => Ok((set.clone(), key.clone())),
-            None => Err(unknown()),
-        }
+        set.get(kid).cloned().ok_or_else(unknown)
     }
 
     /// Fetches a set newer than `generation`, or returns the one another

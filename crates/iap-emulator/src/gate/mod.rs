@@ -571,7 +571,8 @@ impl Emulator {
     }
 
     /// The assertion the gate would add for `email` on a request to `app`
-    /// now (by the emulator's clock), signed with IAP's current key.
+    /// now (by the emulator's clock), signed with IAP's current key (empty
+    /// only if the system's random source failed to make a key).
     ///
     /// ```
     /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
