@@ -275,6 +275,9 @@ async fn sign_jwt(
             .await
             .map_err(context);
     }
+    if email.is_none() && file_type(origin).as_deref() == Some("impersonated_service_account") {
+        return impersonated_file(origin, iam_endpoint);
+    }
     let caller = caller(origin, "sign service-account JWTs")?;
     let email = match email.map(str::to_owned).or_else(|| {
         caller
@@ -312,4 +315,56 @@ fn impersonate(
         .build()
         .map_err(|e| Failure::from(e).context("--impersonate-service-account"))?;
     Ok(Arc::new(source))
+}
+
+/// A signJwt source from an `impersonated_service_account` file: JWTs of
+/// its target, its `source_credentials` as the caller, its delegates, and
+/// the IAM endpoint of its `service_account_impersonation_url` (unless
+/// `iam_endpoint` overrides it).
+fn impersonated_file(
+    origin: &Origin,
+    iam_endpoint: Option<&str>,
+) -> CliResult<iap_token::source::sign_jwt::SignJwtSource> {
+    use iap_token::source::sign_jwt::SignJwtSource;
+    let path = origin
+        .file()
+        .ok_or_else(|| Failure::new("--self-signed: no credentials file"))?;
+    let unusable = |why: &str| {
+        Failure::new(format!(
+            "--self-signed: {} is not a usable impersonated_service_account file ({why})",
+            path.display()
+        ))
+    };
+    let bytes = std::fs::read(path).map_err(|e| unusable(&e.to_string()))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| unusable(&e.to_string()))?;
+    let url = json["service_account_impersonation_url"]
+        .as_str()
+        .ok_or_else(|| unusable("no service_account_impersonation_url"))?;
+    let (endpoint, rest) = url
+        .split_once("/v1/projects/")
+        .ok_or_else(|| unusable("service_account_impersonation_url has no /v1/projects/"))?;
+    let target = rest
+        .split_once("/serviceAccounts/")
+        .and_then(|(_, t)| t.split(':').next())
+        .map(|t| t.replace("%40", "@"))
+        .filter(|t| t.contains('@'))
+        .ok_or_else(|| unusable("service_account_impersonation_url names no service account"))?;
+    let source = json
+        .get("source_credentials")
+        .filter(|v| v.is_object())
+        .ok_or_else(|| unusable("no source_credentials"))?;
+    let caller = iap_token::adc::access_token_source_from_json(source.to_string())
+        .map_err(|e| Failure::from(e).context(format!("--self-signed with {}", path.display())))?;
+    let mut builder = SignJwtSource::builder(target)
+        .source_arc(caller)
+        .iam_endpoint(iam_endpoint.unwrap_or(endpoint));
+    for delegate in json["delegates"].as_array().into_iter().flatten() {
+        if let Some(d) = delegate.as_str() {
+            builder = builder.delegate(d);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| Failure::from(e).context("--self-signed"))
 }

@@ -100,6 +100,41 @@ async fn self_signed_with_impersonation_signs_as_the_target_with_the_key_as_call
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn self_signed_with_an_impersonated_adc_file_signs_as_its_target() {
+    let w = World::new().await;
+    let target = w.emu.create_service_account("deployer").await.unwrap();
+    let relay = w.emu.create_service_account("relay").await.unwrap();
+    w.emu.allow_impersonation(w.sa.email(), relay.email());
+    w.emu.allow_impersonation(relay.email(), target.email());
+    let file = w.sandbox.path("impersonated.json");
+    w.emu
+        .write_adc(
+            &Adc::Impersonated {
+                source: Box::new(Adc::ServiceAccount(w.sa.clone())),
+                target: target.email().to_owned(),
+                delegates: vec![relay.email().to_owned()],
+            },
+            &file,
+        )
+        .unwrap();
+    let out = w
+        .sandbox
+        .ok(&[
+            "curl",
+            "--self-signed",
+            "--credentials",
+            file.to_str().unwrap(),
+            &w.url("/chain"),
+        ])
+        .await;
+    assert_eq!(
+        echo(&out)["headers"]["x-goog-authenticated-user-email"],
+        format!("accounts.google.com:{}", target.email())
+    );
+    assert_eq!(w.emu.counter(counter::SIGNED_JWTS, target.email()), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn self_signed_audience_takes_a_path_prefix_pattern() {
     let w = World::new().await;
     let origin = w.app.url().origin().ascii_serialization();
