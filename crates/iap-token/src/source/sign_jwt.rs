@@ -220,14 +220,6 @@ impl SignJwtSource {
         audience: &Audience,
     ) -> Result<IdToken> {
         #[derive(Serialize)]
-        struct Claims<'a> {
-            iss: &'a str,
-            sub: &'a str,
-            aud: &'a str,
-            iat: u64,
-            exp: u64,
-        }
-        #[derive(Serialize)]
         struct Request<'a> {
             payload: String,
             #[serde(skip_serializing_if = "<[String]>::is_empty")]
@@ -246,17 +238,14 @@ impl SignJwtSource {
         // Back-dated for verifiers a little behind us; `exp - iat` stays
         // within IAP's hour.
         let iat = now.saturating_sub(CLOCK_SKEW.as_secs());
-        let claims = Claims {
-            iss: &inner.email,
-            sub: &inner.email,
-            aud: audience.as_str(),
-            iat,
-            exp: iat.saturating_add(inner.lifetime.as_secs()),
-        };
-        let payload = serde_json::to_string(&claims).map_err(|e| Error::Other {
-            context: "cannot serialize the JWT claims".into(),
-            source: Some(Box::new(e)),
-        })?;
+        let payload = serde_json::json!({
+            "iss": inner.email,
+            "sub": inner.email,
+            "aud": audience.as_str(),
+            "iat": iat,
+            "exp": iat.saturating_add(inner.lifetime.as_secs()),
+        })
+        .to_string();
         let body = Request {
             payload,
             delegates: &inner.delegates,
