@@ -9,10 +9,10 @@
 //! | `GET\|POST /computeMetadata/v1/instance/service-accounts/default/{identity,token,email}` | the metadata server |
 //! | `POST /token` | `oauth2.googleapis.com/token` (JWT-bearer, refresh, authorization code) |
 //! | `GET /o/oauth2/v2/auth` | `accounts.google.com` consent, answered at once with a redirect |
-//! | `POST /v1/projects/-/serviceAccounts/{email}:generateIdToken` / `:generateAccessToken` | IAM Credentials |
+//! | `POST /v1/projects/-/serviceAccounts/{email}:generateIdToken` / `:generateAccessToken` / `:signJwt` | IAM Credentials |
 //! | `POST /v1/token` | STS (workload identity federation) |
 //! | `GET /oauth2/v3/certs`, `GET /oauth2/v1/certs` | Google's signing keys (JWKS, X.509 PEM map) |
-//! | `GET /iap/verify/public_key-jwk` | IAP's ES256 keys |
+//! | `GET /iap/verify/public_key-jwk`, `GET /iap/verify/public_key` | IAP's ES256 keys (JWKS, kid -> PEM map) |
 //! | `/oidc/...` | an OIDC issuer for workload-identity subject tokens |
 //! | `/_emulator/...` | control and observation over HTTP (JSON) |
 //!
@@ -53,7 +53,8 @@
 //!   `jti` (JWTs) or the token itself (opaque access and refresh tokens).
 //! - **Impersonation is explicit**: [`Emulator::allow_impersonation`] per
 //!   link, including an account acting as itself.
-//! - **Key rotation** keeps the previous Google key published.
+//! - **Key rotation** keeps the previous Google key published; so does the
+//!   rotation of IAP's assertion key ([`Emulator::rotate_assertion_key`]).
 //!
 //! # Control over HTTP
 //!
@@ -80,10 +81,13 @@
 //! | `POST subject-tokens` | `{"audience","subject"}` | `{"token"}` |
 //! | `POST id-tokens` | `{"audience","email"}` | `{"token"}` |
 //! | `POST metadata-service-account` | `{"email"}` (`null` removes it) | `{"email"}` |
-//! | `POST apps` | `{"client_id"?, "project_id"?, "allow_clients"?}` | a new echo app behind the gate: `{"url","client_id","project_id","assertion_audience"}` |
+//! | `POST apps` | `{"client_id"?, "project_id"?, "allow_clients"?, "audience_shape"?, "region"?, "service"?, "signed_in_as"?, "access_levels"?, "google_managed_client"?}` | a new echo app behind the gate: `{"url","client_id","project_id","assertion_audience","allowed_clients","google_managed_client"}` |
 //!
-//! The gate adds `GET apps`, `POST apps/allow` and `POST apps/disallow`
-//! (see its docs). Errors answer 400 or 404 with `{"error": "..."}`.
+//! `audience_shape` is `backend_service` (default), `app_engine`, or
+//! `cloud_run` with `region` and `service` ([`AppBuilder::app_engine`],
+//! [`AppBuilder::cloud_run`]). The gate adds `GET apps`, `POST apps/allow`,
+//! `POST apps/disallow`, `POST rotate-assertion-keys`,
+//! `POST assertion-keys/max-age` and `POST assertions` (see its docs). Errors answer 400 or 404 with `{"error": "..."}`.
 #![warn(missing_docs)]
 
 use std::collections::BTreeMap;
@@ -127,6 +131,7 @@ pub mod counter {
     //! | [`ID_TOKENS`] | audience | ID tokens minted, any grant |
     //! | `id_tokens.<grant>` ([`id_tokens_by`]) | audience | ID tokens minted by that [`Grant`] |
     //! | [`ACCESS_TOKENS`] | [`Grant::name`] | access tokens minted |
+    //! | [`SIGNED_JWTS`] | service-account email | JWTs signed by IAM `signJwt` |
     //! | [`ERRORS`] | [`Endpoint::name`](crate::Endpoint::name) | error answers the endpoint gave on its own (not faults) |
     //!
     //! The IAP gate adds its own: `gate.401`, `gate.401.<reason>`, `gate.302`,
@@ -145,6 +150,9 @@ pub mod counter {
     pub const ID_TOKENS: &str = "id_tokens";
     /// Access tokens minted; label [`Grant::name`].
     pub const ACCESS_TOKENS: &str = "access_tokens";
+    /// JWTs signed by IAM Credentials `signJwt`; label = the signing
+    /// service account's email.
+    pub const SIGNED_JWTS: &str = "signed_jwts";
     /// Error answers (4xx/5xx) the endpoint gave on its own; label
     /// [`Endpoint::name`](crate::Endpoint::name).
     pub const ERRORS: &str = "errors";
@@ -329,6 +337,7 @@ fn register_service_account(state: &State, email: &str, key: Option<Arc<RsaKey>>
         .or_insert_with(|| ServiceAccountRecord {
             unique_id: random_digits(21),
             keys: Vec::new(),
+            system_key: None,
         });
     if let Some(key) = key {
         rec.keys.push(key);

@@ -3,8 +3,10 @@
 //! What the `iap-emulator` binary and `iap emulator` both run: start an
 //! [`Emulator`], mint a service-account key for the caller into a private
 //! temporary directory (removed when the [`Standalone`] drops), optionally
-//! write an ADC file of every type, print `export NAME=value` lines that
-//! point a client at all of it, then serve until asked to stop.
+//! write an ADC file of every type, optionally put the gate in front of a
+//! local app (`--front URL [--as EMAIL]`: a developer runs their app behind
+//! a local IAP), print `export NAME=value` lines that point a client at all
+//! of it, then serve until asked to stop.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,7 +27,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::{Emulator, KeyError, ServiceAccount, StartError};
+use crate::{App, Emulator, KeyError, ServiceAccount, StartError};
 
 /// How to start a [`Standalone`] emulator; also the command-line flags of
 /// both binaries (`#[command(flatten)]` it into a clap parser).
@@ -55,16 +57,34 @@ pub struct Options {
     /// the exported URLs are then https and wss.
     #[arg(long)]
     pub tls: bool,
+
+    /// Put IAP's gate in front of a local app at this URL (e.g.
+    /// http://localhost:3000): requests to the gate (exported as
+    /// IAP_EMULATOR_FRONT_URL) reach the app with IAP's signed header.
+    #[arg(long, value_name = "URL")]
+    pub front: Option<url::Url>,
+
+    /// With --front: let requests that carry no token through as this user,
+    /// with a correctly signed assertion (for a browser).
+    #[arg(long = "as", value_name = "EMAIL", requires = "front")]
+    pub as_user: Option<String>,
+
+    /// With --front: where the gate listens (default: a free port on 127.0.0.1).
+    #[arg(long, value_name = "ADDR", requires = "front")]
+    pub front_listen: Option<SocketAddr>,
 }
 
 impl Default for Options {
-    /// `127.0.0.1:0` (a free port), 3600 s tokens, no ADC files, plain http.
+    /// `127.0.0.1:0` (a free port), 3600 s tokens, no ADC files, plain http, no front.
     fn default() -> Self {
         Options {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             token_lifetime: 3600,
             adc_dir: None,
             tls: false,
+            front: None,
+            as_user: None,
+            front_listen: None,
         }
     }
 }
@@ -82,6 +102,14 @@ pub enum StandaloneError {
     /// The caller's service account could not be created.
     #[error("cannot provision the emulator's service account: {0}")]
     ServiceAccount(#[source] KeyError),
+    /// The gate in front of `--front` could not start.
+    #[error("cannot start the gate in front of {url}: {source}")]
+    Front {
+        /// The app's URL.
+        url: url::Url,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A file could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Write {
@@ -101,6 +129,7 @@ pub struct Standalone {
     key_path: PathBuf,
     ca_path: Option<PathBuf>,
     adc_dir: Option<PathBuf>,
+    front: Option<App>,
     // Last, so it is removed after the emulator has stopped.
     _key_dir: tempfile::TempDir,
 }
@@ -155,12 +184,33 @@ impl Standalone {
             }
             None => None,
         };
+        let front = match &options.front {
+            Some(url) => {
+                let mut app = emulator.create_app();
+                if let Some(addr) = options.front_listen {
+                    app = app.listen(addr);
+                }
+                if let Some(email) = &options.as_user {
+                    app = app.signed_in_as(email);
+                }
+                let app =
+                    app.proxy_to(url.clone())
+                        .await
+                        .map_err(|source| StandaloneError::Front {
+                            url: url.clone(),
+                            source,
+                        })?;
+                Some(app)
+            }
+            None => None,
+        };
         Ok(Standalone {
             emulator,
             runner,
             key_path,
             ca_path,
             adc_dir,
+            front,
             _key_dir: key_dir,
         })
     }
@@ -173,6 +223,11 @@ impl Standalone {
     /// The service account whose key [`key_path`](Self::key_path) holds.
     pub fn service_account(&self) -> &ServiceAccount {
         &self.runner
+    }
+
+    /// The gate in front of [`Options::front`], if one was asked for.
+    pub fn front(&self) -> Option<&App> {
+        self.front.as_ref()
     }
 
     /// The key file exported as `GOOGLE_APPLICATION_CREDENTIALS`.
@@ -190,9 +245,14 @@ impl Standalone {
     /// `GCE_METADATA_IP`, `GOOGLE_APPLICATION_CREDENTIALS`,
     /// `IAP_EMULATOR_URL`, `IAP_EMULATOR_APP_URL`, `IAP_EMULATOR_WS_URL`
     /// (the default app's WebSocket echo), `IAP_EMULATOR_AUDIENCE`,
-    /// `IAP_EMULATOR_JWKS_URL`, `IAP_EMULATOR_CA_FILE` with
-    /// [`Options::tls`], and `IAP_EMULATOR_ADC_DIR` (absolute) when ADC
-    /// files were written. The app variables name the default echo app.
+    /// `IAP_EMULATOR_JWKS_URL`, `IAP_EMULATOR_IAP_JWKS_URL` (IAP's assertion
+    /// keys), `IAP_EMULATOR_CA_FILE` with [`Options::tls`],
+    /// `IAP_EMULATOR_ADC_DIR` (absolute) when ADC files were written,
+    /// and with [`Options::front`]: `IAP_EMULATOR_FRONT_URL` (the gate in
+    /// front of the app), `IAP_EMULATOR_FRONT_AUDIENCE` (its IAP client ID,
+    /// for tokens) and `IAP_EMULATOR_FRONT_ASSERTION_AUDIENCE` (the `aud` of
+    /// the assertions the app receives, for its verifier). The other app
+    /// variables name the default echo app.
     pub fn exports(&self) -> Vec<(&'static str, String)> {
         let emu = &self.emulator;
         let app = emu.app();
@@ -208,12 +268,23 @@ impl Standalone {
             ("IAP_EMULATOR_WS_URL", app.ws_url().to_string()),
             ("IAP_EMULATOR_AUDIENCE", app.client_id().to_owned()),
             ("IAP_EMULATOR_JWKS_URL", emu.jwks_url()),
+            ("IAP_EMULATOR_IAP_JWKS_URL", emu.iap_jwks_url()),
         ];
         if let Some(ca) = &self.ca_path {
             exports.push(("IAP_EMULATOR_CA_FILE", ca.to_string_lossy().into_owned()));
         }
         if let Some(dir) = &self.adc_dir {
             exports.push(("IAP_EMULATOR_ADC_DIR", dir.to_string_lossy().into_owned()));
+        }
+        if let Some(front) = &self.front {
+            exports.extend([
+                ("IAP_EMULATOR_FRONT_URL", front.url().to_string()),
+                ("IAP_EMULATOR_FRONT_AUDIENCE", front.client_id().to_owned()),
+                (
+                    "IAP_EMULATOR_FRONT_ASSERTION_AUDIENCE",
+                    front.assertion_audience().to_owned(),
+                ),
+            ]);
         }
         exports
     }

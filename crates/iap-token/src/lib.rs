@@ -16,6 +16,7 @@
 pub mod access_token;
 pub mod adc;
 pub mod audience;
+pub mod audience_pattern;
 pub mod auth;
 pub mod cache;
 pub mod discovery;
@@ -28,6 +29,7 @@ pub mod token;
 pub mod transport;
 
 pub use audience::Audience;
+pub use audience_pattern::AudiencePattern;
 pub use auth::IapAuth;
 pub use cache::TokenCache;
 pub use error::{Error, Result};
