@@ -43,6 +43,12 @@ pub struct AudiencePattern {
     text: String,
     /// `scheme://host[:port]`, default port left out.
     origin: String,
+    /// Lower case.
+    scheme: String,
+    /// Lower case, no trailing dot.
+    host: String,
+    /// The port, the scheme's default when none is written.
+    port: u16,
     /// The path part: `/exact/path`, or `/PREFIX/` for a wildcard.
     path: String,
     wildcard: bool,
@@ -78,24 +84,29 @@ impl AudiencePattern {
             }
             None => (path, false),
         };
+        Ok(Self::build(&url, path, wildcard))
+    }
+
+    fn build(url: &Url, path: &str, wildcard: bool) -> Self {
         let origin = url.origin().ascii_serialization();
-        Ok(AudiencePattern {
+        AudiencePattern {
             text: format!("{origin}{path}{}", if wildcard { "*" } else { "" }),
             origin,
+            scheme: url.scheme().to_ascii_lowercase(),
+            host: url
+                .host_str()
+                .unwrap_or_default()
+                .trim_end_matches('.')
+                .to_ascii_lowercase(),
+            port: url.port_or_known_default().unwrap_or(0),
             path: path.to_string(),
             wildcard,
-        })
+        }
     }
 
     /// `https://HOST/*` of `url`: every path of its origin.
     pub fn host_of(url: &Url) -> Self {
-        let origin = url.origin().ascii_serialization();
-        AudiencePattern {
-            text: format!("{origin}/*"),
-            origin,
-            path: "/".into(),
-            wildcard: true,
-        }
+        Self::build(url, "/", true)
     }
 
     /// The pattern text, as it goes into `aud`.
@@ -115,11 +126,31 @@ impl AudiencePattern {
 
     /// Whether IAP accepts a JWT for this pattern on a request to `url`.
     pub fn covers(&self, url: &Url) -> bool {
-        url.origin().ascii_serialization() == self.origin
+        url.host_str()
+            .is_some_and(|host| self.covers_parts(url.scheme(), host, url.port(), url.path()))
+    }
+
+    /// [`covers`](Self::covers) on a request's parts as they are written
+    /// (`port` `None`: the scheme's default), without allocating.
+    pub(crate) fn covers_parts(
+        &self,
+        scheme: &str,
+        host: &str,
+        port: Option<u16>,
+        path: &str,
+    ) -> bool {
+        let port = port.or(match scheme.len() {
+            5 if scheme.eq_ignore_ascii_case("https") => Some(443),
+            4 if scheme.eq_ignore_ascii_case("http") => Some(80),
+            _ => None,
+        });
+        scheme.eq_ignore_ascii_case(&self.scheme)
+            && host.trim_end_matches('.').eq_ignore_ascii_case(&self.host)
+            && port == Some(self.port)
             && if self.wildcard {
-                url.path().starts_with(&self.path)
+                path.starts_with(&self.path)
             } else {
-                url.path() == self.path
+                path == self.path
             }
     }
 
@@ -135,6 +166,40 @@ impl AudiencePattern {
             .iter()
             .filter(|p| p.covers(url))
             .max_by_key(|p| p.specificity())
+    }
+}
+
+/// Patterns with what goes with each (for [`IapAuth`](crate::IapAuth): the
+/// cache entry of the pattern's audience), most specific first, so that the
+/// first covering one is the rule's choice.
+pub(crate) struct PatternTable<T> {
+    entries: Vec<(AudiencePattern, T)>,
+}
+
+impl<T> PatternTable<T> {
+    pub(crate) fn new(mut entries: Vec<(AudiencePattern, T)>) -> Self {
+        entries.sort_by_key(|(p, _)| std::cmp::Reverse(p.specificity()));
+        entries.dedup_by(|a, b| a.0 == b.0);
+        PatternTable { entries }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entry of the most specific pattern covering a request with these
+    /// parts. No allocation.
+    pub(crate) fn choose(
+        &self,
+        scheme: &str,
+        host: &str,
+        port: Option<u16>,
+        path: &str,
+    ) -> Option<&T> {
+        self.entries
+            .iter()
+            .find(|(p, _)| p.covers_parts(scheme, host, port, path))
+            .map(|(_, t)| t)
     }
 }
 
@@ -198,6 +263,35 @@ mod tests {
             let err = AudiencePattern::parse(bad).unwrap_err().to_string();
             assert!(err.contains("https://HOST/PREFIX/*"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn the_table_chooses_like_choose_on_request_parts() {
+        let patterns: Vec<_> = [
+            "https://a.example.com/*",
+            "https://a.example.com/api/*",
+            "http://127.0.0.1:8080/x",
+        ]
+        .iter()
+        .map(|p| (AudiencePattern::parse(p).unwrap(), p.to_string()))
+        .collect();
+        let table = PatternTable::new(patterns);
+        let pick =
+            |scheme, host, port, path| table.choose(scheme, host, port, path).map(String::as_str);
+        assert_eq!(
+            pick("https", "a.example.com", None, "/api/v1"),
+            Some("https://a.example.com/api/*")
+        );
+        assert_eq!(
+            pick("HTTPS", "A.example.com.", Some(443), "/x"),
+            Some("https://a.example.com/*")
+        );
+        assert_eq!(pick("https", "a.example.com", Some(8443), "/x"), None);
+        assert_eq!(
+            pick("http", "127.0.0.1", Some(8080), "/x"),
+            Some("http://127.0.0.1:8080/x")
+        );
+        assert_eq!(pick("http", "127.0.0.1", None, "/x"), None);
     }
 
     #[test]

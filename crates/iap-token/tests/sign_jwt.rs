@@ -200,3 +200,60 @@ async fn a_user_can_be_the_caller_and_a_client_id_audience_is_a_clear_error() {
     let debug = format!("{source:?}");
     assert!(!debug.contains("1//"), "{debug}");
 }
+
+#[tokio::test]
+async fn audience_patterns_choose_per_request_one_jwt_per_pattern() {
+    let emu = Emulator::start().await.unwrap();
+    let me = emu.metadata_service_account().unwrap();
+    emu.allow_impersonation(&me, &me);
+    let source = SignJwtSource::from_metadata_with(metadata(&emu), |b| b.iam_endpoint(emu.url()))
+        .await
+        .unwrap();
+    let base = origin_of(emu.app().url());
+    let auth = IapAuth::builder()
+        .source(source)
+        .allow_origin(&base)
+        .audience_pattern(format!("{base}/api/*"))
+        .audience_pattern(format!("{base}/api/admin/health"))
+        .audience_pattern("https://elsewhere.example.com/*")
+        .build()
+        .unwrap();
+
+    let mut auds = Vec::new();
+    for path in ["/api/a", "/api/b?x=1", "/api/admin/health", "/home", "/api"] {
+        let token = token_for(&auth, &format!("{base}{path}")).await;
+        let resp = common::get_with_token(format!("{base}{path}"), &token).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        auds.push(token.claims().aud.clone().unwrap());
+    }
+    assert_eq!(
+        auds,
+        [
+            format!("{base}/api/*"),
+            format!("{base}/api/*"),
+            format!("{base}/api/admin/health"),
+            format!("{base}/*"),
+            format!("{base}/*"),
+        ]
+    );
+    assert_eq!(emu.requests(Endpoint::SignJwt), 3, "one JWT per pattern");
+
+    let err = IapAuth::builder()
+        .source(MetadataSource::with_host(&emu.metadata_host()).unwrap())
+        .audience("client")
+        .audience_pattern(format!("{base}/*"))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("service-account JWTs"), "{err}");
+    let err = IapAuth::builder()
+        .source(
+            SignJwtSource::builder(&me)
+                .source(metadata(&emu))
+                .build()
+                .unwrap(),
+        )
+        .audience_pattern(format!("{base}/a*"))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("https://HOST/PREFIX/*"), "{err}");
+}
