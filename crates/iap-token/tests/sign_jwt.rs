@@ -257,3 +257,39 @@ async fn audience_patterns_choose_per_request_one_jwt_per_pattern() {
         .unwrap_err();
     assert!(err.to_string().contains("https://HOST/PREFIX/*"), "{err}");
 }
+
+#[tokio::test]
+async fn a_federated_workload_signs_as_the_account_it_impersonates() {
+    use iap_emulator::SubjectTokenSource;
+    use iap_token::source::external_account::ExternalAccount;
+    let emu = Emulator::start().await.unwrap();
+    let pool = emu.create_workload_pool("ci-pool", "github");
+    let robot = emu.create_service_account("wif-runner").await.unwrap();
+    emu.allow_impersonation(&pool.principal("repo:x"), robot.email());
+    let json = emu.adc_json(&Adc::ExternalAccount {
+        pool,
+        subject: "repo:x".into(),
+        source: SubjectTokenSource::Url,
+        impersonate: Some(robot.email().to_owned()),
+    });
+    let caller = ExternalAccount::from_json(json.to_string()).unwrap();
+    let source = SignJwtSource::builder(robot.email())
+        .source(caller)
+        .iam_endpoint(emu.url())
+        .build()
+        .unwrap();
+    let aud = Audience::new(format!("{}/*", origin_of(emu.app().url())));
+
+    // The federated access token is the account's own: it signs as itself.
+    let err = source.id_token(&aud).await.unwrap_err().to_string();
+    assert!(err.contains("on itself"), "{err}");
+    emu.allow_impersonation(robot.email(), robot.email());
+    let token = source.id_token(&aud).await.unwrap();
+    assert_eq!(token.claims().iss.as_deref(), Some(robot.email()));
+    assert_eq!(
+        common::get_with_token(emu.app().url().clone(), &token)
+            .await
+            .status(),
+        200
+    );
+}

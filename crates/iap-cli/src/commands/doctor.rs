@@ -207,10 +207,14 @@ fn describe_token(token: &IdToken) -> String {
         Err(e) => format!("EXPIRED {}s ago", e.duration().as_secs()),
     };
     let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(none)".into());
+    // A service-account JWT names its account in `iss`/`sub` and has no `email`.
+    let who = match (&claims.email, &claims.iss) {
+        (None, Some(iss)) if iss.contains('@') => format!("sub={}", show(&claims.sub)),
+        _ => format!("email={}", show(&claims.email)),
+    };
     format!(
-        "aud={} email={} iss={} exp={} ({left})",
+        "aud={} {who} iss={} exp={} ({left})",
         show(&claims.aud),
-        show(&claims.email),
         show(&claims.iss),
         crate::output::rfc3339(exp),
     )
@@ -241,16 +245,22 @@ async fn advise(
         || claims.iss.as_deref().is_some_and(|iss| iss.contains('@'));
     let mut advice = Vec::new();
     if reason.contains("google-managed") {
-        let client = claims
+        let desktop = claims
             .azp
             .clone()
-            .or_else(|| claims.aud.clone())
-            .unwrap_or_else(|| audience.to_string());
-        advice.push(format!(
-            "the app is on a Google-managed OAuth client: ordinary ID tokens pass only from allowlisted clients. \
-             Either allowlist the client {client} (IAP settings, accessSettings.oauthSettings.programmaticClients), \
-             or send a service-account JWT: add --self-signed"
-        ));
+            .filter(|azp| azp.ends_with(".apps.googleusercontent.com"));
+        advice.push(match desktop {
+            Some(client) => format!(
+                "the app is on a Google-managed OAuth client: ordinary ID tokens pass only for allowlisted clients. \
+                 Either add the OAuth client {client} to the app's programmatic-access allowlist (IAP settings, \
+                 accessSettings.oauthSettings.programmaticClients) and run with --no-audience-param, \
+                 or send a service-account JWT: add --self-signed"
+            ),
+            None => "the app is on a Google-managed OAuth client: ordinary ID tokens pass only for allowlisted clients. \
+                 Either pass --audience with a client ID on the app's programmatic-access allowlist (IAP settings, \
+                 accessSettings.oauthSettings.programmaticClients), or send a service-account JWT: add --self-signed"
+                .to_owned(),
+        });
     } else if reason.contains("audience") {
         let covers =
             iap_token::AudiencePattern::parse(audience.as_str()).is_ok_and(|p| p.covers(url));
