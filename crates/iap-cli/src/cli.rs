@@ -29,6 +29,11 @@ pub struct Cli {
     #[arg(short, long, global = true, action = ArgAction::Count)]
     pub verbose: u8,
 
+    /// Also trust the CA certificates in this PEM file, for every connection the command makes
+    /// (token endpoints and the app); SSL_CERT_FILE replaces the system's roots instead.
+    #[arg(long, global = true, value_name = "FILE", env = "IAP_CACERT")]
+    pub cacert: Option<PathBuf>,
+
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,

@@ -21,6 +21,7 @@ mod config;
 mod credentials;
 mod failure;
 mod output;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,9 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     init_logging(cli.verbose);
+    if let Err(failure) = tls::init(cli.cacert.as_deref()) {
+        return failure.report();
+    }
     if matches!(cli.command, Command::Demo) {
         commands::demo::prepare_environment();
     }

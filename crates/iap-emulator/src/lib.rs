@@ -108,6 +108,7 @@ mod provision;
 mod server;
 pub mod standalone;
 pub(crate) mod state;
+mod tls;
 
 pub use fault::{Endpoint, Fault};
 pub use gate::{App, AppBuilder, IapGate, IapGateLayer};
@@ -181,6 +182,10 @@ pub enum StartError {
     /// The default echo app could not start.
     #[error("cannot start the default echo app: {0}")]
     App(#[source] std::io::Error),
+    /// The certificate authority or the server certificate of
+    /// [`EmulatorBuilder::tls`] could not be made.
+    #[error("cannot set up the emulator's TLS: {0}")]
+    Tls(String),
 }
 
 /// Configures an [`Emulator`] before it starts.
@@ -192,6 +197,7 @@ pub struct EmulatorBuilder {
     lifetime: Duration,
     metadata_account: bool,
     default_app: bool,
+    tls: bool,
 }
 
 impl Default for EmulatorBuilder {
@@ -203,6 +209,7 @@ impl Default for EmulatorBuilder {
             lifetime: Duration::from_secs(3600),
             metadata_account: true,
             default_app: true,
+            tls: false,
         }
     }
 }
@@ -240,6 +247,20 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Serve https: the main server (every identity endpoint, the control
+    /// API) and every app present a certificate for `127.0.0.1`, `::1` and
+    /// `localhost` signed by a certificate authority the emulator generates
+    /// at start ([`Emulator::ca_pem`]); ALPN offers HTTP/2 and HTTP/1.1.
+    /// Every URL the emulator hands out is then `https://` (`wss://` for
+    /// WebSockets), and minted key files' `token_uri` with them. The main
+    /// server still answers plain http on the same port (it tells the two
+    /// apart by the first byte), because the metadata server is plain http
+    /// by nature; apps answer TLS only.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
     /// Binds, generates Google's signing keys and starts serving.
     pub async fn start(self) -> Result<Emulator, StartError> {
         let listener = tokio::net::TcpListener::bind(self.listen)
@@ -257,14 +278,26 @@ impl EmulatorBuilder {
             id: self.project_id,
             number: self.project_number,
         };
-        let base_url = format!("http://{addr}");
-        let state = Arc::new(State::new(
+        let tls = if self.tls {
+            let tls = tokio::task::spawn_blocking(tls::Tls::generate)
+                .await
+                .map_err(|e| StartError::Tls(e.to_string()))?
+                .map_err(StartError::Tls)?;
+            Some(tls)
+        } else {
+            None
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base_url = format!("{scheme}://{addr}");
+        let mut state = State::new(
             base_url,
             project,
             self.lifetime.as_secs().max(1),
             google?,
             oidc?,
-        ));
+        );
+        state.tls = tls;
+        let state = Arc::new(state);
         if self.metadata_account {
             let email = format!(
                 "{}-compute@developer.gserviceaccount.com",
@@ -277,7 +310,11 @@ impl EmulatorBuilder {
             .merge(control::routes())
             .merge(gate::routes())
             .with_state(state.clone());
-        let task = server::serve(listener, router, state.clone());
+        let security = match &state.tls {
+            Some(tls) => server::Security::TlsOrPlain(tls.clone()),
+            None => server::Security::Plain,
+        };
+        let task = server::serve(listener, router, state.clone(), security);
         let emu = Emulator {
             state,
             addr,
@@ -346,7 +383,8 @@ impl Emulator {
     pub(crate) fn view(state: Arc<State>) -> Emulator {
         let addr = state
             .base_url
-            .trim_start_matches("http://")
+            .split_once("://")
+            .map_or("", |(_, addr)| addr)
             .parse()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
         Emulator {
@@ -363,6 +401,20 @@ impl Emulator {
     }
 
     // ---- addresses -------------------------------------------------------
+
+    /// The PEM of the certificate authority that signed the emulator's
+    /// server certificate, when it was started with
+    /// [`tls`](EmulatorBuilder::tls); `None` for plain http. Trust it in a
+    /// client (e.g. `iap_token::RootCertificates::from_pem`, `--cacert`) to
+    /// reach the emulator over https.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.state.tls.as_ref().map(tls::Tls::ca_pem)
+    }
+
+    /// Whether the emulator serves https ([`EmulatorBuilder::tls`]).
+    pub fn is_tls(&self) -> bool {
+        self.state.tls.is_some()
+    }
 
     /// The main server's address.
     pub fn addr(&self) -> SocketAddr {

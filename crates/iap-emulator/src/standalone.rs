@@ -52,6 +52,12 @@ pub struct Options {
     #[arg(long, value_name = "DIR")]
     pub adc_dir: Option<PathBuf>,
 
+    /// Serve https (HTTP/2 by ALPN) with a certificate authority generated at
+    /// start, its PEM written to a file exported as IAP_EMULATOR_CA_FILE;
+    /// the exported URLs are then https and wss.
+    #[arg(long)]
+    pub tls: bool,
+
     /// Put IAP's gate in front of a local app at this URL (e.g.
     /// http://localhost:3000): requests to the gate (exported as
     /// IAP_EMULATOR_FRONT_URL) reach the app with IAP's signed header.
@@ -69,12 +75,13 @@ pub struct Options {
 }
 
 impl Default for Options {
-    /// `127.0.0.1:0` (a free port), 3600 s tokens, no ADC files, no front.
+    /// `127.0.0.1:0` (a free port), 3600 s tokens, no ADC files, plain http, no front.
     fn default() -> Self {
         Options {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             token_lifetime: 3600,
             adc_dir: None,
+            tls: false,
             front: None,
             as_user: None,
             front_listen: None,
@@ -120,6 +127,7 @@ pub struct Standalone {
     emulator: Emulator,
     runner: ServiceAccount,
     key_path: PathBuf,
+    ca_path: Option<PathBuf>,
     adc_dir: Option<PathBuf>,
     front: Option<App>,
     // Last, so it is removed after the emulator has stopped.
@@ -135,12 +143,25 @@ impl Standalone {
     /// new directory only the user can read) and, with
     /// [`Options::adc_dir`], the ADC files.
     pub async fn start(options: &Options) -> Result<Standalone, StandaloneError> {
-        let emulator = Emulator::builder()
+        let mut builder = Emulator::builder()
             .listen(options.listen)
-            .token_lifetime(Duration::from_secs(options.token_lifetime))
-            .start()
-            .await?;
+            .token_lifetime(Duration::from_secs(options.token_lifetime));
+        if options.tls {
+            builder = builder.tls();
+        }
+        let emulator = builder.start().await?;
         let key_dir = private_dir().map_err(StandaloneError::TempDir)?;
+        let ca_path = match emulator.ca_pem() {
+            Some(pem) => {
+                let path = key_dir.path().join("ca.pem");
+                std::fs::write(&path, pem).map_err(|source| StandaloneError::Write {
+                    path: path.clone(),
+                    source,
+                })?;
+                Some(path)
+            }
+            None => None,
+        };
         let runner = emulator
             .create_service_account(Self::SERVICE_ACCOUNT)
             .await
@@ -187,6 +208,7 @@ impl Standalone {
             emulator,
             runner,
             key_path,
+            ca_path,
             adc_dir,
             front,
             _key_dir: key_dir,
@@ -213,11 +235,19 @@ impl Standalone {
         &self.key_path
     }
 
+    /// The CA certificate file (PEM) exported as `IAP_EMULATOR_CA_FILE`,
+    /// with [`Options::tls`].
+    pub fn ca_path(&self) -> Option<&Path> {
+        self.ca_path.as_deref()
+    }
+
     /// The variables a client needs, in order: `GCE_METADATA_HOST`,
     /// `GCE_METADATA_IP`, `GOOGLE_APPLICATION_CREDENTIALS`,
-    /// `IAP_EMULATOR_URL`, `IAP_EMULATOR_APP_URL`, `IAP_EMULATOR_AUDIENCE`,
+    /// `IAP_EMULATOR_URL`, `IAP_EMULATOR_APP_URL`, `IAP_EMULATOR_WS_URL`
+    /// (the default app's WebSocket echo), `IAP_EMULATOR_AUDIENCE`,
     /// `IAP_EMULATOR_JWKS_URL`, `IAP_EMULATOR_IAP_JWKS_URL` (IAP's assertion
-    /// keys), `IAP_EMULATOR_ADC_DIR` (absolute) when ADC files were written,
+    /// keys), `IAP_EMULATOR_CA_FILE` with [`Options::tls`],
+    /// `IAP_EMULATOR_ADC_DIR` (absolute) when ADC files were written,
     /// and with [`Options::front`]: `IAP_EMULATOR_FRONT_URL` (the gate in
     /// front of the app), `IAP_EMULATOR_FRONT_AUDIENCE` (its IAP client ID,
     /// for tokens) and `IAP_EMULATOR_FRONT_ASSERTION_AUDIENCE` (the `aud` of
@@ -235,10 +265,14 @@ impl Standalone {
             ),
             ("IAP_EMULATOR_URL", emu.url()),
             ("IAP_EMULATOR_APP_URL", app.url().to_string()),
+            ("IAP_EMULATOR_WS_URL", app.ws_url().to_string()),
             ("IAP_EMULATOR_AUDIENCE", app.client_id().to_owned()),
             ("IAP_EMULATOR_JWKS_URL", emu.jwks_url()),
             ("IAP_EMULATOR_IAP_JWKS_URL", emu.iap_jwks_url()),
         ];
+        if let Some(ca) = &self.ca_path {
+            exports.push(("IAP_EMULATOR_CA_FILE", ca.to_string_lossy().into_owned()));
+        }
         if let Some(dir) = &self.adc_dir {
             exports.push(("IAP_EMULATOR_ADC_DIR", dir.to_string_lossy().into_owned()));
         }

@@ -164,7 +164,8 @@ impl Counters {
 
 /// Everything the emulator knows; shared by all its servers.
 pub(crate) struct State {
-    /// `http://127.0.0.1:PORT` (no trailing slash).
+    /// `http://127.0.0.1:PORT` or, with TLS, `https://127.0.0.1:PORT` (no
+    /// trailing slash).
     pub(crate) base_url: String,
     pub(crate) project: Project,
     clock_offset: AtomicI64,
@@ -196,6 +197,8 @@ pub(crate) struct State {
     /// owning [`Emulator`](crate::Emulator) drops. Kept here rather than in
     /// the handle so apps created over HTTP live as long as the emulator.
     pub(crate) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The emulator's CA and server certificate when it serves https.
+    pub(crate) tls: Option<crate::tls::Tls>,
 }
 
 impl std::fmt::Debug for State {
@@ -236,6 +239,7 @@ impl State {
             faults: Mutex::default(),
             gate: Default::default(),
             tasks: Mutex::default(),
+            tls: None,
         }
     }
 

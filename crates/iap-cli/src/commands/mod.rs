@@ -23,15 +23,28 @@ pub async fn audience_for(given: Option<&str>, url: &str) -> CliResult<Audience>
     match given {
         Some(aud) => Ok(Audience::new(aud)),
         None => {
-            let aud = iap_token::discovery::discover_audience(url)
-                .await
-                .map_err(|e| {
-                    Failure::from(e).context("cannot find the audience (pass --audience AUD)")
-                })?;
+            let aud = discover(url).await.map_err(|e| {
+                Failure::from(e).context("cannot find the audience (pass --audience AUD)")
+            })?;
             tracing::info!(audience = %aud, "discovered the IAP audience");
             Ok(aud)
         }
     }
+}
+
+/// IAP's audience for `url`, over a client trusting `--cacert` when given.
+async fn discover(url: &str) -> iap_token::Result<Audience> {
+    let Some(roots) = crate::tls::roots() else {
+        return iap_token::discovery::discover_audience(url).await;
+    };
+    let parsed = Url::parse(url).map_err(|e| iap_token::Error::Other {
+        context: format!("cannot discover the IAP audience of {url:?}: not a URL ({e})"),
+        source: None,
+    })?;
+    let transport = iap_token::transport::Transport::new(roots.http_client()?);
+    iap_token::discovery::AudienceDiscovery::with_transport(transport)
+        .discover(&parsed)
+        .await
 }
 
 /// The [`IapAuth`] `iap curl` / `iap proxy` put on requests to `url`'s

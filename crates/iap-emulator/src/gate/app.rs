@@ -142,6 +142,18 @@ impl App {
         write(&self.config.allowed_clients).retain(|c| c != client_id);
     }
 
+    /// The app's WebSocket echo: [`url`](App::url) with scheme `ws`
+    /// (`wss` over TLS) and path `/ws`. Every [echo app](AppBuilder::echo)
+    /// answers a WebSocket upgrade on any path by echoing each message;
+    /// the gate checks the handshake only, as IAP does.
+    pub fn ws_url(&self) -> Url {
+        let mut url = self.config.url.clone();
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        let _ = url.set_scheme(scheme);
+        url.set_path("/ws");
+        url
+    }
+
     /// The address of the app's own listener; `None` for an app
     /// [hosted elsewhere](AppBuilder::hosted_at).
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -386,15 +398,17 @@ impl<'a> AppBuilder<'a> {
     {
         let listener = TcpListener::bind(self.listen).await?;
         let addr = listener.local_addr()?;
-        let url = Url::parse(&format!("http://{addr}/")).map_err(std::io::Error::other)?;
         let emulator = self.emulator;
         let state = emulator.state.clone();
+        let scheme = if state.tls.is_some() { "https" } else { "http" };
+        let url = Url::parse(&format!("{scheme}://{addr}/")).map_err(std::io::Error::other)?;
         let app = self.build(&state, url, Some(addr));
         let gated = IapGate::new(service, Gate::new(&state, app.clone()));
         let task = crate::server::serve(
             listener,
             Router::new().fallback_service(gated),
             state.clone(),
+            crate::server::Security::for_app(&state),
         );
         state.gate.register(app.clone());
         emulator.own_task(task);
