@@ -16,6 +16,7 @@
 pub mod access_token;
 pub mod adc;
 pub mod audience;
+pub mod audience_pattern;
 pub mod auth;
 pub mod cache;
 pub mod discovery;
@@ -24,14 +25,17 @@ pub mod exchange;
 pub mod login;
 pub mod origin;
 pub mod policy;
+pub mod roots;
 pub mod source;
 pub mod token;
 pub mod transport;
 
 pub use audience::Audience;
+pub use audience_pattern::AudiencePattern;
 pub use auth::IapAuth;
 pub use cache::TokenCache;
 pub use error::{Error, Result};
 pub use origin::Origin;
+pub use roots::RootCertificates;
 pub use source::TokenSource;
 pub use token::{Claims, IdToken};

@@ -207,7 +207,7 @@ impl ImpersonatedSourceBuilder {
     }
 }
 
-const DELEGATE_PREFIX: &str = "projects/-/serviceAccounts/";
+pub(crate) const DELEGATE_PREFIX: &str = "projects/-/serviceAccounts/";
 
 impl ImpersonatedSource {
     /// A builder for ID tokens of service account `target` (an email).
@@ -398,7 +398,7 @@ impl TokenSource for ImpersonatedSource {
 }
 
 /// `--member=` for `principal`: a service account, a user, or a federated principal.
-fn member(principal: &str) -> String {
+pub(crate) fn member(principal: &str) -> String {
     if principal.starts_with("principal://") || principal.starts_with("principalSet://") {
         principal.to_string()
     } else if principal.ends_with(".gserviceaccount.com") {
@@ -410,14 +410,14 @@ fn member(principal: &str) -> String {
     }
 }
 
-fn bearer(access: &AccessToken) -> HeaderMap {
+pub(crate) fn bearer(access: &AccessToken) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(http::header::AUTHORIZATION, access.header_value().clone());
     headers
 }
 
 /// A service-account email fit for an IAM URL path.
-fn check_email(email: &str) -> std::result::Result<&str, String> {
+pub(crate) fn check_email(email: &str) -> std::result::Result<&str, String> {
     let email = email.trim();
     let ok = email.contains('@') && !email.contains(['/', ':', '?', '#', ' ', '%']);
     if ok {
@@ -580,8 +580,8 @@ pub(crate) fn parse_rfc3339(text: &str) -> Option<SystemTime> {
 
 /// The source credential's access token, kept until close to its expiry;
 /// one fetch at a time.
-struct AccessTokenCache {
-    source: Arc<dyn AccessTokenSource>,
+pub(crate) struct AccessTokenCache {
+    pub(crate) source: Arc<dyn AccessTokenSource>,
     principal: Option<String>,
     current: Mutex<Option<Fresh>>,
     fetching: tokio::sync::Mutex<()>,
@@ -595,7 +595,7 @@ struct Fresh {
 }
 
 impl AccessTokenCache {
-    fn new(source: Arc<dyn AccessTokenSource>, principal: Option<String>) -> Self {
+    pub(crate) fn new(source: Arc<dyn AccessTokenSource>, principal: Option<String>) -> Self {
         AccessTokenCache {
             source,
             principal,
@@ -604,7 +604,7 @@ impl AccessTokenCache {
         }
     }
 
-    fn principal_name(&self) -> String {
+    pub(crate) fn principal_name(&self) -> String {
         self.principal
             .clone()
             .unwrap_or_else(|| "the source credential's account".into())
@@ -618,7 +618,7 @@ impl AccessTokenCache {
             .map(|f| f.token.clone())
     }
 
-    async fn get(&self) -> Result<AccessToken> {
+    pub(crate) async fn get(&self) -> Result<AccessToken> {
         if let Some(token) = self.fresh() {
             return Ok(token);
         }
@@ -645,7 +645,7 @@ impl AccessTokenCache {
     }
 
     /// Drops `token` if it is still the current one.
-    fn invalidate(&self, token: &AccessToken) {
+    pub(crate) fn invalidate(&self, token: &AccessToken) {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         if current
             .as_ref()
