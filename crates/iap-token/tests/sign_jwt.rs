@@ -258,7 +258,6 @@ async fn audience_patterns_choose_per_request_one_jwt_per_pattern() {
         .source(
             SignJwtSource::builder(&me)
                 .source(metadata(&emu))
-                .any_origin()
                 .build()
                 .unwrap(),
         )
