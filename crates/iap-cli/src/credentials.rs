@@ -27,7 +27,7 @@ pub enum Origin {
     /// Saved by `iap login`.
     SavedLogin(PathBuf),
     /// Application Default Credentials.
-    Adc(iap_token::adc::Origin),
+    Adc(iap_token::adc::CredentialOrigin),
 }
 
 impl fmt::Display for Origin {
@@ -66,8 +66,8 @@ async fn base(args: &CredentialArgs) -> CliResult<(Arc<dyn TokenSource>, Origin)
         let source = iap_token::adc::from_file(path)?;
         return Ok((source, Origin::Flag(path.clone())));
     }
-    let env_var_set = std::env::var_os(iap_token::adc::GOOGLE_APPLICATION_CREDENTIALS)
-        .is_some_and(|v| !v.is_empty());
+    let env_var_set =
+        std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").is_some_and(|v| !v.is_empty());
     if !env_var_set && let Some(path) = config::saved_credentials() {
         let source = iap_token::adc::from_file(&path).map_err(|e| {
             Failure::from(e).context("the credentials saved by `iap login` are unusable (run `iap login` again or `iap logout`)")
@@ -80,7 +80,7 @@ async fn base(args: &CredentialArgs) -> CliResult<(Arc<dyn TokenSource>, Origin)
 
 /// A self-signed JWT source from the service-account key found at `origin`.
 fn self_signed(origin: &Origin) -> CliResult<Arc<dyn TokenSource>> {
-    use iap_token::adc::Origin as Adc;
+    use iap_token::adc::CredentialOrigin as Adc;
     use iap_token::source::self_signed::SelfSignedJwtSource;
     match origin {
         Origin::Flag(path)
@@ -104,7 +104,7 @@ fn impersonate(
     email: &str,
     iam_endpoint: Option<&str>,
 ) -> CliResult<Arc<dyn TokenSource>> {
-    use iap_token::adc::Origin as Adc;
+    use iap_token::adc::CredentialOrigin as Adc;
     use iap_token::source::impersonated::ImpersonatedSource;
     let caller: Arc<dyn AccessTokenSource> = match origin {
         Origin::Flag(path)
@@ -134,12 +134,10 @@ fn impersonate(
             )));
         }
     };
-    let mut builder = ImpersonatedSource::builder(email).source_arc(caller);
+    let context = |e| Failure::from(e).context("--impersonate-service-account");
+    let mut source = ImpersonatedSource::from_arc(email, caller).map_err(context)?;
     if let Some(endpoint) = iam_endpoint {
-        builder = builder.iam_endpoint(endpoint);
+        source = source.with_iam_endpoint(endpoint).map_err(context)?;
     }
-    let source = builder
-        .build()
-        .map_err(|e| Failure::from(e).context("--impersonate-service-account"))?;
     Ok(Arc::new(source))
 }

@@ -4,7 +4,7 @@
 //! own IAP identity: an OAuth client ID (`NUMBER-xxxx.apps.googleusercontent.com`,
 //! the audience clients need), a project number, a backend service ID and
 //! an allowlist of programmatic client IDs. The gate in front of it does
-//! what IAP does (PROTOCOLS section 8), in three forms:
+//! what IAP does (see `docs/iap-gate.md`), in three forms:
 //!
 //! - a tower layer, [`IapGateLayer`] / [`IapGate`], for a server you run
 //!   yourself (axum, hyper, tonic; HTTP/1.1 and HTTP/2): [`Emulator::gate_layer`];

@@ -264,7 +264,7 @@ impl Gate {
         Decision::Pass { delay }
     }
 
-    /// PROTOCOLS section 8: a valid `Proxy-Authorization` wins (and
+    /// `docs/iap-gate.md`: a valid `Proxy-Authorization` wins (and
     /// `Authorization` goes to the app untouched); otherwise `Authorization`
     /// decides. With neither, a browser-like request is redirected to
     /// Google's sign-in and anything else gets "empty token".

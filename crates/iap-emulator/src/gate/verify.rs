@@ -1,6 +1,6 @@
 //! The gate's decision: is this bearer token one IAP accepts for this app?
 //!
-//! Two kinds of token pass (PROTOCOLS section 8):
+//! Two kinds of token pass (see `docs/iap-gate.md`):
 //! - a Google-issued ID token: RS256 under one of the emulator's Google keys
 //!   (by `kid`), `iss` `https://accounts.google.com` or `accounts.google.com`,
 //!   `aud` the app's IAP client ID or one of its allowlisted programmatic
@@ -49,7 +49,7 @@ pub(crate) enum Rejection {
 }
 
 impl Rejection {
-    /// The 401 body. Wordings from PROTOCOLS section 8, except: expired is
+    /// The 401 body. Wordings from `docs/iap-gate.md`, except: expired is
     /// the body of a real IAP 401 seen in kubeflow/pipelines#4321 (2020),
     /// issuer and lifetime are unconfirmed, and revoked is the emulator's own
     /// (IAP has no revocation of ID tokens).

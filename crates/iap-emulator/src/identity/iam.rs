@@ -1,5 +1,5 @@
 //! IAM Credentials: `generateIdToken` and `generateAccessToken`
-//! (PROTOCOLS section 4), with a permission model.
+//! (see `docs/impersonation.md`), with a permission model.
 //!
 //! The caller is the principal behind the `Authorization: Bearer` access
 //! token (minted by this emulator). It may act as a target service account
