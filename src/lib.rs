@@ -13,6 +13,7 @@
 //! | `tower` | `iap-tower`: `IapLayer` for hyper, tonic, axum | `tower` (default) |
 //! | `reqwest` | `iap-reqwest`: `IapMiddleware` for reqwest-middleware | `reqwest` (default) |
 //! | `emulator` | `iap-emulator`: Google identity and IAP on loopback, for tests | `emulator` |
+//! | `verify` | `iap-verify`: verify IAP's signed header in a service behind IAP (`IapVerifier`, `IapVerifyLayer`) | `verify`; `axum` adds its extractor |
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -50,6 +51,13 @@ pub mod reqwest {
 #[cfg(feature = "emulator")]
 pub mod emulator {
     pub use iap_emulator::*;
+}
+
+/// Verifying IAP's signed header in a service behind IAP (the `iap-verify`
+/// crate; with the `axum` feature, `IapIdentity` is an axum extractor).
+#[cfg(feature = "verify")]
+pub mod verify {
+    pub use iap_verify::*;
 }
 
 #[cfg(feature = "reqwest")]

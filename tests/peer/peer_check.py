@@ -4,8 +4,10 @@
 Starts the standalone `iap-emulator` binary, reads its `export` lines, and
 drives it with google-auth exactly as a user would, unchanged except where
 google-auth hard-codes a Google host (noted below). Then it calls the gated
-echo app with the tokens google-auth obtained, and expects IAP's 401s for
-revoked, expired and wrong-audience tokens.
+echo app with the tokens google-auth obtained, verifies the signed header
+(x-goog-iap-jwt-assertion) the app received as Google's IAP sample does
+(id_token.verify_token with certs_url, JWK Set and PEM map), and expects
+IAP's 401s for revoked, expired and wrong-audience tokens.
 
 Usage: python3 tests/peer/peer_check.py [path/to/iap-emulator]
 (default: $IAP_EMULATOR_BIN, else target/debug/iap-emulator, built if missing).
@@ -38,6 +40,7 @@ EXPORTS = [
     "IAP_EMULATOR_APP_URL",
     "IAP_EMULATOR_AUDIENCE",
     "IAP_EMULATOR_JWKS_URL",
+    "IAP_EMULATOR_IAP_JWKS_URL",
 ]
 
 
@@ -257,6 +260,46 @@ def run_checks(env):
 
     for kind in ["service_account", "metadata", "impersonated"]:
         check(f"gated app answers 200 to the {kind} token", gate_accepts(kind))
+
+    # --- IAP's signed header, verified as Google's own sample does
+    # (id_token.verify_token with certs_url), against both key forms.
+    default_app = next(a for a in emu.call("GET", "apps") if a["default"])
+    assertion_audience = default_app["assertion_audience"]
+    iap_keys = {
+        "JWK Set": env["IAP_EMULATOR_IAP_JWKS_URL"],
+        "PEM map": env["IAP_EMULATOR_IAP_JWKS_URL"].removesuffix("-jwk"),
+    }
+
+    def assertion_verifies(form):
+        def run():
+            resp = call_app(tokens["service_account"])
+            assertion = resp.json()["headers"]["x-goog-iap-jwt-assertion"]
+            claims = verify(assertion, aud=assertion_audience, certs_url=iap_keys[form])
+            assert claims["iss"] == "https://cloud.google.com/iap", claims
+            assert claims["email"] == sa_email, claims
+            assert claims["sub"].startswith("accounts.google.com:"), claims
+            try:
+                verify(assertion, aud="/projects/1/apps/someone-else", certs_url=iap_keys[form])
+            # google-auth raises ValueError for the PEM map, PyJWT its own
+            # InvalidAudienceError for a JWK Set.
+            except Exception as e:  # noqa: BLE001
+                assert "audience" in str(e).lower(), e
+            else:
+                raise AssertionError("an assertion for another audience verified")
+
+        return run
+
+    for form in iap_keys:
+        check(f"id_token.verify_token accepts the gate's x-goog-iap-jwt-assertion against the {form}", assertion_verifies(form))
+
+    def rotated_assertion_verifies():
+        kids = emu.call("POST", "rotate-assertion-keys")["kids"]
+        assertion = emu.call("POST", "assertions", {"email": "peer@example.com"})["assertion"]
+        claims = verify(assertion, aud=assertion_audience, certs_url=iap_keys["JWK Set"])
+        assert claims["email"] == "peer@example.com", claims
+        assert len(kids) == 2, kids
+
+    check("an assertion under a rotated IAP key verifies", rotated_assertion_verifies)
 
     def gate_rejects_without_token():
         resp = requests.get(app_url, timeout=10)

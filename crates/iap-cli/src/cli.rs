@@ -14,8 +14,11 @@ Credentials, first match wins:
   3. the credentials saved by `iap login` (in $IAP_CONFIG_DIR, else $XDG_CONFIG_HOME/iap, else ~/.config/iap)
   4. gcloud's application default credentials ($CLOUDSDK_CONFIG or ~/.config/gcloud)
   5. the metadata server, when running on Google Cloud ($GCE_METADATA_HOST overrides it)
---impersonate-service-account EMAIL then uses that credential to mint ID tokens for EMAIL;
---self-signed signs tokens with the service-account key found, without calling Google.
+--impersonate-service-account EMAIL then uses that credential to mint ID tokens for EMAIL.
+--self-signed sends a service-account JWT instead of an ID token: signed locally with a
+  service-account key file, otherwise by IAM signJwt as the metadata server's service account
+  or as --impersonate-service-account EMAIL (the caller needs roles/iam.serviceAccountTokenCreator).
+--token-file FILE / --token - use a token obtained elsewhere (a file re-read when it changes, or stdin).
 ";
 
 /// Call apps behind Google Cloud Identity-Aware Proxy from a terminal.
@@ -25,6 +28,11 @@ pub struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = ArgAction::Count)]
     pub verbose: u8,
+
+    /// Also trust the CA certificates in this PEM file, for every connection the command makes
+    /// (token endpoints and the app); SSL_CERT_FILE replaces the system's roots instead.
+    #[arg(long, global = true, value_name = "FILE", env = "IAP_CACERT")]
+    pub cacert: Option<PathBuf>,
 
     /// The command to run.
     #[command(subcommand)]
@@ -47,10 +55,15 @@ pub enum Command {
     /// Run a local reverse proxy that adds a token to every request to an IAP app.
     #[command(after_long_help = CREDENTIALS_HELP)]
     Proxy(ProxyArgs),
+    /// Verify an IAP signed header (x-goog-iap-jwt-assertion) as a service behind IAP would.
+    Verify(VerifyArgs),
     /// Run the IAP emulator (Google's token endpoints, metadata server and a gated app) locally.
     Emulator(iap_emulator::standalone::Options),
     /// Walk through everything against an in-process emulator; exits 0 when every step works.
     Demo,
+    /// Walk a request to an IAP app step by step and say what to change when IAP refuses it.
+    #[command(after_long_help = CREDENTIALS_HELP)]
+    Doctor(DoctorArgs),
 }
 
 /// Where credentials come from, shared by the commands that need a token.
@@ -60,14 +73,28 @@ pub struct CredentialArgs {
     #[arg(long, value_name = "FILE")]
     pub credentials: Option<PathBuf>,
 
-    /// Mint ID tokens for this service account, using the credentials above as the caller.
+    /// Mint ID tokens for this service account, using the credentials above as the caller
+    /// (with --self-signed: have IAM sign service-account JWTs as this account).
     #[arg(long, value_name = "EMAIL")]
     pub impersonate_service_account: Option<String>,
 
-    /// Sign tokens with the service-account key itself (no token endpoint):
-    /// their audience is the app's URL (`https://HOST/*`), not a client ID.
-    #[arg(long, conflicts_with = "impersonate_service_account")]
+    /// Send a service-account JWT (audience: the app's URL, `https://HOST/*` unless --audience
+    /// names a pattern), signed with the key file found, else by IAM signJwt.
+    #[arg(long)]
     pub self_signed: bool,
+
+    /// Use the token in FILE (obtained elsewhere), re-read whenever the file changes.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["credentials", "impersonate_service_account", "self_signed", "token"])]
+    pub token_file: Option<PathBuf>,
+
+    /// Use a token obtained elsewhere: `-` reads it from stdin (never pass a token itself on the command line).
+    #[arg(long, value_name = "-", conflicts_with_all = ["credentials", "impersonate_service_account", "self_signed"])]
+    pub token: Option<String>,
+
+    /// Do not send `audience` in the refresh grant of user credentials: the token's audience is then
+    /// the OAuth client itself (an allowlisted desktop client, or gcloud's own).
+    #[arg(long, conflicts_with_all = ["self_signed", "token_file", "token"])]
+    pub no_audience_param: bool,
 
     /// The IAM Credentials endpoint for impersonation (the emulator's for tests).
     #[arg(long, env = "IAP_IAM_ENDPOINT", value_name = "URL", hide = true)]
@@ -77,7 +104,9 @@ pub struct CredentialArgs {
 /// How requests to an IAP app get their token, shared by `iap curl` and `iap proxy`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct AppAuthArgs {
-    /// The audience (IAP OAuth client ID); found from IAP's redirect when omitted.
+    /// The audience (IAP OAuth client ID); found from IAP's redirect when omitted. With
+    /// --self-signed, the URL pattern to sign for: an exact URL, `https://HOST/*` (the default,
+    /// from the URL) or `https://HOST/PREFIX/*`.
     #[arg(long, value_name = "AUD")]
     pub audience: Option<String>,
 
@@ -104,7 +133,8 @@ pub enum TokenFormat {
 /// `iap token`.
 #[derive(Debug, Args)]
 pub struct TokenArgs {
-    /// The audience: the IAP OAuth client ID (`NNN-xxx.apps.googleusercontent.com`).
+    /// The audience: the IAP OAuth client ID (`NNN-xxx.apps.googleusercontent.com`); with
+    /// --self-signed, the URL pattern (exact URL, `https://HOST/*` or `https://HOST/PREFIX/*`).
     #[arg(
         long,
         value_name = "AUD",
@@ -205,6 +235,24 @@ pub struct LoginArgs {
     pub timeout: u64,
 }
 
+/// `iap verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The audience IAP signs for the service (repeatable):
+    /// /projects/NUMBER/global/backendServices/ID, /projects/NUMBER/apps/PROJECT_ID
+    /// or /projects/NUMBER/locations/REGION/services/NAME.
+    #[arg(long, value_name = "AUD", required = true)]
+    pub audience: Vec<String>,
+
+    /// IAP's key set, a JWK Set (default: Google's, https://www.gstatic.com/iap/verify/public_key-jwk).
+    #[arg(long, value_name = "URL")]
+    pub jwks_url: Option<String>,
+
+    /// The assertion; `-` or nothing reads it from stdin.
+    #[arg(value_name = "ASSERTION")]
+    pub assertion: Option<String>,
+}
+
 /// `iap proxy`.
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
@@ -215,6 +263,16 @@ pub struct ProxyArgs {
     /// Where to listen (loopback unless you mean to share your identity).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub auth: AppAuthArgs,
+}
+
+/// `iap doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The URL of the IAP app to try.
+    pub url: String,
 
     #[command(flatten)]
     pub auth: AppAuthArgs,

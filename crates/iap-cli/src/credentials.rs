@@ -28,6 +28,10 @@ pub enum Origin {
     SavedLogin(PathBuf),
     /// Application Default Credentials.
     Adc(iap_token::adc::CredentialOrigin),
+    /// `--token-file FILE`: a token obtained elsewhere.
+    TokenFile(PathBuf),
+    /// `--token -`: a token read from stdin.
+    Stdin,
 }
 
 impl fmt::Display for Origin {
@@ -36,8 +40,36 @@ impl fmt::Display for Origin {
             Origin::Flag(p) => write!(f, "{} (from --credentials)", p.display()),
             Origin::SavedLogin(p) => write!(f, "{} (saved by `iap login`)", p.display()),
             Origin::Adc(o) => write!(f, "{o}"),
+            Origin::TokenFile(p) => write!(f, "the token in {} (from --token-file)", p.display()),
+            Origin::Stdin => f.write_str("the token read from stdin (--token -)"),
         }
     }
+}
+
+impl Origin {
+    /// The credentials file, if the credential is one.
+    fn file(&self) -> Option<&PathBuf> {
+        use iap_token::adc::CredentialOrigin as Adc;
+        match self {
+            Origin::Flag(path)
+            | Origin::SavedLogin(path)
+            | Origin::Adc(Adc::EnvVar(path) | Adc::WellKnownFile(path)) => Some(path),
+            _ => None,
+        }
+    }
+}
+
+/// What kind of token a command sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A Google-signed ID token, minted by the credential.
+    IdToken,
+    /// A service-account JWT signed locally with a key file.
+    SelfSignedKey,
+    /// A service-account JWT signed by IAM signJwt as this account.
+    SignJwt(String),
+    /// A token obtained elsewhere, sent as is.
+    Static,
 }
 
 /// A command's token source and where it came from.
@@ -47,18 +79,95 @@ pub struct Resolved {
     pub source: Arc<dyn TokenSource>,
     /// Where the underlying credential came from.
     pub origin: Origin,
+    /// What the source sends.
+    pub kind: Kind,
+    /// The audience to use when none is given, known without asking IAP:
+    /// a static token's own `aud`; the client ID of user credentials
+    /// refreshed without `audience`.
+    pub implied_audience: Option<iap_token::Audience>,
 }
 
 /// Finds the credential for a command; see the module docs for the order.
 pub async fn resolve(args: &CredentialArgs) -> CliResult<Resolved> {
+    if let Some(found) = static_token(args).await? {
+        return Ok(found);
+    }
     let (source, origin) = base(args).await?;
     tracing::info!(credentials = %origin, "using credentials");
-    let source = match &args.impersonate_service_account {
-        Some(email) => impersonate(&origin, email, args.iam_endpoint.as_deref())?,
-        None if args.self_signed => self_signed(&origin)?,
-        None => source,
+    let (source, kind) = match (&args.impersonate_service_account, args.self_signed) {
+        (Some(email), true) => (
+            Arc::new(sign_jwt(&origin, Some(email), args.iam_endpoint.as_deref()).await?)
+                as Arc<dyn TokenSource>,
+            Kind::SignJwt(email.clone()),
+        ),
+        (Some(email), false) => (
+            impersonate(&origin, email, args.iam_endpoint.as_deref())?,
+            Kind::IdToken,
+        ),
+        (None, true) if is_key_file(&origin) => (self_signed(&origin)?, Kind::SelfSignedKey),
+        (None, true) => {
+            let source = sign_jwt(&origin, None, args.iam_endpoint.as_deref()).await?;
+            let email = source.email().to_owned();
+            (
+                Arc::new(source) as Arc<dyn TokenSource>,
+                Kind::SignJwt(email),
+            )
+        }
+        (None, false) if args.no_audience_param => {
+            let (source, client_id) = without_audience_param(&origin)?;
+            return Ok(Resolved {
+                source,
+                origin,
+                kind: Kind::IdToken,
+                implied_audience: Some(iap_token::Audience::new(client_id)),
+            });
+        }
+        (None, false) => (source, Kind::IdToken),
     };
-    Ok(Resolved { source, origin })
+    Ok(Resolved {
+        source,
+        origin,
+        kind,
+        implied_audience: None,
+    })
+}
+
+/// `--token-file FILE` or `--token -`.
+async fn static_token(args: &CredentialArgs) -> CliResult<Option<Resolved>> {
+    use iap_token::source::static_token::StaticTokenSource;
+    if let Some(path) = &args.token_file {
+        let source = StaticTokenSource::from_file(path.clone());
+        let token = source.fetch().await?;
+        return Ok(Some(Resolved {
+            source: Arc::new(source),
+            origin: Origin::TokenFile(path.clone()),
+            kind: Kind::Static,
+            implied_audience: token.claims().aud.as_deref().map(iap_token::Audience::new),
+        }));
+    }
+    match args.token.as_deref() {
+        None => Ok(None),
+        Some("-") => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|e| Failure::new(format!("cannot read the token from stdin: {e}")))?;
+            let source = StaticTokenSource::new(text.trim()).map_err(|e| {
+                Failure::from(e).context("--token -: stdin does not hold an ID token")
+            })?;
+            let token = source.fetch().await?;
+            Ok(Some(Resolved {
+                source: Arc::new(source),
+                origin: Origin::Stdin,
+                kind: Kind::Static,
+                implied_audience: token.claims().aud.as_deref().map(iap_token::Audience::new),
+            }))
+        }
+        Some(_) => Err(Failure::new(
+            "--token takes `-` (read the token from stdin) or use --token-file FILE: \
+             a token on the command line is visible to every user of this machine",
+        )
+        .with_code(2)),
+    }
 }
 
 async fn base(args: &CredentialArgs) -> CliResult<(Arc<dyn TokenSource>, Origin)> {
@@ -78,23 +187,115 @@ async fn base(args: &CredentialArgs) -> CliResult<(Arc<dyn TokenSource>, Origin)
     Ok((found.source, Origin::Adc(found.origin)))
 }
 
+/// The `type` of the credentials file at `origin`, if it is a readable file.
+fn file_type(origin: &Origin) -> Option<String> {
+    let bytes = std::fs::read(origin.file()?).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    value.get("type")?.as_str().map(str::to_owned)
+}
+
+fn is_key_file(origin: &Origin) -> bool {
+    file_type(origin).as_deref() == Some("service_account")
+}
+
+/// `--no-audience-param`: the user credential at `origin`, refreshing
+/// without `audience`.
+fn without_audience_param(origin: &Origin) -> CliResult<(Arc<dyn TokenSource>, String)> {
+    use iap_token::source::authorized_user::AuthorizedUserSource;
+    match (origin.file(), file_type(origin).as_deref()) {
+        (Some(path), Some("authorized_user")) => {
+            let source = AuthorizedUserSource::from_file(path)?.with_send_audience(false);
+            let client_id = source.user().client_id().to_owned();
+            Ok((Arc::new(source), client_id))
+        }
+        _ => Err(Failure::new(format!(
+            "--no-audience-param applies to user credentials (`authorized_user`, from `iap login` or \
+             `gcloud auth application-default login`), but the credentials are {origin}"
+        ))
+        .with_code(2)),
+    }
+}
+
 /// A self-signed JWT source from the service-account key found at `origin`.
 fn self_signed(origin: &Origin) -> CliResult<Arc<dyn TokenSource>> {
-    use iap_token::adc::CredentialOrigin as Adc;
     use iap_token::source::self_signed::SelfSignedJwtSource;
+    let path = origin
+        .file()
+        .ok_or_else(|| Failure::new("--self-signed: no service-account key file"))?;
+    let source = SelfSignedJwtSource::from_file(path)
+        .map_err(|e| Failure::from(e).context("--self-signed needs a service-account key file"))?;
+    Ok(Arc::new(source))
+}
+
+/// The caller's access tokens for IAM: the credential found at `origin`.
+fn caller(origin: &Origin, doing: &str) -> CliResult<Arc<dyn AccessTokenSource>> {
+    use iap_token::adc::CredentialOrigin as Adc;
+    if let Some(path) = origin.file() {
+        let bytes = std::fs::read(path).map_err(|e| {
+            Failure::new(format!(
+                "cannot read credentials file {}: {e}",
+                path.display()
+            ))
+        })?;
+        return iap_token::adc::access_token_source_from_json(bytes).map_err(|e| {
+            Failure::from(e).context(format!("cannot {doing} with {}", path.display()))
+        });
+    }
     match origin {
-        Origin::Flag(path)
-        | Origin::SavedLogin(path)
-        | Origin::Adc(Adc::EnvVar(path) | Adc::WellKnownFile(path)) => {
-            let source = SelfSignedJwtSource::from_file(path).map_err(|e| {
-                Failure::from(e).context("--self-signed needs a service-account key file")
-            })?;
-            Ok(Arc::new(source))
-        }
+        Origin::Adc(Adc::MetadataServer) => Ok(Arc::new(
+            iap_token::source::metadata::MetadataSource::from_env(
+                &iap_token::adc::Environment::process(),
+            )?,
+        )),
         other => Err(Failure::new(format!(
-            "--self-signed needs a service-account key file, but the credentials are {other}: pass --credentials KEY.json"
+            "cannot {doing} with the credentials from {other}"
         ))),
     }
+}
+
+/// A signJwt source: as `email` with the credential at `origin` as the
+/// caller, or (no email) as the metadata server's own service account, or
+/// as the service account the credential itself is.
+async fn sign_jwt(
+    origin: &Origin,
+    email: Option<&str>,
+    iam_endpoint: Option<&str>,
+) -> CliResult<iap_token::source::sign_jwt::SignJwtSource> {
+    use iap_token::adc::CredentialOrigin as Adc;
+    use iap_token::source::metadata::MetadataSource;
+    use iap_token::source::sign_jwt::SignJwtSource;
+    let endpoint = |b: iap_token::source::sign_jwt::SignJwtSourceBuilder| match iam_endpoint {
+        Some(e) => b.iam_endpoint(e),
+        None => b,
+    };
+    let context = |e: iap_token::Error| Failure::from(e).context("--self-signed");
+    if email.is_none() && matches!(origin, Origin::Adc(Adc::MetadataServer)) {
+        let metadata = MetadataSource::from_env(&iap_token::adc::Environment::process())?;
+        return SignJwtSource::from_metadata_with(metadata, endpoint)
+            .await
+            .map_err(context);
+    }
+    if email.is_none() && file_type(origin).as_deref() == Some("impersonated_service_account") {
+        return impersonated_file(origin, iam_endpoint);
+    }
+    let caller = caller(origin, "sign service-account JWTs")?;
+    let email = match email.map(str::to_owned).or_else(|| {
+        caller
+            .principal()
+            .filter(|p| p.ends_with(".gserviceaccount.com"))
+    }) {
+        Some(email) => email,
+        None => {
+            return Err(Failure::new(format!(
+                "--self-signed with the credentials {origin} needs the service account to sign as: \
+                 add --impersonate-service-account EMAIL (the caller needs roles/iam.serviceAccountTokenCreator on it)"
+            ))
+            .with_code(2));
+        }
+    };
+    endpoint(SignJwtSource::builder(email).source_arc(caller))
+        .build()
+        .map_err(context)
 }
 
 /// An impersonation source for `email`, calling IAM with access tokens of
@@ -104,40 +305,64 @@ fn impersonate(
     email: &str,
     iam_endpoint: Option<&str>,
 ) -> CliResult<Arc<dyn TokenSource>> {
-    use iap_token::adc::CredentialOrigin as Adc;
     use iap_token::source::impersonated::ImpersonatedSource;
-    let caller: Arc<dyn AccessTokenSource> = match origin {
-        Origin::Flag(path)
-        | Origin::SavedLogin(path)
-        | Origin::Adc(Adc::EnvVar(path) | Adc::WellKnownFile(path)) => {
-            let bytes = std::fs::read(path).map_err(|e| {
-                Failure::new(format!(
-                    "cannot read credentials file {}: {e}",
-                    path.display()
-                ))
-            })?;
-            iap_token::adc::access_token_source_from_json(bytes).map_err(|e| {
-                Failure::from(e).context(format!(
-                    "cannot impersonate {email} with {}",
-                    path.display()
-                ))
-            })?
-        }
-        Origin::Adc(Adc::MetadataServer) => {
-            Arc::new(iap_token::source::metadata::MetadataSource::from_env(
-                &iap_token::adc::Environment::process(),
-            )?)
-        }
-        Origin::Adc(other) => {
-            return Err(Failure::new(format!(
-                "cannot impersonate {email} with the credentials from {other}"
-            )));
-        }
-    };
+    let caller = caller(origin, &format!("impersonate {email}"))?;
     let context = |e| Failure::from(e).context("--impersonate-service-account");
     let mut source = ImpersonatedSource::from_arc(email, caller).map_err(context)?;
     if let Some(endpoint) = iam_endpoint {
         source = source.with_iam_endpoint(endpoint).map_err(context)?;
     }
     Ok(Arc::new(source))
+}
+
+/// A signJwt source from an `impersonated_service_account` file: JWTs of
+/// its target, its `source_credentials` as the caller, its delegates, and
+/// the IAM endpoint of its `service_account_impersonation_url` (unless
+/// `iam_endpoint` overrides it).
+fn impersonated_file(
+    origin: &Origin,
+    iam_endpoint: Option<&str>,
+) -> CliResult<iap_token::source::sign_jwt::SignJwtSource> {
+    use iap_token::source::sign_jwt::SignJwtSource;
+    let path = origin
+        .file()
+        .ok_or_else(|| Failure::new("--self-signed: no credentials file"))?;
+    let unusable = |why: &str| {
+        Failure::new(format!(
+            "--self-signed: {} is not a usable impersonated_service_account file ({why})",
+            path.display()
+        ))
+    };
+    let bytes = std::fs::read(path).map_err(|e| unusable(&e.to_string()))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| unusable(&e.to_string()))?;
+    let url = json["service_account_impersonation_url"]
+        .as_str()
+        .ok_or_else(|| unusable("no service_account_impersonation_url"))?;
+    let (endpoint, rest) = url
+        .split_once("/v1/projects/")
+        .ok_or_else(|| unusable("service_account_impersonation_url has no /v1/projects/"))?;
+    let target = rest
+        .split_once("/serviceAccounts/")
+        .and_then(|(_, t)| t.split(':').next())
+        .map(|t| t.replace("%40", "@"))
+        .filter(|t| t.contains('@'))
+        .ok_or_else(|| unusable("service_account_impersonation_url names no service account"))?;
+    let source = json
+        .get("source_credentials")
+        .filter(|v| v.is_object())
+        .ok_or_else(|| unusable("no source_credentials"))?;
+    let caller = iap_token::adc::access_token_source_from_json(source.to_string())
+        .map_err(|e| Failure::from(e).context(format!("--self-signed with {}", path.display())))?;
+    let mut builder = SignJwtSource::builder(target)
+        .source_arc(caller)
+        .iam_endpoint(iam_endpoint.unwrap_or(endpoint));
+    for delegate in json["delegates"].as_array().into_iter().flatten() {
+        if let Some(d) = delegate.as_str() {
+            builder = builder.delegate(d);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| Failure::from(e).context("--self-signed"))
 }

@@ -1,7 +1,7 @@
 //! `iap`: call apps behind Google Cloud Identity-Aware Proxy from a terminal.
 //!
-//! Commands: `token`, `curl`, `login` / `logout`, `proxy`, `emulator` and
-//! `demo` (see `iap --help`).
+//! Commands: `token`, `curl`, `login` / `logout`, `proxy`, `verify`, `doctor`,
+//! `emulator` and `demo` (see `iap --help`).
 //!
 //! Exit codes: 0 success; 1 failure, with one line on stderr naming the cause
 //! and what to do; 2 usage error; 22 for `iap curl -f` on an HTTP error.
@@ -21,6 +21,7 @@ mod config;
 mod credentials;
 mod failure;
 mod output;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,9 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     init_logging(cli.verbose);
+    if let Err(failure) = tls::init(cli.cacert.as_deref()) {
+        return failure.report();
+    }
     if matches!(cli.command, Command::Demo) {
         commands::demo::prepare_environment();
     }
@@ -60,8 +64,10 @@ async fn run(command: Command) -> CliResult {
         Command::Login(args) => commands::login::run(args).await,
         Command::Logout => commands::login::logout(),
         Command::Proxy(args) => commands::proxy::run(args).await,
+        Command::Verify(args) => commands::verify::run(args).await,
         Command::Emulator(args) => commands::emulator::run(args).await,
         Command::Demo => commands::demo::run().await,
+        Command::Doctor(args) => commands::doctor::run(args).await,
     }
 }
 

@@ -264,7 +264,7 @@ async fn self_signed_tokens_name_the_host_as_audience() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn self_signed_needs_a_service_account_key() {
+async fn self_signed_with_user_credentials_needs_the_service_account_to_sign_as() {
     let w = World::new().await;
     let client = w.emu.create_desktop_client(w.emu.project_id());
     let user = w.emu.create_user(&client, "u@example.com");
@@ -281,10 +281,11 @@ async fn self_signed_needs_a_service_account_key() {
             file.to_str().unwrap(),
         ])
         .await;
-    assert_eq!(out.code(), 1, "{out:#?}");
+    assert_eq!(out.code(), 2, "{out:#?}");
     assert!(
-        out.error_line()
-            .contains("--self-signed needs a service-account key"),
+        out.error_line().contains(
+            "needs the service account to sign as: add --impersonate-service-account EMAIL"
+        ),
         "{out:#?}"
     );
 }

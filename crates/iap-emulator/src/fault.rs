@@ -62,6 +62,9 @@ pub enum Endpoint {
     /// IAM Credentials `:generateAccessToken`.
     #[serde(rename = "iam.generateAccessToken")]
     GenerateAccessToken,
+    /// IAM Credentials `:signJwt`.
+    #[serde(rename = "iam.signJwt")]
+    SignJwt,
     /// `POST /v1/token`: STS token exchange.
     #[serde(rename = "sts")]
     Sts,
@@ -84,7 +87,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Every endpoint, for listings.
-    pub const ALL: [Endpoint; 14] = [
+    pub const ALL: [Endpoint; 15] = [
         Endpoint::MetadataRoot,
         Endpoint::MetadataIdentity,
         Endpoint::MetadataToken,
@@ -93,6 +96,7 @@ impl Endpoint {
         Endpoint::Authorize,
         Endpoint::GenerateIdToken,
         Endpoint::GenerateAccessToken,
+        Endpoint::SignJwt,
         Endpoint::Sts,
         Endpoint::Jwks,
         Endpoint::CertsV1,
@@ -113,6 +117,7 @@ impl Endpoint {
             Endpoint::Authorize => "authorize",
             Endpoint::GenerateIdToken => "iam.generateIdToken",
             Endpoint::GenerateAccessToken => "iam.generateAccessToken",
+            Endpoint::SignJwt => "iam.signJwt",
             Endpoint::Sts => "sts",
             Endpoint::Jwks => "jwks",
             Endpoint::CertsV1 => "certs.v1",
@@ -130,7 +135,9 @@ impl Endpoint {
     fn dialect(self) -> Dialect {
         match self {
             Endpoint::Token | Endpoint::Sts | Endpoint::Authorize => Dialect::OAuth,
-            Endpoint::GenerateIdToken | Endpoint::GenerateAccessToken => Dialect::GoogleApi,
+            Endpoint::GenerateIdToken | Endpoint::GenerateAccessToken | Endpoint::SignJwt => {
+                Dialect::GoogleApi
+            }
             Endpoint::Jwks | Endpoint::CertsV1 | Endpoint::Oidc | Endpoint::IapJwks => {
                 Dialect::GoogleApi
             }

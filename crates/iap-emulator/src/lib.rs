@@ -9,10 +9,10 @@
 //! | `GET\|POST /computeMetadata/v1/instance/service-accounts/default/{identity,token,email}` | the metadata server |
 //! | `POST /token` | `oauth2.googleapis.com/token` (JWT-bearer, refresh, authorization code) |
 //! | `GET /o/oauth2/v2/auth` | `accounts.google.com` consent, answered at once with a redirect |
-//! | `POST /v1/projects/-/serviceAccounts/{email}:generateIdToken` / `:generateAccessToken` | IAM Credentials |
+//! | `POST /v1/projects/-/serviceAccounts/{email}:generateIdToken` / `:generateAccessToken` / `:signJwt` | IAM Credentials |
 //! | `POST /v1/token` | STS (workload identity federation) |
 //! | `GET /oauth2/v3/certs`, `GET /oauth2/v1/certs` | Google's signing keys (JWKS, X.509 PEM map) |
-//! | `GET /iap/verify/public_key-jwk` | IAP's ES256 keys |
+//! | `GET /iap/verify/public_key-jwk`, `GET /iap/verify/public_key` | IAP's ES256 keys (JWKS, kid -> PEM map) |
 //! | `/oidc/...` | an OIDC issuer for workload-identity subject tokens |
 //! | `/_emulator/...` | control and observation over HTTP (JSON) |
 //!
@@ -53,7 +53,8 @@
 //!   `jti` (JWTs) or the token itself (opaque access and refresh tokens).
 //! - **Impersonation is explicit**: [`Emulator::allow_impersonation`] per
 //!   link, including an account acting as itself.
-//! - **Key rotation** keeps the previous Google key published.
+//! - **Key rotation** keeps the previous Google key published; so does the
+//!   rotation of IAP's assertion key ([`Emulator::rotate_assertion_key`]).
 //!
 //! # Control over HTTP
 //!
@@ -80,10 +81,13 @@
 //! | `POST subject-tokens` | `{"audience","subject"}` | `{"token"}` |
 //! | `POST id-tokens` | `{"audience","email"}` | `{"token"}` |
 //! | `POST metadata-service-account` | `{"email"}` (`null` removes it) | `{"email"}` |
-//! | `POST apps` | `{"client_id"?, "project_id"?, "allow_clients"?}` | a new echo app behind the gate: `{"url","client_id","project_id","assertion_audience"}` |
+//! | `POST apps` | `{"client_id"?, "project_id"?, "allow_clients"?, "audience_shape"?, "region"?, "service"?, "signed_in_as"?, "access_levels"?, "google_managed_client"?}` | a new echo app behind the gate: `{"url","client_id","project_id","assertion_audience","allowed_clients","google_managed_client"}` |
 //!
-//! The gate adds `GET apps`, `POST apps/allow` and `POST apps/disallow`
-//! (see its docs). Errors answer 400 or 404 with `{"error": "..."}`.
+//! `audience_shape` is `backend_service` (default), `app_engine`, or
+//! `cloud_run` with `region` and `service` ([`AppBuilder::app_engine`],
+//! [`AppBuilder::cloud_run`]). The gate adds `GET apps`, `POST apps/allow`,
+//! `POST apps/disallow`, `POST rotate-assertion-keys`,
+//! `POST assertion-keys/max-age` and `POST assertions` (see its docs). Errors answer 400 or 404 with `{"error": "..."}`.
 #![warn(missing_docs)]
 
 use std::collections::BTreeMap;
@@ -104,6 +108,7 @@ mod provision;
 mod server;
 pub mod standalone;
 pub(crate) mod state;
+mod tls;
 
 pub use fault::{Endpoint, Fault};
 pub use gate::{App, AppBuilder, IapGate, IapGateLayer};
@@ -126,6 +131,7 @@ pub mod counter {
     //! | [`ID_TOKENS`] | audience | ID tokens minted, any grant |
     //! | `id_tokens.<grant>` ([`id_tokens_by`]) | audience | ID tokens minted by that [`Grant`] |
     //! | [`ACCESS_TOKENS`] | [`Grant::name`] | access tokens minted |
+    //! | [`SIGNED_JWTS`] | service-account email | JWTs signed by IAM `signJwt` |
     //! | [`ERRORS`] | [`Endpoint::name`](crate::Endpoint::name) | error answers the endpoint gave on its own (not faults) |
     //!
     //! The IAP gate adds its own: `gate.401`, `gate.401.<reason>`, `gate.302`,
@@ -144,6 +150,9 @@ pub mod counter {
     pub const ID_TOKENS: &str = "id_tokens";
     /// Access tokens minted; label [`Grant::name`].
     pub const ACCESS_TOKENS: &str = "access_tokens";
+    /// JWTs signed by IAM Credentials `signJwt`; label = the signing
+    /// service account's email.
+    pub const SIGNED_JWTS: &str = "signed_jwts";
     /// Error answers (4xx/5xx) the endpoint gave on its own; label
     /// [`Endpoint::name`](crate::Endpoint::name).
     pub const ERRORS: &str = "errors";
@@ -173,6 +182,10 @@ pub enum StartError {
     /// The default echo app could not start.
     #[error("cannot start the default echo app: {0}")]
     App(#[source] std::io::Error),
+    /// The certificate authority or the server certificate of
+    /// [`EmulatorBuilder::tls`] could not be made.
+    #[error("cannot set up the emulator's TLS: {0}")]
+    Tls(String),
 }
 
 /// Configures an [`Emulator`] before it starts.
@@ -184,6 +197,7 @@ pub struct EmulatorBuilder {
     lifetime: Duration,
     metadata_account: bool,
     default_app: bool,
+    tls: bool,
 }
 
 impl Default for EmulatorBuilder {
@@ -195,6 +209,7 @@ impl Default for EmulatorBuilder {
             lifetime: Duration::from_secs(3600),
             metadata_account: true,
             default_app: true,
+            tls: false,
         }
     }
 }
@@ -232,6 +247,20 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Serve https: the main server (every identity endpoint, the control
+    /// API) and every app present a certificate for `127.0.0.1`, `::1` and
+    /// `localhost` signed by a certificate authority the emulator generates
+    /// at start ([`Emulator::ca_pem`]); ALPN offers HTTP/2 and HTTP/1.1.
+    /// Every URL the emulator hands out is then `https://` (`wss://` for
+    /// WebSockets), and minted key files' `token_uri` with them. The main
+    /// server still answers plain http on the same port (it tells the two
+    /// apart by the first byte), because the metadata server is plain http
+    /// by nature; apps answer TLS only.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
     /// Binds, generates Google's signing keys and starts serving.
     pub async fn start(self) -> Result<Emulator, StartError> {
         let listener = tokio::net::TcpListener::bind(self.listen)
@@ -249,14 +278,26 @@ impl EmulatorBuilder {
             id: self.project_id,
             number: self.project_number,
         };
-        let base_url = format!("http://{addr}");
-        let state = Arc::new(State::new(
+        let tls = if self.tls {
+            let tls = tokio::task::spawn_blocking(tls::Tls::generate)
+                .await
+                .map_err(|e| StartError::Tls(e.to_string()))?
+                .map_err(StartError::Tls)?;
+            Some(tls)
+        } else {
+            None
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base_url = format!("{scheme}://{addr}");
+        let mut state = State::new(
             base_url,
             project,
             self.lifetime.as_secs().max(1),
             google?,
             oidc?,
-        ));
+        );
+        state.tls = tls;
+        let state = Arc::new(state);
         if self.metadata_account {
             let email = format!(
                 "{}-compute@developer.gserviceaccount.com",
@@ -269,7 +310,11 @@ impl EmulatorBuilder {
             .merge(control::routes())
             .merge(gate::routes())
             .with_state(state.clone());
-        let task = server::serve(listener, router, state.clone());
+        let security = match &state.tls {
+            Some(tls) => server::Security::TlsOrPlain(tls.clone()),
+            None => server::Security::Plain,
+        };
+        let task = server::serve(listener, router, state.clone(), security);
         let emu = Emulator {
             state,
             addr,
@@ -292,6 +337,7 @@ fn register_service_account(state: &State, email: &str, key: Option<Arc<RsaKey>>
         .or_insert_with(|| ServiceAccountRecord {
             unique_id: random_digits(21),
             keys: Vec::new(),
+            system_key: None,
         });
     if let Some(key) = key {
         rec.keys.push(key);
@@ -337,7 +383,8 @@ impl Emulator {
     pub(crate) fn view(state: Arc<State>) -> Emulator {
         let addr = state
             .base_url
-            .trim_start_matches("http://")
+            .split_once("://")
+            .map_or("", |(_, addr)| addr)
             .parse()
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
         Emulator {
@@ -354,6 +401,20 @@ impl Emulator {
     }
 
     // ---- addresses -------------------------------------------------------
+
+    /// The PEM of the certificate authority that signed the emulator's
+    /// server certificate, when it was started with
+    /// [`tls`](EmulatorBuilder::tls); `None` for plain http. Trust it in a
+    /// client (e.g. `iap_token::RootCertificates::from_pem`, `--cacert`) to
+    /// reach the emulator over https.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.state.tls.as_ref().map(tls::Tls::ca_pem)
+    }
+
+    /// Whether the emulator serves https ([`EmulatorBuilder::tls`]).
+    pub fn is_tls(&self) -> bool {
+        self.state.tls.is_some()
+    }
 
     /// The main server's address.
     pub fn addr(&self) -> SocketAddr {

@@ -23,6 +23,27 @@ use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt as _;
 
 use crate::state::State;
+use crate::tls::Tls;
+
+/// How a listener speaks: plain HTTP, TLS only, or either (told apart by
+/// the first byte, a TLS handshake record being `0x16`), which the main
+/// server uses so the metadata server stays plain http as on GCE.
+#[derive(Clone, Debug)]
+pub(crate) enum Security {
+    Plain,
+    Tls(Tls),
+    TlsOrPlain(Tls),
+}
+
+impl Security {
+    /// What an app listener speaks under the emulator's `state`.
+    pub(crate) fn for_app(state: &State) -> Security {
+        match &state.tls {
+            Some(tls) => Security::Tls(tls.clone()),
+            None => Security::Plain,
+        }
+    }
+}
 
 /// A handle on the connection a request came in on (request extension).
 #[derive(Clone, Debug)]
@@ -41,14 +62,19 @@ impl ConnControl {
 ///
 /// Every request gets two extensions: the [`ConnControl`] of its connection
 /// and the emulator's `Arc<State>`.
-pub(crate) fn serve(listener: TcpListener, router: Router, state: Arc<State>) -> JoinHandle<()> {
+pub(crate) fn serve(
+    listener: TcpListener,
+    router: Router,
+    state: Arc<State>,
+    security: Security,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut conns = JoinSet::new();
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        conns.spawn(connection(stream, router.clone(), state.clone()));
+                        conns.spawn(connection(stream, router.clone(), state.clone(), security.clone()));
                     }
                     // Out of file descriptors and the like: let others run.
                     Err(_) => tokio::task::yield_now().await,
@@ -59,9 +85,37 @@ pub(crate) fn serve(listener: TcpListener, router: Router, state: Arc<State>) ->
     })
 }
 
-async fn connection(stream: TcpStream, router: Router, state: Arc<State>) {
+async fn connection(stream: TcpStream, router: Router, state: Arc<State>, security: Security) {
     let _ = stream.set_nodelay(true);
+    let tls = match security {
+        Security::Plain => None,
+        Security::Tls(tls) => Some(tls),
+        Security::TlsOrPlain(tls) => {
+            let mut first = [0u8; 1];
+            match stream.peek(&mut first).await {
+                Ok(1) if first[0] == 0x16 => Some(tls),
+                Ok(_) => None,
+                Err(_) => return,
+            }
+        }
+    };
     let stream = Arc::new(stream);
+    let io = SharedStream(stream.clone());
+    match tls {
+        None => serve_io(io, stream, router, state).await,
+        Some(tls) => {
+            // A client that does not trust the CA hangs up here.
+            if let Ok(io) = tls.acceptor().accept(io).await {
+                serve_io(io, stream, router, state).await;
+            }
+        }
+    }
+}
+
+async fn serve_io<I>(io: I, stream: Arc<TcpStream>, router: Router, state: Arc<State>)
+where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let ctrl = ConnControl {
         reset: Arc::new(Notify::new()),
     };
@@ -72,10 +126,8 @@ async fn connection(stream: TcpStream, router: Router, state: Arc<State>) {
         req
     });
     let builder = auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection_with_upgrades(
-        TokioIo::new(SharedStream(stream.clone())),
-        TowerToHyperService::new(svc),
-    );
+    let conn =
+        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc));
     tokio::select! {
         _ = conn => {}
         _ = reset.notified() => {

@@ -3,8 +3,10 @@
 //! What the `iap-emulator` binary and `iap emulator` both run: start an
 //! [`Emulator`], mint a service-account key for the caller into a private
 //! temporary directory (removed when the [`Standalone`] drops), optionally
-//! write an ADC file of every type, print `export NAME=value` lines that
-//! point a client at all of it, then serve until asked to stop.
+//! write an ADC file of every type, optionally put the gate in front of a
+//! local app (`--front URL [--as EMAIL]`: a developer runs their app behind
+//! a local IAP), print `export NAME=value` lines that point a client at all
+//! of it, then serve until asked to stop.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,7 +27,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::{Emulator, KeyError, ServiceAccount, StartError};
+use crate::{App, Emulator, KeyError, ServiceAccount, StartError};
 
 /// How to start a [`Standalone`] emulator; also the command-line flags of
 /// both binaries (`#[command(flatten)]` it into a clap parser).
@@ -49,15 +51,40 @@ pub struct Options {
     /// IAP_EMULATOR_ADC_DIR).
     #[arg(long, value_name = "DIR")]
     pub adc_dir: Option<PathBuf>,
+
+    /// Serve https (HTTP/2 by ALPN) with a certificate authority generated at
+    /// start, its PEM written to a file exported as IAP_EMULATOR_CA_FILE;
+    /// the exported URLs are then https and wss.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// Put IAP's gate in front of a local app at this URL (e.g.
+    /// http://localhost:3000): requests to the gate (exported as
+    /// IAP_EMULATOR_FRONT_URL) reach the app with IAP's signed header.
+    #[arg(long, value_name = "URL")]
+    pub front: Option<url::Url>,
+
+    /// With --front: let requests that carry no token through as this user,
+    /// with a correctly signed assertion (for a browser).
+    #[arg(long = "as", value_name = "EMAIL", requires = "front")]
+    pub as_user: Option<String>,
+
+    /// With --front: where the gate listens (default: a free port on 127.0.0.1).
+    #[arg(long, value_name = "ADDR", requires = "front")]
+    pub front_listen: Option<SocketAddr>,
 }
 
 impl Default for Options {
-    /// `127.0.0.1:0` (a free port), 3600 s tokens, no ADC files.
+    /// `127.0.0.1:0` (a free port), 3600 s tokens, no ADC files, plain http, no front.
     fn default() -> Self {
         Options {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             token_lifetime: 3600,
             adc_dir: None,
+            tls: false,
+            front: None,
+            as_user: None,
+            front_listen: None,
         }
     }
 }
@@ -75,6 +102,14 @@ pub enum StandaloneError {
     /// The caller's service account could not be created.
     #[error("cannot provision the emulator's service account: {0}")]
     ServiceAccount(#[source] KeyError),
+    /// The gate in front of `--front` could not start.
+    #[error("cannot start the gate in front of {url}: {source}")]
+    Front {
+        /// The app's URL.
+        url: url::Url,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A file could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Write {
@@ -92,7 +127,9 @@ pub struct Standalone {
     emulator: Emulator,
     runner: ServiceAccount,
     key_path: PathBuf,
+    ca_path: Option<PathBuf>,
     adc_dir: Option<PathBuf>,
+    front: Option<App>,
     // Last, so it is removed after the emulator has stopped.
     _key_dir: tempfile::TempDir,
 }
@@ -106,12 +143,25 @@ impl Standalone {
     /// new directory only the user can read) and, with
     /// [`Options::adc_dir`], the ADC files.
     pub async fn start(options: &Options) -> Result<Standalone, StandaloneError> {
-        let emulator = Emulator::builder()
+        let mut builder = Emulator::builder()
             .listen(options.listen)
-            .token_lifetime(Duration::from_secs(options.token_lifetime))
-            .start()
-            .await?;
+            .token_lifetime(Duration::from_secs(options.token_lifetime));
+        if options.tls {
+            builder = builder.tls();
+        }
+        let emulator = builder.start().await?;
         let key_dir = private_dir().map_err(StandaloneError::TempDir)?;
+        let ca_path = match emulator.ca_pem() {
+            Some(pem) => {
+                let path = key_dir.path().join("ca.pem");
+                std::fs::write(&path, pem).map_err(|source| StandaloneError::Write {
+                    path: path.clone(),
+                    source,
+                })?;
+                Some(path)
+            }
+            None => None,
+        };
         let runner = emulator
             .create_service_account(Self::SERVICE_ACCOUNT)
             .await
@@ -134,11 +184,33 @@ impl Standalone {
             }
             None => None,
         };
+        let front = match &options.front {
+            Some(url) => {
+                let mut app = emulator.create_app();
+                if let Some(addr) = options.front_listen {
+                    app = app.listen(addr);
+                }
+                if let Some(email) = &options.as_user {
+                    app = app.signed_in_as(email);
+                }
+                let app =
+                    app.proxy_to(url.clone())
+                        .await
+                        .map_err(|source| StandaloneError::Front {
+                            url: url.clone(),
+                            source,
+                        })?;
+                Some(app)
+            }
+            None => None,
+        };
         Ok(Standalone {
             emulator,
             runner,
             key_path,
+            ca_path,
             adc_dir,
+            front,
             _key_dir: key_dir,
         })
     }
@@ -153,16 +225,34 @@ impl Standalone {
         &self.runner
     }
 
+    /// The gate in front of [`Options::front`], if one was asked for.
+    pub fn front(&self) -> Option<&App> {
+        self.front.as_ref()
+    }
+
     /// The key file exported as `GOOGLE_APPLICATION_CREDENTIALS`.
     pub fn key_path(&self) -> &Path {
         &self.key_path
     }
 
+    /// The CA certificate file (PEM) exported as `IAP_EMULATOR_CA_FILE`,
+    /// with [`Options::tls`].
+    pub fn ca_path(&self) -> Option<&Path> {
+        self.ca_path.as_deref()
+    }
+
     /// The variables a client needs, in order: `GCE_METADATA_HOST`,
     /// `GCE_METADATA_IP`, `GOOGLE_APPLICATION_CREDENTIALS`,
-    /// `IAP_EMULATOR_URL`, `IAP_EMULATOR_APP_URL`, `IAP_EMULATOR_AUDIENCE`,
-    /// `IAP_EMULATOR_JWKS_URL`, and `IAP_EMULATOR_ADC_DIR` (absolute) when
-    /// ADC files were written. The app variables name the default echo app.
+    /// `IAP_EMULATOR_URL`, `IAP_EMULATOR_APP_URL`, `IAP_EMULATOR_WS_URL`
+    /// (the default app's WebSocket echo), `IAP_EMULATOR_AUDIENCE`,
+    /// `IAP_EMULATOR_JWKS_URL`, `IAP_EMULATOR_IAP_JWKS_URL` (IAP's assertion
+    /// keys), `IAP_EMULATOR_CA_FILE` with [`Options::tls`],
+    /// `IAP_EMULATOR_ADC_DIR` (absolute) when ADC files were written,
+    /// and with [`Options::front`]: `IAP_EMULATOR_FRONT_URL` (the gate in
+    /// front of the app), `IAP_EMULATOR_FRONT_AUDIENCE` (its IAP client ID,
+    /// for tokens) and `IAP_EMULATOR_FRONT_ASSERTION_AUDIENCE` (the `aud` of
+    /// the assertions the app receives, for its verifier). The other app
+    /// variables name the default echo app.
     pub fn exports(&self) -> Vec<(&'static str, String)> {
         let emu = &self.emulator;
         let app = emu.app();
@@ -175,11 +265,26 @@ impl Standalone {
             ),
             ("IAP_EMULATOR_URL", emu.url()),
             ("IAP_EMULATOR_APP_URL", app.url().to_string()),
+            ("IAP_EMULATOR_WS_URL", app.ws_url().to_string()),
             ("IAP_EMULATOR_AUDIENCE", app.client_id().to_owned()),
             ("IAP_EMULATOR_JWKS_URL", emu.jwks_url()),
+            ("IAP_EMULATOR_IAP_JWKS_URL", emu.iap_jwks_url()),
         ];
+        if let Some(ca) = &self.ca_path {
+            exports.push(("IAP_EMULATOR_CA_FILE", ca.to_string_lossy().into_owned()));
+        }
         if let Some(dir) = &self.adc_dir {
             exports.push(("IAP_EMULATOR_ADC_DIR", dir.to_string_lossy().into_owned()));
+        }
+        if let Some(front) = &self.front {
+            exports.extend([
+                ("IAP_EMULATOR_FRONT_URL", front.url().to_string()),
+                ("IAP_EMULATOR_FRONT_AUDIENCE", front.client_id().to_owned()),
+                (
+                    "IAP_EMULATOR_FRONT_ASSERTION_AUDIENCE",
+                    front.assertion_audience().to_owned(),
+                ),
+            ]);
         }
         exports
     }

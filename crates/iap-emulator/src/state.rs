@@ -35,11 +35,16 @@ pub(crate) struct Project {
     pub(crate) number: String,
 }
 
-/// A service account and the public halves of its keys.
+/// A service account and its keys.
 #[derive(Debug)]
 pub(crate) struct ServiceAccountRecord {
     pub(crate) unique_id: String,
+    /// Every published key: user-managed keys (key files) and the
+    /// Google-managed one, once made.
     pub(crate) keys: Vec<Arc<RsaKey>>,
+    /// The Google-managed key IAM `signJwt` signs with (also in `keys`),
+    /// made on first use: no key file ever holds it.
+    pub(crate) system_key: Option<Arc<RsaKey>>,
 }
 
 /// What an OAuth client is for.
@@ -159,7 +164,8 @@ impl Counters {
 
 /// Everything the emulator knows; shared by all its servers.
 pub(crate) struct State {
-    /// `http://127.0.0.1:PORT` (no trailing slash).
+    /// `http://127.0.0.1:PORT` or, with TLS, `https://127.0.0.1:PORT` (no
+    /// trailing slash).
     pub(crate) base_url: String,
     pub(crate) project: Project,
     clock_offset: AtomicI64,
@@ -191,6 +197,8 @@ pub(crate) struct State {
     /// owning [`Emulator`](crate::Emulator) drops. Kept here rather than in
     /// the handle so apps created over HTTP live as long as the emulator.
     pub(crate) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The emulator's CA and server certificate when it serves https.
+    pub(crate) tls: Option<crate::tls::Tls>,
 }
 
 impl std::fmt::Debug for State {
@@ -231,6 +239,7 @@ impl State {
             faults: Mutex::default(),
             gate: Default::default(),
             tasks: Mutex::default(),
+            tls: None,
         }
     }
 
@@ -456,6 +465,21 @@ impl State {
                 consenting_user: None,
             },
         );
+    }
+
+    /// The numeric user ID of `email`: a user's, else a service account's
+    /// unique ID, else a new one, remembered as a user's from then on.
+    pub(crate) fn user_id(&self, email: &str) -> String {
+        if let Some(sub) = read(&self.users).get(email) {
+            return sub.clone();
+        }
+        if let Some(account) = read(&self.service_accounts).get(email) {
+            return account.unique_id.clone();
+        }
+        write(&self.users)
+            .entry(email.to_owned())
+            .or_insert_with(|| crate::keys::random_digits(21))
+            .clone()
     }
 
     /// Registers the IAP OAuth client of a gated app in `project_id`.

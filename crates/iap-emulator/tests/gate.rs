@@ -161,7 +161,7 @@ async fn iap_assertion_verifies_with_the_published_es256_keys() {
             app.backend_service_id()
         )
     );
-    assert_eq!(verified["email"], "accounts.google.com:alice@example.com");
+    assert_eq!(verified["email"], "alice@example.com");
     let sub = claims(&token)["sub"].as_str().unwrap().to_owned();
     assert_eq!(verified["sub"], format!("accounts.google.com:{sub}"));
 }

@@ -32,11 +32,15 @@
 //!    gets no token. **When none is configured, every origin gets one**:
 //!    fine for a client that only calls IAP apps, a leak for a shared client.
 //! 3. An [`Audience`] in the request's extensions.
-//! 4. The audience mapped to the request's origin.
-//! 5. The configured audience, or the discovered one
+//! 4. For sources whose tokens name a URL (service-account JWTs): the
+//!    most specific [audience pattern](IapAuthBuilder::audience_pattern)
+//!    configured for the request's origin that covers its path (the rule of
+//!    [`AudiencePattern`]).
+//! 5. The audience mapped to the request's origin.
+//! 6. The configured audience, or the discovered one
 //!    ([`IapAuthBuilder::discover_audience`]).
-//! 6. For sources whose tokens name a URL (a self-signed service-account
-//!    JWT, [`AudienceKind::RequestUrl`] / [`AudienceKind::HostWildcard`]):
+//! 7. For sources whose tokens name a URL (a service-account JWT,
+//!    [`AudienceKind::RequestUrl`] / [`AudienceKind::HostWildcard`]):
 //!    derived from the request's URL.
 
 use std::fmt;
@@ -47,6 +51,7 @@ use arc_swap::ArcSwap;
 use http::{Extensions, HeaderMap, StatusCode, Uri};
 use url::Url;
 
+use crate::audience_pattern::{AudiencePattern, PatternTable};
 use crate::cache::{CachedToken, Entry, TokenCacheBuilder};
 use crate::discovery::{AudienceDiscovery, Origin};
 use crate::policy::{NoAuth, Placement, RetryPolicy, Verdict};
@@ -71,6 +76,8 @@ struct AuthInner {
     allowed: Vec<OriginKey>,
     /// Origins with their own audience, pre-resolved.
     mapped: Vec<(OriginKey, Attach)>,
+    /// Service-account JWT audience patterns, pre-resolved.
+    patterns: PatternTable<Attach>,
     /// The retry policy chosen with the builder, if one was.
     explicit_retry_policy: Option<RetryPolicy>,
     /// Whether a request without an origin under a scope was reported.
@@ -362,6 +369,12 @@ impl IapAuth {
         }
         if let Some(audience) = extensions.get::<Audience>() {
             return Found::Made(Attach::entry(&inner.cache, inner.cache.entry(audience)));
+        }
+        if !inner.patterns.is_empty()
+            && let Some((scheme, host, port)) = uri.parts()
+            && let Some(attach) = inner.patterns.choose(scheme, host, port, uri.path())
+        {
+            return Found::Here(attach);
         }
         if let Some(attach) = mapped {
             return Found::Here(attach);
@@ -765,6 +778,7 @@ pub struct IapAuthBuilder {
     discover: Option<AudienceDiscovery>,
     allowed: Vec<String>,
     mapped: Vec<(String, Audience)>,
+    patterns: Vec<String>,
     placement: Placement,
     retry_policy: Option<RetryPolicy>,
     cache: Option<TokenCacheBuilder>,
@@ -778,6 +792,7 @@ impl fmt::Debug for IapAuthBuilder {
             .field("discover", &self.discover.is_some())
             .field("allowed", &self.allowed)
             .field("mapped", &self.mapped)
+            .field("patterns", &self.patterns)
             .field("placement", &self.placement)
             .field("retry_policy", &self.retry_policy)
             .finish_non_exhaustive()
@@ -833,6 +848,39 @@ impl IapAuthBuilder {
         self
     }
 
+    /// For a source of service-account JWTs (a key file's or IAM
+    /// `signJwt`'s): sign for `pattern` on the requests it covers, an exact
+    /// URL, `https://HOST/*` or `https://HOST/PREFIX/*` (call once per
+    /// pattern; patterns of several origins mix). For each request the most
+    /// specific covering pattern applies; a request no pattern covers gets
+    /// the audience its URL gives (see [`AudiencePattern`]). Patterns do not
+    /// widen the scope: [`allow_origin`](Self::allow_origin) still decides
+    /// which origins get a token.
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let emulator = iap_emulator::Emulator::start().await?;
+    /// # let key_json = emulator.create_service_account("robot").await?.key_json().to_owned();
+    /// use iap_token::IapAuth;
+    /// use iap_token::source::self_signed::SelfSignedJwtSource;
+    ///
+    /// let auth = IapAuth::builder()
+    ///     .source(SelfSignedJwtSource::from_json(key_json)?)
+    ///     .allow_origin("https://app.example.com")
+    ///     // One JWT for the API, one for everything else on the host.
+    ///     .audience_pattern("https://app.example.com/api/*")
+    ///     .build()?;
+    /// let api = auth.token_for(&"https://app.example.com/api/v1/items".parse()?).await?.unwrap();
+    /// assert_eq!(api.claims().aud.as_deref(), Some("https://app.example.com/api/*"));
+    /// let home = auth.token_for(&"https://app.example.com/home".parse()?).await?.unwrap();
+    /// assert_eq!(home.claims().aud.as_deref(), Some("https://app.example.com/*"));
+    /// # Ok(()) }
+    /// ```
+    pub fn audience_pattern(mut self, pattern: impl Into<String>) -> Self {
+        self.patterns.push(pattern.into());
+        self
+    }
+
     /// Which header carries the token (default `Authorization`).
     pub fn placement(mut self, placement: Placement) -> Self {
         self.placement = placement;
@@ -885,6 +933,23 @@ impl IapAuthBuilder {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
+        if kind == AudienceKind::ClientId && !self.patterns.is_empty() {
+            return Err(config_error(
+                "IapAuth: .audience_pattern(..) is for sources of service-account JWTs (self-signed, signJwt); \
+                 this source mints ID tokens for client IDs"
+                    .into(),
+            ));
+        }
+        let patterns = PatternTable::new(
+            self.patterns
+                .iter()
+                .map(|p| {
+                    let pattern = AudiencePattern::parse(p)?;
+                    let attach = Attach::entry(&cache, cache.entry(&pattern.audience()));
+                    Ok((pattern, attach))
+                })
+                .collect::<Result<Vec<_>>>()?,
+        );
         let default = match (self.audience, self.discover) {
             (Some(_), Some(_)) => {
                 return Err(config_error(
@@ -924,6 +989,7 @@ impl IapAuthBuilder {
                 default,
                 allowed,
                 mapped,
+                patterns,
                 explicit_retry_policy: self.retry_policy,
                 warned_no_origin: AtomicBool::new(false),
             }),

@@ -16,6 +16,7 @@
 pub mod access_token;
 pub mod adc;
 pub mod audience;
+pub mod audience_pattern;
 pub mod auth;
 pub mod cache;
 pub(crate) mod clock;
@@ -28,13 +29,16 @@ pub(crate) mod iam_credentials;
 pub mod login;
 pub mod policy;
 pub(crate) mod private_file;
+pub mod roots;
 pub mod source;
 pub mod token;
 pub(crate) mod transport;
 
 pub use audience::Audience;
+pub use audience_pattern::AudiencePattern;
 pub use auth::IapAuth;
 pub use cache::TokenCache;
 pub use error::{Error, Result};
+pub use roots::RootCertificates;
 pub use source::TokenSource;
 pub use token::{Claims, IdToken};

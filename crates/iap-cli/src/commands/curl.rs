@@ -46,7 +46,7 @@ pub async fn run(args: CurlArgs) -> CliResult {
     };
 
     let (auth, audience) = super::app_auth(&args.auth, &url).await?;
-    let client = reqwest::Client::builder()
+    let client = crate::tls::reqwest(reqwest::Client::builder())
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("iap/", env!("CARGO_PKG_VERSION")))
         .build()

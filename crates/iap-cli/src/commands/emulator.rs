@@ -4,7 +4,9 @@
 //! built on [`iap_emulator::standalone`]: the metadata host, a
 //! service-account key file (in a private temporary folder removed on exit),
 //! the emulator's URL, the gated echo app's URL and audience, and the JWKS
-//! URL. `eval "$(iap emulator &)"`-style scripts, or a parent process reading
+//! URL. With `--front URL [--as EMAIL]` the gate also stands in front of
+//! a local app, so a developer runs it behind a local IAP.
+//! `eval "$(iap emulator &)"`-style scripts, or a parent process reading
 //! stdout, point clients at it; then it serves until Ctrl-C or SIGTERM.
 
 use std::io::Write as _;
@@ -15,9 +17,11 @@ use crate::failure::{CliResult, Failure};
 
 /// Runs `iap emulator` until Ctrl-C.
 pub async fn run(options: Options) -> CliResult {
+    let options_front = options.front.clone();
     let emulator = Standalone::start(&options).await.map_err(|e| {
         let hint = match e {
             StandaloneError::Start(_) => ": choose another address with --listen",
+            StandaloneError::Front { .. } => ": choose another address with --front-listen",
             _ => "",
         };
         Failure::new(format!("{e}{hint}"))
@@ -32,6 +36,16 @@ pub async fn run(options: Options) -> CliResult {
         emulator.emulator().url(),
         emulator.service_account().email()
     );
+    if let (Some(front), Some(target)) = (emulator.front(), &options_front) {
+        let who = match front.signed_in_as() {
+            Some(email) => format!("; requests without a token pass as {email}"),
+            None => String::new(),
+        };
+        eprintln!(
+            "iap emulator: IAP in front of {target} at {}{who}",
+            front.url()
+        );
+    }
     emulator.serve_until(shutdown).await;
     eprintln!("iap emulator: stopped");
     Ok(())

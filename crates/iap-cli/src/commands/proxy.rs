@@ -6,11 +6,25 @@
 //! enough for the layer's replay buffer is sent again when IAP refuses a
 //! token. One log line per request. Ctrl-C (or SIGTERM) stops accepting and
 //! lets requests in flight finish.
+//!
+//! A WebSocket (any HTTP/1.1 `Upgrade`) keeps its upgrade headers and goes
+//! upstream over HTTP/1.1 with the token on the handshake (IAP checks the
+//! handshake only; a refused token is refreshed and the handshake sent once
+//! more). After `101 Switching Protocols` the two connections are joined
+//! both ways until either side closes, with one log line per socket (its
+//! duration and bytes each way). Ctrl-C closes open sockets.
+//!
+//! Upstream requests carry `Forwarded` and `X-Forwarded-For`/`-Host`/`-Proto`
+//! (appended to what the client sent) and the `Host` of the target, which
+//! is what IAP and the app behind it route on.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,7 +40,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use iap_emulator::standalone::shutdown_signal;
 use iap_token::IapAuth;
 use iap_tower::{BoxError, IapLayer, IapService};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 use tower_layer::Layer as _;
 use url::Url;
@@ -94,26 +111,41 @@ pub struct Proxy {
 struct Inner {
     target: Url,
     upstream: Upstream,
+    /// HTTP/1.1 only: upgrades (WebSockets) cannot ride an h2 connection.
+    upgrades: Upstream,
+    /// The joined sockets, closed on shutdown.
+    tunnels: TaskTracker,
+    stop: CancellationToken,
 }
 
 impl Proxy {
     /// A proxy to `target` authorizing requests with `auth`.
     pub fn new(target: Url, auth: IapAuth) -> CliResult<Self> {
+        let tls = crate::tls::client_config()?;
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .try_with_platform_verifier()
-            .map_err(|e| {
-                Failure::new(format!(
-                    "cannot set up TLS with the system's certificates: {e}"
-                ))
-            })?
+            .with_tls_config(tls.clone())
             .https_or_http()
             .enable_http1()
             .enable_http2()
             .build();
+        let http1 = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
         let client: Client<_, ProxyBody> = Client::builder(TokioExecutor::new()).build(https);
-        let upstream = IapLayer::new(auth).layer(client);
+        let upgrade_client: Client<_, ProxyBody> =
+            Client::builder(TokioExecutor::new()).build(http1);
+        let upstream = IapLayer::new(auth.clone()).layer(client);
+        let upgrades = IapLayer::new(auth).layer(upgrade_client);
         Ok(Proxy {
-            inner: Arc::new(Inner { target, upstream }),
+            inner: Arc::new(Inner {
+                target,
+                upstream,
+                upgrades,
+                tunnels: TaskTracker::new(),
+                stop: CancellationToken::new(),
+            }),
         })
     }
 
@@ -152,20 +184,25 @@ impl Proxy {
         drop(listener);
         tracing::info!(
             target: "iap::proxy",
-            "stopping: no new connections; waiting for {} open connection(s)",
-            graceful.count()
+            "stopping: no new connections; waiting for {} open connection(s), closing {} socket(s)",
+            graceful.count(),
+            self.inner.tunnels.len()
         );
-        if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        self.inner.stop.cancel();
+        self.inner.tunnels.close();
+        let drained = async {
+            tokio::join!(graceful.shutdown(), self.inner.tunnels.wait());
+        };
+        if tokio::time::timeout(DRAIN_TIMEOUT, drained).await.is_err() {
             tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; stopping anyway");
         }
     }
 
     /// Forwards one request; never fails (upstream trouble becomes a 502).
-    async fn forward(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    async fn forward(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let started = Instant::now();
+        let upgrade =
+            upgrade_protocol(&req).map(|protocol| (protocol, hyper::upgrade::on(&mut req)));
         let method = req.method().clone();
         let path = req
             .uri()
@@ -180,9 +217,17 @@ impl Proxy {
             .and_then(|h| h.to_str().ok())
             .map(str::to_owned)
             .or_else(|| req.uri().authority().map(|a| a.to_string()));
-        let mut response = match self.upstream_request(req) {
-            Ok(upstream_req) => self.send(upstream_req).await,
-            Err(message) => error_response(StatusCode::BAD_REQUEST, message),
+        let forwarded = Forwarded {
+            peer,
+            host: local.clone(),
+        };
+        let mut response = match (self.upstream_request(req, &forwarded), upgrade) {
+            (Ok(upstream_req), None) => self.send(upstream_req).await,
+            (Ok(upstream_req), Some((protocol, client))) => {
+                self.upgrade(upstream_req, protocol, client, peer, &path, started)
+                    .await
+            }
+            (Err(message), _) => error_response(StatusCode::BAD_REQUEST, message),
         };
         if let Some(local) = local {
             rewrite_location(response.headers_mut(), &self.inner.target, &local);
@@ -196,7 +241,11 @@ impl Proxy {
         response
     }
 
-    fn upstream_request(&self, req: Request<Incoming>) -> Result<Request<ProxyBody>, String> {
+    fn upstream_request(
+        &self,
+        req: Request<Incoming>,
+        forwarded: &Forwarded,
+    ) -> Result<Request<ProxyBody>, String> {
         let (mut parts, body) = req.into_parts();
         let uri = join(&self.inner.target, &parts.uri)
             .ok_or_else(|| format!("iap proxy: cannot forward {}\n", parts.uri))?;
@@ -205,6 +254,7 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
+        forwarded.add_to(&mut parts.headers);
         Ok(Request::from_parts(
             parts,
             body.map_err(BoxError::from).boxed_unsync(),
@@ -229,6 +279,200 @@ impl Proxy {
             }
         }
     }
+}
+
+impl Proxy {
+    /// Sends an upgrade request (HTTP/1.1, upgrade headers put back) and,
+    /// on `101`, joins the client's connection with the upstream one in a
+    /// task of its own.
+    async fn upgrade(
+        &self,
+        mut req: Request<ProxyBody>,
+        protocol: HeaderValue,
+        client: hyper::upgrade::OnUpgrade,
+        peer: SocketAddr,
+        path: &str,
+        started: Instant,
+    ) -> Response<ProxyBody> {
+        req.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        req.headers_mut().insert(header::UPGRADE, protocol);
+        let call: UpstreamFuture = Box::pin(self.inner.upgrades.clone().oneshot(req));
+        let mut response = match call.await {
+            Ok(response) => response,
+            Err(e) => {
+                let cause = describe_boxed(&*e);
+                tracing::warn!("upstream upgrade failed: {cause}");
+                return error_response(StatusCode::BAD_GATEWAY, format!("iap proxy: {cause}\n"));
+            }
+        };
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            return Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync());
+        }
+        let upstream = hyper::upgrade::on(&mut response);
+        let (mut parts, _) = response.into_parts();
+        let agreed = parts.headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(&mut parts.headers);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(agreed) = agreed {
+            parts.headers.insert(header::UPGRADE, agreed);
+        }
+        let stop = self.inner.stop.clone();
+        let path = path.to_owned();
+        self.inner.tunnels.spawn(async move {
+            let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+            let outcome = match tokio::join!(client, upstream) {
+                (Ok(client), Ok(upstream)) => {
+                    let mut client = Counted::new(TokioIo::new(client), up.clone());
+                    let mut upstream = Counted::new(TokioIo::new(upstream), down.clone());
+                    tokio::select! {
+                        joined = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match joined {
+                            Ok(_) => "closed".to_owned(),
+                            Err(e) => format!("ended: {e}"),
+                        },
+                        () = stop.cancelled() => "closed by the proxy stopping".to_owned(),
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => format!("not joined: {e}"),
+            };
+            tracing::info!(
+                target: "iap::proxy",
+                "{peer} websocket {path} {outcome} after {}ms, {} bytes up, {} bytes down",
+                started.elapsed().as_millis(),
+                up.load(Ordering::Relaxed),
+                down.load(Ordering::Relaxed),
+            );
+        });
+        Response::from_parts(
+            parts,
+            http_body_util::Empty::new()
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        )
+    }
+}
+
+/// The protocol of an HTTP/1.1 upgrade request (`Connection: upgrade` and
+/// an `Upgrade` header), e.g. `websocket`.
+fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let asks = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Counts the bytes read through an IO object (one direction of a socket).
+struct Counted<T> {
+    io: T,
+    read: Arc<AtomicU64>,
+}
+
+impl<T> Counted<T> {
+    fn new(io: T, read: Arc<AtomicU64>) -> Self {
+        Counted { io, read }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// What a reverse proxy tells the upstream about the original request.
+struct Forwarded {
+    peer: SocketAddr,
+    /// The `Host` the client used to reach the proxy.
+    host: Option<String>,
+}
+
+impl Forwarded {
+    /// Appends `Forwarded` (RFC 7239) and `X-Forwarded-For`, and sets
+    /// `X-Forwarded-Host` and `X-Forwarded-Proto` (the proxy is plain http).
+    fn add_to(&self, headers: &mut HeaderMap) {
+        let ip = self.peer.ip();
+        let node = match ip {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        let mut element = format!("for={node};proto=http");
+        if let Some(host) = self.host.as_deref().filter(|h| is_token_safe(h)) {
+            element.push_str(";host=");
+            element.push_str(host);
+        }
+        let append = |headers: &mut HeaderMap, name: HeaderName, value: String| {
+            let joined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
+                Some(prior) => format!("{prior}, {value}"),
+                None => value,
+            };
+            if let Ok(v) = HeaderValue::try_from(joined) {
+                headers.insert(name, v);
+            }
+        };
+        append(headers, header::FORWARDED, element);
+        append(
+            headers,
+            HeaderName::from_static("x-forwarded-for"),
+            ip.to_string(),
+        );
+        if let Some(host) = self
+            .host
+            .as_deref()
+            .and_then(|h| HeaderValue::try_from(h).ok())
+        {
+            headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+        }
+        headers.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static("http"),
+        );
+    }
+}
+
+/// Whether a `host` value can stand unquoted in `Forwarded`.
+fn is_token_safe(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
 }
 
 /// The message of a boxed error: an `iap_token::Error` as the CLI shows it,

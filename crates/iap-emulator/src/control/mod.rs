@@ -349,6 +349,16 @@ struct NewApp {
     project_id: Option<String>,
     #[serde(default)]
     allow_clients: Vec<String>,
+    #[serde(default)]
+    google_managed_client: bool,
+    /// `"app_engine"`, `"cloud_run"` (with `region` and `service`), or
+    /// `"backend_service"` (the default).
+    audience_shape: Option<String>,
+    region: Option<String>,
+    service: Option<String>,
+    signed_in_as: Option<String>,
+    #[serde(default)]
+    access_levels: Vec<String>,
 }
 
 fn app_json(app: &crate::App) -> Value {
@@ -358,6 +368,7 @@ fn app_json(app: &crate::App) -> Value {
         "project_id": app.project_id(),
         "assertion_audience": app.assertion_audience(),
         "allowed_clients": app.allowed_clients(),
+        "google_managed_client": app.is_google_managed_client(),
     })
 }
 
@@ -373,6 +384,26 @@ async fn create_app(Ax(state): Ax<Arc<State>>, bytes: axum::body::Bytes) -> Resp
     }
     for c in n.allow_clients {
         builder = builder.allow_client(c);
+    }
+    if n.google_managed_client {
+        builder = builder.google_managed_client();
+    }
+    builder = match (n.audience_shape.as_deref(), n.region, n.service) {
+        (None | Some("backend_service"), None, None) => builder,
+        (Some("app_engine"), None, None) => builder.app_engine(),
+        (Some("cloud_run"), Some(region), Some(service)) => builder.cloud_run(region, service),
+        _ => {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                "audience_shape is \"backend_service\", \"app_engine\", or \"cloud_run\" with region and service",
+            );
+        }
+    };
+    if let Some(email) = n.signed_in_as {
+        builder = builder.signed_in_as(email);
+    }
+    if !n.access_levels.is_empty() {
+        builder = builder.access_levels(n.access_levels);
     }
     match builder.echo().await {
         Ok(app) => Json(app_json(&app)).into_response(),

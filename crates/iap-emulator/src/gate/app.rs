@@ -42,7 +42,10 @@ pub(crate) struct AppConfig {
     backend_service_id: String,
     assertion_audience: String,
     allowed_clients: RwLock<Vec<String>>,
+    google_managed_client: bool,
     local_addr: Option<SocketAddr>,
+    signed_in_as: Option<String>,
+    access_levels: Vec<String>,
 }
 
 impl fmt::Debug for App {
@@ -90,10 +93,26 @@ impl App {
         &self.config.backend_service_id
     }
 
-    /// The `aud` of the `x-goog-iap-jwt-assertion` the app receives:
-    /// `/projects/NUMBER/global/backendServices/ID`.
+    /// The `aud` of the `x-goog-iap-jwt-assertion` the app receives, in
+    /// the shape its builder chose: `/projects/NUMBER/global/backendServices/ID`
+    /// (a load balancer's backend service, the default),
+    /// `/projects/NUMBER/apps/PROJECT_ID` ([App Engine](AppBuilder::app_engine))
+    /// or `/projects/NUMBER/locations/REGION/services/NAME`
+    /// ([Cloud Run](AppBuilder::cloud_run)).
     pub fn assertion_audience(&self) -> &str {
         &self.config.assertion_audience
+    }
+
+    /// The user that requests without a token pass as, if the app was made
+    /// with [`AppBuilder::signed_in_as`].
+    pub fn signed_in_as(&self) -> Option<&str> {
+        self.config.signed_in_as.as_deref()
+    }
+
+    /// The access levels IAP reports in the assertion
+    /// (`google.access_levels`), if any ([`AppBuilder::access_levels`]).
+    pub fn access_levels(&self) -> &[String] {
+        &self.config.access_levels
     }
 
     /// The programmatic client IDs the app also accepts as `aud` (IAP's
@@ -112,9 +131,27 @@ impl App {
         }
     }
 
+    /// Whether the app is on a Google-managed OAuth client (see
+    /// [`AppBuilder::google_managed_client`]).
+    pub fn is_google_managed_client(&self) -> bool {
+        self.config.google_managed_client
+    }
+
     /// Removes a client ID from the allowlist.
     pub fn disallow_client(&self, client_id: &str) {
         write(&self.config.allowed_clients).retain(|c| c != client_id);
+    }
+
+    /// The app's WebSocket echo: [`url`](App::url) with scheme `ws`
+    /// (`wss` over TLS) and path `/ws`. Every [echo app](AppBuilder::echo)
+    /// answers a WebSocket upgrade on any path by echoing each message;
+    /// the gate checks the handshake only, as IAP does.
+    pub fn ws_url(&self) -> Url {
+        let mut url = self.config.url.clone();
+        let scheme = if url.scheme() == "https" { "wss" } else { "ws" };
+        let _ = url.set_scheme(scheme);
+        url.set_path("/ws");
+        url
     }
 
     /// The address of the app's own listener; `None` for an app
@@ -125,17 +162,40 @@ impl App {
 }
 
 impl AppConfig {
+    /// Whether an ID token for `aud` is one of the app's: its own IAP
+    /// client (never, on a Google-managed client: nobody outside Google
+    /// mints tokens for it) or an allowlisted programmatic client.
     pub(crate) fn accepts_client_audience(&self, aud: &str) -> bool {
-        aud == self.client_id || read(&self.allowed_clients).iter().any(|c| c == aud)
+        (aud == self.client_id && !self.google_managed_client) || self.allows_client(aud)
     }
 
-    /// Self-signed JWT `aud`: the exact request URL (origin of the public
-    /// URL + request path, no query) or the origin's wildcard `ORIGIN/*`.
+    pub(crate) fn allows_client(&self, aud: &str) -> bool {
+        read(&self.allowed_clients).iter().any(|c| c == aud)
+    }
+
+    pub(crate) fn google_managed_client(&self) -> bool {
+        self.google_managed_client
+    }
+
+    /// Service-account JWT `aud`, all built on the origin of the public
+    /// URL: the exact request URL (request path, no query), the origin's
+    /// wildcard `ORIGIN/*`, or a path prefix `ORIGIN/PREFIX/*`, which
+    /// covers the paths below `/PREFIX/` (not `/PREFIX` itself, nor
+    /// `/PREFIXother`).
     pub(crate) fn accepts_url_audience(&self, aud: &str, path: &str) -> bool {
         let Some(rest) = aud.strip_prefix(self.public_origin.as_str()) else {
             return false;
         };
-        rest == "/*" || rest == path
+        if rest == path {
+            return true;
+        }
+        match rest.strip_suffix('*') {
+            // `/*`, `/api/*`: the path must start with everything before `*`.
+            Some(prefix) if prefix.ends_with('/') && !prefix.contains('*') => {
+                path.starts_with(prefix)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -164,9 +224,21 @@ pub struct AppBuilder<'a> {
     client_id: Option<String>,
     project_id: Option<String>,
     backend_service_id: Option<String>,
+    shape: AudienceShape,
     allowed_clients: Vec<String>,
+    google_managed_client: bool,
     public_url: Option<Url>,
     listen: SocketAddr,
+    signed_in_as: Option<String>,
+    access_levels: Vec<String>,
+}
+
+/// Which product IAP protects, as the assertion's `aud` shows it.
+#[derive(Debug, Clone)]
+enum AudienceShape {
+    BackendService,
+    AppEngine,
+    CloudRun { region: String, service: String },
 }
 
 impl fmt::Debug for AppBuilder<'_> {
@@ -187,9 +259,13 @@ impl<'a> AppBuilder<'a> {
             client_id: None,
             project_id: None,
             backend_service_id: None,
+            shape: AudienceShape::BackendService,
             allowed_clients: Vec::new(),
+            google_managed_client: false,
             public_url: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            signed_in_as: None,
+            access_levels: Vec::new(),
         }
     }
 
@@ -213,17 +289,69 @@ impl<'a> AppBuilder<'a> {
         self
     }
 
+    /// The app is an App Engine app: the assertion's `aud` is
+    /// `/projects/NUMBER/apps/PROJECT_ID`.
+    pub fn app_engine(mut self) -> Self {
+        self.shape = AudienceShape::AppEngine;
+        self
+    }
+
+    /// The app is Cloud Run service `service` in `region` with IAP enabled
+    /// on the service itself: the assertion's `aud` is
+    /// `/projects/NUMBER/locations/REGION/services/NAME`.
+    pub fn cloud_run(mut self, region: impl Into<String>, service: impl Into<String>) -> Self {
+        self.shape = AudienceShape::CloudRun {
+            region: region.into(),
+            service: service.into(),
+        };
+        self
+    }
+
+    /// Requests that carry no token pass as `email`, with a correctly
+    /// signed assertion, as if a browser had signed in to IAP (its session
+    /// cookie): for running an app behind a local IAP by hand
+    /// (`iap emulator --front URL --as EMAIL`). Requests with a token are
+    /// still judged by it.
+    pub fn signed_in_as(mut self, email: impl Into<String>) -> Self {
+        self.signed_in_as = Some(email.into());
+        self
+    }
+
+    /// The access levels IAP reports for every request, in the assertion's
+    /// `google.access_levels` (e.g. `accessPolicies/123/accessLevels/corp`).
+    pub fn access_levels<I, T>(mut self, levels: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.access_levels = levels.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// Also accept ID tokens whose `aud` is this programmatic client ID.
     pub fn allow_client(mut self, client_id: impl Into<String>) -> Self {
         self.allowed_clients.push(client_id.into());
         self
     }
 
+    /// Puts the app on a Google-managed OAuth client, IAP's default when it
+    /// is enabled directly on a Cloud Run service: ID tokens for the app's
+    /// [client ID](App::client_id) are refused, since only Google could
+    /// mint them; ID tokens of an [allowlisted](Self::allow_client)
+    /// programmatic client and service-account JWTs pass. The refusal has
+    /// its own reason, `managed_client` (see
+    /// [what IAP answers itself](super#what-iap-answers-itself)).
+    pub fn google_managed_client(mut self) -> Self {
+        self.google_managed_client = true;
+        self
+    }
+
     /// The URL IAP believes it serves, e.g. `https://app.example.com/`.
     ///
-    /// Only its scheme, host and port matter: a self-signed service-account
-    /// JWT must have `aud` = `SCHEME://HOST[:PORT]/request/path` or
-    /// `SCHEME://HOST[:PORT]/*` built from it. Default: the app's own
+    /// Only its scheme, host and port matter: a service-account JWT must
+    /// have `aud` = `SCHEME://HOST[:PORT]/request/path`,
+    /// `SCHEME://HOST[:PORT]/*` or `SCHEME://HOST[:PORT]/PREFIX/*` built
+    /// from it. Default: the app's own
     /// listener URL (`http://127.0.0.1:PORT/`), which is what a client
     /// building `aud` from the URL it calls produces.
     pub fn public_url(mut self, url: Url) -> Self {
@@ -270,15 +398,17 @@ impl<'a> AppBuilder<'a> {
     {
         let listener = TcpListener::bind(self.listen).await?;
         let addr = listener.local_addr()?;
-        let url = Url::parse(&format!("http://{addr}/")).map_err(std::io::Error::other)?;
         let emulator = self.emulator;
         let state = emulator.state.clone();
+        let scheme = if state.tls.is_some() { "https" } else { "http" };
+        let url = Url::parse(&format!("{scheme}://{addr}/")).map_err(std::io::Error::other)?;
         let app = self.build(&state, url, Some(addr));
         let gated = IapGate::new(service, Gate::new(&state, app.clone()));
         let task = crate::server::serve(
             listener,
             Router::new().fallback_service(gated),
             state.clone(),
+            crate::server::Security::for_app(&state),
         );
         state.gate.register(app.clone());
         emulator.own_task(task);
@@ -308,11 +438,20 @@ impl<'a> AppBuilder<'a> {
         let public_url = self.public_url.unwrap_or_else(|| url.clone());
         let public_origin = public_url.origin().ascii_serialization();
         state.register_iap_client(&client_id, &project_id);
+        let assertion_audience = match &self.shape {
+            AudienceShape::BackendService => {
+                format!("/projects/{project_number}/global/backendServices/{backend_service_id}")
+            }
+            AudienceShape::AppEngine => format!("/projects/{project_number}/apps/{project_id}"),
+            AudienceShape::CloudRun { region, service } => {
+                format!("/projects/{project_number}/locations/{region}/services/{service}")
+            }
+        };
         App {
             config: Arc::new(AppConfig {
-                assertion_audience: format!(
-                    "/projects/{project_number}/global/backendServices/{backend_service_id}"
-                ),
+                assertion_audience,
+                signed_in_as: self.signed_in_as,
+                access_levels: self.access_levels,
                 url,
                 public_url,
                 public_origin,
@@ -321,6 +460,7 @@ impl<'a> AppBuilder<'a> {
                 project_number,
                 backend_service_id,
                 allowed_clients: RwLock::new(self.allowed_clients),
+                google_managed_client: self.google_managed_client,
                 local_addr,
             }),
         }
@@ -349,8 +489,34 @@ mod tests {
             backend_service_id: "2".into(),
             assertion_audience: "/projects/1/global/backendServices/2".into(),
             allowed_clients: RwLock::new(vec!["desktop".into()]),
+            google_managed_client: false,
             local_addr: None,
+            signed_in_as: None,
+            access_levels: Vec::new(),
         }
+    }
+
+    #[test]
+    fn url_audience_may_be_a_path_prefix_wildcard() {
+        let app = config("https://app.example.com/");
+        assert!(app.accepts_url_audience("https://app.example.com/api/*", "/api/v1/x"));
+        assert!(app.accepts_url_audience("https://app.example.com/api/*", "/api/"));
+        assert!(app.accepts_url_audience("https://app.example.com/api/v1/*", "/api/v1/x"));
+        // The prefix ends at a path segment.
+        assert!(!app.accepts_url_audience("https://app.example.com/api/*", "/apix/y"));
+        assert!(!app.accepts_url_audience("https://app.example.com/api/*", "/api"));
+        assert!(!app.accepts_url_audience("https://app.example.com/api/*", "/other/api/x"));
+        // A `*` anywhere but at the end of a segment is no wildcard.
+        assert!(!app.accepts_url_audience("https://app.example.com/a*", "/abc"));
+        assert!(!app.accepts_url_audience("https://app.example.com/*/x/*", "/y/x/z"));
+    }
+
+    #[test]
+    fn a_google_managed_client_accepts_only_allowlisted_clients() {
+        let mut app = config("http://127.0.0.1:8080/");
+        app.google_managed_client = true;
+        assert!(!app.accepts_client_audience("1-abc.apps.googleusercontent.com"));
+        assert!(app.accepts_client_audience("desktop"));
     }
 
     #[test]

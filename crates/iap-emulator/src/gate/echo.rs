@@ -17,13 +17,21 @@
 //! one entry, its values joined with `", "`; the body is read to the end and
 //! only its length reported.
 //!
+//! A WebSocket upgrade (`GET` with `Upgrade: websocket`, any path; the
+//! emulator hands out `/ws`, [`App::ws_url`](crate::App::ws_url)) is
+//! accepted instead, and every text or binary message is sent back as it
+//! came, until the client closes; the text message `close` makes the app
+//! close first (status 1000, reason `bye`), for tests of a server-side
+//! close.
+//!
 //! `/status/{code}` answers with that status and the same JSON, as the app's
 //! own answer (no `X-Goog-IAP-Generated-Response`): `/status/401` is how a
 //! test gets "the app's own 401" through a valid token.
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::Path;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts as _, Path};
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -37,7 +45,44 @@ pub(crate) fn router() -> Router {
 }
 
 async fn echo(req: Request<Body>) -> Response {
+    if is_websocket_upgrade(&req) {
+        let (mut parts, _) = req.into_parts();
+        return match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(upgrade) => upgrade.on_upgrade(echo_socket),
+            Err(rejection) => rejection.into_response(),
+        };
+    }
     (StatusCode::OK, axum::Json(describe(req).await)).into_response()
+}
+
+fn is_websocket_upgrade(req: &Request<Body>) -> bool {
+    req.headers()
+        .get(http::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// Sends every data message back until either side closes.
+async fn echo_socket(mut socket: WebSocket) {
+    while let Some(Ok(message)) = socket.recv().await {
+        let reply = match message {
+            Message::Text(text) if text.as_str() == "close" => {
+                let _ = socket
+                    .send(Message::Close(Some(CloseFrame {
+                        code: 1000,
+                        reason: "bye".into(),
+                    })))
+                    .await;
+                return;
+            }
+            Message::Text(_) | Message::Binary(_) => message,
+            // tungstenite answers pings itself; a close ends the loop below.
+            Message::Ping(_) | Message::Pong(_) => continue,
+            Message::Close(_) => return,
+        };
+        if socket.send(reply).await.is_err() {
+            return;
+        }
+    }
 }
 
 async fn status(Path(code): Path<u16>, req: Request<Body>) -> Response {

@@ -4,7 +4,7 @@
 //! own IAP identity: an OAuth client ID (`NUMBER-xxxx.apps.googleusercontent.com`,
 //! the audience clients need), a project number, a backend service ID and
 //! an allowlist of programmatic client IDs. The gate in front of it does
-//! what IAP does (see `docs/iap-gate.md`), in three forms:
+//! what IAP does (`docs/iap-signed-header.md` has the assertion), in three forms:
 //!
 //! - a tower layer, [`IapGateLayer`] / [`IapGate`], for a server you run
 //!   yourself (axum, hyper, tonic; HTTP/1.1 and HTTP/2): [`Emulator::gate_layer`];
@@ -30,6 +30,8 @@
 //!     echo["headers"]["x-goog-authenticated-user-email"],
 //!     "accounts.google.com:alice@example.com"
 //! );
+//! // The signed assertion beside it names the plain address.
+//! assert!(echo["headers"]["x-goog-iap-jwt-assertion"].is_string());
 //! # Ok(()) }
 //! ```
 //!
@@ -38,12 +40,15 @@
 //! A bearer token that is either
 //! - a Google ID token from the emulator (RS256, a published `kid`), `iss`
 //!   `https://accounts.google.com` or `accounts.google.com`, `aud` the app's
-//!   [client ID](App::client_id) or one of its
-//!   [allowlisted clients](App::allow_client), a string `email`; or
-//! - a self-signed service-account JWT: `iss` = `sub` = the account's email,
-//!   signed with a key the emulator minted for it (`kid` = `private_key_id`),
-//!   `aud` = the exact request URL `SCHEME://HOST[:PORT]/path` (no query) or
-//!   `SCHEME://HOST[:PORT]/*`, `exp <= iat + 3600`. The scheme and authority
+//!   [client ID](App::client_id) (unless the app is on a
+//!   [Google-managed client](AppBuilder::google_managed_client)) or one of
+//!   its [allowlisted clients](App::allow_client), a string `email`; or
+//! - a service-account JWT: `iss` = `sub` = the account's email, signed
+//!   with one of its keys (a key file's, `kid` = `private_key_id`, or the
+//!   Google-managed key IAM `signJwt` uses), `aud` = the exact request URL
+//!   `SCHEME://HOST[:PORT]/path` (no query), `SCHEME://HOST[:PORT]/*`, or a
+//!   path prefix `SCHEME://HOST[:PORT]/PREFIX/*` covering the paths below
+//!   `/PREFIX/`, `exp <= iat + 3600`. The scheme and authority
 //!   are those of the app's [public URL](AppBuilder::public_url), by default
 //!   the app's own `http://127.0.0.1:PORT` (apps here are plain HTTP on
 //!   loopback), so a client that builds `aud` from the URL it calls is
@@ -83,6 +88,7 @@
 //! | `lifetime` | `Invalid IAP credentials: JWT lifetime is longer than one hour` (unconfirmed wording) |
 //! | `audience` | `Invalid IAP credentials: Invalid bearer token. Invalid JWT audience.` |
 //! | `email` | `Invalid IAP credentials: JWT 'email' claim isn't a string` |
+//! | `managed_client` | `Invalid IAP credentials: This application uses a Google-managed OAuth client: ID tokens are accepted only from programmatic clients on its allowlist, or use a service-account JWT.` (the emulator's own wording; in place of `audience` on a [Google-managed client](AppBuilder::google_managed_client)) |
 //!
 //! Checks run in the order of the table (issuer before signature), and the
 //! first failure answers.
@@ -99,13 +105,28 @@
 //! The request as sent, minus `Proxy-Authorization` and minus every
 //! `x-goog-*` header the client sent, plus:
 //! - `x-goog-iap-jwt-assertion`: ES256 JWT, header `kid`, keys at
-//!   [`Emulator::iap_jwks_url`] (`/iap/verify/public_key-jwk`), claims `iss`
-//!   `https://cloud.google.com/iap`, `aud` [`App::assertion_audience`]
-//!   (`/projects/NUMBER/global/backendServices/ID`), `email` and `sub`
-//!   prefixed `accounts.google.com:`, `iat`, `exp` = `iat + 600`;
+//!   [`Emulator::iap_jwks_url`] (`/iap/verify/public_key-jwk`, served with
+//!   `Cache-Control: public, max-age=3600`, see
+//!   [`Emulator::set_assertion_keys_max_age`]) and
+//!   [`Emulator::iap_public_key_url`] (the PEM map), claims `iss`
+//!   `https://cloud.google.com/iap`, `aud` = `azp` = [`App::assertion_audience`]
+//!   (`/projects/NUMBER/global/backendServices/ID`, or the
+//!   [App Engine](AppBuilder::app_engine) or [Cloud Run](AppBuilder::cloud_run)
+//!   shape), `email` the plain address, `sub` = `accounts.google.com:` and
+//!   the user ID, `identity_source` `GOOGLE`, `google.access_levels` when
+//!   the app [has some](AppBuilder::access_levels), `iat`, `exp` = `iat + 600`;
 //! - `x-goog-authenticated-user-email: accounts.google.com:EMAIL`;
 //! - `x-goog-authenticated-user-id: accounts.google.com:SUB` (the token's
 //!   `sub`; for a self-signed JWT, the service account's numeric unique ID).
+//!
+//! An app made [`signed_in_as`](AppBuilder::signed_in_as) a user lets
+//! requests without any token through as that user (a browser's IAP
+//! session, for `iap emulator --front`); counted in `gate.accepted` under
+//! `signed-in:EMAIL`.
+//!
+//! IAP's assertion key rotates with [`Emulator::rotate_assertion_key`]
+//! (`POST /_emulator/rotate-assertion-keys`, answering `{"kids"}`, current
+//! first): the previous key stays published, the one before is retired.
 //!
 //! # The echo app
 //!
@@ -135,9 +156,15 @@
 //! For non-Rust peers, on the main server: `GET /_emulator/apps` lists the
 //! apps (`url`, `public_url`, `client_id`, `project_id`, `project_number`,
 //! `backend_service_id`, `assertion_audience`, `allowed_clients`,
-//! `default`); `POST /_emulator/apps/allow` and `/_emulator/apps/disallow`
+//! `google_managed_client`, `default`); `POST /_emulator/apps/allow` and `/_emulator/apps/disallow`
 //! with `{"app": IAP_CLIENT_ID, "client_id": PROGRAMMATIC_CLIENT_ID}` edit an
-//! app's allowlist (404 for an unknown app).
+//! app's allowlist (404 for an unknown app). IAP's assertions:
+//!
+//! | Method and path | Body | Answer |
+//! |---|---|---|
+//! | `POST /_emulator/rotate-assertion-keys` | | `{"kids"}` current first |
+//! | `POST /_emulator/assertion-keys/max-age` | `{"seconds"}` | `{"seconds"}` |
+//! | `POST /_emulator/assertions` | `{"email", "app"?}` (an IAP client ID; default app) or `{"claims"}` | `{"assertion"}`: [`Emulator::mint_assertion`] / [`Emulator::sign_assertion`] |
 //!
 //! # Faults
 //!
@@ -148,7 +175,9 @@
 //! connection (in a server you run yourself, where the gate cannot reach
 //! the connection, an empty 502 instead).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State as AxumState};
@@ -169,10 +198,10 @@ pub use future::ResponseFuture;
 pub use layer::IapGateLayer;
 pub use service::IapGate;
 
-use crate::Emulator;
 use crate::fault::Endpoint;
 use crate::server::ConnControl;
 use crate::state::{State, read, write};
+use crate::{Emulator, KeyError};
 
 /// The response body of an [`IapGate`]: the app's own body
 /// ([`Left`](http_body_util::Either::Left)) or the gate's answer
@@ -201,20 +230,69 @@ pub(crate) mod counter {
     }
 }
 
-/// The gate's part of the emulator state: IAP's signing key and the apps.
-#[derive(Debug, Default)]
+/// The gate's part of the emulator state: IAP's signing keys and the apps.
+#[derive(Debug)]
 pub(crate) struct GateRegistry {
-    signer: OnceLock<Option<assertion::AssertionSigner>>,
+    assertion_keys: RwLock<assertion::AssertionKeys>,
+    /// `max-age` of the published assertion keys, seconds.
+    keys_max_age: AtomicU64,
     apps: RwLock<Vec<App>>,
     default_app: OnceLock<App>,
 }
 
+impl Default for GateRegistry {
+    fn default() -> Self {
+        Self {
+            assertion_keys: RwLock::new(Vec::new()),
+            keys_max_age: AtomicU64::new(DEFAULT_KEYS_MAX_AGE),
+            apps: RwLock::default(),
+            default_app: OnceLock::new(),
+        }
+    }
+}
+
+/// `Cache-Control: max-age` of IAP's published keys unless set otherwise.
+const DEFAULT_KEYS_MAX_AGE: u64 = 3600;
+
 impl GateRegistry {
-    /// IAP's assertion signing key, made on first use.
-    pub(crate) fn signer(&self) -> Option<&assertion::AssertionSigner> {
-        self.signer
-            .get_or_init(assertion::AssertionSigner::generate)
-            .as_ref()
+    /// IAP's current assertion signing key, made on first use. `None` only
+    /// if the system's random source fails.
+    pub(crate) fn signer(&self) -> Option<Arc<assertion::AssertionSigner>> {
+        if let Some(current) = read(&self.assertion_keys).first() {
+            return Some(current.clone());
+        }
+        let mut keys = write(&self.assertion_keys);
+        if keys.is_empty() {
+            keys.push(Arc::new(assertion::AssertionSigner::generate()?));
+        }
+        keys.first().cloned()
+    }
+
+    /// The published keys, current first.
+    pub(crate) fn assertion_keys(&self) -> assertion::AssertionKeys {
+        let _ = self.signer();
+        read(&self.assertion_keys).clone()
+    }
+
+    /// A new key signs from now on; the previous one stays published, the
+    /// one before it is retired. `false` if no key could be made.
+    pub(crate) fn rotate_assertion_key(&self) -> bool {
+        let Some(key) = assertion::AssertionSigner::generate() else {
+            return false;
+        };
+        let _ = self.signer();
+        let mut keys = write(&self.assertion_keys);
+        keys.insert(0, Arc::new(key));
+        keys.truncate(2);
+        true
+    }
+
+    pub(crate) fn set_keys_max_age(&self, secs: u64) {
+        self.keys_max_age.store(secs, Ordering::Relaxed);
+    }
+
+    pub(crate) fn keys_max_age(&self) -> u64 {
+        self.keys_max_age.load(Ordering::Relaxed)
     }
 
     pub(crate) fn register(&self, app: App) {
@@ -237,9 +315,19 @@ impl GateRegistry {
 pub(crate) fn routes() -> Router<Arc<State>> {
     Router::new()
         .route("/iap/verify/public_key-jwk", get(public_keys))
+        .route("/iap/verify/public_key", get(public_keys_pem))
         .route("/_emulator/apps", get(list_apps))
         .route("/_emulator/apps/allow", post(allow_client))
         .route("/_emulator/apps/disallow", post(disallow_client))
+        .route(
+            "/_emulator/rotate-assertion-keys",
+            post(rotate_assertion_keys),
+        )
+        .route(
+            "/_emulator/assertion-keys/max-age",
+            post(assertion_keys_max_age),
+        )
+        .route("/_emulator/assertions", post(mint_assertion))
 }
 
 fn app_json(app: &App, default: bool) -> serde_json::Value {
@@ -252,6 +340,8 @@ fn app_json(app: &App, default: bool) -> serde_json::Value {
         "backend_service_id": app.backend_service_id(),
         "assertion_audience": app.assertion_audience(),
         "allowed_clients": app.allowed_clients(),
+        "google_managed_client": app.is_google_managed_client(),
+        "signed_in_as": app.signed_in_as(),
         "default": default,
     })
 }
@@ -322,16 +412,93 @@ async fn disallow_client(
     }
 }
 
+/// `POST /_emulator/rotate-assertion-keys`: `{"kids"}`, current first.
+async fn rotate_assertion_keys(AxumState(state): AxumState<Arc<State>>) -> Response {
+    let emulator = Emulator::view(state);
+    match emulator.rotate_assertion_key() {
+        Ok(()) => {
+            axum::Json(serde_json::json!({"kids": emulator.assertion_key_ids()})).into_response()
+        }
+        Err(e) => crate::fault::api_error_for(500, &e.to_string()),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct MaxAge {
+    seconds: u64,
+}
+
+/// `POST /_emulator/assertion-keys/max-age {"seconds"}`.
+async fn assertion_keys_max_age(
+    AxumState(state): AxumState<Arc<State>>,
+    axum::Json(body): axum::Json<MaxAge>,
+) -> Response {
+    state.gate.set_keys_max_age(body.seconds);
+    axum::Json(serde_json::json!({"seconds": state.gate.keys_max_age()})).into_response()
+}
+
+/// Body of `POST /_emulator/assertions`: an app and a user, or raw claims.
+#[derive(serde::Deserialize)]
+struct NewAssertion {
+    /// The app, by its IAP client ID (default: the default app).
+    app: Option<String>,
+    email: Option<String>,
+    claims: Option<serde_json::Value>,
+}
+
+/// `POST /_emulator/assertions`: `{"email", "app"?}` as the gate would sign
+/// it now, or `{"claims"}` signed as they are; answers `{"assertion"}`.
+async fn mint_assertion(
+    AxumState(state): AxumState<Arc<State>>,
+    axum::Json(body): axum::Json<NewAssertion>,
+) -> Response {
+    let emulator = Emulator::view(state.clone());
+    let assertion = match (body.claims, body.email) {
+        (Some(claims), None) => emulator.sign_assertion(&claims),
+        (None, Some(email)) => {
+            let app = match &body.app {
+                Some(client_id) => find_app(&state, client_id),
+                None => state.gate.default_app(),
+            };
+            let Some(app) = app else {
+                return no_such_app(body.app.as_deref().unwrap_or("(default app)"));
+            };
+            emulator.mint_assertion(&app, &email)
+        }
+        _ => {
+            return crate::fault::api_error_for(400, "give exactly one of email, claims");
+        }
+    };
+    axum::Json(serde_json::json!({ "assertion": assertion })).into_response()
+}
+
 async fn public_keys(AxumState(state): AxumState<Arc<State>>, req: Request) -> Response {
+    published_keys(&state, req, assertion::jwks).await
+}
+
+async fn public_keys_pem(AxumState(state): AxumState<Arc<State>>, req: Request) -> Response {
+    published_keys(&state, req, assertion::pem_map).await
+}
+
+/// IAP's keys in one of their two forms, with `Cache-Control: max-age`.
+async fn published_keys(
+    state: &State,
+    req: Request,
+    form: fn(&[Arc<assertion::AssertionSigner>]) -> serde_json::Value,
+) -> Response {
     let conn = req.extensions().get::<ConnControl>();
-    if let Some(answer) = crate::fault::intercept(&state, Endpoint::IapJwks, conn).await {
+    if let Some(answer) = crate::fault::intercept(state, Endpoint::IapJwks, conn).await {
         return answer;
     }
-    let keys = match state.gate.signer() {
-        Some(signer) => signer.jwks(),
-        None => serde_json::json!({ "keys": [] }),
-    };
-    axum::Json(keys).into_response()
+    let mut response = axum::Json(form(&state.gate.assertion_keys())).into_response();
+    if let Ok(value) =
+        http::HeaderValue::try_from(format!("public, max-age={}", state.gate.keys_max_age()))
+    {
+        response
+            .headers_mut()
+            .insert(http::header::CACHE_CONTROL, value);
+    }
+    response
 }
 
 /// Starts the default echo app (called by the emulator's builder).
@@ -365,6 +532,83 @@ impl Emulator {
     /// [`serve`](AppBuilder::serve) or [`hosted_at`](AppBuilder::hosted_at).
     pub fn create_app(&self) -> AppBuilder<'_> {
         AppBuilder::new(self)
+    }
+
+    /// IAP's key set as a `kid -> PEM public key` map (what Google serves at
+    /// `https://www.gstatic.com/iap/verify/public_key`):
+    /// `http://127.0.0.1:PORT/iap/verify/public_key`. The JWK form is
+    /// [`iap_jwks_url`](Emulator::iap_jwks_url). Both count as endpoint
+    /// [`IapJwks`](Endpoint::IapJwks).
+    pub fn iap_public_key_url(&self) -> String {
+        format!("{}/iap/verify/public_key", self.state.base_url)
+    }
+
+    /// Rotates IAP's assertion signing key: a new key signs from now on, the
+    /// previous one stays published (assertions it signed still verify),
+    /// the one before it is retired.
+    pub fn rotate_assertion_key(&self) -> Result<(), KeyError> {
+        if self.state.gate.rotate_assertion_key() {
+            Ok(())
+        } else {
+            Err(KeyError)
+        }
+    }
+
+    /// The `kid`s of IAP's published assertion keys, current first.
+    pub fn assertion_key_ids(&self) -> Vec<String> {
+        self.state
+            .gate
+            .assertion_keys()
+            .iter()
+            .map(|k| k.kid().to_owned())
+            .collect()
+    }
+
+    /// The `Cache-Control: max-age` IAP's keys are served with (default
+    /// 3600 s); whole seconds.
+    pub fn set_assertion_keys_max_age(&self, max_age: Duration) {
+        self.state.gate.set_keys_max_age(max_age.as_secs());
+    }
+
+    /// The assertion the gate would add for `email` on a request to `app`
+    /// now (by the emulator's clock), signed with IAP's current key (empty
+    /// only if the system's random source failed to make a key).
+    ///
+    /// ```
+    /// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let emulator = iap_emulator::Emulator::start().await?;
+    /// let assertion = emulator.mint_assertion(&emulator.app(), "alice@example.com");
+    /// assert_eq!(assertion.split('.').count(), 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn mint_assertion(&self, app: &App, email: &str) -> String {
+        let sub = self.state.user_id(email);
+        self.state
+            .gate
+            .signer()
+            .and_then(|signer| {
+                signer.sign(
+                    self.state.now(),
+                    &assertion::Subject {
+                        audience: app.assertion_audience(),
+                        email,
+                        sub: &sub,
+                        access_levels: app.access_levels(),
+                    },
+                )
+            })
+            .unwrap_or_default()
+    }
+
+    /// Any claims, signed as an assertion with IAP's current key (header
+    /// `{"alg":"ES256","kid":..,"typ":"JWT"}`): for testing a verifier
+    /// against claims the gate would never send (another issuer, `hd`, ...).
+    pub fn sign_assertion(&self, claims: &serde_json::Value) -> String {
+        self.state
+            .gate
+            .signer()
+            .and_then(|signer| signer.sign_claims(claims))
+            .unwrap_or_default()
     }
 
     /// The gate of `app` as a tower layer, for a server you run yourself.

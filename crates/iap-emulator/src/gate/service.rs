@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use tower_service::Service;
 
 use super::app::App;
-use super::assertion::IDENTITY_PREFIX;
+use super::assertion::{IDENTITY_PREFIX, Subject};
 use super::future::ResponseFuture;
 use super::verify::{self, Identity, Rejection};
 use super::{GateBody, counter};
@@ -116,6 +116,8 @@ pub(crate) struct Gate {
 enum Via {
     Authorization,
     ProxyAuthorization,
+    /// No token: the app lets such requests through as its signed-in user.
+    SignedIn,
 }
 
 enum Deny {
@@ -227,9 +229,12 @@ impl Gate {
         };
         let assertion = signer.sign(
             state.now(),
-            self.app.assertion_audience(),
-            &identity.email,
-            &identity.sub,
+            &Subject {
+                audience: self.app.assertion_audience(),
+                email: &identity.email,
+                sub: &identity.sub,
+                access_levels: self.app.access_levels(),
+            },
         );
         let headers = req.headers_mut();
         headers.remove(PROXY_AUTHORIZATION);
@@ -264,10 +269,11 @@ impl Gate {
         Decision::Pass { delay }
     }
 
-    /// `docs/iap-gate.md`: a valid `Proxy-Authorization` wins (and
-    /// `Authorization` goes to the app untouched); otherwise `Authorization`
-    /// decides. With neither, a browser-like request is redirected to
-    /// Google's sign-in and anything else gets "empty token".
+    /// A valid `Proxy-Authorization` wins (and `Authorization` goes to the
+    /// app untouched); otherwise `Authorization` decides. With neither, an
+    /// app [signed in as](super::AppBuilder::signed_in_as) a user lets the
+    /// request through as that user; otherwise a browser-like request is
+    /// redirected to Google's sign-in and anything else gets "empty token".
     fn authenticate<B>(&self, state: &State, req: &Request<B>) -> Result<(Identity, Via), Deny> {
         let headers = req.headers();
         let path = req.uri().path();
@@ -282,13 +288,21 @@ impl Gate {
             Some(token) => check(token)
                 .map(|identity| (identity, Via::Authorization))
                 .map_err(Deny::Reject),
-            // An invalid Proxy-Authorization and no Authorization: the
-            // request did carry a credential, so say what is wrong with it.
-            None => Err(match proxy_rejection {
-                Some(rejection) => Deny::Reject(rejection),
-                None if looks_like_a_browser(req) => Deny::Redirect,
-                None => Deny::Reject(Rejection::EmptyToken),
-            }),
+            None => match (proxy_rejection, self.app.signed_in_as()) {
+                // An invalid Proxy-Authorization and no Authorization: the
+                // request did carry a credential, so say what is wrong with it.
+                (Some(rejection), _) => Err(Deny::Reject(rejection)),
+                (None, Some(email)) => {
+                    let identity = Identity {
+                        email: email.to_owned(),
+                        sub: state.user_id(email),
+                        token_id: format!("signed-in:{email}"),
+                    };
+                    Ok((identity, Via::SignedIn))
+                }
+                (None, None) if looks_like_a_browser(req) => Err(Deny::Redirect),
+                (None, None) => Err(Deny::Reject(Rejection::EmptyToken)),
+            },
         }
     }
 

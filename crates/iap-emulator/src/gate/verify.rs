@@ -1,15 +1,17 @@
 //! The gate's decision: is this bearer token one IAP accepts for this app?
 //!
-//! Two kinds of token pass (see `docs/iap-gate.md`):
+//! Two kinds of token pass:
 //! - a Google-issued ID token: RS256 under one of the emulator's Google keys
 //!   (by `kid`), `iss` `https://accounts.google.com` or `accounts.google.com`,
-//!   `aud` the app's IAP client ID or one of its allowlisted programmatic
-//!   client IDs, a string `email`;
-//! - a self-signed service-account JWT: `iss` = `sub` = the service account's
-//!   email, RS256 under a key the emulator minted for that account (by `kid`),
-//!   `aud` the exact request URL (`scheme://host[:port]/path`, no query) or
-//!   `scheme://host[:port]/*`, both built from the app's public URL, and
-//!   `exp <= iat + 3600`.
+//!   `aud` the app's IAP client ID (not on a Google-managed client) or one
+//!   of its allowlisted programmatic client IDs, a string `email`;
+//! - a service-account JWT (signed with a key file, or by IAM `signJwt`):
+//!   `iss` = `sub` = the service account's email, RS256 under one of that
+//!   account's keys (by `kid`), `aud` the exact request URL
+//!   (`scheme://host[:port]/path`, no query), `scheme://host[:port]/*` or
+//!   a path prefix `scheme://host[:port]/PREFIX/*`, built from the app's
+//!   public URL, and `exp <= iat + 3600`
+//!   (`docs/service-account-jwts.md`).
 //!
 //! Both must be unexpired by the emulator's clock (`now < exp`, no leeway)
 //! and not revoked (by `jti`). The checks run in this order, and the first
@@ -46,13 +48,17 @@ pub(crate) enum Rejection {
     WrongAudience,
     /// A Google ID token without a string `email` (e.g. `format=standard`).
     EmailNotString,
+    /// A Google ID token for the IAP client of an app on a Google-managed
+    /// OAuth client, whose client ID is on no allowlist.
+    ManagedClient,
 }
 
 impl Rejection {
-    /// The 401 body. Wordings from `docs/iap-gate.md`, except: expired is
+    /// The 401 body. Wordings of real IAP answers, except: expired is
     /// the body of a real IAP 401 seen in kubeflow/pipelines#4321 (2020),
-    /// issuer and lifetime are unconfirmed, and revoked is the emulator's own
-    /// (IAP has no revocation of ID tokens).
+    /// issuer and lifetime are unconfirmed, and revoked and managed client
+    /// are the emulator's own (IAP has no revocation of ID tokens; its
+    /// answer on a Google-managed client is unconfirmed).
     pub(crate) fn body(self) -> &'static str {
         match self {
             Rejection::EmptyToken => "Invalid IAP credentials: empty token",
@@ -70,6 +76,10 @@ impl Rejection {
             Rejection::EmailNotString => {
                 "Invalid IAP credentials: JWT 'email' claim isn't a string"
             }
+            Rejection::ManagedClient => {
+                "Invalid IAP credentials: This application uses a Google-managed OAuth client: \
+                 ID tokens are accepted only from programmatic clients on its allowlist, or use a service-account JWT."
+            }
         }
     }
 
@@ -85,6 +95,7 @@ impl Rejection {
             Rejection::LifetimeTooLong => "lifetime",
             Rejection::WrongAudience => "audience",
             Rejection::EmailNotString => "email",
+            Rejection::ManagedClient => "managed_client",
         }
     }
 }
@@ -200,7 +211,11 @@ pub(crate) fn verify(
     }
 
     if !audiences(&claims).any(|aud| app.accepts_client_audience(aud)) {
-        return Err(Rejection::WrongAudience);
+        return Err(if app.google_managed_client() {
+            Rejection::ManagedClient
+        } else {
+            Rejection::WrongAudience
+        });
     }
     let email = claims
         .get("email")
@@ -267,6 +282,7 @@ mod tests {
             Rejection::LifetimeTooLong,
             Rejection::WrongAudience,
             Rejection::EmailNotString,
+            Rejection::ManagedClient,
         ];
         let reasons: std::collections::HashSet<_> = all.iter().map(|r| r.reason()).collect();
         assert_eq!(reasons.len(), all.len());

@@ -1,11 +1,19 @@
-//! IAM Credentials: `generateIdToken` and `generateAccessToken`
-//! (see `docs/impersonation.md`), with a permission model.
+//! IAM Credentials: `generateIdToken`, `generateAccessToken` and `signJwt`,
+//! with a permission model (wire facts: `docs/service-account-jwts.md`).
 //!
 //! The caller is the principal behind the `Authorization: Bearer` access
 //! token (minted by this emulator). It may act as a target service account
 //! when [`Emulator::allow_impersonation`](crate::Emulator::allow_impersonation)
 //! granted it; with `delegates` `[D1, D2]` every link of caller -> D1 -> D2
-//! -> target needs a grant, as with Google's delegation chains.
+//! -> target needs a grant, as with Google's delegation chains. The same
+//! grants cover all three methods; only the permission a refusal names
+//! differs.
+//!
+//! `signJwt` signs the caller's claims (`payload`, a JSON object as a
+//! string) with the target's Google-managed key, made on first use and
+//! published beside its user-managed keys, so the gate verifies the result
+//! like any self-signed service-account JWT. An `exp` in the past or more
+//! than 12 hours ahead is refused, as Google does.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -17,9 +25,10 @@ use http::HeaderMap;
 use serde_json::{Value, json};
 
 use crate::fault::{Endpoint, api_error_for, api_error_response, json_response};
+use crate::keys::RsaKey;
 use crate::provision::Grant;
 use crate::server::ConnControl;
-use crate::state::{IdTokenSpec, State, read};
+use crate::state::{IdTokenSpec, State, read, write};
 
 const UNAUTHENTICATED: &str = "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.";
 
@@ -43,27 +52,41 @@ pub(crate) async fn call(
             Endpoint::GenerateAccessToken,
             "iam.serviceAccounts.getAccessToken",
         ),
+        "signJwt" => (Endpoint::SignJwt, "iam.serviceAccounts.signJwt"),
         _ => return api_error_for(404, "Method not found."),
     };
     let conn = conn.map(|c| c.0);
     if let Some(answer) = crate::fault::intercept(&state, endpoint, conn.as_ref()).await {
         return answer;
     }
-    let resp = answer(&state, endpoint, permission, target, &headers, &body);
+    let resp = match endpoint {
+        Endpoint::SignJwt => sign_jwt(&state, target, &headers, &body).await,
+        _ => answer(&state, endpoint, permission, target, &headers, &body),
+    };
     if resp.status().is_client_error() || resp.status().is_server_error() {
         state.count(crate::counter::ERRORS, endpoint.name());
     }
     resp
 }
 
-fn answer(
+/// What an authorized call may act on.
+struct Authorized {
+    request: Value,
+    /// The target service account's email.
+    target: String,
+    unique_id: String,
+}
+
+/// Who calls (the access token's principal), whether the body is a JSON
+/// object, whether the target exists, and whether every link of the chain
+/// is granted; the first failure is the answer.
+fn authorize(
     state: &State,
-    endpoint: Endpoint,
     permission: &str,
     target: &str,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Response {
+) -> Result<Authorized, Box<Response>> {
     let caller = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -73,12 +96,15 @@ fn answer(
         })
         .and_then(|t| state.access_token_principal(t.trim()));
     let Some(caller) = caller else {
-        return api_error_for(401, UNAUTHENTICATED);
+        return Err(Box::new(api_error_for(401, UNAUTHENTICATED)));
     };
     let request: Value = match serde_json::from_slice(body) {
         Ok(v @ Value::Object(_)) => v,
         _ => {
-            return api_error_for(400, "Invalid JSON payload received. Expected an object.");
+            return Err(Box::new(api_error_for(
+                400,
+                "Invalid JSON payload received. Expected an object.",
+            )));
         }
     };
     let target = target
@@ -88,10 +114,10 @@ fn answer(
         .get(target)
         .map(|r| r.unique_id.clone())
     else {
-        return api_error_for(
+        return Err(Box::new(api_error_for(
             404,
             &format!("Not found; Gaia id not found for email {target}"),
-        );
+        )));
     };
     let delegates: Vec<String> = match &request["delegates"] {
         Value::Array(ds) => ds
@@ -117,8 +143,98 @@ fn answer(
         })
     };
     if !allowed {
-        return permission_denied(permission);
+        return Err(Box::new(permission_denied(permission)));
     }
+    Ok(Authorized {
+        request,
+        target: target.to_owned(),
+        unique_id,
+    })
+}
+
+/// The longest `exp` ahead of now that `signJwt` signs.
+const SIGN_JWT_MAX_AHEAD: u64 = 12 * 3600;
+
+/// `signJwt`: the caller's claims signed with the target's Google-managed key.
+async fn sign_jwt(state: &State, target: &str, headers: &HeaderMap, body: &Bytes) -> Response {
+    let Authorized {
+        request, target, ..
+    } = match authorize(state, "iam.serviceAccounts.signJwt", target, headers, body) {
+        Ok(authorized) => authorized,
+        Err(refusal) => return *refusal,
+    };
+    let claims = match request["payload"]
+        .as_str()
+        .map(serde_json::from_str::<Value>)
+    {
+        Some(Ok(claims @ Value::Object(_))) => claims,
+        _ => {
+            return api_error_for(
+                400,
+                "Invalid JWT payload: `payload` must be a JSON object serialized as a string.",
+            );
+        }
+    };
+    if let Some(exp) = claims.get("exp") {
+        let now = state.now();
+        match exp.as_u64() {
+            Some(exp) if exp > now && exp <= now + SIGN_JWT_MAX_AHEAD => {}
+            _ => {
+                return api_error_for(
+                    400,
+                    "Invalid JWT payload: `exp` must be an integer timestamp in the future and at most 12 hours ahead.",
+                );
+            }
+        }
+    }
+    let key = match system_key(state, &target).await {
+        Some(key) => key,
+        None => return api_error_for(500, "Internal error encountered."),
+    };
+    let signed = key.sign_jwt(&claims);
+    state.count(crate::counter::SIGNED_JWTS, &target);
+    json_response(
+        200,
+        json!({"keyId": key.kid(), "signedJwt": signed}).to_string(),
+    )
+}
+
+/// The Google-managed key of `email`, made (off the async threads) and
+/// published on first use. `None` when the key cannot be made or the
+/// account vanished meanwhile.
+async fn system_key(state: &State, email: &str) -> Option<Arc<RsaKey>> {
+    if let Some(key) = read(&state.service_accounts).get(email)?.system_key.clone() {
+        return Some(key);
+    }
+    let fresh = Arc::new(RsaKey::generate_async().await.ok()?);
+    let mut accounts = write(&state.service_accounts);
+    let record = accounts.get_mut(email)?;
+    // Two first calls at once: the first key stored wins.
+    if let Some(key) = &record.system_key {
+        return Some(key.clone());
+    }
+    record.keys.push(fresh.clone());
+    record.system_key = Some(fresh.clone());
+    Some(fresh)
+}
+
+fn answer(
+    state: &State,
+    endpoint: Endpoint,
+    permission: &str,
+    target: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let Authorized {
+        request,
+        target,
+        unique_id,
+    } = match authorize(state, permission, target, headers, body) {
+        Ok(authorized) => authorized,
+        Err(refusal) => return *refusal,
+    };
+    let target = target.as_str();
     match endpoint {
         Endpoint::GenerateIdToken => {
             let Some(audience) = request["audience"].as_str().filter(|a| !a.is_empty()) else {

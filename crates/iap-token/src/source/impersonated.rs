@@ -383,7 +383,7 @@ impl TokenSource for ImpersonatedSource {
 }
 
 /// `--member=` for `principal`: a service account, a user, or a federated principal.
-fn member(principal: &str) -> String {
+pub(crate) fn member(principal: &str) -> String {
     if principal.starts_with("principal://") || principal.starts_with("principalSet://") {
         principal.to_string()
     } else if principal.ends_with(".gserviceaccount.com") {
@@ -397,8 +397,8 @@ fn member(principal: &str) -> String {
 
 /// The source credential's access token, kept until close to its expiry;
 /// one fetch at a time.
-struct AccessTokenCache {
-    source: Arc<dyn AccessTokenSource>,
+pub(crate) struct AccessTokenCache {
+    pub(crate) source: Arc<dyn AccessTokenSource>,
     principal: Option<String>,
     current: Mutex<Option<Fresh>>,
     fetching: tokio::sync::Mutex<()>,
@@ -412,7 +412,7 @@ struct Fresh {
 }
 
 impl AccessTokenCache {
-    fn new(source: Arc<dyn AccessTokenSource>, principal: Option<String>) -> Self {
+    pub(crate) fn new(source: Arc<dyn AccessTokenSource>, principal: Option<String>) -> Self {
         AccessTokenCache {
             source,
             principal,
@@ -421,7 +421,7 @@ impl AccessTokenCache {
         }
     }
 
-    fn principal_name(&self) -> String {
+    pub(crate) fn principal_name(&self) -> String {
         self.principal
             .clone()
             .unwrap_or_else(|| "the source credential's account".into())
@@ -435,7 +435,7 @@ impl AccessTokenCache {
             .map(|f| f.token.clone())
     }
 
-    async fn get(&self) -> Result<AccessToken> {
+    pub(crate) async fn get(&self) -> Result<AccessToken> {
         if let Some(token) = self.fresh() {
             return Ok(token);
         }
@@ -462,7 +462,7 @@ impl AccessTokenCache {
     }
 
     /// Drops `token` if it is still the current one.
-    fn invalidate(&self, token: &AccessToken) {
+    pub(crate) fn invalidate(&self, token: &AccessToken) {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         if current
             .as_ref()

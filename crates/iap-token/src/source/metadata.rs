@@ -174,6 +174,23 @@ impl MetadataSource {
         answer.json::<AccessTokenAnswer>(&url)?.into_token()
     }
 
+    /// The email of the instance's service account (`.../email`): who the
+    /// metadata server's tokens speak for, e.g. the account a
+    /// [`SignJwtSource`](crate::source::sign_jwt::SignJwtSource) signs as.
+    pub async fn service_account_email(&self) -> Result<String> {
+        let url = self.endpoint("email")?;
+        let answer = self.get(&url).await.map_err(|e| explain(e, None))?;
+        let email = answer.text(&url)?.trim();
+        if email.contains('@') {
+            Ok(email.to_string())
+        } else {
+            Err(Error::Protocol {
+                endpoint: crate::transport::endpoint_name(&url),
+                problem: "the answer is not a service-account email".into(),
+            })
+        }
+    }
+
     fn endpoint(&self, name: &str) -> Result<Url> {
         self.account.join(name).map_err(|e| Error::Other {
             context: format!("cannot build the metadata URL for `{name}`"),

@@ -10,6 +10,7 @@ pub mod impersonated;
 pub mod metadata;
 pub mod self_signed;
 pub mod service_account;
+pub mod sign_jwt;
 pub mod static_token;
 
 use std::fmt;

@@ -153,7 +153,7 @@ impl TokenSource for SelfSignedJwtSource {
     }
 }
 
-fn check_url_audience(audience: &Audience) -> Result<()> {
+pub(crate) fn check_url_audience(audience: &Audience) -> Result<()> {
     let ok = url::Url::parse(audience.as_str())
         .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host_str().is_some());
     if ok {

@@ -1,0 +1,426 @@
+//! Service-account JWTs without a key file: IAM Credentials `signJwt`
+//! signs them (wire facts: `docs/service-account-jwts.md`).
+//!
+//! IAP accepts a JWT that a service account signed itself, with `iss` =
+//! `sub` = the account's email, `aud` the URL it is sent to (exact,
+//! `https://HOST/*`, or a path prefix `https://HOST/PREFIX/*`), and `exp` at
+//! most an hour after `iat`. With a key file the signature is local
+//! ([`SelfSignedJwtSource`](super::self_signed::SelfSignedJwtSource)); most
+//! workloads have none (GCE, GKE, Cloud Run run as the metadata server's
+//! account, and many organisations ban keys), so this source asks IAM to
+//! sign the claims with the account's Google-managed key:
+//!
+//! ```text
+//! POST {iam}/v1/projects/-/serviceAccounts/EMAIL:signJwt
+//! Authorization: Bearer <access token of the caller>
+//! {"payload": "{\"iss\":EMAIL,\"sub\":EMAIL,\"aud\":AUD,\"iat\":..,\"exp\":..}",
+//!  "delegates": ["projects/-/serviceAccounts/D1", ...]}
+//! ```
+//!
+//! which answers `{"keyId", "signedJwt"}`. The caller is any
+//! [`AccessTokenSource`]: the metadata server (signing as its own account,
+//! [`SignJwtSource::from_metadata`]), an authorized user, a key, an
+//! impersonation chain, workload identity federation. Its access token is
+//! kept until close to its expiry, so with a token cache in front
+//! ([`IapAuth`](crate::IapAuth) has one) there is one `signJwt` call per
+//! audience per token lifetime and one access-token fetch per hour.
+//!
+//! The caller needs `roles/iam.serviceAccountTokenCreator` on the account,
+//! also when an account signs as itself; a refusal names the role and the
+//! `gcloud` command that grants it.
+//!
+//! ```
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let emulator = iap_emulator::Emulator::start().await?;
+//! # let app = emulator.app();
+//! # let me = emulator.metadata_service_account().unwrap();
+//! # emulator.allow_impersonation(&me, &me);
+//! use iap_token::{Audience, TokenSource};
+//! use iap_token::source::metadata::MetadataSource;
+//! use iap_token::source::sign_jwt::SignJwtSource;
+//!
+//! let metadata = MetadataSource::with_host(&emulator.metadata_host())?;
+//! let source = SignJwtSource::from_metadata_with(metadata, |b| b.iam_endpoint(emulator.url())).await?;
+//! let aud = Audience::new(format!("{}*", app.url()));
+//! let token = source.id_token(&aud).await?;
+//! assert_eq!(token.claims().iss.as_deref(), Some(me.as_str()));
+//! # assert_eq!(emulator.counter(iap_emulator::counter::SIGNED_JWTS, &me), 1);
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::access_token::AccessTokenSource;
+use crate::iam_credentials::{
+    DELEGATE_PREFIX, IAM_CREDENTIALS_ENDPOINT, TOKEN_CREATOR_ROLE, bearer, check_email, iam_url,
+};
+use crate::source::impersonated::{AccessTokenCache, member};
+use crate::source::metadata::MetadataSource;
+use crate::source::self_signed::check_url_audience;
+use crate::source::service_account::{ASSERTION_LIFETIME, CLOCK_SKEW};
+use crate::source::{AudienceKind, BoxFuture, TokenSource};
+use crate::transport::Transport;
+use crate::{Audience, Error, IdToken, Result};
+
+/// Service-account JWTs signed by IAM Credentials `signJwt`. See the
+/// [module docs](self). Cheap to clone; clones share the caller's cached
+/// access token.
+#[derive(Clone)]
+pub struct SignJwtSource {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    email: String,
+    /// `projects/-/serviceAccounts/EMAIL`, in chain order.
+    delegates: Vec<String>,
+    sign_url: Url,
+    access: AccessTokenCache,
+    transport: Transport,
+    kind: AudienceKind,
+    lifetime: Duration,
+}
+
+impl fmt::Debug for SignJwtSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.inner;
+        f.debug_struct("SignJwtSource")
+            .field("email", &inner.email)
+            .field("delegates", &inner.delegates)
+            .field("endpoint", &inner.sign_url.as_str())
+            .field("caller", &inner.access.source)
+            .field("audience_kind", &inner.kind)
+            .field("lifetime", &inner.lifetime)
+            .finish()
+    }
+}
+
+/// Configures a [`SignJwtSource`]; from [`SignJwtSource::builder`].
+#[must_use]
+pub struct SignJwtSourceBuilder {
+    email: String,
+    source: Option<Arc<dyn AccessTokenSource>>,
+    principal: Option<String>,
+    delegates: Vec<String>,
+    endpoint: String,
+    transport: Transport,
+    kind: AudienceKind,
+    lifetime: Duration,
+}
+
+impl fmt::Debug for SignJwtSourceBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignJwtSourceBuilder")
+            .field("email", &self.email)
+            .field("source", &self.source)
+            .field("delegates", &self.delegates)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SignJwtSource {
+    /// A builder for JWTs of service account `email`, signed by IAM.
+    ///
+    /// ```
+    /// # fn main() -> iap_token::Result<()> {
+    /// use iap_token::source::sign_jwt::SignJwtSource;
+    /// use iap_token::source::authorized_user::AuthorizedUserSource;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path().join("adc.json");
+    /// # std::fs::write(&path, r#"{"type":"authorized_user","client_id":"c","client_secret":"s","refresh_token":"r"}"#).unwrap();
+    ///
+    /// let source = SignJwtSource::builder("robot@my-project.iam.gserviceaccount.com")
+    ///     .source(AuthorizedUserSource::from_file(&path)?)
+    ///     .build()?;
+    /// assert_eq!(source.email(), "robot@my-project.iam.gserviceaccount.com");
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(email: impl Into<String>) -> SignJwtSourceBuilder {
+        SignJwtSourceBuilder {
+            email: email.into(),
+            source: None,
+            principal: None,
+            delegates: Vec::new(),
+            endpoint: IAM_CREDENTIALS_ENDPOINT.into(),
+            transport: Transport::default(),
+            kind: AudienceKind::HostWildcard,
+            lifetime: ASSERTION_LIFETIME,
+        }
+    }
+
+    /// JWTs of the metadata server's own service account, signed by IAM
+    /// with the metadata server's access tokens as the caller. Asks the
+    /// metadata server for the account's email.
+    pub async fn from_metadata(metadata: MetadataSource) -> Result<Self> {
+        Self::from_metadata_with(metadata, |builder| builder).await
+    }
+
+    /// Like [`from_metadata`](Self::from_metadata), with the builder
+    /// adjusted by `configure` (IAM endpoint, audience kind, lifetime).
+    pub async fn from_metadata_with(
+        metadata: MetadataSource,
+        configure: impl FnOnce(SignJwtSourceBuilder) -> SignJwtSourceBuilder,
+    ) -> Result<Self> {
+        let email = metadata.service_account_email().await?;
+        configure(
+            Self::builder(email.clone())
+                .principal(email)
+                .source(metadata),
+        )
+        .build()
+    }
+
+    /// The service account that signs.
+    pub fn email(&self) -> &str {
+        &self.inner.email
+    }
+
+    /// The delegation chain, as `projects/-/serviceAccounts/EMAIL`.
+    pub fn delegates(&self) -> &[String] {
+        &self.inner.delegates
+    }
+
+    /// The `signJwt` URL this source calls.
+    pub fn sign_jwt_url(&self) -> &Url {
+        &self.inner.sign_url
+    }
+
+    /// How long each JWT is valid.
+    pub fn lifetime(&self) -> Duration {
+        self.inner.lifetime
+    }
+
+    /// Has IAM sign a JWT for `audience` (a URL: exact, `https://HOST/*` or
+    /// `https://HOST/PREFIX/*`). The caller's access token is reused while
+    /// fresh; a 401 drops it and tries once more with a new one.
+    pub async fn fetch_id_token(&self, audience: &Audience) -> Result<IdToken> {
+        check_url_audience(audience)?;
+        let inner = &*self.inner;
+        let access = inner.access.get().await?;
+        match self.sign(&access, audience).await {
+            Err(Error::Endpoint { status: 401, .. }) => {
+                tracing::debug!(email = %inner.email, "IAM refused the access token; fetching a new one");
+                inner.access.invalidate(&access);
+                let access = inner.access.get().await?;
+                self.sign(&access, audience).await
+            }
+            other => other,
+        }
+    }
+
+    async fn sign(
+        &self,
+        access: &crate::access_token::AccessToken,
+        audience: &Audience,
+    ) -> Result<IdToken> {
+        #[derive(Serialize)]
+        struct Request<'a> {
+            payload: String,
+            #[serde(skip_serializing_if = "<[String]>::is_empty")]
+            delegates: &'a [String],
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Answer {
+            signed_jwt: String,
+        }
+        let inner = &*self.inner;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        // Back-dated for verifiers a little behind us; `exp - iat` stays
+        // within IAP's hour.
+        let iat = now.saturating_sub(CLOCK_SKEW.as_secs());
+        let payload = serde_json::json!({
+            "iss": inner.email,
+            "sub": inner.email,
+            "aud": audience.as_str(),
+            "iat": iat,
+            "exp": iat.saturating_add(inner.lifetime.as_secs()),
+        })
+        .to_string();
+        let body = Request {
+            payload,
+            delegates: &inner.delegates,
+        };
+        let answer: Answer = inner
+            .transport
+            .post_json(&inner.sign_url, bearer(access), &body)
+            .await
+            .map_err(|e| self.explain(e))?;
+        tracing::debug!(email = %inner.email, %audience, "IAM signed a service-account JWT");
+        IdToken::parse(answer.signed_jwt)
+    }
+
+    /// What IAM's errors mean for this account and chain.
+    fn explain(&self, err: Error) -> Error {
+        let inner = &*self.inner;
+        let email = &inner.email;
+        let principal = inner.access.principal_name();
+        let status = match &err {
+            Error::Endpoint { status, .. } => *status,
+            _ => return err,
+        };
+        err.with_endpoint_hint(|_, _| match status {
+            403 if inner.delegates.is_empty() && principal == *email => Some(format!(
+                "{email} needs the role {TOKEN_CREATOR_ROLE} on itself to sign its own JWTs \
+                 (a service account cannot implicitly sign as itself): \
+                 gcloud iam service-accounts add-iam-policy-binding {email} \
+                 --member={} --role={TOKEN_CREATOR_ROLE}",
+                member(email)
+            )),
+            403 if inner.delegates.is_empty() => Some(format!(
+                "{principal} needs the role {TOKEN_CREATOR_ROLE} on {email} to sign its JWTs: \
+                 gcloud iam service-accounts add-iam-policy-binding {email} \
+                 --member={} --role={TOKEN_CREATOR_ROLE}",
+                member(&principal)
+            )),
+            403 => {
+                let chain: Vec<&str> = std::iter::once(principal.as_str())
+                    .chain(
+                        inner
+                            .delegates
+                            .iter()
+                            .map(|d| d.trim_start_matches(DELEGATE_PREFIX)),
+                    )
+                    .chain(std::iter::once(email.as_str()))
+                    .collect();
+                Some(format!(
+                    "in the chain {}, each link needs the role {TOKEN_CREATOR_ROLE} on the next: \
+                     gcloud iam service-accounts add-iam-policy-binding NEXT --member=serviceAccount:PREVIOUS \
+                     --role={TOKEN_CREATOR_ROLE}",
+                    chain.join(" -> ")
+                ))
+            }
+            404 => Some(format!(
+                "the service account {email} (or a delegate) does not exist: check the email and its project"
+            )),
+            401 => Some(format!(
+                "IAM refused the access token of {principal}: it may have been revoked"
+            )),
+            _ => None,
+        })
+    }
+}
+
+impl SignJwtSourceBuilder {
+    /// The caller, whose access tokens call IAM.
+    pub fn source(self, source: impl AccessTokenSource) -> Self {
+        self.source_arc(Arc::new(source))
+    }
+
+    /// Like [`source`](Self::source), for a shared source.
+    pub fn source_arc(mut self, source: Arc<dyn AccessTokenSource>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// Names the caller in error messages when the source does not know it
+    /// itself (see [`AccessTokenSource::principal`]).
+    pub fn principal(mut self, principal: impl Into<String>) -> Self {
+        self.principal = Some(principal.into());
+        self
+    }
+
+    /// Appends a delegate to the chain: an email, or
+    /// `projects/-/serviceAccounts/EMAIL`. The caller acts as the first
+    /// delegate, which acts as the next, ..., the last signs as the account.
+    pub fn delegate(mut self, delegate: impl AsRef<str>) -> Self {
+        self.delegates.push(delegate.as_ref().to_string());
+        self
+    }
+
+    /// The IAM Credentials base URL (default
+    /// `https://iamcredentials.googleapis.com`), e.g. an emulator's
+    /// `http://127.0.0.1:PORT`. Must be https except on loopback.
+    pub fn iam_endpoint(mut self, base: impl Into<String>) -> Self {
+        self.endpoint = base.into();
+        self
+    }
+
+    /// Sends requests through `client` instead of the shared one.
+    /// Configure it not to follow redirects.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.transport = Transport::new(client);
+        self
+    }
+
+    /// Which audience requests get when none is configured (default
+    /// [`AudienceKind::HostWildcard`]: `https://HOST/*`, one JWT per host);
+    /// [`AudienceKind::RequestUrl`] signs one per exact URL.
+    /// [`AudienceKind::ClientId`] makes no sense here and is treated as the
+    /// default.
+    pub fn audience_kind(mut self, kind: AudienceKind) -> Self {
+        self.kind = match kind {
+            AudienceKind::RequestUrl => AudienceKind::RequestUrl,
+            _ => AudienceKind::HostWildcard,
+        };
+        self
+    }
+
+    /// How long each JWT is valid (default and maximum: one hour, IAP's
+    /// limit; at least one minute).
+    pub fn lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime.clamp(Duration::from_secs(60), ASSERTION_LIFETIME);
+        self
+    }
+
+    /// Builds the source. Needs no running runtime. Fails when no caller
+    /// is set, or the account, a delegate or the endpoint is not well
+    /// formed (or the endpoint is plain http to a remote host).
+    pub fn build(self) -> Result<SignJwtSource> {
+        let config = |problem: String| Error::Other {
+            context: format!("signJwt: {problem}"),
+            source: None,
+        };
+        let source = self.source.ok_or_else(|| {
+            config(format!(
+                "no caller to sign JWTs of {} with: call .source(..)",
+                self.email
+            ))
+        })?;
+        let email = check_email(&self.email)
+            .map_err(|why| config(format!("the signing service account {why}")))?
+            .to_string();
+        let delegates = self
+            .delegates
+            .iter()
+            .map(|d| {
+                let e = d.strip_prefix(DELEGATE_PREFIX).unwrap_or(d);
+                check_email(e)
+                    .map(|e| format!("{DELEGATE_PREFIX}{e}"))
+                    .map_err(|why| config(format!("the delegate {why}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let sign_url = iam_url(&self.endpoint, &email, "signJwt")?;
+        let principal = self.principal.or_else(|| source.principal());
+        Ok(SignJwtSource {
+            inner: Arc::new(Inner {
+                email,
+                delegates,
+                sign_url,
+                access: AccessTokenCache::new(source, principal),
+                transport: self.transport,
+                kind: self.kind,
+                lifetime: self.lifetime,
+            }),
+        })
+    }
+}
+
+impl TokenSource for SignJwtSource {
+    fn id_token<'a>(&'a self, audience: &'a Audience) -> BoxFuture<'a, Result<IdToken>> {
+        Box::pin(self.fetch_id_token(audience))
+    }
+
+    fn audience_kind(&self) -> AudienceKind {
+        self.inner.kind
+    }
+}
