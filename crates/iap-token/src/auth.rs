@@ -249,12 +249,7 @@ impl Attach {
             }
             Target::Invalid(why) => {
                 let why = why.clone();
-                Box::pin(async move {
-                    Err(Error::Other {
-                        context: why.to_string(),
-                        source: None,
-                    })
-                })
+                Box::pin(async move { Err(Error::config(why.to_string())) })
             }
         }
     }
@@ -483,18 +478,14 @@ impl IapAuth {
             resolved,
         } = &self.inner.default
         else {
-            return Err(Error::Other {
-                context: "audience discovery is not configured".into(),
-                source: None,
-            });
+            return Err(Error::config("audience discovery is not configured"));
         };
         let audience = discovery.discover(url).await?;
-        let origin = OriginKey::of_url(url).ok_or_else(|| Error::Other {
-            context: format!(
+        let origin = OriginKey::of_url(url).ok_or_else(|| {
+            Error::config(format!(
                 "cannot discover the IAP audience of {}: it has no http(s) origin",
                 &url[..url::Position::BeforePath]
-            ),
-            source: None,
+            ))
         })?;
         let cache = &self.inner.cache;
         Ok(resolved.get_or_insert(origin, usize::MAX, || {
@@ -696,11 +687,10 @@ impl OriginKey {
             .ok()
             .and_then(|url| OriginKey::of_url(&url))
             .filter(|key| key.origin == origin)
-            .ok_or_else(|| Error::Other {
-                context: format!(
+            .ok_or_else(|| {
+                Error::config(format!(
                     "{s:?} is not an origin: write it as https://host or https://host:port"
-                ),
-                source: None,
+                ))
             })
     }
 
@@ -935,10 +925,7 @@ impl IapAuthBuilder {
     /// audience, no discovery, no origin map, and a source minting tokens
     /// for client IDs).
     pub fn build(self) -> Result<IapAuth> {
-        let config_error = |context: String| Error::Other {
-            context,
-            source: None,
-        };
+        let config_error = |context: String| Error::config(context);
         let source = self
             .source
             .ok_or_else(|| config_error("IapAuth needs a token source: call .source(..)".into()))?;

@@ -33,11 +33,10 @@ pub struct Origin {
 impl Origin {
     /// Parses `https://host[:port]` (a trailing `/` is allowed; nothing else).
     pub fn parse(s: &str) -> Result<Origin> {
-        let bad = |why: &str| Error::Other {
-            context: format!(
+        let bad = |why: &str| {
+            Error::config(format!(
                 "{s:?} is not an origin ({why}): write it as https://host or https://host:port"
-            ),
-            source: None,
+            ))
         };
         let url = Url::parse(s).map_err(|e| bad(&e.to_string()))?;
         if url.path() != "/"
@@ -53,11 +52,10 @@ impl Origin {
 
     /// The origin of any `http`/`https` URL (its path, query and user are ignored).
     pub fn of(url: &str) -> Result<Origin> {
-        let bad = |why: String| Error::Other {
-            context: format!(
+        let bad = |why: String| {
+            Error::config(format!(
                 "{url:?} has no http(s) origin ({why}): write it as https://host[:port]/..."
-            ),
-            source: None,
+            ))
         };
         let parsed = Url::parse(url).map_err(|e| bad(e.to_string()))?;
         Origin::of_url(&parsed)

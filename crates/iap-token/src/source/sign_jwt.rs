@@ -56,10 +56,10 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::access_token::AccessTokenSource;
-use crate::source::impersonated::{
-    AccessTokenCache, DELEGATE_PREFIX, IAM_CREDENTIALS_ENDPOINT, TOKEN_CREATOR_ROLE, bearer,
-    check_email, iam_url, member,
+use crate::iam_credentials::{
+    DELEGATE_PREFIX, IAM_CREDENTIALS_ENDPOINT, TOKEN_CREATOR_ROLE, bearer, check_email, iam_url,
 };
+use crate::source::impersonated::{AccessTokenCache, member};
 use crate::source::metadata::MetadataSource;
 use crate::source::self_signed::check_url_audience;
 use crate::source::service_account::{ASSERTION_LIFETIME, CLOCK_SKEW};
@@ -345,9 +345,10 @@ impl SignJwtSourceBuilder {
         self
     }
 
-    /// Sends requests through `transport` instead of the shared client.
-    pub fn transport(mut self, transport: Transport) -> Self {
-        self.transport = transport;
+    /// Sends requests through `client` instead of the shared one.
+    /// Configure it not to follow redirects.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.transport = Transport::new(client);
         self
     }
 
