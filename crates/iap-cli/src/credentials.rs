@@ -27,7 +27,7 @@ pub enum Origin {
     /// Saved by `iap login`.
     SavedLogin(PathBuf),
     /// Application Default Credentials.
-    Adc(iap_token::adc::Origin),
+    Adc(iap_token::adc::CredentialOrigin),
     /// `--token-file FILE`: a token obtained elsewhere.
     TokenFile(PathBuf),
     /// `--token -`: a token read from stdin.
@@ -49,7 +49,7 @@ impl fmt::Display for Origin {
 impl Origin {
     /// The credentials file, if the credential is one.
     fn file(&self) -> Option<&PathBuf> {
-        use iap_token::adc::Origin as Adc;
+        use iap_token::adc::CredentialOrigin as Adc;
         match self {
             Origin::Flag(path)
             | Origin::SavedLogin(path)
@@ -175,8 +175,8 @@ async fn base(args: &CredentialArgs) -> CliResult<(Arc<dyn TokenSource>, Origin)
         let source = iap_token::adc::from_file(path)?;
         return Ok((source, Origin::Flag(path.clone())));
     }
-    let env_var_set = std::env::var_os(iap_token::adc::GOOGLE_APPLICATION_CREDENTIALS)
-        .is_some_and(|v| !v.is_empty());
+    let env_var_set =
+        std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").is_some_and(|v| !v.is_empty());
     if !env_var_set && let Some(path) = config::saved_credentials() {
         let source = iap_token::adc::from_file(&path).map_err(|e| {
             Failure::from(e).context("the credentials saved by `iap login` are unusable (run `iap login` again or `iap logout`)")
@@ -204,7 +204,7 @@ fn without_audience_param(origin: &Origin) -> CliResult<(Arc<dyn TokenSource>, S
     use iap_token::source::authorized_user::AuthorizedUserSource;
     match (origin.file(), file_type(origin).as_deref()) {
         (Some(path), Some("authorized_user")) => {
-            let source = AuthorizedUserSource::from_file(path)?.send_audience(false);
+            let source = AuthorizedUserSource::from_file(path)?.with_send_audience(false);
             let client_id = source.user().client_id().to_owned();
             Ok((Arc::new(source), client_id))
         }
@@ -229,7 +229,7 @@ fn self_signed(origin: &Origin) -> CliResult<Arc<dyn TokenSource>> {
 
 /// The caller's access tokens for IAM: the credential found at `origin`.
 fn caller(origin: &Origin, doing: &str) -> CliResult<Arc<dyn AccessTokenSource>> {
-    use iap_token::adc::Origin as Adc;
+    use iap_token::adc::CredentialOrigin as Adc;
     if let Some(path) = origin.file() {
         let bytes = std::fs::read(path).map_err(|e| {
             Failure::new(format!(
@@ -261,7 +261,7 @@ async fn sign_jwt(
     email: Option<&str>,
     iam_endpoint: Option<&str>,
 ) -> CliResult<iap_token::source::sign_jwt::SignJwtSource> {
-    use iap_token::adc::Origin as Adc;
+    use iap_token::adc::CredentialOrigin as Adc;
     use iap_token::source::metadata::MetadataSource;
     use iap_token::source::sign_jwt::SignJwtSource;
     let endpoint = |b: iap_token::source::sign_jwt::SignJwtSourceBuilder| match iam_endpoint {
@@ -307,13 +307,11 @@ fn impersonate(
 ) -> CliResult<Arc<dyn TokenSource>> {
     use iap_token::source::impersonated::ImpersonatedSource;
     let caller = caller(origin, &format!("impersonate {email}"))?;
-    let mut builder = ImpersonatedSource::builder(email).source_arc(caller);
+    let context = |e| Failure::from(e).context("--impersonate-service-account");
+    let mut source = ImpersonatedSource::from_arc(email, caller).map_err(context)?;
     if let Some(endpoint) = iam_endpoint {
-        builder = builder.iam_endpoint(endpoint);
+        source = source.with_iam_endpoint(endpoint).map_err(context)?;
     }
-    let source = builder
-        .build()
-        .map_err(|e| Failure::from(e).context("--impersonate-service-account"))?;
     Ok(Arc::new(source))
 }
 

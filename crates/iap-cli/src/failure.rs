@@ -148,7 +148,7 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
         let err = iap_token::Error::Transport {
             endpoint: "http://127.0.0.1:9/token".into(),
-            source: Box::new(io),
+            source: std::sync::Arc::new(io),
         };
         let f = Failure::from(err);
         let msg = f.to_string();

@@ -400,3 +400,37 @@ async fn doctor_tells_an_expired_static_token_apart() {
     assert!(out.stdout.contains("expired"), "{}", out.stdout);
     assert!(out.stdout.contains("clock skew"), "{}", out.stdout);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_says_how_to_get_an_email_claim() {
+    let w = World::new().await;
+    // A metadata token in the standard format: no `email`.
+    let token = reqwest::Client::new()
+        .get(format!(
+            "{}computeMetadata/v1/instance/service-accounts/default/identity?audience={}&format=standard",
+            w.emu.url(),
+            w.audience()
+        ))
+        .header("Metadata-Flavor", "Google")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let file = w.sandbox.path("standard.jwt");
+    std::fs::write(&file, &token).unwrap();
+    let out = w
+        .sandbox
+        .run(&[
+            "doctor",
+            &w.url("/"),
+            "--token-file",
+            file.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.code(), 1, "{out:#?}");
+    assert!(out.stdout.contains("email=(none)"), "{}", out.stdout);
+    assert!(out.stdout.contains("format=full"), "{}", out.stdout);
+    assert!(out.stdout.contains("includeEmail"), "{}", out.stdout);
+}

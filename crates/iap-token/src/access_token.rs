@@ -10,11 +10,11 @@ use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
 
-use crate::source::BoxFuture;
 use crate::{Error, Result};
+use futures_util::future::BoxFuture;
 
 /// The scope IAM Credentials calls need.
-pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+pub(crate) const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 
 /// An OAuth 2.0 access token and when it expires. `Debug` never shows it.
 #[derive(Clone)]
@@ -25,9 +25,17 @@ pub struct AccessToken {
 }
 
 impl AccessToken {
-    /// A token valid for `expires_in` from now.
+    /// A token valid for `expires_in` from now. Fails with
+    /// [`Error::MalformedToken`] when `expires_in` is too large for the
+    /// system's clock (never panics).
     pub fn new(token: impl Into<String>, expires_in: Duration) -> Result<Self> {
-        Self::with_expiry(token, SystemTime::now() + expires_in)
+        let expires_at = crate::clock::after(SystemTime::now(), expires_in).ok_or_else(|| {
+            Error::MalformedToken(format!(
+                "the access token's `expires_in` ({} s) is out of range",
+                expires_in.as_secs()
+            ))
+        })?;
+        Self::with_expiry(token, expires_at)
     }
 
     /// A token that expires at `expires_at`. Fails when the token cannot be
@@ -86,7 +94,7 @@ impl fmt::Debug for AccessToken {
 /// [`MetadataSource`](crate::source::metadata::MetadataSource). Sources do
 /// not cache.
 pub trait AccessTokenSource: fmt::Debug + Send + Sync + 'static {
-    /// Fetches a fresh access token for `scopes` (e.g. [`CLOUD_PLATFORM_SCOPE`]).
+    /// Fetches a fresh access token for `scopes` (e.g. `https://www.googleapis.com/auth/cloud-platform`).
     fn access_token<'a>(&'a self, scopes: &'a [&'a str]) -> BoxFuture<'a, Result<AccessToken>>;
 
     /// Whom the tokens speak for (an email, or a federated principal), when

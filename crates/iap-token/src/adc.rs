@@ -1,5 +1,5 @@
 //! Application Default Credentials: find the credential this process should
-//! use, the way Google's client libraries do (PROTOCOLS section 6).
+//! use, the way Google's client libraries do (see `docs/adc.md`).
 //!
 //! 1. `GOOGLE_APPLICATION_CREDENTIALS`: a credentials file (a named file
 //!    that does not exist is an error, not a reason to look further);
@@ -29,115 +29,34 @@
 //! # Ok(()) }
 //! ```
 
-use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
-use url::Url;
-
 use crate::access_token::AccessTokenSource;
+use crate::credentials_json::{CredentialsJson, is_not_found, read_file};
 use crate::source::TokenSource;
 use crate::source::authorized_user::{AuthorizedUser, AuthorizedUserSource};
 use crate::source::external_account::ExternalAccount;
 use crate::source::impersonated::ImpersonatedSource;
 use crate::source::metadata::MetadataSource;
 use crate::source::service_account::{ServiceAccountKey, ServiceAccountSource};
-use crate::transport::ensure_secure;
 use crate::{Error, Result};
 
+pub use crate::environment::Environment;
+
 /// Env var naming a credentials file.
-pub const GOOGLE_APPLICATION_CREDENTIALS: &str = "GOOGLE_APPLICATION_CREDENTIALS";
+pub(crate) const GOOGLE_APPLICATION_CREDENTIALS: &str = "GOOGLE_APPLICATION_CREDENTIALS";
 /// Env var naming gcloud's configuration folder.
-pub const CLOUDSDK_CONFIG: &str = "CLOUDSDK_CONFIG";
+pub(crate) const CLOUDSDK_CONFIG: &str = "CLOUDSDK_CONFIG";
 /// The file name gcloud (and `iap login`) write ADC user credentials to.
-pub const WELL_KNOWN_FILE: &str = "application_default_credentials.json";
+pub(crate) const WELL_KNOWN_FILE: &str = "application_default_credentials.json";
 
-/// Where environment variables come from: the process environment, or a
-/// lookup of your own.
-///
-/// Empty values count as unset, as in Google's libraries. `Debug` shows
-/// no values.
-///
-/// ```
-/// # use iap_token::adc::Environment;
-/// let env = Environment::from_vars([("CLOUDSDK_CONFIG", "/tmp/gcloud")]);
-/// assert_eq!(env.var("CLOUDSDK_CONFIG").as_deref(), Some("/tmp/gcloud"));
-/// assert_eq!(env.var("HOME"), None);
-/// ```
-#[derive(Clone, Default)]
-pub struct Environment {
-    lookup: Option<Lookup>,
-}
-
-type Lookup = Arc<dyn Fn(&str) -> Option<OsString> + Send + Sync>;
-
-impl Environment {
-    /// The process environment (`std::env::var_os`).
-    pub fn process() -> Self {
-        Environment { lookup: None }
-    }
-
-    /// Variables from `lookup`.
-    pub fn from_fn(lookup: impl Fn(&str) -> Option<OsString> + Send + Sync + 'static) -> Self {
-        Environment {
-            lookup: Some(Arc::new(lookup)),
-        }
-    }
-
-    /// Exactly these variables, nothing from the process.
-    pub fn from_vars<I, K, V>(vars: I) -> Self
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: Into<String>,
-        V: Into<OsString>,
-    {
-        let map: std::collections::HashMap<String, OsString> = vars
-            .into_iter()
-            .map(|(k, v)| (k.into(), v.into()))
-            .collect();
-        Self::from_fn(move |name| map.get(name).cloned())
-    }
-
-    /// A variable's value; `None` when unset or empty.
-    pub fn var_os(&self, name: &str) -> Option<OsString> {
-        let value = match &self.lookup {
-            None => std::env::var_os(name),
-            Some(lookup) => lookup(name),
-        };
-        value.filter(|v| !v.is_empty())
-    }
-
-    /// A variable's value as UTF-8; `None` when unset, empty or not UTF-8.
-    pub fn var(&self, name: &str) -> Option<String> {
-        self.var_os(name).and_then(|v| v.into_string().ok())
-    }
-
-    fn home(&self) -> Option<PathBuf> {
-        let var = if cfg!(windows) { "USERPROFILE" } else { "HOME" };
-        match (&self.lookup, self.var_os(var)) {
-            (_, Some(home)) => Some(PathBuf::from(home)),
-            (None, None) => std::env::home_dir(),
-            (Some(_), None) => None,
-        }
-    }
-}
-
-impl fmt::Debug for Environment {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.lookup.is_some() {
-            "Environment(custom)"
-        } else {
-            "Environment(process)"
-        })
-    }
-}
-
-/// Where discovered credentials came from.
+/// Where discovered credentials came from (their provenance; not to be
+/// confused with the HTTP origin a token is sent to).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Origin {
+pub enum CredentialOrigin {
     /// The file named by `GOOGLE_APPLICATION_CREDENTIALS`.
     EnvVar(PathBuf),
     /// gcloud's well-known ADC file.
@@ -146,14 +65,14 @@ pub enum Origin {
     MetadataServer,
 }
 
-impl fmt::Display for Origin {
+impl fmt::Display for CredentialOrigin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Origin::EnvVar(p) => {
+            CredentialOrigin::EnvVar(p) => {
                 write!(f, "{} (from {GOOGLE_APPLICATION_CREDENTIALS})", p.display())
             }
-            Origin::WellKnownFile(p) => write!(f, "{}", p.display()),
-            Origin::MetadataServer => f.write_str("the metadata server"),
+            CredentialOrigin::WellKnownFile(p) => write!(f, "{}", p.display()),
+            CredentialOrigin::MetadataServer => f.write_str("the metadata server"),
         }
     }
 }
@@ -164,7 +83,7 @@ pub struct Discovered {
     /// The token source built from the credentials.
     pub source: Arc<dyn TokenSource>,
     /// Where they came from.
-    pub origin: Origin,
+    pub origin: CredentialOrigin,
 }
 
 /// Application Default Credentials from the process environment; see the
@@ -184,9 +103,9 @@ pub async fn find_with(env: &Environment) -> Result<Discovered> {
         .var_os(GOOGLE_APPLICATION_CREDENTIALS)
         .map(PathBuf::from)
     {
-        let bytes = match std::fs::read(&path) {
+        let bytes = match read_file(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if is_not_found(&e) => {
                 return Err(Error::EnvVar {
                     name: GOOGLE_APPLICATION_CREDENTIALS.into(),
                     problem: format!(
@@ -195,27 +114,27 @@ pub async fn find_with(env: &Environment) -> Result<Discovered> {
                     ),
                 });
             }
-            Err(source) => return Err(Error::ReadFile { path, source }),
+            Err(e) => return Err(e),
         };
         let source = source_from_json(&CredentialsJson::parse(&bytes, Some(&path))?, env)?;
         tracing::debug!(path = %path.display(), "ADC: credentials from {GOOGLE_APPLICATION_CREDENTIALS}");
         return Ok(Discovered {
             source,
-            origin: Origin::EnvVar(path),
+            origin: CredentialOrigin::EnvVar(path),
         });
     }
     if let Some(path) = well_known_file(env) {
-        match std::fs::read(&path) {
+        match read_file(&path) {
             Ok(bytes) => {
                 let source = source_from_json(&CredentialsJson::parse(&bytes, Some(&path))?, env)?;
                 tracing::debug!(path = %path.display(), "ADC: credentials from the well-known file");
                 return Ok(Discovered {
                     source,
-                    origin: Origin::WellKnownFile(path),
+                    origin: CredentialOrigin::WellKnownFile(path),
                 });
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(Error::ReadFile { path, source }),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e),
         }
     }
     if MetadataSource::detect(env, None).await {
@@ -223,7 +142,7 @@ pub async fn find_with(env: &Environment) -> Result<Discovered> {
         let source = MetadataSource::from_env(env)?;
         return Ok(Discovered {
             source: Arc::new(source),
-            origin: Origin::MetadataServer,
+            origin: CredentialOrigin::MetadataServer,
         });
     }
     Err(Error::NoCredentials)
@@ -271,9 +190,7 @@ fn source_from_json(json: &CredentialsJson, env: &Environment) -> Result<Arc<dyn
         "authorized_user" => Ok(Arc::new(AuthorizedUserSource::new(
             AuthorizedUser::from_credentials_json(json)?,
         ))),
-        "impersonated_service_account" => Ok(Arc::new(ImpersonatedSource::from_credentials_json(
-            json, env,
-        )?)),
+        "impersonated_service_account" => Ok(Arc::new(impersonated(json, env)?)),
         "external_account" => Ok(Arc::new(
             ExternalAccount::from_credentials_json(json, env)?.id_token_source()?,
         )),
@@ -311,6 +228,25 @@ pub(crate) fn access_token_source(
     }
 }
 
+/// An `impersonated_service_account` file: its `source_credentials` go
+/// through [`access_token_source`] (the one dispatch, nested), the rest is
+/// read by [`ImpersonatedSource`].
+fn impersonated(json: &CredentialsJson, env: &Environment) -> Result<ImpersonatedSource> {
+    json.expect_type("impersonated_service_account")?;
+    // The file's own fields first: its errors come before the nested ones.
+    let url = json.required("service_account_impersonation_url")?;
+    crate::iam_credentials::ImpersonationUrl::parse(url)
+        .map_err(|why| json.invalid("service_account_impersonation_url", why))?;
+    let source_json = json
+        .object("source_credentials")?
+        .ok_or_else(|| json.invalid("source_credentials", "is missing".into()))?;
+    if source_json.kind().is_err() {
+        return Err(json.invalid("source_credentials", "has no `type`".into()));
+    }
+    let source = access_token_source(&source_json, env)?;
+    ImpersonatedSource::from_credentials_json(json, source)
+}
+
 fn unknown_type(json: &CredentialsJson, kind: &str) -> Error {
     json.invalid(
         "type",
@@ -319,164 +255,6 @@ fn unknown_type(json: &CredentialsJson, kind: &str) -> Error {
              `impersonated_service_account` or `external_account`)"
         ),
     )
-}
-
-/// A credentials file's JSON object, read field by field with errors that
-/// name the file and the field. Shared by every credential type. A nested
-/// object ([`object`](Self::object)) names its fields with their path
-/// (`credential_source.url`).
-#[derive(Clone)]
-pub(crate) struct CredentialsJson {
-    obj: Map<String, Value>,
-    path: Option<PathBuf>,
-    /// Where a nested object sits in the file (`credential_source`).
-    at: Option<String>,
-}
-
-impl CredentialsJson {
-    /// Reads and parses the credentials file at `path`.
-    pub(crate) fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| Error::ReadFile {
-            path: path.into(),
-            source,
-        })?;
-        Self::parse(&bytes, Some(path))
-    }
-
-    /// Parses `bytes` (the contents of `path`, if from a file).
-    pub(crate) fn parse(bytes: &[u8], path: Option<&Path>) -> Result<Self> {
-        let invalid = |problem: String| Error::InvalidCredentials {
-            path: path.map(Into::into),
-            field: String::new(),
-            problem,
-        };
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-            invalid(format!(
-                "not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            ))
-        })?;
-        match value {
-            Value::Object(obj) => Ok(CredentialsJson {
-                obj,
-                path: path.map(Into::into),
-                at: None,
-            }),
-            _ => Err(invalid("not a JSON object".into())),
-        }
-    }
-
-    /// The file the JSON came from.
-    pub(crate) fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
-    }
-
-    /// The `type` field.
-    pub(crate) fn kind(&self) -> Result<&str> {
-        self.required("type")
-    }
-
-    /// Checks that the `type` field is `expected`: for the parser of one
-    /// credential type, handed a file of another.
-    pub(crate) fn expect_type(&self, expected: &str) -> Result<()> {
-        match self.kind()? {
-            kind if kind == expected => Ok(()),
-            kind => Err(self.invalid("type", format!("is `{kind}`, expected `{expected}`"))),
-        }
-    }
-
-    /// A field's raw value.
-    pub(crate) fn get(&self, field: &str) -> Option<&Value> {
-        self.obj.get(field)
-    }
-
-    /// An optional JSON-object field (`None` when absent or null), read
-    /// like the file with errors naming `field.inner`.
-    pub(crate) fn object(&self, field: &str) -> Result<Option<CredentialsJson>> {
-        match self.obj.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Object(obj)) => Ok(Some(CredentialsJson {
-                obj: obj.clone(),
-                path: self.path.clone(),
-                at: Some(self.name(field)),
-            })),
-            Some(_) => Err(self.invalid(field, "must be a JSON object".into())),
-        }
-    }
-
-    /// A required, non-empty string field.
-    pub(crate) fn required(&self, field: &str) -> Result<&str> {
-        self.optional(field)?
-            .ok_or_else(|| self.invalid(field, "is missing".into()))
-    }
-
-    /// Like [`required`](Self::required), with what to do when the field is
-    /// missing (e.g. "download a new JSON key").
-    pub(crate) fn required_or(&self, field: &str, remedy: &str) -> Result<&str> {
-        self.optional(field)?
-            .ok_or_else(|| self.invalid(field, format!("is missing: {remedy}")))
-    }
-
-    /// An optional string field; empty counts as absent; a non-string is an error.
-    pub(crate) fn optional(&self, field: &str) -> Result<Option<&str>> {
-        match self.obj.get(field) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.as_str())),
-            Some(_) => Err(self.invalid(field, "must be a string".into())),
-        }
-    }
-
-    /// An optional URL field, `default` when absent.
-    pub(crate) fn url_or(&self, field: &str, default: &str) -> Result<Url> {
-        self.parse_url(field, self.optional(field)?.unwrap_or(default))
-    }
-
-    /// Like [`url_or`](Self::url_or), for a URL that credentials are sent
-    /// to (see [`secure_url`](Self::secure_url)).
-    pub(crate) fn secure_url_or(&self, field: &str, default: &str) -> Result<Url> {
-        self.secure_url(field, self.optional(field)?.unwrap_or(default))
-    }
-
-    /// `text`, the value of `field` (nested fields included), as a URL.
-    pub(crate) fn parse_url(&self, field: &str, text: &str) -> Result<Url> {
-        Url::parse(text.trim()).map_err(|e| self.invalid(field, format!("is not a URL ({e})")))
-    }
-
-    /// Like [`parse_url`](Self::parse_url), for a URL that credentials are
-    /// sent to: it must pass [`ensure_secure`], which is checked here so
-    /// that the error names the field rather than surfacing at the first
-    /// request.
-    pub(crate) fn secure_url(&self, field: &str, text: &str) -> Result<Url> {
-        let url = self.parse_url(field, text)?;
-        ensure_secure(&url).map_err(|_| {
-            self.invalid(
-                field,
-                "must be an https URL (plain http only for loopback and the metadata server)"
-                    .into(),
-            )
-        })?;
-        Ok(url)
-    }
-
-    /// An [`Error::InvalidCredentials`] for `field` (empty: this object).
-    pub(crate) fn invalid(&self, field: &str, problem: String) -> Error {
-        Error::InvalidCredentials {
-            path: self.path.clone(),
-            field: self.name(field),
-            problem,
-        }
-    }
-
-    /// `field` as errors name it: with the path of a nested object.
-    fn name(&self, field: &str) -> String {
-        match &self.at {
-            Some(at) if field.is_empty() => at.clone(),
-            Some(at) => format!("{at}.{field}"),
-            None => field.into(),
-        }
-    }
 }
 
 #[cfg(test)]

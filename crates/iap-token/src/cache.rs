@@ -58,7 +58,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use futures_util::FutureExt as _;
@@ -300,12 +300,10 @@ struct NoSource;
 impl TokenSource for NoSource {
     fn id_token<'a>(&'a self, _: &'a Audience) -> BoxFuture<'a, Result<IdToken>> {
         Box::pin(async {
-            Err(Error::Other {
-                context: "this TokenCache has no token source: build it with TokenCache::builder(source) \
-                          or call TokenCacheBuilder::source"
-                    .into(),
-                source: None,
-            })
+            Err(Error::config(
+                "this TokenCache has no token source: build it with TokenCache::builder(source) \
+                          or call TokenCacheBuilder::source",
+            ))
         })
     }
 }
@@ -760,73 +758,13 @@ fn now_ms() -> u64 {
 
 #[inline]
 fn ms_since_epoch(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    crate::clock::unix_millis(t)
 }
 
-/// An error for a second waiter of a shared fetch: `Error` is not `Clone`,
-/// so rebuild it keeping the message, the classification and the chain.
+/// The error of a shared fetch, for one of its waiters: a clone, chain and
+/// classification included.
 pub(crate) fn share_error(e: &Arc<Error>) -> Error {
-    match &**e {
-        Error::Endpoint {
-            endpoint,
-            status,
-            error,
-            description,
-            transient,
-            hint,
-        } => Error::Endpoint {
-            endpoint: endpoint.clone(),
-            status: *status,
-            error: error.clone(),
-            description: description.clone(),
-            transient: *transient,
-            hint: hint.clone(),
-        },
-        Error::Transport { endpoint, .. } => Error::Transport {
-            endpoint: endpoint.clone(),
-            source: Box::new(SourceOf(e.clone())),
-        },
-        Error::InvalidCredentials {
-            path,
-            field,
-            problem,
-        } => Error::InvalidCredentials {
-            path: path.clone(),
-            field: field.clone(),
-            problem: problem.clone(),
-        },
-        Error::Protocol { endpoint, problem } => Error::Protocol {
-            endpoint: endpoint.clone(),
-            problem: problem.clone(),
-        },
-        Error::MalformedToken(problem) => Error::MalformedToken(problem.clone()),
-        other => Error::Other {
-            context: other.to_string(),
-            source: std::error::Error::source(other)
-                .is_some()
-                .then(|| Box::new(SourceOf(e.clone())) as crate::error::BoxError),
-        },
-    }
-}
-
-/// The `source()` of a shared error, as an error of its own.
-#[derive(Debug)]
-struct SourceOf(Arc<Error>);
-
-impl fmt::Display for SourceOf {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match std::error::Error::source(&*self.0) {
-            Some(source) => fmt::Display::fmt(source, f),
-            None => Ok(()),
-        }
-    }
-}
-
-impl std::error::Error for SourceOf {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(&*self.0).and_then(|s| s.source())
-    }
+    (**e).clone()
 }
 
 #[cfg(test)]
@@ -872,7 +810,7 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
         let e = Arc::new(Error::Transport {
             endpoint: "http://127.0.0.1:1/token".into(),
-            source: Box::new(io),
+            source: Arc::new(io),
         });
         let shared = share_error(&e);
         assert!(shared.is_transient());

@@ -41,9 +41,10 @@ use crate::{Audience, Error, Result};
 /// sign-in redirect).
 pub async fn discover_audience(url: &str) -> Result<Audience> {
     static GLOBAL: OnceLock<AudienceDiscovery> = OnceLock::new();
-    let url = Url::parse(url).map_err(|e| Error::Other {
-        context: format!("cannot discover the IAP audience of {url:?}: not a URL ({e})"),
-        source: None,
+    let url = Url::parse(url).map_err(|e| {
+        Error::config(format!(
+            "cannot discover the IAP audience of {url:?}: not a URL ({e})"
+        ))
     })?;
     GLOBAL
         .get_or_init(AudienceDiscovery::new)
@@ -83,8 +84,14 @@ impl AudienceDiscovery {
         Self::default()
     }
 
-    /// Discovery through `transport`. Its client must not follow redirects.
-    pub fn with_transport(transport: Transport) -> Self {
+    /// Discovery through `client` instead of the shared one. It must not
+    /// follow redirects (discovery reads IAP's redirect itself).
+    pub fn with_http_client(client: reqwest::Client) -> Self {
+        Self::with_transport(Transport::new(client))
+    }
+
+    /// Discovery through `transport`.
+    pub(crate) fn with_transport(transport: Transport) -> Self {
         AudienceDiscovery {
             inner: Arc::new(Inner {
                 transport,
@@ -106,13 +113,10 @@ impl AudienceDiscovery {
     /// The audience of `url`'s origin: cached, or discovered by one request
     /// shared by concurrent callers.
     pub async fn discover(&self, url: &Url) -> Result<Audience> {
-        let origin = Origin::of_url(url).ok_or_else(|| Error::Other {
-            context: format!(
+        let origin = Origin::of_url(url).ok_or_else(|| Error::config(format!(
                 "cannot discover the IAP audience of {}: only http and https URLs with a host have one",
                 endpoint_name(url)
-            ),
-            source: None,
-        })?;
+            )))?;
         if let Some((_, aud)) = self.inner.known.load().iter().find(|(o, _)| *o == origin) {
             return Ok(aud.clone());
         }
@@ -156,13 +160,12 @@ impl AudienceDiscovery {
 
 /// One browser-like unauthenticated GET, and what its answer says.
 async fn probe(transport: &Transport, url: &Url) -> Result<Audience> {
-    let not_iap = |why: String| Error::Other {
-        context: format!(
+    let not_iap = |why: String| {
+        Error::config(format!(
             "cannot discover the IAP audience of {}: {why}; if the app is behind IAP, pass its audience \
              (the IAP OAuth client ID) explicitly",
             endpoint_name(url)
-        ),
-        source: None,
+        ))
     };
     let request = transport
         .client_for(url)?
@@ -242,11 +245,10 @@ pub(crate) struct Origin {
 impl Origin {
     /// Parses `https://host[:port]` (a trailing `/` is allowed; nothing else).
     pub(crate) fn parse(s: &str) -> Result<Origin> {
-        let bad = |why: &str| Error::Other {
-            context: format!(
+        let bad = |why: &str| {
+            Error::config(format!(
                 "{s:?} is not an origin ({why}): write it as https://host or https://host:port"
-            ),
-            source: None,
+            ))
         };
         let url = Url::parse(s).map_err(|e| bad(&e.to_string()))?;
         if url.path() != "/"

@@ -4,14 +4,21 @@
 //! They never contain a token, refresh token, client secret or private key.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-/// A boxed error kept as the `source` of an [`Error`], so the chain survives.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+/// A shared error kept as the `source` of an [`Error`], so the chain
+/// survives and [`Error`] stays cheap to clone.
+pub type BoxError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything that can go wrong getting or using an IAP ID token.
 ///
-/// Use [`Error::is_transient`] to decide whether trying again later may help.
-#[derive(Debug, thiserror::Error)]
+/// `Clone` (causes are shared), so every caller waiting on one token fetch
+/// gets the same error with its whole chain ([`std::error::Error::source`]).
+/// Use [`Error::is_transient`] to decide whether trying again later may
+/// help, and [`Error::is_configuration`] to tell a mistake in what the
+/// program was given (a file, a variable, an argument) from trouble at run
+/// time.
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A credentials file could not be read.
@@ -21,7 +28,7 @@ pub enum Error {
         path: PathBuf,
         /// The I/O error.
         #[source]
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
 
     /// A file holding credentials could not be written.
@@ -31,7 +38,7 @@ pub enum Error {
         path: PathBuf,
         /// The I/O error.
         #[source]
-        source: std::io::Error,
+        source: Arc<std::io::Error>,
     },
 
     /// A credentials file (or value) is not what it should be.
@@ -83,7 +90,7 @@ pub enum Error {
         error: String,
         /// Google's `error_description` or message, if any.
         description: Option<String>,
-        /// Whether trying again may succeed (PROTOCOLS section 2's rule).
+        /// Whether trying again may succeed (see `docs/errors.md`).
         transient: bool,
         /// What the error most likely means for this credential and what to
         /// do, added by the source that called the endpoint.
@@ -118,6 +125,12 @@ pub enum Error {
         problem: String,
     },
 
+    /// A mistake in how the toolkit was configured: an argument, a URL, a
+    /// builder setting that cannot work. Fix the program or its flags;
+    /// trying again does not help.
+    #[error("{0}")]
+    Config(String),
+
     /// A token is not a well-formed JWT with an `exp` claim.
     #[error("malformed ID token: {0}")]
     MalformedToken(String),
@@ -147,6 +160,28 @@ impl Error {
             Error::Transport { .. } => true,
             _ => false,
         }
+    }
+
+    /// Whether the error is a configuration mistake: [`Error::Config`], and
+    /// the credential and environment problems ([`Error::InvalidCredentials`],
+    /// [`Error::Unsupported`], [`Error::NoCredentials`],
+    /// [`Error::InsecureEndpoint`], [`Error::EnvVar`]). These need a fix of
+    /// what the program was given, never a retry.
+    pub fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            Error::Config(_)
+                | Error::InvalidCredentials { .. }
+                | Error::Unsupported { .. }
+                | Error::NoCredentials
+                | Error::InsecureEndpoint { .. }
+                | Error::EnvVar { .. }
+        )
+    }
+
+    /// An [`Error::Config`].
+    pub(crate) fn config(problem: impl Into<String>) -> Self {
+        Error::Config(problem.into())
     }
 
     /// Adds a hint to an [`Error::Endpoint`] when `hint` finds one for its

@@ -1,7 +1,7 @@
 //! The desktop login, as a library: a browser signs the user in to a desktop
 //! OAuth client and comes back to a one-shot receiver on 127.0.0.1; the
 //! code is exchanged for an ID token and a refresh token, which are saved as
-//! `authorized_user` credentials (PROTOCOLS section 3).
+//! `authorized_user` credentials (the wire facts: `docs/user-credentials.md`).
 //!
 //! The authorization URL carries a random `state` and a PKCE S256
 //! challenge; the receiver answers the browser with a small page, refuses a
@@ -22,9 +22,9 @@
 //! ```
 
 use std::fmt;
-use std::io::Write as _;
+
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -35,15 +35,13 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use url::Url;
 
+use crate::endpoints::{GOOGLE_AUTH_URI, GOOGLE_TOKEN_URI};
 use crate::source::authorized_user::AuthorizedUser;
-use crate::source::service_account::GOOGLE_TOKEN_URI;
 use crate::transport::{Transport, ensure_secure};
 use crate::{Audience, Error, IdToken, Result};
 
-/// Google's authorization endpoint.
-pub const GOOGLE_AUTH_URI: &str = "https://accounts.google.com/o/oauth2/v2/auth";
 /// How long the receiver waits for the browser by default.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long one browser connection may take to send its request.
 const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request head the receiver reads.
@@ -106,13 +104,13 @@ impl DesktopLogin {
         self
     }
 
-    /// The authorization endpoint (default [`GOOGLE_AUTH_URI`]).
+    /// The authorization endpoint (default `https://accounts.google.com/o/oauth2/v2/auth`).
     pub fn auth_uri(mut self, uri: impl Into<String>) -> Self {
         self.auth_uri = uri.into();
         self
     }
 
-    /// The token endpoint (default [`GOOGLE_TOKEN_URI`]); it is also saved
+    /// The token endpoint (default `https://oauth2.googleapis.com/token`); it is also saved
     /// in the credentials.
     pub fn token_uri(mut self, uri: impl Into<String>) -> Self {
         self.token_uri = uri.into();
@@ -144,9 +142,10 @@ impl DesktopLogin {
         self
     }
 
-    /// Sends the code exchange through `transport` instead of the shared client.
-    pub fn transport(mut self, transport: Transport) -> Self {
-        self.transport = transport;
+    /// Sends the code exchange through `client` instead of the shared one.
+    /// Configure it not to follow redirects.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.transport = Transport::new(client);
         self
     }
 
@@ -163,11 +162,11 @@ impl DesktopLogin {
                         "cannot listen on 127.0.0.1:{} for the browser's answer",
                         self.port
                     ),
-                    source: Some(Box::new(e)),
+                    source: Some(std::sync::Arc::new(e)),
                 })?;
         let port = listener.local_addr().map_err(|e| Error::Other {
             context: "cannot read the receiver's port".into(),
-            source: Some(Box::new(e)),
+            source: Some(std::sync::Arc::new(e)),
         })?;
         let redirect_uri = format!("http://127.0.0.1:{}/", port.port());
         let state = random_base64url(24)?;
@@ -207,10 +206,8 @@ impl DesktopLogin {
 }
 
 fn parse_endpoint(uri: &str, what: &str) -> Result<Url> {
-    let url = Url::parse(uri).map_err(|e| Error::Other {
-        context: format!("the {what} `{uri}` is not a URL"),
-        source: Some(Box::new(e)),
-    })?;
+    let url = Url::parse(uri)
+        .map_err(|e| Error::config(format!("the {what} `{uri}` is not a URL ({e})")))?;
     ensure_secure(&url)?;
     Ok(url)
 }
@@ -271,7 +268,7 @@ impl PendingLogin {
             .and_then(tokio::net::TcpListener::from_std)
             .map_err(|e| Error::Other {
                 context: "cannot use the loopback receiver".into(),
-                source: Some(Box::new(e)),
+                source: Some(std::sync::Arc::new(e)),
             })?;
         let timeout = self.login.timeout;
         let wait = async {
@@ -491,54 +488,4 @@ fn random_base64url(len: usize) -> Result<String> {
             source: None,
         })?;
     Ok(base64url(&bytes))
-}
-
-/// Writes `contents` to `path` so that `path` is always either the old file
-/// or the complete new one, readable by the owner only (mode 0600 on Unix):
-/// a temporary file in the same folder is written, flushed to disk and
-/// renamed over `path`. Missing parent folders are created (mode 0700).
-pub fn write_private_file(path: &Path, contents: &[u8]) -> Result<()> {
-    let write_err = |source| Error::WriteFile {
-        path: path.into(),
-        source,
-    };
-    let file_name = path.file_name().ok_or_else(|| {
-        write_err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a file path",
-        ))
-    })?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(&dir).map_err(write_err)?;
-
-    let suffix = random_base64url(6)?.replace(['-', '_'], "x");
-    let tmp = dir.join(format!(".{}.{suffix}.tmp", file_name.to_string_lossy()));
-    let result = (|| {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)?;
-        // Make the rename itself durable.
-        #[cfg(unix)]
-        if let Ok(d) = std::fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(write_err)
 }

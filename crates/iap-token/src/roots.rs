@@ -74,7 +74,7 @@ impl RootCertificates {
                 "cannot read CA certificate file {}: {source}",
                 path.display()
             ),
-            source: Some(Box::new(source)),
+            source: Some(std::sync::Arc::new(source)),
         })?;
         Self::parse(&pem, &path.display().to_string())
     }
@@ -139,7 +139,7 @@ impl RootCertificates {
         .build()
         .map_err(|e| Error::Other {
             context: format!("cannot build an HTTP client trusting {}", self.origin),
-            source: Some(Box::new(e)),
+            source: Some(std::sync::Arc::new(e)),
         })
     }
 
@@ -156,7 +156,7 @@ pub(crate) fn client_config(extra: Vec<CertificateDer<'static>>) -> Result<rustl
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let fail = |e: rustls::Error| Error::Other {
         context: "cannot set up TLS with the platform's certificates".into(),
-        source: Some(Box::new(e)),
+        source: Some(std::sync::Arc::new(e)),
     };
     let verifier = if extra.is_empty() {
         rustls_platform_verifier::Verifier::new(provider.clone()).map_err(fail)?

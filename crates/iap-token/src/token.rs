@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
 use serde::Deserialize;
@@ -82,12 +82,18 @@ struct Inner {
 
 impl IdToken {
     /// Parses a compact JWT. Fails with [`Error::MalformedToken`] when it is
-    /// not three base64url parts, its claims are not JSON, or `exp` is missing.
+    /// not three base64url parts, its claims are not JSON, or `exp` is
+    /// missing or out of range. Never panics, whatever the input.
     pub fn parse(jwt: impl Into<String>) -> Result<Self, Error> {
         let jwt: String = jwt.into();
         let jwt = jwt.trim();
         let claims = decode_claims(jwt)?;
-        let expires_at = UNIX_EPOCH + Duration::from_secs(claims.exp);
+        let expires_at = crate::clock::from_unix_secs(claims.exp).ok_or_else(|| {
+            Error::MalformedToken(format!(
+                "the `exp` claim ({}) is not a time this system can represent",
+                claims.exp
+            ))
+        })?;
         let mut header = HeaderValue::try_from(format!("Bearer {jwt}")).map_err(|_| {
             Error::MalformedToken(
                 "the token contains characters not allowed in an HTTP header".into(),
@@ -202,6 +208,9 @@ mod tests {
         let dbg = format!("{t:?} {:?}", t.header_value());
         assert!(!dbg.contains(t.as_str()), "{dbg}");
         assert_eq!(t.claims().aud.as_deref(), Some("a"));
-        assert_eq!(t.expires_at(), UNIX_EPOCH + Duration::from_secs(10));
+        assert_eq!(
+            t.expires_at(),
+            std::time::UNIX_EPOCH + Duration::from_secs(10)
+        );
     }
 }

@@ -10,29 +10,16 @@
 //! metadata server, which it always reaches directly (a proxy cannot reach
 //! this machine's own ports; see [`Transport::client_for`]).
 //! [`Transport::direct`] never uses a proxy, for the metadata server. Bring
-//! your own client (extra root certificates, a fixed proxy) with
-//! [`Transport::new`].
+//! your own client (extra root certificates, a fixed proxy) with each
+//! source's `with_http_client`.
 //!
-//! Errors follow one rule (PROTOCOLS section 2, Python's): HTTP 500, 503,
+//! Errors follow one rule (Google's client libraries'; see `docs/errors.md`): HTTP 500, 503,
 //! 504, 408 and 429, and the codes `internal_failure`, `server_error` and
 //! `temporarily_unavailable`, are transient; every other answer is
 //! permanent. Failures before an answer ([`Error::Transport`]) are
 //! transient. Errors name the endpoint (the URL without its query) and never
 //! carry what was sent.
 //!
-//! ```no_run
-//! # async fn demo() -> iap_token::Result<()> {
-//! use iap_token::transport::Transport;
-//!
-//! #[derive(serde::Deserialize)]
-//! struct Answer { id_token: String }
-//!
-//! let token_uri = url::Url::parse("https://oauth2.googleapis.com/token").unwrap();
-//! let answer: Answer = Transport::default()
-//!     .post_form(&token_uri, &[("grant_type", "refresh_token"), ("refresh_token", "...")])
-//!     .await?;
-//! # Ok(()) }
-//! ```
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -46,21 +33,16 @@ use url::Url;
 use crate::{Error, Result};
 
 /// How long connecting to an endpoint may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a whole request may take, answer included.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest answer body read from an endpoint.
 const MAX_BODY: usize = 1024 * 1024;
-/// Hosts of the metadata server that may be reached over plain http.
-pub const METADATA_HOSTS: &[&str] = &[
-    "metadata.google.internal",
-    "169.254.169.254",
-    "fd20:ce::254",
-];
+pub(crate) use crate::endpoints::METADATA_HOSTS;
 
 /// Sends requests to Google's identity endpoints. See the [module docs](self).
 #[derive(Clone, Default)]
-pub struct Transport {
+pub(crate) struct Transport {
     client: Which,
 }
 
@@ -110,14 +92,14 @@ fn build(cell: &'static Built, proxies: bool) -> Result<&'static reqwest::Client
 
 /// The client every default [`Transport`] uses for remote hosts, built on
 /// first call. It honours `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`.
-pub fn shared_client() -> Result<&'static reqwest::Client> {
+pub(crate) fn shared_client() -> Result<&'static reqwest::Client> {
     build(&SHARED, true)
 }
 
 /// An answer read in full. `Debug` shows the status and the body's length
 /// only: bodies hold tokens.
 #[derive(Clone)]
-pub struct Answer {
+pub(crate) struct Answer {
     status: http::StatusCode,
     headers: HeaderMap,
     body: Vec<u8>,
@@ -136,7 +118,7 @@ impl Transport {
     /// A transport using `client` instead of the shared one. Configure the
     /// client not to follow redirects: token endpoints never redirect, and a
     /// redirect must not carry credentials elsewhere.
-    pub fn new(client: reqwest::Client) -> Self {
+    pub(crate) fn new(client: reqwest::Client) -> Self {
         Transport {
             client: Which::Custom(client),
         }
@@ -145,7 +127,7 @@ impl Transport {
     /// The shared settings without any proxy: for the metadata server, which
     /// only answers on the machine's own link (Go's client does the same).
     /// The default transport of [`MetadataSource`](crate::source::metadata::MetadataSource).
-    pub fn direct() -> Self {
+    pub(crate) fn direct() -> Self {
         Transport {
             client: Which::Direct,
         }
@@ -153,7 +135,7 @@ impl Transport {
 
     /// The client requests to remote hosts go through. Build requests on
     /// [`client_for`](Self::client_for) instead, which knows about loopback.
-    pub fn client(&self) -> Result<&reqwest::Client> {
+    pub(crate) fn client(&self) -> Result<&reqwest::Client> {
         match &self.client {
             Which::Shared => shared_client(),
             Which::Direct => build(&DIRECT, false),
@@ -167,7 +149,7 @@ impl Transport {
     /// elsewhere cannot reach this machine's own ports (a local emulator,
     /// `iap proxy`), and the metadata server answers only on the machine's
     /// own link. A client of your own ([`Transport::new`]) is used as is.
-    pub fn client_for(&self, url: &Url) -> Result<&reqwest::Client> {
+    pub(crate) fn client_for(&self, url: &Url) -> Result<&reqwest::Client> {
         match &self.client {
             Which::Shared if is_loopback_or_metadata(url) => build(&DIRECT, false),
             _ => self.client(),
@@ -176,7 +158,7 @@ impl Transport {
 
     /// POSTs `form` (`application/x-www-form-urlencoded`) to `url` and
     /// decodes a 2xx JSON answer. `url` must pass [`ensure_secure`].
-    pub async fn post_form<T: DeserializeOwned>(
+    pub(crate) async fn post_form<T: DeserializeOwned>(
         &self,
         url: &Url,
         form: &[(&str, &str)],
@@ -188,7 +170,7 @@ impl Transport {
 
     /// POSTs `body` as JSON with `headers` (e.g. a sensitive `Authorization`)
     /// to `url` and decodes a 2xx JSON answer. `url` must pass [`ensure_secure`].
-    pub async fn post_json<B: Serialize + ?Sized, T: DeserializeOwned>(
+    pub(crate) async fn post_json<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         url: &Url,
         headers: HeaderMap,
@@ -203,14 +185,6 @@ impl Transport {
         self.send(url, req).await?.json(url)
     }
 
-    /// GETs `url` with `headers` and decodes a 2xx JSON answer. `url` must
-    /// pass [`ensure_secure`].
-    pub async fn get_json<T: DeserializeOwned>(&self, url: &Url, headers: HeaderMap) -> Result<T> {
-        ensure_secure(url)?;
-        let req = self.client_for(url)?.get(url.clone()).headers(headers);
-        self.send(url, req).await?.json(url)
-    }
-
     /// Sends a request built on [`Transport::client_for`] and reads the answer
     /// (at most 1 MiB). A non-2xx status becomes [`Error::Endpoint`] (see
     /// [`endpoint_error`]); a failure before the answer becomes
@@ -219,7 +193,7 @@ impl Transport {
     ///
     /// Unlike the other methods this does not call [`ensure_secure`]: the
     /// caller decides (the metadata server is plain http by design).
-    pub async fn send(&self, url: &Url, req: reqwest::RequestBuilder) -> Result<Answer> {
+    pub(crate) async fn send(&self, url: &Url, req: reqwest::RequestBuilder) -> Result<Answer> {
         let answer = self.send_raw(url, req).await?;
         if answer.status.is_success() {
             Ok(answer)
@@ -229,11 +203,11 @@ impl Transport {
     }
 
     /// Like [`Transport::send`], but any status is returned as an answer.
-    pub async fn send_raw(&self, url: &Url, req: reqwest::RequestBuilder) -> Result<Answer> {
+    pub(crate) async fn send_raw(&self, url: &Url, req: reqwest::RequestBuilder) -> Result<Answer> {
         let transport_err = |e: reqwest::Error| Error::Transport {
             endpoint: endpoint_name(url),
             // The endpoint is named above; the URL in reqwest's error may carry a query.
-            source: Box::new(e.without_url()),
+            source: std::sync::Arc::new(e.without_url()),
         };
         let mut response = req.send().await.map_err(transport_err)?;
         let status = response.status();
@@ -259,23 +233,18 @@ impl Transport {
 
 impl Answer {
     /// The HTTP status.
-    pub fn status(&self) -> http::StatusCode {
+    pub(crate) fn status(&self) -> http::StatusCode {
         self.status
     }
 
     /// The response headers.
-    pub fn headers(&self) -> &HeaderMap {
+    pub(crate) fn headers(&self) -> &HeaderMap {
         &self.headers
-    }
-
-    /// The body (at most 1 MiB). Treat it as secret.
-    pub fn bytes(&self) -> &[u8] {
-        &self.body
     }
 
     /// Decodes the body as JSON into `T`. The error names `url`'s endpoint
     /// and where the JSON went wrong, never the body itself.
-    pub fn json<T: DeserializeOwned>(&self, url: &Url) -> Result<T> {
+    pub(crate) fn json<T: DeserializeOwned>(&self, url: &Url) -> Result<T> {
         serde_json::from_slice(&self.body).map_err(|e| Error::Protocol {
             endpoint: endpoint_name(url),
             problem: json_problem(&e),
@@ -283,7 +252,7 @@ impl Answer {
     }
 
     /// The body as UTF-8 text, trimmed.
-    pub fn text(&self, url: &Url) -> Result<&str> {
+    pub(crate) fn text(&self, url: &Url) -> Result<&str> {
         std::str::from_utf8(&self.body)
             .map(str::trim)
             .map_err(|_| Error::Protocol {
@@ -310,7 +279,7 @@ pub(crate) fn json_problem(e: &serde_json::Error) -> String {
 }
 
 /// The URL without its query or fragment, as errors and logs name it.
-pub fn endpoint_name(url: &Url) -> String {
+pub(crate) fn endpoint_name(url: &Url) -> String {
     let mut u = url.clone();
     u.set_query(None);
     u.set_fragment(None);
@@ -320,12 +289,12 @@ pub fn endpoint_name(url: &Url) -> String {
 }
 
 /// Whether an HTTP status is worth retrying (500, 503, 504, 408, 429).
-pub fn is_transient_status(status: u16) -> bool {
+pub(crate) fn is_transient_status(status: u16) -> bool {
     matches!(status, 500 | 503 | 504 | 408 | 429)
 }
 
 /// Whether a Google `error` code (or description) is worth retrying.
-pub fn is_transient_code(code: &str) -> bool {
+pub(crate) fn is_transient_code(code: &str) -> bool {
     matches!(
         code,
         "internal_failure" | "server_error" | "temporarily_unavailable"
@@ -336,7 +305,7 @@ pub fn is_transient_code(code: &str) -> bool {
 /// JSON (`{"error","error_description"}`), IAM's
 /// (`{"error":{"code","message","status"}}`), or else the status reason
 /// and the first line of a text body (with anything token-like removed).
-pub fn endpoint_error(url: &Url, status: u16, body: &[u8]) -> Error {
+pub(crate) fn endpoint_error(url: &Url, status: u16, body: &[u8]) -> Error {
     #[derive(serde::Deserialize)]
     #[serde(untagged)]
     enum GoogleError {
@@ -422,18 +391,7 @@ pub(crate) fn scrub(text: &str) -> String {
 /// to a loopback host (`127.0.0.0/8`, `::1`, `localhost`) or to the
 /// metadata server ([`METADATA_HOSTS`]). Anything else is
 /// [`Error::InsecureEndpoint`].
-///
-/// ```
-/// # use iap_token::transport::ensure_secure;
-/// let ok = |s: &str| ensure_secure(&url::Url::parse(s).unwrap()).is_ok();
-/// assert!(ok("https://oauth2.googleapis.com/token"));
-/// assert!(ok("http://127.0.0.1:8080/token"));
-/// assert!(ok("http://[::1]:8080/token"));
-/// assert!(ok("http://metadata.google.internal/computeMetadata/v1/"));
-/// assert!(!ok("http://oauth2.googleapis.com/token"));
-/// assert!(!ok("ftp://127.0.0.1/token"));
-/// ```
-pub fn ensure_secure(url: &Url) -> Result<()> {
+pub(crate) fn ensure_secure(url: &Url) -> Result<()> {
     let allowed = match url.scheme() {
         "https" => true,
         "http" => is_loopback_or_metadata(url),
@@ -469,6 +427,17 @@ fn is_loopback_or_metadata(url: &Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_go_over_https_loopback_or_the_metadata_server_only() {
+        let ok = |s: &str| ensure_secure(&Url::parse(s).unwrap()).is_ok();
+        assert!(ok("https://oauth2.googleapis.com/token"));
+        assert!(ok("http://127.0.0.1:8080/token"));
+        assert!(ok("http://[::1]:8080/token"));
+        assert!(ok("http://metadata.google.internal/computeMetadata/v1/"));
+        assert!(!ok("http://oauth2.googleapis.com/token"));
+        assert!(!ok("ftp://127.0.0.1/token"));
+    }
 
     fn url(s: &str) -> Url {
         Url::parse(s).unwrap()

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use iap_emulator::Emulator;
-use iap_token::adc::{self, Environment, Origin};
+use iap_token::adc::{self, CredentialOrigin as Origin, Environment};
 use iap_token::{Audience, Error};
 
 struct Setup {

@@ -11,10 +11,12 @@ use iap_emulator::{
     Adc, Emulator, Grant, ServiceAccount, SubjectTokenSource, WorkloadPool, counter,
 };
 use iap_token::adc::{self, Environment};
-use iap_token::source::external_account::{
-    ALLOW_EXECUTABLES, ExternalAccount, WORKLOAD_IDENTITY_USER_ROLE,
-};
-use iap_token::source::impersonated::{ImpersonatedSource, OPENID_TOKEN_CREATOR_ROLE};
+use iap_token::source::external_account::ExternalAccount;
+
+const ALLOW_EXECUTABLES: &str = "GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES";
+const WORKLOAD_IDENTITY_USER_ROLE: &str = "roles/iam.workloadIdentityUser";
+const OPENID_TOKEN_CREATOR_ROLE: &str = "roles/iam.serviceAccountOpenIdTokenCreator";
+use iap_token::source::impersonated::ImpersonatedSource;
 use iap_token::{Audience, Error, IdToken, TokenSource};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -116,7 +118,7 @@ impl Federation {
 fn executables_allowed(config: &Value) -> ImpersonatedSource {
     ExternalAccount::from_json(config.to_string())
         .unwrap()
-        .environment(Environment::from_vars([(ALLOW_EXECUTABLES, "1")]))
+        .with_environment(Environment::from_vars([(ALLOW_EXECUTABLES, "1")]))
         .id_token_source()
         .unwrap()
 }
@@ -325,10 +327,9 @@ async fn without_an_impersonation_url_the_federated_token_can_still_be_a_source_
         .allow_impersonation(&fed.pool.principal(SUBJECT), target.email());
     let account = ExternalAccount::from_file(fed.file_adc(false)).unwrap();
 
-    let token = iap_token::source::impersonated::ImpersonatedSource::builder(target.email())
-        .source(account)
-        .iam_endpoint(fed.emu.url())
-        .build()
+    let token = ImpersonatedSource::new(target.email(), account)
+        .unwrap()
+        .with_iam_endpoint(fed.emu.url())
         .unwrap()
         .id_token(&Audience::new(AUD))
         .await
@@ -600,7 +601,7 @@ async fn executables_do_not_run_unless_allowed() {
 
     let source = ExternalAccount::from_json(config.to_string())
         .unwrap()
-        .environment(Environment::from_vars([(ALLOW_EXECUTABLES, "0")]))
+        .with_environment(Environment::from_vars([(ALLOW_EXECUTABLES, "0")]))
         .id_token_source()
         .unwrap();
     let err = source.id_token(&Audience::new(AUD)).await.unwrap_err();

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use iap_emulator::{Emulator, OAuthClient};
-use iap_token::login::{DesktopLogin, write_private_file};
+use iap_token::login::DesktopLogin;
 use iap_token::source::authorized_user::{AuthorizedUser, AuthorizedUserSource};
 use iap_token::{Audience, Error, TokenSource};
 use url::Url;
@@ -224,14 +224,16 @@ async fn a_failed_login_leaves_existing_credentials_untouched() {
 }
 
 #[test]
-fn private_files_replace_atomically_with_mode_0600() {
+fn saved_credentials_replace_atomically_with_mode_0600() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("creds.json");
     std::fs::write(&path, "old").unwrap();
+    let user = AuthorizedUser::new("client-id", "client-secret", "refresh-token");
 
-    write_private_file(&path, b"new").unwrap();
+    user.save(&path).unwrap();
 
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+    let new = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(new, user.to_json());
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -241,12 +243,12 @@ fn private_files_replace_atomically_with_mode_0600() {
         );
     }
     // A path whose parent is a file cannot be written; the error names it.
-    let err = write_private_file(&path.join("child.json"), b"x").unwrap_err();
+    let err = user.save(path.join("child.json")).unwrap_err();
     assert!(
         matches!(err, Error::WriteFile { .. }) && err.to_string().contains("child.json"),
         "{err}"
     );
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), new);
 }
 
 #[tokio::test]

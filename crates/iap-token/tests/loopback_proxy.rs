@@ -7,9 +7,8 @@
 
 mod common;
 
-use http::HeaderMap;
 use iap_emulator::{Emulator, Endpoint};
-use iap_token::transport::Transport;
+use iap_token::source::authorized_user::{AuthorizedUser, AuthorizedUserSource};
 use iap_token::{Audience, Error, TokenSource};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
@@ -60,8 +59,10 @@ async fn loopback_endpoints_bypass_the_environments_proxy_and_remote_hosts_use_i
     // The same default transport sends a remote host to the proxy, so the
     // proxy setting is really in effect in this process.
     let remote = url::Url::parse("https://iap-rs-proxy-test.invalid/token").unwrap();
-    let err = Transport::default()
-        .get_json::<serde_json::Value>(&remote, HeaderMap::new())
+    let user =
+        AuthorizedUser::new("client-id", "client-secret", "refresh-token").with_token_uri(remote);
+    let err = AuthorizedUserSource::new(user)
+        .id_token(&Audience::new("aud"))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Transport { .. }), "{err:?}");

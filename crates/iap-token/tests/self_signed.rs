@@ -14,9 +14,8 @@ use iap_token::source::service_account::ServiceAccountKey;
 use iap_token::{Audience, Error, IapAuth, IdToken, TokenSource};
 
 fn source(sa: &ServiceAccount, kind: AudienceKind) -> SelfSignedJwtSource {
-    SelfSignedJwtSource::builder(ServiceAccountKey::from_json(sa.key_json()).unwrap())
-        .audience_kind(kind)
-        .build()
+    SelfSignedJwtSource::new(ServiceAccountKey::from_json(sa.key_json()).unwrap())
+        .with_audience_kind(kind)
 }
 
 fn auth(sa: &ServiceAccount, kind: AudienceKind) -> IapAuth {
@@ -122,9 +121,8 @@ async fn a_token_for_one_host_is_rejected_by_another() {
 async fn the_claims_and_header_are_those_iap_requires() {
     let emu = Emulator::start().await.unwrap();
     let sa = emu.create_service_account("robot").await.unwrap();
-    let source = SelfSignedJwtSource::builder(ServiceAccountKey::from_json(sa.key_json()).unwrap())
-        .lifetime(Duration::from_secs(7200))
-        .build();
+    let source = SelfSignedJwtSource::new(ServiceAccountKey::from_json(sa.key_json()).unwrap())
+        .with_lifetime(Duration::from_secs(7200));
 
     let token = source
         .id_token(&Audience::new("https://app.example.com/*"))
@@ -176,7 +174,8 @@ async fn a_client_id_audience_is_a_configuration_error() {
         .await
         .unwrap_err();
 
-    assert!(matches!(err, Error::Other { .. }), "{err}");
+    assert!(matches!(err, Error::Config(_)), "{err}");
+    assert!(err.is_configuration());
     assert!(err.to_string().contains("addressed to a URL"), "{err}");
 }
 
@@ -192,7 +191,7 @@ async fn debug_holds_no_private_key() {
 
     let text = format!(
         "{source:?} {:?} {token:?}",
-        SelfSignedJwtSource::builder(source.key().clone())
+        SelfSignedJwtSource::new(source.key().clone())
     );
 
     let key: serde_json::Value = serde_json::from_str(sa.key_json()).unwrap();

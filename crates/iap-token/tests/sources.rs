@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use common::key_source;
 use iap_emulator::{Emulator, Endpoint, Grant, ServiceAccount};
-use iap_token::access_token::{AccessTokenSource, CLOUD_PLATFORM_SCOPE};
+use iap_token::access_token::AccessTokenSource;
+
+const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 use iap_token::adc::Environment;
 use iap_token::source::authorized_user::{AuthorizedUser, AuthorizedUserSource};
 use iap_token::source::metadata::{IdentityFormat, MetadataSource};
@@ -243,7 +245,7 @@ async fn authorized_user_without_audience_gets_a_token_for_the_desktop_client() 
     let user = emu.create_user(&client, "bob@example.com");
     let source =
         AuthorizedUserSource::new(AuthorizedUser::from_json(user.authorized_user_json()).unwrap())
-            .send_audience(false);
+            .with_send_audience(false);
 
     let token = source
         .id_token(&Audience::new(emu.app().client_id()))
@@ -377,7 +379,7 @@ async fn metadata_standard_format_has_no_email() {
     let emu = emulator().await;
     let source = MetadataSource::with_host(&emu.metadata_host())
         .unwrap()
-        .format(IdentityFormat::Standard);
+        .with_format(IdentityFormat::Standard);
 
     let token = source
         .id_token(&Audience::new(emu.app().client_id()))
@@ -404,7 +406,7 @@ async fn metadata_licenses_option_adds_license_codes_to_full_tokens() {
     let emu = emulator().await;
     let aud = Audience::new(emu.app().client_id());
     let plain = MetadataSource::with_host(&emu.metadata_host()).unwrap();
-    let licensed = plain.clone().licenses(true);
+    let licensed = plain.clone().with_licenses(true);
 
     let without = raw_claims(&plain.id_token(&aud).await.unwrap());
     let with = raw_claims(&licensed.id_token(&aud).await.unwrap());

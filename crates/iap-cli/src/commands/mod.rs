@@ -37,12 +37,12 @@ async fn discover(url: &str) -> iap_token::Result<Audience> {
     let Some(roots) = crate::tls::roots() else {
         return iap_token::discovery::discover_audience(url).await;
     };
-    let parsed = Url::parse(url).map_err(|e| iap_token::Error::Other {
-        context: format!("cannot discover the IAP audience of {url:?}: not a URL ({e})"),
-        source: None,
+    let parsed = Url::parse(url).map_err(|e| {
+        iap_token::Error::Config(format!(
+            "cannot discover the IAP audience of {url:?}: not a URL ({e})"
+        ))
     })?;
-    let transport = iap_token::transport::Transport::new(roots.http_client()?);
-    iap_token::discovery::AudienceDiscovery::with_transport(transport)
+    iap_token::discovery::AudienceDiscovery::with_http_client(roots.http_client()?)
         .discover(&parsed)
         .await
 }

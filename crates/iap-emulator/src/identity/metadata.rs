@@ -1,4 +1,4 @@
-//! The GCE metadata server (PROTOCOLS section 1).
+//! The GCE metadata server (see `docs/metadata-server.md`).
 //!
 //! Every `/computeMetadata/v1/...` answer carries `Metadata-Flavor: Google`
 //! and needs the request header `Metadata-Flavor: Google` (403 otherwise, and

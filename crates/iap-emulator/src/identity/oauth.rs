@@ -1,4 +1,4 @@
-//! The OAuth 2.0 token endpoint (`POST /token`, PROTOCOLS sections 2-4) and
+//! The OAuth 2.0 token endpoint (`POST /token`, see `docs/service-account.md`, `docs/user-credentials.md`) and
 //! the authorization endpoint (`GET /o/oauth2/v2/auth`, section 3).
 //!
 //! Grants: JWT-bearer (a service account's signed assertion; `target_audience`

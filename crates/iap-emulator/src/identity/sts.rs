@@ -1,4 +1,4 @@
-//! STS token exchange (`POST /v1/token`, PROTOCOLS section 5) and the OIDC
+//! STS token exchange (`POST /v1/token`, see `docs/workload-identity.md`) and the OIDC
 //! issuer whose tokens it accepts as subject tokens (`/oidc/...`).
 //!
 //! The issuer is `BASE/oidc`, with discovery at

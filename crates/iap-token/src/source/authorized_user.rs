@@ -2,10 +2,10 @@
 //! a refresh token, as written by `gcloud auth application-default login`
 //! or `iap login`.
 //!
-//! An ID token comes from the refresh grant (PROTOCOLS section 3). By default
+//! An ID token comes from the refresh grant (see `docs/user-credentials.md`). By default
 //! it sends `audience=<IAP client ID>`, so the token's `aud` is the IAP
 //! client, as IAP's desktop-app flow wants. For a desktop client on the
-//! app's programmatic-access allowlist, [`AuthorizedUserSource::send_audience`]
+//! app's programmatic-access allowlist, [`AuthorizedUserSource::with_send_audience`]
 //! turns that off: the token's `aud` is then the desktop client ID, whatever
 //! audience is asked for.
 //!
@@ -26,7 +26,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::access_token::{AccessToken, AccessTokenAnswer, AccessTokenSource};
-use crate::adc::CredentialsJson;
+use crate::credentials_json::CredentialsJson;
 use crate::source::service_account::GOOGLE_TOKEN_URI;
 use crate::source::{BoxFuture, TokenSource};
 use crate::transport::{Transport, endpoint_name};
@@ -157,11 +157,11 @@ impl AuthorizedUser {
         serde_json::to_string_pretty(&serde_json::Value::Object(obj)).unwrap_or_default() + "\n"
     }
 
-    /// Writes the credentials to `path` atomically with mode 0600 (see
-    /// [`write_private_file`](crate::login::write_private_file)): an existing
+    /// Writes the credentials to `path` atomically with mode 0600 (a
+    /// temporary file in the same folder, renamed over it): an existing
     /// file is replaced only by a complete new one.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        crate::login::write_private_file(path.as_ref(), self.to_json().as_bytes())
+        crate::private_file::write_private_file(path.as_ref(), self.to_json().as_bytes())
     }
 
     fn origin(&self) -> String {
@@ -212,14 +212,17 @@ impl AuthorizedUserSource {
     /// Whether to send `audience` with the refresh grant (default: yes).
     /// Turn it off for a desktop client on the app's programmatic-access
     /// allowlist: tokens then have the desktop client ID as `aud`.
-    pub fn send_audience(mut self, send: bool) -> Self {
+    pub fn with_send_audience(mut self, send: bool) -> Self {
         self.send_audience = send;
         self
     }
 
-    /// Sends requests through `transport` instead of the shared client.
-    pub fn transport(mut self, transport: Transport) -> Self {
-        self.transport = transport;
+    /// Sends requests through `client` instead of the shared one (extra
+    /// root certificates, a fixed proxy). Configure it not to follow
+    /// redirects: token endpoints never redirect, and a redirect must not
+    /// carry credentials elsewhere.
+    pub fn with_http_client(mut self, client: reqwest::Client) -> Self {
+        self.transport = Transport::new(client);
         self
     }
 
@@ -229,7 +232,7 @@ impl AuthorizedUserSource {
     }
 
     /// Fetches an ID token for `audience` (ignored when
-    /// [`send_audience`](Self::send_audience) is off).
+    /// [`with_send_audience`](Self::with_send_audience) is off).
     pub async fn fetch_id_token(&self, audience: &Audience) -> Result<IdToken> {
         #[derive(Deserialize)]
         struct Answer {

@@ -1,7 +1,7 @@
 //! Workload identity federation (`type: "external_account"`): a token from
 //! another identity provider (GitHub Actions, AWS, Azure, GitLab, an
 //! on-premises OIDC or SAML issuer) exchanged for Google credentials
-//! (PROTOCOLS section 5).
+//! (see `docs/workload-identity.md`).
 //!
 //! Google issues ID tokens to federated identities only through a service
 //! account, so an ID token takes three calls:
@@ -57,28 +57,27 @@ use url::Url;
 use crate::access_token::{
     AccessToken, AccessTokenAnswer, AccessTokenSource, CLOUD_PLATFORM_SCOPE,
 };
-use crate::adc::{CredentialsJson, Environment};
+use crate::credentials_json::CredentialsJson;
+use crate::endpoints::STS_TOKEN_URL;
+use crate::environment::Environment;
+use crate::iam_credentials::{ImpersonationUrl, TOKEN_CREATOR_ROLE, generate_access_token};
 use crate::source::BoxFuture;
-use crate::source::impersonated::{
-    ImpersonatedSource, ImpersonationUrl, TOKEN_CREATOR_ROLE, generate_access_token,
-};
+use crate::source::impersonated::ImpersonatedSource;
 use crate::transport::{
     METADATA_HOSTS, Transport, endpoint_name, ensure_secure, json_problem, scrub,
 };
 use crate::{Error, Result};
 
 /// The env var that must be `1` for executable credential sources to run.
-pub const ALLOW_EXECUTABLES: &str = "GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES";
-/// Google's Security Token Service, the `token_url` of files that name none.
-pub const STS_TOKEN_URL: &str = "https://sts.googleapis.com/v1/token";
+pub(crate) const ALLOW_EXECUTABLES: &str = "GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES";
 /// The STS grant type.
-pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub(crate) const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 /// The token type STS is asked for.
-pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+pub(crate) const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// The role a federated identity needs on the service account it impersonates.
-pub const WORKLOAD_IDENTITY_USER_ROLE: &str = "roles/iam.workloadIdentityUser";
+pub(crate) const WORKLOAD_IDENTITY_USER_ROLE: &str = "roles/iam.workloadIdentityUser";
 /// Default time an executable may run.
-pub const EXECUTABLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const EXECUTABLE_TIMEOUT: Duration = Duration::from_secs(30);
 const EXECUTABLE_TIMEOUT_RANGE: std::ops::RangeInclusive<u64> = 5_000..=120_000;
 /// The newest executable response version understood.
 const EXECUTABLE_VERSION: u64 = 1;
@@ -272,16 +271,18 @@ impl ExternalAccount {
         })
     }
 
-    /// Reads variables (the executable gate, [`ALLOW_EXECUTABLES`]) from
+    /// Reads variables (the executable gate, `GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES`) from
     /// `env` instead of the process environment. The executable itself
     /// still inherits the process environment.
-    pub fn environment(self, env: Environment) -> Self {
+    pub fn with_environment(self, env: Environment) -> Self {
         self.map_inner(|inner| inner.env = env)
     }
 
-    /// Sends requests through `transport` instead of the shared client.
-    pub fn transport(self, transport: Transport) -> Self {
-        self.map_inner(|inner| inner.transport = transport)
+    /// Sends requests through `client` instead of the shared one (extra
+    /// root certificates, a fixed proxy). Configure it not to follow
+    /// redirects.
+    pub fn with_http_client(self, client: reqwest::Client) -> Self {
+        self.map_inner(|inner| inner.transport = Transport::new(client))
     }
 
     fn map_inner(self, f: impl FnOnce(&mut Inner)) -> Self {
@@ -321,11 +322,9 @@ impl ExternalAccount {
                     .into(),
             });
         };
-        ImpersonatedSource::builder(imp.target.clone())
-            .source(self.clone())
-            .iam_endpoint(imp.endpoint.clone())
-            .transport(self.inner.transport.clone())
-            .build()
+        ImpersonatedSource::new(imp.target.clone(), self.clone())?
+            .with_iam_endpoint(imp.endpoint.clone())
+            .map(|s| s.with_transport(self.inner.transport.clone()))
     }
 
     /// Fetches an access token: the subject token, exchanged at STS, then
@@ -425,13 +424,7 @@ impl ExternalAccount {
         let inner = &*self.inner;
         let token = match &inner.source {
             CredentialSource::File { path, format } => {
-                let text =
-                    tokio::fs::read_to_string(path)
-                        .await
-                        .map_err(|source| Error::ReadFile {
-                            path: path.clone(),
-                            source,
-                        })?;
+                let text = crate::credentials_json::read_text_file(path)?;
                 format.extract(&text, &path.display().to_string())?
             }
             CredentialSource::Url {
@@ -699,7 +692,7 @@ impl Executable {
         let what = format!("executable `{program}`");
         let child = cmd.spawn().map_err(|e| Error::Other {
             context: format!("cannot run the {what} (credential_source.executable.command)"),
-            source: Some(Box::new(e)),
+            source: Some(std::sync::Arc::new(e)),
         })?;
         // Dropping the child on timeout kills it (kill_on_drop).
         let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
@@ -707,13 +700,13 @@ impl Executable {
             Ok(Err(e)) => {
                 return Err(Error::Other {
                     context: format!("the {what} failed"),
-                    source: Some(Box::new(e)),
+                    source: Some(std::sync::Arc::new(e)),
                 });
             }
             Err(_) => {
                 return Err(Error::Transport {
                     endpoint: what,
-                    source: Box::new(std::io::Error::new(
+                    source: std::sync::Arc::new(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         format!(
                             "it did not finish within {} ms (timeout_millis)",
@@ -749,12 +742,7 @@ impl Executable {
         if stdout.is_empty()
             && let Some(out) = &self.output_file
         {
-            let text = tokio::fs::read_to_string(out)
-                .await
-                .map_err(|source| Error::ReadFile {
-                    path: out.clone(),
-                    source,
-                })?;
+            let text = crate::credentials_json::read_text_file(out)?;
             return self
                 .parse_response(&text, &format!("the output file {}", out.display()))
                 .map_err(Rejected::into_error);

@@ -1,6 +1,6 @@
 //! Service-account impersonation: ID tokens for a target service account,
 //! minted by IAM Credentials' `generateIdToken` on behalf of another
-//! credential (PROTOCOLS section 4).
+//! credential (the wire facts: `docs/impersonation.md`).
 //!
 //! The source credential (a service-account key, an authorized user, the
 //! metadata server, or a federated workload identity) first gets an OAuth
@@ -26,10 +26,11 @@
 //! use iap_token::source::impersonated::ImpersonatedSource;
 //! use iap_token::source::service_account::ServiceAccountSource;
 //!
-//! let source = ImpersonatedSource::builder("deployer@my-project.iam.gserviceaccount.com")
-//!     .source(ServiceAccountSource::from_file("ci-key.json")?)
-//!     .delegate("relay@my-project.iam.gserviceaccount.com")
-//!     .build()?;
+//! let source = ImpersonatedSource::new(
+//!     "deployer@my-project.iam.gserviceaccount.com",
+//!     ServiceAccountSource::from_file("ci-key.json")?,
+//! )?
+//! .with_delegates(["relay@my-project.iam.gserviceaccount.com"])?;
 //! # let _ = source; Ok(()) }
 //! ```
 //!
@@ -39,44 +40,52 @@
 //! endpoint and the target come from their `service_account_impersonation_url`.
 
 use std::fmt;
-use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::access_token::{AccessToken, AccessTokenSource, CLOUD_PLATFORM_SCOPE};
-use crate::adc::{CredentialsJson, Environment};
+use crate::credentials_json::CredentialsJson;
+use crate::iam_credentials::{
+    DELEGATE_PREFIX, IAM_CREDENTIALS_ENDPOINT, ImpersonationUrl, OPENID_TOKEN_CREATOR_ROLE,
+    TOKEN_CREATOR_ROLE, bearer, check_email, iam_url,
+};
 use crate::source::{BoxFuture, TokenSource};
-use crate::transport::{Transport, endpoint_name};
+use crate::transport::Transport;
 use crate::{Audience, Error, IdToken, Result};
 
-/// Google's IAM Credentials API, the default IAM endpoint.
-pub const IAM_CREDENTIALS_ENDPOINT: &str = "https://iamcredentials.googleapis.com";
-/// The role a caller needs on a service account to mint its ID tokens.
-pub const OPENID_TOKEN_CREATOR_ROLE: &str = "roles/iam.serviceAccountOpenIdTokenCreator";
-/// The role a caller needs on a service account to mint its access tokens
-/// (and, in a delegation chain, on each next link).
-pub const TOKEN_CREATOR_ROLE: &str = "roles/iam.serviceAccountTokenCreator";
 /// Access tokens are renewed when less than this (or half their lifetime,
 /// if shorter) remains.
-pub const ACCESS_TOKEN_MARGIN: Duration = Duration::from_secs(240);
+const ACCESS_TOKEN_MARGIN: Duration = Duration::from_secs(240);
 
 /// ID tokens of a target service account, through IAM Credentials. See the
 /// [module docs](self). Cheap to clone; clones share the cached access token.
+///
+/// Built like every source: [`ImpersonatedSource::new`], then `with_*`
+/// settings. Settings that name accounts or URLs are checked at once.
 #[derive(Clone)]
 pub struct ImpersonatedSource {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    target: String,
+    settings: Settings,
     /// `projects/-/serviceAccounts/EMAIL`, in chain order.
     delegates: Vec<String>,
     id_token_url: Url,
     access: AccessTokenCache,
+}
+
+/// What the source was configured with, kept to rebuild it on a `with_*`.
+#[derive(Clone)]
+struct Settings {
+    target: String,
+    source: Arc<dyn AccessTokenSource>,
+    principal: Option<String>,
+    delegates: Vec<String>,
+    endpoint: String,
     transport: Transport,
 }
 
@@ -84,7 +93,7 @@ impl fmt::Debug for ImpersonatedSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &*self.inner;
         f.debug_struct("ImpersonatedSource")
-            .field("target", &inner.target)
+            .field("target", &inner.settings.target)
             .field("delegates", &inner.delegates)
             .field("endpoint", &inner.id_token_url.as_str())
             .field("source", &inner.access.source)
@@ -92,97 +101,13 @@ impl fmt::Debug for ImpersonatedSource {
     }
 }
 
-/// Configures an [`ImpersonatedSource`]; from [`ImpersonatedSource::builder`].
-#[must_use]
-pub struct ImpersonatedSourceBuilder {
-    target: String,
-    source: Option<Arc<dyn AccessTokenSource>>,
-    principal: Option<String>,
-    delegates: Vec<String>,
-    endpoint: String,
-    transport: Transport,
-}
-
-impl fmt::Debug for ImpersonatedSourceBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ImpersonatedSourceBuilder")
-            .field("target", &self.target)
-            .field("source", &self.source)
-            .field("delegates", &self.delegates)
-            .field("endpoint", &self.endpoint)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ImpersonatedSourceBuilder {
-    /// The source credential, whose access tokens call IAM.
-    pub fn source(self, source: impl AccessTokenSource) -> Self {
-        self.source_arc(Arc::new(source))
-    }
-
-    /// Like [`source`](Self::source), for a shared source.
-    pub fn source_arc(mut self, source: Arc<dyn AccessTokenSource>) -> Self {
-        self.source = Some(source);
-        self
-    }
-
-    /// Names the source credential's principal in error messages when the
-    /// source does not know it itself (see [`AccessTokenSource::principal`]).
-    pub fn principal(mut self, principal: impl Into<String>) -> Self {
-        self.principal = Some(principal.into());
-        self
-    }
-
-    /// Appends a delegate to the chain: an email, or
-    /// `projects/-/serviceAccounts/EMAIL`. The source credential
-    /// impersonates the first delegate, which impersonates the next, ...,
-    /// the last impersonates the target.
-    pub fn delegate(mut self, delegate: impl AsRef<str>) -> Self {
-        self.delegates.push(delegate.as_ref().to_string());
-        self
-    }
-
-    /// Appends several delegates, in chain order (see [`delegate`](Self::delegate)).
-    pub fn delegates<I, S>(mut self, delegates: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        self.delegates
-            .extend(delegates.into_iter().map(|d| d.as_ref().to_string()));
-        self
-    }
-
-    /// The IAM Credentials base URL (default [`IAM_CREDENTIALS_ENDPOINT`]),
-    /// e.g. an emulator's `http://127.0.0.1:PORT`. Must be https except on
-    /// loopback.
-    pub fn iam_endpoint(mut self, base: impl Into<String>) -> Self {
-        self.endpoint = base.into();
-        self
-    }
-
-    /// Sends requests through `transport` instead of the shared client.
-    pub fn transport(mut self, transport: Transport) -> Self {
-        self.transport = transport;
-        self
-    }
-
-    /// Builds the source. Needs no running runtime. Fails when no source
-    /// credential is set, or the target, a delegate or the endpoint is not
-    /// well formed (or the endpoint is plain http to a remote host).
-    pub fn build(self) -> Result<ImpersonatedSource> {
-        let config = |problem: String| Error::Other {
-            context: format!("impersonation: {problem}"),
-            source: None,
-        };
-        let source = self.source.ok_or_else(|| {
-            config(format!(
-                "no source credential to impersonate {} with: call .source(..)",
-                self.target
-            ))
-        })?;
+impl Settings {
+    /// Checks the settings and builds the source. Needs no running runtime.
+    fn build(self) -> Result<ImpersonatedSource> {
+        let config = |problem: String| Error::config(format!("impersonation: {problem}"));
         let target = check_email(&self.target)
-            .map_err(|why| config(format!("the target service account {why}")))?;
+            .map_err(|why| config(format!("the target service account {why}")))?
+            .to_string();
         let delegates = self
             .delegates
             .iter()
@@ -193,67 +118,122 @@ impl ImpersonatedSourceBuilder {
                     .map_err(|why| config(format!("the delegate {why}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let id_token_url = iam_url(&self.endpoint, target, "generateIdToken")?;
-        let principal = self.principal.or_else(|| source.principal());
+        let id_token_url = iam_url(&self.endpoint, &target, "generateIdToken")?;
+        let principal = self.principal.clone().or_else(|| self.source.principal());
+        let access = AccessTokenCache::new(self.source.clone(), principal);
         Ok(ImpersonatedSource {
             inner: Arc::new(Inner {
-                target: target.to_string(),
+                settings: Settings { target, ..self },
                 delegates,
                 id_token_url,
-                access: AccessTokenCache::new(source, principal),
-                transport: self.transport,
+                access,
             }),
         })
     }
 }
 
-pub(crate) const DELEGATE_PREFIX: &str = "projects/-/serviceAccounts/";
-
 impl ImpersonatedSource {
-    /// A builder for ID tokens of service account `target` (an email).
-    pub fn builder(target: impl Into<String>) -> ImpersonatedSourceBuilder {
-        ImpersonatedSourceBuilder {
+    /// ID tokens of service account `target` (an email), with access tokens
+    /// of `source` as the caller. Fails when `target` is not an email.
+    pub fn new(target: impl Into<String>, source: impl AccessTokenSource) -> Result<Self> {
+        Self::from_arc(target, Arc::new(source))
+    }
+
+    /// Like [`new`](Self::new), for a shared source credential.
+    pub fn from_arc(target: impl Into<String>, source: Arc<dyn AccessTokenSource>) -> Result<Self> {
+        Settings {
             target: target.into(),
-            source: None,
+            source,
             principal: None,
             delegates: Vec::new(),
             endpoint: IAM_CREDENTIALS_ENDPOINT.into(),
             transport: Transport::default(),
         }
+        .build()
     }
 
-    /// A source from an `impersonated_service_account` credentials file.
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
-        Self::from_credentials_json(
-            &CredentialsJson::read(path.as_ref())?,
-            &Environment::process(),
-        )
+    fn with(&self, f: impl FnOnce(&mut Settings)) -> Result<Self> {
+        let mut settings = self.inner.settings.clone();
+        f(&mut settings);
+        settings.build()
     }
 
-    /// A source from the JSON text of an `impersonated_service_account` file.
-    pub fn from_json(json: impl AsRef<[u8]>) -> Result<Self> {
-        Self::from_credentials_json(
-            &CredentialsJson::parse(json.as_ref(), None)?,
-            &Environment::process(),
-        )
+    /// A change of settings that need no check (the checked ones stay).
+    fn reconfigured(&self, f: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = self.inner.settings.clone();
+        f(&mut settings);
+        let principal = settings
+            .principal
+            .clone()
+            .or_else(|| settings.source.principal());
+        ImpersonatedSource {
+            inner: Arc::new(Inner {
+                access: AccessTokenCache::new(settings.source.clone(), principal),
+                settings,
+                delegates: self.inner.delegates.clone(),
+                id_token_url: self.inner.id_token_url.clone(),
+            }),
+        }
+    }
+
+    /// The delegation chain, in order: emails, or
+    /// `projects/-/serviceAccounts/EMAIL`. The source credential
+    /// impersonates the first delegate, which impersonates the next, ...,
+    /// the last impersonates the target. Fails when one is not an email.
+    pub fn with_delegates<I, S>(self, delegates: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let delegates: Vec<String> = delegates
+            .into_iter()
+            .map(|d| d.as_ref().to_string())
+            .collect();
+        self.with(|s| s.delegates = delegates)
+    }
+
+    /// Names the source credential's principal in error messages when the
+    /// source does not know it itself (see [`AccessTokenSource::principal`]).
+    pub fn with_principal(self, principal: impl Into<String>) -> Self {
+        let principal = principal.into();
+        self.reconfigured(|s| s.principal = Some(principal))
+    }
+
+    /// The IAM Credentials base URL (default
+    /// `https://iamcredentials.googleapis.com`), e.g. an emulator's
+    /// `http://127.0.0.1:PORT`. Fails unless it is an https URL (plain http
+    /// only on loopback).
+    pub fn with_iam_endpoint(self, base: impl Into<String>) -> Result<Self> {
+        let base = base.into();
+        self.with(|s| s.endpoint = base)
+    }
+
+    /// Sends requests through `client` instead of the shared one (extra
+    /// root certificates, a fixed proxy). Configure it not to follow
+    /// redirects.
+    pub fn with_http_client(self, client: reqwest::Client) -> Self {
+        self.reconfigured(|s| s.transport = Transport::new(client))
+    }
+
+    /// Shares `transport` (workload identity federation's own).
+    pub(crate) fn with_transport(self, transport: Transport) -> Self {
+        self.reconfigured(|s| s.transport = transport)
     }
 
     /// `{"type": "impersonated_service_account",
     /// "service_account_impersonation_url": ".../serviceAccounts/TARGET:generateAccessToken",
-    /// "source_credentials": {...}, "delegates": [...]}`.
-    pub(crate) fn from_credentials_json(json: &CredentialsJson, env: &Environment) -> Result<Self> {
+    /// "source_credentials": {...}, "delegates": [...]}`, with `source` the
+    /// source credential already built from `source_credentials` (by
+    /// [`adc`](crate::adc), which owns the dispatch over credential types).
+    pub(crate) fn from_credentials_json(
+        json: &CredentialsJson,
+        source: Arc<dyn AccessTokenSource>,
+    ) -> Result<Self> {
         json.expect_type("impersonated_service_account")?;
         let url_text = json.required("service_account_impersonation_url")?;
         let (endpoint, target) = ImpersonationUrl::parse(url_text)
             .map(|u| (u.endpoint, u.target))
             .map_err(|why| json.invalid("service_account_impersonation_url", why))?;
-        let source_json = json
-            .object("source_credentials")?
-            .ok_or_else(|| json.invalid("source_credentials", "is missing".into()))?;
-        let source: Arc<dyn AccessTokenSource> = match source_json.kind() {
-            Ok(_) => crate::adc::access_token_source(&source_json, env)?,
-            Err(_) => return Err(json.invalid("source_credentials", "has no `type`".into())),
-        };
         let not_emails = || {
             json.invalid(
                 "delegates",
@@ -274,16 +254,20 @@ impl ImpersonatedSource {
                 .ok_or_else(not_emails)?,
             Some(_) => return Err(not_emails()),
         };
-        ImpersonatedSource::builder(target)
-            .source_arc(source)
-            .delegates(delegates)
-            .iam_endpoint(endpoint)
-            .build()
+        Settings {
+            target,
+            source,
+            principal: None,
+            delegates,
+            endpoint,
+            transport: Transport::default(),
+        }
+        .build()
     }
 
     /// The target service account's email.
     pub fn target(&self) -> &str {
-        &self.inner.target
+        &self.inner.settings.target
     }
 
     /// The delegation chain, as `projects/-/serviceAccounts/EMAIL`.
@@ -304,7 +288,7 @@ impl ImpersonatedSource {
         let access = inner.access.get().await?;
         match self.generate_id_token(&access, audience).await {
             Err(Error::Endpoint { status: 401, .. }) => {
-                tracing::debug!(target = %inner.target, "IAM refused the access token; fetching a new one");
+                tracing::debug!(target = %inner.settings.target, "IAM refused the access token; fetching a new one");
                 inner.access.invalidate(&access);
                 let access = inner.access.get().await?;
                 self.generate_id_token(&access, audience).await
@@ -337,6 +321,7 @@ impl ImpersonatedSource {
             delegates: &inner.delegates,
         };
         let answer: Answer = inner
+            .settings
             .transport
             .post_json(&inner.id_token_url, bearer(access), &body)
             .await
@@ -347,7 +332,7 @@ impl ImpersonatedSource {
     /// What IAM's errors mean for this chain.
     fn explain(&self, err: Error) -> Error {
         let inner = &*self.inner;
-        let target = &inner.target;
+        let target = &inner.settings.target;
         let principal = inner.access.principal_name();
         let status = match &err {
             Error::Endpoint { status, .. } => *status,
@@ -408,174 +393,6 @@ pub(crate) fn member(principal: &str) -> String {
     } else {
         "PRINCIPAL".to_string()
     }
-}
-
-pub(crate) fn bearer(access: &AccessToken) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert(http::header::AUTHORIZATION, access.header_value().clone());
-    headers
-}
-
-/// A service-account email fit for an IAM URL path.
-pub(crate) fn check_email(email: &str) -> std::result::Result<&str, String> {
-    let email = email.trim();
-    let ok = email.contains('@') && !email.contains(['/', ':', '?', '#', ' ', '%']);
-    if ok {
-        Ok(email)
-    } else {
-        Err(format!("`{email}` is not a service-account email"))
-    }
-}
-
-/// `{base}/v1/projects/-/serviceAccounts/{email}:{method}`, checked for https.
-pub(crate) fn iam_url(base: &str, email: &str, method: &str) -> Result<Url> {
-    let base = base.trim().trim_end_matches('/');
-    let url = Url::parse(&format!("{base}/v1/{DELEGATE_PREFIX}{email}:{method}")).map_err(|e| {
-        Error::Other {
-            context: format!("impersonation: the IAM endpoint `{base}` is not a URL ({e})"),
-            source: None,
-        }
-    })?;
-    crate::transport::ensure_secure(&url)?;
-    Ok(url)
-}
-
-/// A `service_account_impersonation_url`, taken apart.
-#[derive(Debug)]
-pub(crate) struct ImpersonationUrl {
-    /// Everything before `/v1/projects/`: the IAM endpoint.
-    pub endpoint: String,
-    /// The part between `serviceAccounts/` and `:`.
-    pub target: String,
-}
-
-impl ImpersonationUrl {
-    pub(crate) fn parse(text: &str) -> std::result::Result<Self, String> {
-        let text = text.trim();
-        let bad = || {
-            format!(
-                "is `{text}`, expected `https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/EMAIL:generateAccessToken`"
-            )
-        };
-        let url = Url::parse(text).map_err(|_| bad())?;
-        let path = url.path();
-        let at = path.find("/v1/projects/").ok_or_else(bad)?;
-        let rest = &path[at..];
-        let start = rest.find("/serviceAccounts/").ok_or_else(bad)? + "/serviceAccounts/".len();
-        let target = rest[start..].split(':').next().unwrap_or_default();
-        let target = percent_decode(target);
-        if check_email(&target).is_err() {
-            return Err(bad());
-        }
-        let mut endpoint = url.clone();
-        endpoint.set_path(&path[..at]);
-        endpoint.set_query(None);
-        endpoint.set_fragment(None);
-        Ok(ImpersonationUrl {
-            endpoint: endpoint.as_str().trim_end_matches('/').to_string(),
-            target,
-        })
-    }
-}
-
-/// `%40` -> `@` (gcloud writes plain `@`, some tools escape it).
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(s.replace('+', "%2B").as_bytes())
-        .map(|(k, _)| k.into_owned())
-        .collect()
-}
-
-/// IAM Credentials `generateAccessToken` for `url` (a
-/// `service_account_impersonation_url`) with `access` as the caller.
-pub(crate) async fn generate_access_token(
-    transport: &Transport,
-    url: &Url,
-    access: &AccessToken,
-    lifetime: Option<Duration>,
-) -> Result<AccessToken> {
-    #[derive(Serialize)]
-    struct Request<'a> {
-        scope: [&'a str; 1],
-        #[serde(skip_serializing_if = "Option::is_none")]
-        lifetime: Option<String>,
-    }
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Answer {
-        access_token: String,
-        expire_time: String,
-    }
-    let body = Request {
-        scope: [CLOUD_PLATFORM_SCOPE],
-        lifetime: lifetime.map(|l| format!("{}s", l.as_secs())),
-    };
-    let answer: Answer = transport.post_json(url, bearer(access), &body).await?;
-    let expires_at = parse_rfc3339(&answer.expire_time).ok_or_else(|| Error::Protocol {
-        endpoint: endpoint_name(url),
-        problem: format!(
-            "`expireTime` is `{}`, not an RFC 3339 time",
-            answer.expire_time
-        ),
-    })?;
-    AccessToken::with_expiry(answer.access_token, expires_at)
-}
-
-/// Parses `2014-10-02T15:01:23Z`, `2014-10-02T15:01:23.045123456Z` or
-/// `...+01:00`.
-pub(crate) fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    let b = text.trim().as_bytes();
-    let num = |from: usize, len: usize| -> Option<i64> {
-        let s = b.get(from..from + len)?;
-        s.iter()
-            .all(u8::is_ascii_digit)
-            .then(|| s.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
-    };
-    let sep = |at: usize, c: &[u8]| b.get(at).is_some_and(|x| c.contains(x));
-    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
-        return None;
-    }
-    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
-    let (hour, min, sec) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut nanos = 0u32;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            if i - start < 9 {
-                nanos = nanos * 10 + u32::from(b[i] - b'0');
-            }
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        for _ in (i - start).min(9)..9 {
-            nanos *= 10;
-        }
-    }
-    let offset = match b.get(i) {
-        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
-        Some(&s @ (b'+' | b'-')) if i + 6 == b.len() && sep(i + 3, b":") => {
-            let o = num(i + 1, 2)? * 3600 + num(i + 4, 2)? * 60;
-            if s == b'+' { o } else { -o }
-        }
-        _ => return None,
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset;
-    let secs = u64::try_from(secs).ok()?;
-    Some(UNIX_EPOCH + Duration::new(secs, nanos))
 }
 
 /// The source credential's access token, kept until close to its expiry;
@@ -659,66 +476,6 @@ impl AccessTokenCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(secs: u64, nanos: u32) -> Option<SystemTime> {
-        Some(UNIX_EPOCH + Duration::new(secs, nanos))
-    }
-
-    #[test]
-    fn rfc3339_times_parse() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), at(0, 0));
-        assert_eq!(parse_rfc3339("2014-10-02T15:01:23Z"), at(1_412_262_083, 0));
-        assert_eq!(
-            parse_rfc3339("2014-10-02T15:01:23.045123456Z"),
-            at(1_412_262_083, 45_123_456)
-        );
-        assert_eq!(
-            parse_rfc3339("2014-10-02T15:01:23.5Z"),
-            at(1_412_262_083, 500_000_000)
-        );
-        assert_eq!(
-            parse_rfc3339("2014-10-02T16:01:23+01:00"),
-            at(1_412_262_083, 0)
-        );
-        assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), at(951_782_400, 0));
-        for bad in [
-            "",
-            "2014-10-02",
-            "2014-10-02T15:01:23",
-            "2014-13-02T15:01:23Z",
-            "2014-10-02T15:01:23.Z",
-            "x014-10-02T15:01:23Z",
-        ] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn impersonation_urls_give_endpoint_and_target() {
-        let u = ImpersonationUrl::parse(
-            "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/sa@p.iam.gserviceaccount.com:generateAccessToken",
-        )
-        .unwrap();
-        assert_eq!(u.endpoint, "https://iamcredentials.googleapis.com");
-        assert_eq!(u.target, "sa@p.iam.gserviceaccount.com");
-        let u = ImpersonationUrl::parse(
-            "http://127.0.0.1:9/base/v1/projects/-/serviceAccounts/a%40b.com:generateAccessToken",
-        )
-        .unwrap();
-        assert_eq!(u.endpoint, "http://127.0.0.1:9/base");
-        assert_eq!(u.target, "a@b.com");
-        for bad in [
-            "not a url",
-            "https://x/v1/projects/-/serviceAccounts/:generateAccessToken",
-            "https://x/other/path",
-        ] {
-            let err = ImpersonationUrl::parse(bad).unwrap_err();
-            assert!(
-                err.contains("serviceAccounts/EMAIL:generateAccessToken"),
-                "{err}"
-            );
-        }
-    }
 
     #[test]
     fn members_are_typed() {

@@ -24,21 +24,20 @@ use http::{HeaderMap, HeaderValue};
 use url::Url;
 
 use crate::access_token::{AccessToken, AccessTokenAnswer, AccessTokenSource};
-use crate::adc::Environment;
+use crate::environment::Environment;
 use crate::source::{BoxFuture, TokenSource};
 use crate::transport::Transport;
 use crate::{Audience, Error, IdToken, Result};
 
-/// The metadata server's address when no environment variable names one.
-pub const DEFAULT_METADATA_HOST: &str = "169.254.169.254";
+use crate::endpoints::DEFAULT_METADATA_HOST;
 /// Env var naming the metadata server (`host` or `host:port`).
-pub const GCE_METADATA_HOST: &str = "GCE_METADATA_HOST";
+pub(crate) const GCE_METADATA_HOST: &str = "GCE_METADATA_HOST";
 /// Older name of [`GCE_METADATA_HOST`], honoured when that one is unset.
-pub const GCE_METADATA_ROOT: &str = "GCE_METADATA_ROOT";
+pub(crate) const GCE_METADATA_ROOT: &str = "GCE_METADATA_ROOT";
 /// Env var naming the address that detection pings.
-pub const GCE_METADATA_IP: &str = "GCE_METADATA_IP";
+pub(crate) const GCE_METADATA_IP: &str = "GCE_METADATA_IP";
 /// How long detection waits for the metadata server by default.
-pub const DETECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const DETECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long detection waits when the machine says it is a Google VM.
 const DETECT_TIMEOUT_ON_GOOGLE_HARDWARE: Duration = Duration::from_secs(3);
 
@@ -92,9 +91,10 @@ impl MetadataSource {
     /// emulator's `127.0.0.1:8080`). Requests to it are plain http: that
     /// host is trusted as the metadata server.
     pub fn with_host(host: &str) -> Result<Self> {
-        Self::at(host).map_err(|_| Error::Other {
-            context: format!("`{host}` is not a host or host:port of a metadata server"),
-            source: None,
+        Self::at(host).map_err(|_| {
+            Error::config(format!(
+                "`{host}` is not a host or host:port of a metadata server"
+            ))
         })
     }
 
@@ -112,22 +112,24 @@ impl MetadataSource {
     }
 
     /// Chooses the identity token format (default [`IdentityFormat::Full`]).
-    pub fn format(mut self, format: IdentityFormat) -> Self {
+    pub fn with_format(mut self, format: IdentityFormat) -> Self {
         self.format = format;
         self
     }
 
     /// Asks for license codes in identity tokens (`licenses=TRUE`; only with
     /// [`IdentityFormat::Full`]).
-    pub fn licenses(mut self, licenses: bool) -> Self {
+    pub fn with_licenses(mut self, licenses: bool) -> Self {
         self.licenses = licenses;
         self
     }
 
-    /// Sends requests through `transport` instead of the shared client
-    /// without proxies ([`Transport::direct`]).
-    pub fn transport(mut self, transport: Transport) -> Self {
-        self.transport = transport;
+    /// Sends requests through `client` instead of the shared one without proxies (extra
+    /// root certificates, a fixed proxy). Configure it not to follow
+    /// redirects: token endpoints never redirect, and a redirect must not
+    /// carry credentials elsewhere.
+    pub fn with_http_client(mut self, client: reqwest::Client) -> Self {
+        self.transport = Transport::new(client);
         self
     }
 
@@ -192,7 +194,7 @@ impl MetadataSource {
     fn endpoint(&self, name: &str) -> Result<Url> {
         self.account.join(name).map_err(|e| Error::Other {
             context: format!("cannot build the metadata URL for `{name}`"),
-            source: Some(Box::new(e)),
+            source: Some(std::sync::Arc::new(e)),
         })
     }
 
@@ -216,7 +218,7 @@ impl MetadataSource {
     ///
     /// With `GCE_METADATA_HOST` (or `GCE_METADATA_ROOT`) set, one probe of
     /// that host; otherwise one probe of `$GCE_METADATA_IP` (default
-    /// `169.254.169.254`). `timeout` defaults to [`DETECT_TIMEOUT`] (3 s when
+    /// `169.254.169.254`). `timeout` defaults to 1 s (3 s when
     /// Linux's DMI data says the machine is a Google VM). Never errors: any
     /// failure means "no".
     pub async fn detect(env: &Environment, timeout: Option<Duration>) -> bool {

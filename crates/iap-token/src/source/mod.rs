@@ -14,13 +14,11 @@ pub mod sign_jwt;
 pub mod static_token;
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 
 use crate::{Audience, IdToken, Result};
 
 /// A boxed, `Send` future, the return type of [`TokenSource::id_token`].
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use futures_util::future::BoxFuture;
 
 /// Where ID tokens come from. Object safe: `Arc<dyn TokenSource>` is the
 /// common currency, and users can plug in their own.

@@ -1,5 +1,5 @@
 //! Self-signed service-account JWTs: tokens that IAP accepts without any
-//! token endpoint (PROTOCOLS section 2).
+//! token endpoint (see `docs/service-account.md`).
 //!
 //! The service account's own key signs a JWT whose `aud` is the request's
 //! URL (exact, without query) or `https://HOST/*`, with `iss` = `sub` = the
@@ -44,20 +44,27 @@ pub struct SelfSignedJwtSource {
     lifetime: Duration,
 }
 
-/// Configures a [`SelfSignedJwtSource`]; from [`SelfSignedJwtSource::builder`].
-#[derive(Clone, Debug)]
-#[must_use]
-pub struct SelfSignedJwtSourceBuilder {
-    key: Arc<ServiceAccountKey>,
-    kind: AudienceKind,
-    lifetime: Duration,
-}
-
 impl SelfSignedJwtSource {
     /// A source signing with `key`: one token per host
     /// ([`AudienceKind::HostWildcard`]), each valid for an hour.
+    ///
+    /// ```no_run
+    /// # fn demo() -> iap_token::Result<()> {
+    /// use std::time::Duration;
+    /// use iap_token::source::{AudienceKind, self_signed::SelfSignedJwtSource};
+    /// use iap_token::source::service_account::ServiceAccountKey;
+    ///
+    /// let source = SelfSignedJwtSource::new(ServiceAccountKey::from_file("key.json")?)
+    ///     .with_audience_kind(AudienceKind::RequestUrl)
+    ///     .with_lifetime(Duration::from_secs(900));
+    /// # let _ = source; Ok(()) }
+    /// ```
     pub fn new(key: ServiceAccountKey) -> Self {
-        Self::builder(key).build()
+        SelfSignedJwtSource {
+            key: Arc::new(key),
+            kind: AudienceKind::HostWildcard,
+            lifetime: ASSERTION_LIFETIME,
+        }
     }
 
     /// A source from a service-account key file, with the defaults of [`new`](Self::new).
@@ -70,26 +77,24 @@ impl SelfSignedJwtSource {
         Ok(Self::new(ServiceAccountKey::from_json(json)?))
     }
 
-    /// A builder to choose the audience kind and the lifetime.
-    ///
-    /// ```no_run
-    /// # fn demo() -> iap_token::Result<()> {
-    /// use std::time::Duration;
-    /// use iap_token::source::{AudienceKind, self_signed::SelfSignedJwtSource};
-    /// use iap_token::source::service_account::ServiceAccountKey;
-    ///
-    /// let source = SelfSignedJwtSource::builder(ServiceAccountKey::from_file("key.json")?)
-    ///     .audience_kind(AudienceKind::RequestUrl)
-    ///     .lifetime(Duration::from_secs(900))
-    ///     .build();
-    /// # let _ = source; Ok(()) }
-    /// ```
-    pub fn builder(key: ServiceAccountKey) -> SelfSignedJwtSourceBuilder {
-        SelfSignedJwtSourceBuilder {
-            key: Arc::new(key),
-            kind: AudienceKind::HostWildcard,
-            lifetime: ASSERTION_LIFETIME,
-        }
+    /// Which audience requests get (default [`AudienceKind::HostWildcard`]:
+    /// `https://HOST/*`, one token per host). [`AudienceKind::RequestUrl`]
+    /// signs one token per exact URL, for apps that insist on it.
+    /// [`AudienceKind::ClientId`] makes no sense for this source and is
+    /// treated as the default.
+    pub fn with_audience_kind(mut self, kind: AudienceKind) -> Self {
+        self.kind = match kind {
+            AudienceKind::RequestUrl => AudienceKind::RequestUrl,
+            _ => AudienceKind::HostWildcard,
+        };
+        self
+    }
+
+    /// How long each token is valid (default and maximum: one hour, IAP's
+    /// limit; at least one minute).
+    pub fn with_lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime.clamp(Duration::from_secs(60), ASSERTION_LIFETIME);
+        self
     }
 
     /// The signing key.
@@ -138,37 +143,6 @@ impl SelfSignedJwtSource {
     }
 }
 
-impl SelfSignedJwtSourceBuilder {
-    /// Which audience requests get (default [`AudienceKind::HostWildcard`]:
-    /// `https://HOST/*`, one token per host). [`AudienceKind::RequestUrl`]
-    /// signs one token per exact URL, for apps that insist on it.
-    /// [`AudienceKind::ClientId`] makes no sense for this source and is
-    /// treated as the default.
-    pub fn audience_kind(mut self, kind: AudienceKind) -> Self {
-        self.kind = match kind {
-            AudienceKind::RequestUrl => AudienceKind::RequestUrl,
-            _ => AudienceKind::HostWildcard,
-        };
-        self
-    }
-
-    /// How long each token is valid (default and maximum: one hour, IAP's
-    /// limit; at least one minute).
-    pub fn lifetime(mut self, lifetime: Duration) -> Self {
-        self.lifetime = lifetime.clamp(Duration::from_secs(60), ASSERTION_LIFETIME);
-        self
-    }
-
-    /// The source.
-    pub fn build(self) -> SelfSignedJwtSource {
-        SelfSignedJwtSource {
-            key: self.key,
-            kind: self.kind,
-            lifetime: self.lifetime,
-        }
-    }
-}
-
 impl TokenSource for SelfSignedJwtSource {
     fn id_token<'a>(&'a self, audience: &'a Audience) -> BoxFuture<'a, Result<IdToken>> {
         Box::pin(std::future::ready(self.mint(audience)))
@@ -185,14 +159,11 @@ pub(crate) fn check_url_audience(audience: &Audience) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Other {
-            context: format!(
-                "a self-signed service-account JWT is addressed to a URL (the request URL or https://HOST/*), not `{audience}`: \
+        Err(Error::config(format!(
+            "a self-signed service-account JWT is addressed to a URL (the request URL or https://HOST/*), not `{audience}`: \
                  drop the fixed audience so that IapAuth derives it from each request, or use a source that mints \
                  Google-signed ID tokens for IAP client IDs"
-            ),
-            source: None,
-        })
+        )))
     }
 }
 

@@ -4,7 +4,7 @@
 //! the key's `token_uri`, `target_audience` = the IAP client ID, `iat`
 //! back-dated 10 s for clock skew, `exp` = `iat` + 1 h, header `kid` = the
 //! key's ID) and posts it to the key's `token_uri`, which answers
-//! `{"id_token": ...}` (PROTOCOLS section 2).
+//! `{"id_token": ...}` (see `docs/service-account.md`).
 //!
 //! [`ServiceAccountKey::sign`] signs any claims with the key (the
 //! self-signed JWTs that IAP accepts), and
@@ -30,19 +30,18 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::access_token::{AccessToken, AccessTokenAnswer, AccessTokenSource};
-use crate::adc::CredentialsJson;
+use crate::credentials_json::CredentialsJson;
 use crate::source::{BoxFuture, TokenSource};
 use crate::transport::Transport;
 use crate::{Audience, Error, IdToken, Result};
 
-/// Google's OAuth token endpoint, the `token_uri` of keys that name none.
-pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+pub(crate) use crate::endpoints::GOOGLE_TOKEN_URI;
 /// The JWT-bearer grant type.
-pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+pub(crate) const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// How far `iat` is back-dated, for clocks slightly ahead of Google's.
-pub const CLOCK_SKEW: Duration = Duration::from_secs(10);
+pub(crate) const CLOCK_SKEW: Duration = Duration::from_secs(10);
 /// The lifetime of assertions (Google's maximum).
-pub const ASSERTION_LIFETIME: Duration = Duration::from_secs(3600);
+pub(crate) const ASSERTION_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// A service-account key file (`type: "service_account"`), parsed and its
 /// private key checked. `Debug` never shows the private key.
@@ -117,7 +116,7 @@ impl ServiceAccountKey {
         self.client_id.as_deref()
     }
 
-    /// The token endpoint (`token_uri`, default [`GOOGLE_TOKEN_URI`]).
+    /// The token endpoint (`token_uri`, default `https://oauth2.googleapis.com/token`).
     pub fn token_uri(&self) -> &Url {
         &self.token_uri
     }
@@ -149,7 +148,7 @@ impl ServiceAccountKey {
         header.kid = self.private_key_id.clone();
         jsonwebtoken::encode(&header, claims, &self.key).map_err(|e| Error::Other {
             context: format!("cannot sign a JWT with the key of {}", self.client_email),
-            source: Some(Box::new(e)),
+            source: Some(std::sync::Arc::new(e)),
         })
     }
 
@@ -241,9 +240,12 @@ impl ServiceAccountSource {
         Ok(Self::new(ServiceAccountKey::from_file(path)?))
     }
 
-    /// Sends requests through `transport` instead of the shared client.
-    pub fn transport(mut self, transport: Transport) -> Self {
-        self.transport = transport;
+    /// Sends requests through `client` instead of the shared one (extra
+    /// root certificates, a fixed proxy). Configure it not to follow
+    /// redirects: token endpoints never redirect, and a redirect must not
+    /// carry credentials elsewhere.
+    pub fn with_http_client(mut self, client: reqwest::Client) -> Self {
+        self.transport = Transport::new(client);
         self
     }
 

@@ -56,10 +56,10 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::access_token::AccessTokenSource;
-use crate::source::impersonated::{
-    AccessTokenCache, DELEGATE_PREFIX, IAM_CREDENTIALS_ENDPOINT, TOKEN_CREATOR_ROLE, bearer,
-    check_email, iam_url, member,
+use crate::iam_credentials::{
+    DELEGATE_PREFIX, IAM_CREDENTIALS_ENDPOINT, TOKEN_CREATOR_ROLE, bearer, check_email, iam_url,
 };
+use crate::source::impersonated::{AccessTokenCache, member};
 use crate::source::metadata::MetadataSource;
 use crate::source::self_signed::check_url_audience;
 use crate::source::service_account::{ASSERTION_LIFETIME, CLOCK_SKEW};
@@ -220,14 +220,6 @@ impl SignJwtSource {
         audience: &Audience,
     ) -> Result<IdToken> {
         #[derive(Serialize)]
-        struct Claims<'a> {
-            iss: &'a str,
-            sub: &'a str,
-            aud: &'a str,
-            iat: u64,
-            exp: u64,
-        }
-        #[derive(Serialize)]
         struct Request<'a> {
             payload: String,
             #[serde(skip_serializing_if = "<[String]>::is_empty")]
@@ -246,17 +238,14 @@ impl SignJwtSource {
         // Back-dated for verifiers a little behind us; `exp - iat` stays
         // within IAP's hour.
         let iat = now.saturating_sub(CLOCK_SKEW.as_secs());
-        let claims = Claims {
-            iss: &inner.email,
-            sub: &inner.email,
-            aud: audience.as_str(),
-            iat,
-            exp: iat.saturating_add(inner.lifetime.as_secs()),
-        };
-        let payload = serde_json::to_string(&claims).map_err(|e| Error::Other {
-            context: "cannot serialize the JWT claims".into(),
-            source: Some(Box::new(e)),
-        })?;
+        let payload = serde_json::json!({
+            "iss": inner.email,
+            "sub": inner.email,
+            "aud": audience.as_str(),
+            "iat": iat,
+            "exp": iat.saturating_add(inner.lifetime.as_secs()),
+        })
+        .to_string();
         let body = Request {
             payload,
             delegates: &inner.delegates,
@@ -356,9 +345,10 @@ impl SignJwtSourceBuilder {
         self
     }
 
-    /// Sends requests through `transport` instead of the shared client.
-    pub fn transport(mut self, transport: Transport) -> Self {
-        self.transport = transport;
+    /// Sends requests through `client` instead of the shared one.
+    /// Configure it not to follow redirects.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.transport = Transport::new(client);
         self
     }
 

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use crate::adc::Environment;
+use crate::environment::Environment;
 use crate::source::{BoxFuture, TokenSource};
 use crate::{Audience, Error, IdToken, Result};
 
@@ -128,11 +128,12 @@ impl StaticTokenSource {
 }
 
 async fn read_file(path: &Path, last: &Mutex<Option<Seen>>) -> Result<IdToken> {
-    let read_err = |source| Error::ReadFile {
-        path: path.into(),
-        source,
-    };
-    let meta = tokio::fs::metadata(path).await.map_err(read_err)?;
+    let meta = tokio::fs::metadata(path)
+        .await
+        .map_err(|source| Error::ReadFile {
+            path: path.into(),
+            source: std::sync::Arc::new(source),
+        })?;
     let (modified, len) = (meta.modified().ok(), meta.len());
     if let Some(seen) = lock(last).as_ref()
         && seen.modified == modified
@@ -140,7 +141,7 @@ async fn read_file(path: &Path, last: &Mutex<Option<Seen>>) -> Result<IdToken> {
     {
         return Ok(seen.token.clone());
     }
-    let text = tokio::fs::read_to_string(path).await.map_err(read_err)?;
+    let text = crate::credentials_json::read_text_file(path)?;
     let token = IdToken::parse(text).map_err(|e| Error::InvalidCredentials {
         path: Some(path.into()),
         field: String::new(),
