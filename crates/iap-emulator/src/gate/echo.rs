@@ -61,23 +61,20 @@ fn is_websocket_upgrade(req: &Request<Body>) -> bool {
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
-/// Sends every data message back until either side closes.
+/// Sends every data message back until either side closes. The loop goes
+/// on reading after a close frame either way: that read sends the pending
+/// close reply (tungstenite queues it) and then ends the stream, so the
+/// client sees a complete closing handshake rather than a reset.
 async fn echo_socket(mut socket: WebSocket) {
     while let Some(Ok(message)) = socket.recv().await {
         let reply = match message {
-            Message::Text(text) if text.as_str() == "close" => {
-                let _ = socket
-                    .send(Message::Close(Some(CloseFrame {
-                        code: 1000,
-                        reason: "bye".into(),
-                    })))
-                    .await;
-                return;
-            }
+            Message::Text(text) if text.as_str() == "close" => Message::Close(Some(CloseFrame {
+                code: 1000,
+                reason: "bye".into(),
+            })),
             Message::Text(_) | Message::Binary(_) => message,
-            // tungstenite answers pings itself; a close ends the loop below.
-            Message::Ping(_) | Message::Pong(_) => continue,
-            Message::Close(_) => return,
+            // tungstenite answers pings and closes itself.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => continue,
         };
         if socket.send(reply).await.is_err() {
             return;
