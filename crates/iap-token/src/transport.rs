@@ -463,10 +463,12 @@ pub(crate) fn scrub(text: &str) -> String {
                         end += 2;
                         continue;
                     }
-                    if (quoted && b == b'"')
-                        || (!quoted
-                            && (b == b'&' || b.is_ascii_whitespace() || b == b'"' || b == b','))
-                    {
+                    let stop = if quoted {
+                        b == b'"'
+                    } else {
+                        b == b'&' || b == b'"' || b == b',' || b.is_ascii_whitespace()
+                    };
+                    if stop {
                         break;
                     }
                     end += 1;
