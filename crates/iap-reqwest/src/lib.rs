@@ -36,9 +36,9 @@
 use std::fmt;
 
 use http::Extensions;
-use iap_token::IapAuth;
 use iap_token::auth::Plan;
-use iap_token::policy::{RetryPolicy, Verdict};
+use iap_token::exchange::{Exchange, Next as ExchangeNext, Refresh};
+use iap_token::{IapAuth, Origin};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Error, Middleware, Next, Result};
 
@@ -116,62 +116,78 @@ impl Middleware for IapMiddleware {
             Some(token) => token,
             None => attach.fetch().await.map_err(Error::middleware)?,
         };
-        let policy = self.auth.retry_policy();
-        let spare = match policy {
-            RetryPolicy::Never => None,
-            _ => req.try_clone(),
-        };
-        // Where the token went (the spare copy knows it, if there is one), to
-        // tell our answer from another origin's after a redirect. Never
-        // needed when the policy refuses nothing.
-        let sent_to = match (&spare, policy) {
-            (None, RetryPolicy::AnyUnauthorized | RetryPolicy::IapGenerated) => {
-                Some(req.url().clone())
-            }
-            _ => None,
-        };
+        if !Exchange::may_retry(&self.auth) {
+            self.auth.apply(req.headers_mut(), &token);
+            return sign_in_followed(next.run(req, extensions).await?);
+        }
+        // Where the token went, to tell our answer from another origin's after a redirect.
+        let sent_to = req.url().clone();
+        let spare = req.try_clone();
         self.auth.apply(req.headers_mut(), &token);
-        let response = next.clone().run(req, extensions).await?;
-        if self.auth.verdict(response.status(), response.headers()) == Verdict::Accepted {
+        let mut exchange = Exchange::new(self.auth.clone(), token);
+        let response = sign_in_followed(next.clone().run(req, extensions).await?)?;
+        let from_origin = Origin::same(&sent_to, response.url());
+        if exchange.first_answer(response.status(), response.headers(), from_origin)
+            == ExchangeNext::Deliver
+        {
             return Ok(response);
         }
-        let Some(url) = spare.as_ref().map(Request::url).or(sent_to.as_ref()) else {
-            return Ok(response);
-        };
-        let url = url.clone();
-        // After a redirect to another origin (which got no token), the answer is not about ours.
-        if !same_origin(&url, response.url()) {
-            return Ok(response);
-        }
-        self.auth.invalidate(&token);
         let Some(mut second) = spare else {
-            tracing::debug!(status = %response.status(), "IAP refused the token; request not replayable, not retried");
+            tracing::debug!(status = %response.status(), "request body not replayable, not retried");
             return Ok(response);
         };
-        tracing::debug!(status = %response.status(), "IAP refused the token; retrying once with a fresh one");
         drop(response);
-        let fresh = match attach.cached() {
-            // Another request already replaced the refused token.
-            Some(fresh) if !fresh.same_as(&token) => fresh,
-            _ => attach.fetch().await.map_err(Error::middleware)?,
+        let fresh = match exchange.refresh(&attach) {
+            Refresh::Ready(token) => token,
+            Refresh::Fetch(fetch) => fetch.await.map_err(Error::middleware)?,
         };
         self.auth.apply(second.headers_mut(), &fresh);
-        let response = next.run(second, extensions).await?;
-        if self.auth.verdict(response.status(), response.headers()) == Verdict::Refused
-            && same_origin(&url, response.url())
-        {
-            // Only one retry: pass the answer on, but do not keep a refused token.
-            self.auth.invalidate(&fresh);
-        }
+        exchange.resend(fresh);
+        let response = sign_in_followed(next.run(second, extensions).await?)?;
+        let from_origin = Origin::same(&sent_to, response.url());
+        exchange.second_answer(response.status(), response.headers(), from_origin);
         Ok(response)
     }
 }
 
-/// Whether `answered` (where the answer came from) has the origin of `sent` (where the token went).
-fn same_origin(sent: &reqwest::Url, answered: &reqwest::Url) -> bool {
-    sent.scheme() == answered.scheme()
-        && sent.host_str() == answered.host_str()
-        && sent.port_or_known_default() == answered.port_or_known_default()
+/// An answer from Google's sign-in page means the client followed IAP's
+/// sign-in redirect: the refusal was hidden from the middleware. Says so,
+/// and how to fix it.
+#[inline]
+fn sign_in_followed(response: Response) -> Result<Response> {
+    if iap_token::policy::is_google_sign_in(response.url()) {
+        return Err(Error::middleware(SignInFollowed));
+    }
+    Ok(response)
+}
+
+/// The client followed IAP's redirect to the Google sign-in page, so IAP's
+/// refusal of the token was hidden; build the client with
+/// [`client_builder`].
+#[derive(Debug)]
+pub struct SignInFollowed;
+
+impl fmt::Display for SignInFollowed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "IAP refused the token with a redirect to accounts.google.com and the reqwest client followed it; \
+             build the client with iap_reqwest::client_builder() (or .redirect(iap_reqwest::redirect_policy())) \
+             so the refusal is seen and the token refreshed",
+        )
+    }
+}
+
+impl std::error::Error for SignInFollowed {}
+
+/// A `reqwest::ClientBuilder` set up for IAP: it does not follow IAP's
+/// redirect to the Google sign-in page (see [`redirect_policy`]). Build
+/// every client that carries [`IapMiddleware`] from it.
+///
+/// ```
+/// let client = reqwest_middleware::ClientBuilder::new(iap_reqwest::client_builder().build().unwrap()).build();
+/// ```
+pub fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().redirect(redirect_policy())
 }
 
 /// reqwest's default redirect handling (at most 10 hops; `Authorization`

@@ -38,6 +38,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> (TokenCache, Audience, Attach) {
     let auth = IapAuth::builder()
         .source_arc(source)
         .audience(AUD)
+        .any_origin()
         .build()
         .expect("config");
     let Plan::Attach(attach) = auth.plan(

@@ -27,10 +27,12 @@
 //!
 //! # Which audience a request gets
 //! 1. `policy::NoAuth` in the request's extensions: no token at all.
-//! 2. Scope: when origins are configured ([`IapAuthBuilder::allow_origin`],
-//!    [`IapAuthBuilder::origin_audience`]), a request to any other origin
-//!    gets no token. **When none is configured, every origin gets one**:
-//!    fine for a client that only calls IAP apps, a leak for a shared client.
+//! 2. Scope: a request to an origin that is not configured
+//!    ([`IapAuth::for_app`], [`IapAuthBuilder::allow_origin`],
+//!    [`IapAuthBuilder::origin_audience`]) gets no token and goes out
+//!    untouched. Sending to every origin takes an explicit
+//!    [`IapAuthBuilder::any_origin`]: fine for a client that only calls IAP
+//!    apps, a leak for a shared client.
 //! 3. An [`Audience`] in the request's extensions.
 //! 4. For sources whose tokens name a URL (service-account JWTs): the
 //!    most specific [audience pattern](IapAuthBuilder::audience_pattern)
@@ -53,7 +55,8 @@ use url::Url;
 
 use crate::audience_pattern::{AudiencePattern, PatternTable};
 use crate::cache::{CachedToken, Entry, TokenCacheBuilder};
-use crate::discovery::{AudienceDiscovery, Origin};
+use crate::discovery::AudienceDiscovery;
+use crate::origin::Origin;
 use crate::policy::{NoAuth, Placement, RetryPolicy, Verdict};
 use crate::source::{AudienceKind, BoxFuture};
 use crate::{Audience, Error, IdToken, Result, TokenCache, TokenSource};
@@ -69,6 +72,38 @@ pub struct IapAuth {
     retry_policy: RetryPolicy,
 }
 
+impl IapAuth {
+    /// THE one-liner: a handle for the IAP app at `app_url` (its origin is
+    /// the scope: no other origin ever gets the token), with tokens for
+    /// `audience` (the app's IAP OAuth client ID) from Application Default
+    /// Credentials ([`crate::adc`]), default cache options, `Authorization`
+    /// placement and retries on IAP's own refusals only.
+    ///
+    /// ```no_run
+    /// # async fn run() -> iap_token::Result<()> {
+    /// let auth = iap_token::IapAuth::for_app(
+    ///     "https://app.example.com",
+    ///     "123-abc.apps.googleusercontent.com",
+    /// ).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// For anything else (another source, several origins, discovery, the
+    /// `Proxy-Authorization` header) use [`IapAuth::builder`].
+    pub async fn for_app(
+        app_url: impl AsRef<str>,
+        audience: impl Into<Audience>,
+    ) -> Result<IapAuth> {
+        let origin = Origin::of(app_url.as_ref())?;
+        let source = crate::adc::application_default().await?;
+        IapAuth::builder()
+            .source_arc(source)
+            .audience(audience)
+            .allow_origin(origin.to_string())
+            .build()
+    }
+}
+
 struct AuthInner {
     cache: TokenCache,
     default: DefaultAudience,
@@ -78,8 +113,6 @@ struct AuthInner {
     mapped: Vec<(OriginKey, Attach)>,
     /// Service-account JWT audience patterns, pre-resolved.
     patterns: PatternTable<Attach>,
-    /// The retry policy chosen with the builder, if one was.
-    explicit_retry_policy: Option<RetryPolicy>,
     /// Whether a request without an origin under a scope was reported.
     warned_no_origin: AtomicBool,
 }
@@ -216,12 +249,7 @@ impl Attach {
             }
             Target::Invalid(why) => {
                 let why = why.clone();
-                Box::pin(async move {
-                    Err(Error::Other {
-                        context: why.to_string(),
-                        source: None,
-                    })
-                })
+                Box::pin(async move { Err(Error::config(why.to_string())) })
             }
         }
     }
@@ -249,17 +277,6 @@ impl fmt::Debug for Attach {
 }
 
 impl IapAuth {
-    /// A handle for `audience` from Application Default Credentials
-    /// ([`crate::adc`]), with default cache options and no origin scope
-    /// (every origin gets a token: see the [module docs](self)).
-    pub async fn from_adc(audience: impl Into<Audience>) -> Result<IapAuth> {
-        let source = crate::adc::application_default().await?;
-        IapAuth::builder()
-            .source_arc(source)
-            .audience(audience)
-            .build()
-    }
-
     /// A builder: a source, an audience (or discovery), a scope, options.
     pub fn builder() -> IapAuthBuilder {
         IapAuthBuilder::default()
@@ -282,10 +299,8 @@ impl IapAuth {
         self.retry_policy
     }
 
-    /// The same handle (same cache, audiences and scope) with the token in
-    /// another header. The retry policy follows the placement's default
-    /// ([`Placement::default_retry_policy`]) unless one was chosen with
-    /// [`IapAuthBuilder::retry_policy`]. Cheap: nothing is copied but an `Arc`.
+    /// The same handle (same cache, audiences, scope and retry policy) with
+    /// the token in another header. Cheap: nothing is copied but an `Arc`.
     ///
     /// ```
     /// # fn run(auth: iap_token::IapAuth) {
@@ -301,10 +316,7 @@ impl IapAuth {
         IapAuth {
             inner: self.inner.clone(),
             placement,
-            retry_policy: self
-                .inner
-                .explicit_retry_policy
-                .unwrap_or_else(|| placement.default_retry_policy()),
+            retry_policy: self.retry_policy,
         }
     }
 
@@ -466,18 +478,14 @@ impl IapAuth {
             resolved,
         } = &self.inner.default
         else {
-            return Err(Error::Other {
-                context: "audience discovery is not configured".into(),
-                source: None,
-            });
+            return Err(Error::config("audience discovery is not configured"));
         };
         let audience = discovery.discover(url).await?;
-        let origin = OriginKey::of_url(url).ok_or_else(|| Error::Other {
-            context: format!(
+        let origin = OriginKey::of_url(url).ok_or_else(|| {
+            Error::config(format!(
                 "cannot discover the IAP audience of {}: it has no http(s) origin",
                 &url[..url::Position::BeforePath]
-            ),
-            source: None,
+            ))
         })?;
         let cache = &self.inner.cache;
         Ok(resolved.get_or_insert(origin, usize::MAX, || {
@@ -590,7 +598,7 @@ impl RequestUrl for Uri {}
 impl RequestUrl for Url {}
 
 mod sealed {
-    use crate::discovery::Origin;
+    use crate::origin::Origin;
 
     /// An allowed origin with what a request's URL is compared with, worked out
     /// once: a request on it then costs a comparison or two of short strings,
@@ -679,11 +687,10 @@ impl OriginKey {
             .ok()
             .and_then(|url| OriginKey::of_url(&url))
             .filter(|key| key.origin == origin)
-            .ok_or_else(|| Error::Other {
-                context: format!(
+            .ok_or_else(|| {
+                Error::config(format!(
                     "{s:?} is not an origin: write it as https://host or https://host:port"
-                ),
-                source: None,
+                ))
             })
     }
 
@@ -780,7 +787,8 @@ pub struct IapAuthBuilder {
     mapped: Vec<(String, Audience)>,
     patterns: Vec<String>,
     placement: Placement,
-    retry_policy: Option<RetryPolicy>,
+    retry_policy: RetryPolicy,
+    any_origin: bool,
     cache: Option<TokenCacheBuilder>,
 }
 
@@ -795,6 +803,7 @@ impl fmt::Debug for IapAuthBuilder {
             .field("patterns", &self.patterns)
             .field("placement", &self.placement)
             .field("retry_policy", &self.retry_policy)
+            .field("any_origin", &self.any_origin)
             .finish_non_exhaustive()
     }
 }
@@ -835,6 +844,16 @@ impl IapAuthBuilder {
     /// `https://app.example.com` or `http://127.0.0.1:8080`.
     pub fn allow_origin(mut self, origin: impl Into<String>) -> Self {
         self.allowed.push(origin.into());
+        self
+    }
+
+    /// Sends the token to every origin the client calls. Without it, a
+    /// builder given no origin ([`IapAuthBuilder::allow_origin`],
+    /// [`IapAuthBuilder::origin_audience`]) fails to build: a shared client
+    /// would hand a credential that opens the IAP app to any host it
+    /// calls. Ignored when origins are given.
+    pub fn any_origin(mut self) -> Self {
+        self.any_origin = true;
         self
     }
 
@@ -887,10 +906,10 @@ impl IapAuthBuilder {
         self
     }
 
-    /// Which answers count as a refused token (default:
-    /// [`Placement::default_retry_policy`] of the placement).
+    /// Which answers count as a refused token (default
+    /// [`RetryPolicy::IapGenerated`], whatever the placement).
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retry_policy = Some(policy);
+        self.retry_policy = policy;
         self
     }
 
@@ -901,14 +920,12 @@ impl IapAuthBuilder {
     }
 
     /// Builds the handle. Needs no running runtime. Fails when no source is
-    /// set, an origin does not parse, or no audience can be had (no
+    /// set, an origin does not parse, no origin is given without
+    /// [`IapAuthBuilder::any_origin`], or no audience can be had (no
     /// audience, no discovery, no origin map, and a source minting tokens
     /// for client IDs).
     pub fn build(self) -> Result<IapAuth> {
-        let config_error = |context: String| Error::Other {
-            context,
-            source: None,
-        };
+        let config_error = |context: String| Error::config(context);
         let source = self
             .source
             .ok_or_else(|| config_error("IapAuth needs a token source: call .source(..)".into()))?;
@@ -978,10 +995,12 @@ impl IapAuthBuilder {
                 ));
             }
         };
-        if allowed.is_empty() && mapped.is_empty() {
-            tracing::debug!(
-                "IapAuth: no origin configured, so every origin gets a token; scope it with .allow_origin(..)"
-            );
+        if allowed.is_empty() && mapped.is_empty() && !self.any_origin {
+            return Err(config_error(
+                "IapAuth has no origin scope: give the app's origin with .allow_origin(\"https://app.example.com\") \
+                 (or use IapAuth::for_app), or call .any_origin() to send the token to every origin"
+                    .into(),
+            ));
         }
         Ok(IapAuth {
             inner: Arc::new(AuthInner {
@@ -990,13 +1009,10 @@ impl IapAuthBuilder {
                 allowed,
                 mapped,
                 patterns,
-                explicit_retry_policy: self.retry_policy,
                 warned_no_origin: AtomicBool::new(false),
             }),
             placement: self.placement,
-            retry_policy: self
-                .retry_policy
-                .unwrap_or_else(|| self.placement.default_retry_policy()),
+            retry_policy: self.retry_policy,
         })
     }
 }
@@ -1078,10 +1094,11 @@ mod tests {
         IapAuth::builder()
             .source(crate::source::static_token::StaticTokenSource::new(JWT).unwrap())
             .audience("client-id")
+            .any_origin()
     }
 
     #[tokio::test]
-    async fn with_placement_shares_the_cache_and_follows_the_placements_retry_policy() {
+    async fn with_placement_shares_the_cache_and_keeps_the_retry_policy() {
         let auth = builder().build().unwrap();
         let token = auth
             .token_for(&"https://a/".parse().unwrap())
@@ -1091,6 +1108,7 @@ mod tests {
         let proxy = auth.with_placement(Placement::ProxyAuthorization);
         assert_eq!(proxy.placement(), Placement::ProxyAuthorization);
         assert_eq!(proxy.retry_policy(), RetryPolicy::IapGenerated);
+        assert_eq!(auth.retry_policy(), RetryPolicy::IapGenerated);
         let Planned::Cached(shared) =
             proxy.plan_cached(&"https://a/".parse().unwrap(), &Extensions::new())
         else {
@@ -1098,7 +1116,7 @@ mod tests {
         };
         assert!(shared.same_as(&token));
         let back = proxy.with_placement(Placement::Authorization);
-        assert_eq!(back.retry_policy(), RetryPolicy::AnyUnauthorized);
+        assert_eq!(back.retry_policy(), RetryPolicy::IapGenerated);
 
         let never = builder().retry_policy(RetryPolicy::Never).build().unwrap();
         let moved = never.with_placement(Placement::ProxyAuthorization);

@@ -28,6 +28,7 @@ use http::{StatusCode, Uri, header};
 use url::Url;
 
 use crate::cache::share_error;
+use crate::origin::Origin;
 use crate::policy::IAP_GENERATED_HEADER;
 use crate::source::BoxFuture;
 use crate::transport::{Transport, endpoint_name};
@@ -232,108 +233,4 @@ async fn probe(transport: &Transport, url: &Url) -> Result<Audience> {
         (s, true) => format!("IAP answered {s} instead of redirecting a browser to sign in"),
         (s, false) => format!("it answered {s}, not IAP's redirect to sign in"),
     }))
-}
-
-/// An origin: scheme, host and port (the default port filled in).
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub(crate) struct Origin {
-    scheme: Box<str>,
-    host: Box<str>,
-    port: u16,
-}
-
-impl Origin {
-    /// Parses `https://host[:port]` (a trailing `/` is allowed; nothing else).
-    pub(crate) fn parse(s: &str) -> Result<Origin> {
-        let bad = |why: &str| {
-            Error::config(format!(
-                "{s:?} is not an origin ({why}): write it as https://host or https://host:port"
-            ))
-        };
-        let url = Url::parse(s).map_err(|e| bad(&e.to_string()))?;
-        if url.path() != "/"
-            || url.query().is_some()
-            || url.fragment().is_some()
-            || !url.username().is_empty()
-        {
-            return Err(bad("it has a path, query, fragment or user"));
-        }
-        Origin::of_url(&url)
-            .ok_or_else(|| bad("only http and https origins with a host are supported"))
-    }
-
-    pub(crate) fn of_url(url: &Url) -> Option<Origin> {
-        let scheme = url.scheme();
-        if scheme != "http" && scheme != "https" {
-            return None;
-        }
-        Some(Origin {
-            scheme: scheme.into(),
-            host: url.host_str()?.to_ascii_lowercase().into(),
-            port: url.port_or_known_default()?,
-        })
-    }
-
-    /// Whether `uri` is on this origin. No allocation.
-    #[inline]
-    pub(crate) fn matches(&self, uri: &Uri) -> bool {
-        let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
-            return false;
-        };
-        let port = uri.port_u16().or(match scheme.len() {
-            4 if scheme.eq_ignore_ascii_case("http") => Some(80),
-            5 if scheme.eq_ignore_ascii_case("https") => Some(443),
-            _ => None,
-        });
-        port == Some(self.port)
-            && scheme.eq_ignore_ascii_case(&self.scheme)
-            && host.trim_end_matches('.').eq_ignore_ascii_case(&self.host)
-    }
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let default = matches!((&*self.scheme, self.port), ("http", 80) | ("https", 443));
-        if default {
-            write!(f, "{}://{}", self.scheme, self.host)
-        } else {
-            write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
-        }
-    }
-}
-
-impl fmt::Debug for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "\"{self}\"")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn origins_match_uris_with_default_ports_and_any_case() {
-        let o = Origin::parse("https://App.Example.com").unwrap();
-        assert_eq!(o.to_string(), "https://app.example.com");
-        for yes in [
-            "https://app.example.com/x?y",
-            "HTTPS://APP.example.com:443/",
-            "https://app.example.com./",
-        ] {
-            assert!(o.matches(&yes.parse().unwrap()), "{yes}");
-        }
-        for no in [
-            "http://app.example.com/",
-            "https://app.example.com:8443/",
-            "https://evil.com/",
-            "/relative",
-        ] {
-            assert!(!o.matches(&no.parse().unwrap()), "{no}");
-        }
-        let local = Origin::parse("http://127.0.0.1:8080/").unwrap();
-        assert!(local.matches(&"http://127.0.0.1:8080/a".parse().unwrap()));
-        assert!(Origin::parse("https://a.example.com/path").is_err());
-        assert!(Origin::parse("not a url").is_err());
-    }
 }

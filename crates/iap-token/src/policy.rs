@@ -30,27 +30,23 @@ impl Placement {
             Placement::ProxyAuthorization => header::PROXY_AUTHORIZATION,
         }
     }
-
-    /// The retry policy that fits this placement when none is chosen:
-    /// any 401 with `Authorization`; only IAP-generated answers with
-    /// `Proxy-Authorization` (there, a 401 from the app is the app's business).
-    pub fn default_retry_policy(self) -> RetryPolicy {
-        match self {
-            Placement::Authorization => RetryPolicy::AnyUnauthorized,
-            Placement::ProxyAuthorization => RetryPolicy::IapGenerated,
-        }
-    }
 }
 
 /// Which answers count as "the token was refused": the token is then
 /// invalidated and, when the request can be replayed, sent once more with a
 /// fresh token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// The default, whatever the [`Placement`], is [`RetryPolicy::IapGenerated`]:
+/// an app's own 401 is about the app's credentials, so it is returned as
+/// is and costs no token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RetryPolicy {
-    /// Any 401, and IAP's own 302 to the Google sign-in page.
+    /// Any 401, and IAP's own 302 to the Google sign-in page. An explicit
+    /// choice: every 401 of the app then costs a token fetch.
     AnyUnauthorized,
     /// Only 401s and 302s that IAP generated (`X-Goog-IAP-Generated-Response: true`).
+    #[default]
     IapGenerated,
     /// Never invalidate or retry.
     Never,

@@ -24,6 +24,7 @@ async fn builder_for(emu: &Emulator, app: &App) -> IapAuthBuilder {
     IapAuth::builder()
         .source_arc(source)
         .audience(app.client_id())
+        .any_origin()
 }
 
 fn uri(s: &str) -> Uri {
@@ -170,6 +171,7 @@ async fn without_origins_every_origin_gets_a_token() {
     let auth = IapAuth::builder()
         .source_arc(source)
         .audience("aud")
+        .any_origin()
         .build()
         .unwrap();
 
@@ -192,6 +194,7 @@ async fn per_request_extensions_skip_or_override_the_audience() {
     let auth = IapAuth::builder()
         .source_arc(source)
         .audience("configured")
+        .any_origin()
         .build()
         .unwrap();
     let target = uri("https://app.example.com/");
@@ -243,9 +246,11 @@ async fn building_without_an_audience_or_with_a_bad_origin_is_a_clear_error() {
     let (source, _) = source(&emu).await;
     let err = IapAuth::builder()
         .source_arc(source.clone())
+        .any_origin()
         .build()
         .unwrap_err();
     assert!(err.to_string().contains(".audience("), "{err}");
+    let source_again = source.clone();
     let err = IapAuth::builder()
         .source_arc(source)
         .audience("a")
@@ -256,8 +261,18 @@ async fn building_without_an_audience_or_with_a_bad_origin_is_a_clear_error() {
         err.to_string().contains("https://a.example.com/some/path"),
         "{err}"
     );
-    let err = IapAuth::builder().audience("a").build().unwrap_err();
+    let err = IapAuth::builder()
+        .audience("a")
+        .any_origin()
+        .build()
+        .unwrap_err();
     assert!(err.to_string().contains("source"), "{err}");
+    let err = IapAuth::builder()
+        .source_arc(source_again)
+        .audience("a")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains(".any_origin()"), "{err}");
 }
 
 #[tokio::test]
@@ -287,7 +302,7 @@ async fn debug_of_iap_auth_holds_no_secret() {
 }
 
 #[tokio::test]
-async fn from_adc_uses_the_key_file_named_by_google_application_credentials() {
+async fn for_app_uses_the_key_file_named_by_google_application_credentials_and_scopes_to_the_app() {
     let emu = Emulator::start().await.unwrap();
     let app = emu.app();
     let sa = emu.create_service_account("adc-test").await.unwrap();
@@ -297,7 +312,16 @@ async fn from_adc_uses_the_key_file_named_by_google_application_credentials() {
     // SAFETY: the only test of this binary that reads or writes the environment.
     unsafe { std::env::set_var("GOOGLE_APPLICATION_CREDENTIALS", &key_file) };
 
-    let auth = IapAuth::from_adc(app.client_id()).await.unwrap();
+    let auth = IapAuth::for_app(app.url().as_str(), app.client_id())
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            auth.plan(&uri("https://elsewhere.example.com/"), &Extensions::new()),
+            Plan::Skip
+        ),
+        "another origin gets no token"
+    );
     let token = token(auth.plan(&uri(app.url().as_str()), &Extensions::new()))
         .await
         .unwrap();
@@ -330,10 +354,12 @@ async fn sources_minting_for_urls_get_the_audience_from_the_request_url() {
     let (source, _) = source(&emu).await;
     let exact = IapAuth::builder()
         .source(UrlAudiences(source.clone(), AudienceKind::RequestUrl))
+        .any_origin()
         .build()
         .unwrap();
     let host = IapAuth::builder()
         .source(UrlAudiences(source.clone(), AudienceKind::HostWildcard))
+        .any_origin()
         .build()
         .unwrap();
     let target = uri("https://app.example.com:8443/api/items?page=2");
@@ -362,6 +388,7 @@ async fn sources_minting_for_urls_get_the_audience_from_the_request_url() {
     let err = IapAuth::builder()
         .source(UrlAudiences(source, AudienceKind::RequestUrl))
         .discover_audience()
+        .any_origin()
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("discover_audience"), "{err}");
@@ -373,6 +400,7 @@ async fn a_host_wildcard_audience_is_reused_only_for_its_own_scheme_host_and_por
     let (source, _) = source(&emu).await;
     let auth = IapAuth::builder()
         .source(UrlAudiences(source, AudienceKind::HostWildcard))
+        .any_origin()
         .build()
         .unwrap();
     let audience_of = |url: &str| match auth.plan(&uri(url), &Extensions::new()) {

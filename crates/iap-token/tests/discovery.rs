@@ -96,6 +96,7 @@ async fn iap_auth_discovers_the_audience_then_attaches_accepted_tokens() {
     let auth = IapAuth::builder()
         .source(common::key_source(&sa))
         .discover_audience()
+        .any_origin()
         .build()
         .unwrap();
     let target: http::Uri = app.url().as_str().parse().unwrap();

@@ -62,6 +62,7 @@ async fn a_host_seen_before_costs_no_allocation_to_plan_and_find_its_cached_toke
     let sa = emu.create_service_account("hot-path").await.unwrap();
     let auth = IapAuth::builder()
         .source(SelfSignedJwtSource::from_json(sa.key_json()).unwrap())
+        .any_origin()
         .build()
         .unwrap();
     let seen: Uri = "https://app.example.com/a".parse().unwrap();

@@ -19,7 +19,11 @@ fn source(sa: &ServiceAccount, kind: AudienceKind) -> SelfSignedJwtSource {
 }
 
 fn auth(sa: &ServiceAccount, kind: AudienceKind) -> IapAuth {
-    IapAuth::builder().source(source(sa, kind)).build().unwrap()
+    IapAuth::builder()
+        .source(source(sa, kind))
+        .any_origin()
+        .build()
+        .unwrap()
 }
 
 async fn token_for(auth: &IapAuth, url: &str) -> IdToken {
@@ -166,6 +170,7 @@ async fn a_client_id_audience_is_a_configuration_error() {
     let auth = IapAuth::builder()
         .source(source(&sa, AudienceKind::HostWildcard))
         .audience("123-iap.apps.googleusercontent.com")
+        .any_origin()
         .build()
         .unwrap();
 

@@ -34,7 +34,11 @@ async fn from_the_metadata_server_it_signs_as_its_own_account_and_passes_the_gat
     assert_eq!(source.email(), me);
     let app = emu.app();
     let base = origin_of(app.url());
-    let auth = IapAuth::builder().source(source).build().unwrap();
+    let auth = IapAuth::builder()
+        .source(source)
+        .any_origin()
+        .build()
+        .unwrap();
 
     let token = token_for(&auth, &format!("{base}/a/b?q=1")).await;
     let claims = token.claims();
@@ -60,7 +64,11 @@ async fn after_the_first_token_no_token_endpoint_is_called_within_the_hour() {
         .audience_kind(AudienceKind::RequestUrl)
         .build()
         .unwrap();
-    let auth = IapAuth::builder().source(source).build().unwrap();
+    let auth = IapAuth::builder()
+        .source(source)
+        .any_origin()
+        .build()
+        .unwrap();
     let base = origin_of(emu.app().url());
 
     for _ in 0..20 {
@@ -242,6 +250,7 @@ async fn audience_patterns_choose_per_request_one_jwt_per_pattern() {
         .source(MetadataSource::with_host(&emu.metadata_host()).unwrap())
         .audience("client")
         .audience_pattern(format!("{base}/*"))
+        .any_origin()
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("service-account JWTs"), "{err}");

@@ -157,6 +157,7 @@ fn parts(c: &mut Criterion) {
     let unscoped = IapAuth::builder()
         .source(Stub)
         .audience("123-abc.apps.googleusercontent.com")
+        .any_origin()
         .build()
         .unwrap();
     group.bench_function("IapAuth::plan_unscoped", |b| {

@@ -1,12 +1,13 @@
 //! [`ResponseFuture`]: one request through [`IapService`](crate::IapService),
 //! from token to response, with at most one retry.
 //!
-//! The states, in order (most requests go straight from `First` to done):
+//! The decisions are [`iap_token::exchange::Exchange`]'s, shared with
+//! `iap-reqwest`; this future only polls the I/O they call for:
 //!
 //! ```text
-//! Fetching ──> First ──(refused, replayable)──> Refreshing ──> Readying ──> Second
-//!  (no cached    │                                 (fresh token)  (retry       │
-//!   token)       └──> response                                   service)     └──> response
+//! Fetching ──> First ──(Retry, replayable)──> Refreshing ──> Readying ──> Second
+//!  (no cached    │                              (fresh token)  (retry       │
+//!   token)       └──> response                                service)     └──> response
 //! ```
 //!
 //! `Pass` is the whole story for requests that carry no token or whose
@@ -18,7 +19,7 @@ use std::task::{Context, Poll, ready};
 
 use http::{Request, Response};
 use iap_token::auth::{Attach, IapAuth, Plan};
-use iap_token::policy::Verdict;
+use iap_token::exchange::{Exchange, Next, Refresh};
 use iap_token::source::BoxFuture;
 use iap_token::{IdToken, Result as TokenResult};
 use pin_project_lite::pin_project;
@@ -34,14 +35,7 @@ pin_project! {
     {
         #[pin]
         state: State<S, B>,
-        // The rules; absent on the pass-through path.
-        ctx: Option<Ctx>,
     }
-}
-
-struct Ctx {
-    auth: IapAuth,
-    replay_limit: usize,
 }
 
 /// A request waiting on a token, with the service that will send it. Boxed:
@@ -57,6 +51,14 @@ pub(crate) struct Retry<S, B> {
     spare: Spare<B>,
 }
 
+/// The first attempt waiting on a fetched token.
+pub(crate) struct Waiting<S, B> {
+    service: S,
+    request: Request<B>,
+    auth: IapAuth,
+    replay_limit: usize,
+}
+
 pin_project! {
     #[project = StateProj]
     enum State<S, B>
@@ -66,15 +68,15 @@ pin_project! {
         // No token to add or nothing to decide: the inner future as is.
         Pass { #[pin] future: S::Future },
         // No cached token: fetching one; the ready service and the request wait.
-        Fetching { fetch: BoxFuture<'static, TokenResult<IdToken>>, pending: Pending<S, B> },
-        // First attempt in flight with `token`.
-        First { #[pin] future: S::Future, token: IdToken, retry: Option<Retry<S, B>> },
+        Fetching { fetch: BoxFuture<'static, TokenResult<IdToken>>, waiting: Option<Box<Waiting<S, B>>> },
+        // First attempt in flight.
+        First { #[pin] future: S::Future, exchange: Option<Exchange>, retry: Option<Retry<S, B>> },
         // Token refused: getting a fresh one for the retry.
-        Refreshing { fetch: BoxFuture<'static, TokenResult<IdToken>>, retry: Pending<S, B> },
+        Refreshing { fetch: BoxFuture<'static, TokenResult<IdToken>>, exchange: Option<Exchange>, retry: Pending<S, B> },
         // Fresh token in hand: waiting for the retry's service to be ready.
-        Readying { token: IdToken, retry: Pending<S, B> },
+        Readying { exchange: Option<Exchange>, retry: Pending<S, B> },
         // Second (last) attempt in flight.
-        Second { #[pin] future: S::Future, token: IdToken },
+        Second { #[pin] future: S::Future, exchange: Option<Exchange> },
         Done,
     }
 }
@@ -87,7 +89,6 @@ where
     pub(crate) fn pass(future: S::Future) -> Self {
         ResponseFuture {
             state: State::Pass { future },
-            ctx: None,
         }
     }
 
@@ -106,26 +107,13 @@ where
         S: Clone,
         B: ReplayableBody,
     {
-        let (parts, body) = request.into_parts();
-        let head = parts.clone();
-        let (body, spare) = body.replayable(replay_limit);
-        let mut request = Request::from_parts(parts, body);
-        auth.apply(request.headers_mut(), &token);
-        let retry = service.clone();
+        let (future, retry) = send_first(service, request, &token, auth, true, replay_limit);
         ResponseFuture {
             state: State::First {
-                future: service.call(request),
-                token,
-                retry: Some(Retry {
-                    service: retry,
-                    head,
-                    spare,
-                }),
+                future,
+                exchange: Some(Exchange::new(auth.clone(), token)),
+                retry,
             },
-            ctx: Some(Ctx {
-                auth: auth.clone(),
-                replay_limit,
-            }),
         }
     }
 
@@ -139,15 +127,20 @@ where
         ResponseFuture {
             state: State::Fetching {
                 fetch: attach.fetch(),
-                pending: Some(Box::new((service, request))),
+                waiting: Some(Box::new(Waiting {
+                    service,
+                    request,
+                    auth,
+                    replay_limit,
+                })),
             },
-            ctx: Some(Ctx { auth, replay_limit }),
         }
     }
 }
 
 /// Sends the first attempt on a ready `service`: keeps what a retry needs
 /// (when `retry` is on), puts the token in, calls.
+#[inline(always)]
 fn send_first<S, B>(
     service: &mut S,
     mut request: Request<B>,
@@ -177,6 +170,8 @@ where
     (service.call(request), retry)
 }
 
+const DONE: &str = "ResponseFuture polled after completion";
+
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone,
@@ -188,108 +183,102 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            let Some(ctx) = this.ctx.as_ref() else {
-                // Pass-through: no token, or a policy that never retries.
-                return match this.state.as_mut().project() {
-                    StateProj::Pass { future } => future.poll(cx).map_err(Into::into),
-                    _ => panic!("ResponseFuture polled after completion"),
-                };
-            };
             match this.state.as_mut().project() {
-                StateProj::Fetching { fetch, pending } => {
+                StateProj::Pass { future } => return future.poll(cx).map_err(Into::into),
+                StateProj::Fetching { fetch, waiting } => {
                     let token = ready!(fetch.as_mut().poll(cx)).map_err(BoxError::from)?;
-                    let (mut service, request) = *pending
-                        .take()
-                        .expect("ResponseFuture polled after completion");
-                    // `service` was made ready by `poll_ready` before `call` moved it here.
-                    let retry = ctx.auth.retry_policy() != iap_token::policy::RetryPolicy::Never;
-                    let (future, retry) = send_first(
-                        &mut service,
+                    let Waiting {
+                        mut service,
                         request,
-                        &token,
-                        &ctx.auth,
-                        retry,
-                        ctx.replay_limit,
-                    );
+                        auth,
+                        replay_limit,
+                    } = *waiting.take().expect(DONE);
+                    // `service` was made ready by `poll_ready` before `call` moved it here.
+                    let retry = Exchange::may_retry(&auth);
+                    let (future, retry) =
+                        send_first(&mut service, request, &token, &auth, retry, replay_limit);
                     this.state.set(State::First {
                         future,
-                        token,
+                        exchange: Some(Exchange::new(auth, token)),
                         retry,
                     });
                 }
                 StateProj::First {
                     future,
-                    token,
+                    exchange,
                     retry,
                 } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    if ctx.auth.verdict(response.status(), response.headers()) == Verdict::Accepted
+                    let ex = exchange.as_mut().expect(DONE);
+                    // Below tower there are no redirects: the answer is from where the token went.
+                    if ex.first_answer(response.status(), response.headers(), true) == Next::Deliver
                     {
                         return Poll::Ready(Ok(response));
                     }
-                    ctx.auth.invalidate(token);
                     let Some(Retry {
                         service,
                         head,
                         spare,
                     }) = retry.take()
                     else {
-                        tracing::debug!(status = %response.status(), "IAP refused the token; request not replayable, not retried");
+                        tracing::debug!(status = %response.status(), "request not replayable, not retried");
                         return Poll::Ready(Ok(response));
                     };
                     let Some(body) = spare.into_body() else {
-                        tracing::debug!(status = %response.status(), "IAP refused the token; request body not replayable, not retried");
+                        tracing::debug!(status = %response.status(), "request body not replayable, not retried");
                         return Poll::Ready(Ok(response));
                     };
                     // The hot path kept no `Attach`: the same request plans the same again.
-                    let Plan::Attach(attach) = ctx.auth.plan(&head.uri, &head.extensions) else {
+                    let Plan::Attach(attach) = ex.auth().plan(&head.uri, &head.extensions) else {
                         return Poll::Ready(Ok(response));
                     };
-                    tracing::debug!(status = %response.status(), "IAP refused the token; retrying once with a fresh one");
                     drop(response);
                     let retry = Some(Box::new((service, Request::from_parts(head, body))));
-                    match attach.cached() {
-                        // Another request already replaced the refused token.
-                        Some(fresh) if !fresh.same_as(token) => this.state.set(State::Readying {
-                            token: fresh,
-                            retry,
-                        }),
-                        _ => this.state.set(State::Refreshing {
-                            fetch: attach.fetch(),
+                    let exchange = exchange.take();
+                    match exchange.as_ref().expect(DONE).refresh(&attach) {
+                        Refresh::Ready(fresh) => {
+                            let mut exchange = exchange;
+                            exchange.as_mut().expect(DONE).resend(fresh);
+                            this.state.set(State::Readying { exchange, retry })
+                        }
+                        Refresh::Fetch(fetch) => this.state.set(State::Refreshing {
+                            fetch,
+                            exchange,
                             retry,
                         }),
                     }
                 }
-                StateProj::Refreshing { fetch, retry } => {
+                StateProj::Refreshing {
+                    fetch,
+                    exchange,
+                    retry,
+                } => {
                     let token = ready!(fetch.as_mut().poll(cx)).map_err(BoxError::from)?;
+                    let mut exchange = exchange.take();
+                    exchange.as_mut().expect(DONE).resend(token);
                     let retry = retry.take();
-                    this.state.set(State::Readying { token, retry });
+                    this.state.set(State::Readying { exchange, retry });
                 }
-                StateProj::Readying { token, retry } => {
-                    let (service, _) = &mut **retry
-                        .as_mut()
-                        .expect("ResponseFuture polled after completion");
+                StateProj::Readying { exchange, retry } => {
+                    let (service, _) = &mut **retry.as_mut().expect(DONE);
                     ready!(service.poll_ready(cx)).map_err(Into::into)?;
-                    let (mut service, mut request) = *retry
-                        .take()
-                        .expect("ResponseFuture polled after completion");
-                    ctx.auth.apply(request.headers_mut(), token);
-                    let token = token.clone();
+                    let (mut service, mut request) = *retry.take().expect(DONE);
+                    let ex = exchange.take().expect(DONE);
+                    ex.auth().apply(request.headers_mut(), ex.token());
                     let future = service.call(request);
-                    this.state.set(State::Second { future, token });
+                    this.state.set(State::Second {
+                        future,
+                        exchange: Some(ex),
+                    });
                 }
-                StateProj::Second { future, token } => {
+                StateProj::Second { future, exchange } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    if ctx.auth.verdict(response.status(), response.headers()) == Verdict::Refused {
-                        // Only one retry: pass the answer on, but do not keep a refused token.
-                        ctx.auth.invalidate(token);
-                    }
+                    let mut ex = exchange.take().expect(DONE);
+                    ex.second_answer(response.status(), response.headers(), true);
                     this.state.set(State::Done);
                     return Poll::Ready(Ok(response));
                 }
-                StateProj::Pass { .. } | StateProj::Done => {
-                    panic!("ResponseFuture polled after completion")
-                }
+                StateProj::Done => panic!("{DONE}"),
             }
         }
     }

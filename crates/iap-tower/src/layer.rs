@@ -10,7 +10,7 @@
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # let jwt = "eyJhbGciOiJub25lIn0.eyJhdWQiOiJjbGllbnQtaWQiLCJlbWFpbCI6ImFAYiIsImV4cCI6NDEwMjQ0NDgwMH0.c2ln";
-//! let auth = IapAuth::builder().source(StaticTokenSource::new(jwt)?).audience("client-id").build()?;
+//! let auth = IapAuth::builder().source(StaticTokenSource::new(jwt)?).audience("client-id").any_origin().build()?;
 //! let service = ServiceBuilder::new()
 //!     .layer(IapLayer::new(auth).replay_limit(16 * 1024))
 //!     .service(service_fn(|req: Request<String>| async move {
@@ -109,6 +109,7 @@ mod tests {
         let auth = IapAuth::builder()
             .source(StaticTokenSource::new(JWT).unwrap())
             .audience("client-id")
+            .any_origin()
             .build()
             .unwrap();
         auth.token_for(&"http://a/".parse().unwrap()).await.unwrap();

@@ -117,6 +117,7 @@ async fn retry_policy_never_neither_invalidates_nor_retries() {
     let app = emu.app();
     let auth = metadata_auth(&emu)
         .audience(app.client_id())
+        .allow_origin(origin(&app))
         .retry_policy(RetryPolicy::Never)
         .build()
         .unwrap();
