@@ -694,16 +694,13 @@ async fn fetch_with_retries(core: &Core, audience: &Audience) -> Result<IdToken>
     let config = &core.config;
     let mut attempt = 0;
     loop {
-        match core.source.id_token(audience).await {
+        match fetch_once(core, audience).await {
             Ok(token) if token.remaining(SystemTime::now()).is_zero() => {
-                return Err(Error::Other {
-                    context: format!(
-                        "the token source returned an ID token for {audience} that has already expired \
-                         (exp {}); check the system clock",
-                        token.claims().exp
-                    ),
-                    source: None,
-                });
+                return Err(Error::MalformedToken(format!(
+                    "the token source returned an ID token for {audience} that has already expired \
+                     (`exp` {}); the system clock may be wrong (clock skew)",
+                    token.claims().exp
+                )));
             }
             Ok(token) => return Ok(token),
             Err(e) if e.is_transient() && attempt < config.max_retries => {
@@ -714,6 +711,37 @@ async fn fetch_with_retries(core: &Core, audience: &Audience) -> Result<IdToken>
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// One call of the source. A panic inside it (ours or a user's source)
+/// becomes an error for the callers of this fetch instead of poisoning the
+/// shared flight: the next call tries again.
+async fn fetch_once(core: &Core, audience: &Audience) -> Result<IdToken> {
+    use std::panic::AssertUnwindSafe;
+    let panicked = |payload: Box<dyn std::any::Any + Send>| {
+        let why = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        tracing::error!(%audience, "the token source panicked: {why}");
+        Error::Other {
+            context: format!(
+                "the token source panicked while fetching an ID token for {audience}: {}",
+                crate::transport::scrub(&why)
+            ),
+            source: None,
+        }
+    };
+    let future = match std::panic::catch_unwind(AssertUnwindSafe(|| core.source.id_token(audience)))
+    {
+        Ok(future) => future,
+        Err(payload) => return Err(panicked(payload)),
+    };
+    match AssertUnwindSafe(future).catch_unwind().await {
+        Ok(result) => result,
+        Err(payload) => Err(panicked(payload)),
     }
 }
 

@@ -99,6 +99,13 @@ impl CredentialsJson {
             field: String::new(),
             problem,
         };
+        if bytes.starts_with(b"\xEF\xBB\xBF") {
+            return Err(invalid(
+                "starts with a UTF-8 byte-order mark (BOM), which JSON does not allow: save the file as UTF-8 \
+                 without BOM"
+                    .into(),
+            ));
+        }
         let value: Value = serde_json::from_slice(bytes).map_err(|e| {
             invalid(format!(
                 "not valid JSON (line {}, column {})",

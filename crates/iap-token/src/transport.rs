@@ -368,23 +368,128 @@ fn text_summary(body: &[u8]) -> Option<String> {
     Some(s)
 }
 
-/// Replaces words that look like tokens (JWTs, OAuth access or refresh
-/// tokens) with `<redacted>`: an endpoint may echo what it was sent.
+/// Replaces every secret in `text` with `<redacted>`, wherever it sits: in
+/// a query string, a JSON document, a form body or plain words. Found:
+/// JWTs and signed assertions (`eyJ...`), access tokens (`ya29.`), refresh
+/// tokens (`1//`), OAuth client secrets (`GOCSPX-`), PEM blocks (from
+/// `-----BEGIN` to the end of the matching `-----END ...-----`), and the
+/// values of sensitive fields (`assertion=...`, `"refresh_token": "..."`).
+/// Every error text built from an endpoint's answer passes through it.
 pub(crate) fn scrub(text: &str) -> String {
-    let looks_secret = |w: &str| {
-        let w = w.trim_matches(|c: char| !c.is_ascii_alphanumeric());
-        w.starts_with("eyJ")
-            || w.starts_with("ya29.")
-            || w.starts_with("1//")
-            || w.contains("PRIVATE KEY")
-    };
-    if !text.split_whitespace().any(looks_secret) {
+    const REDACTED: &str = "<redacted>";
+    const PREFIXES: &[&str] = &["eyJ", "ya29.", "1//", "GOCSPX-"];
+    const FIELDS: &[&str] = &[
+        "assertion",
+        "refresh_token",
+        "client_secret",
+        "access_token",
+        "id_token",
+        "subject_token",
+        "private_key",
+        "code_verifier",
+        "token",
+        "code",
+        "signedJwt",
+        "accessToken",
+    ];
+    let bytes = text.as_bytes();
+    let token_char = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b);
+    let starts = |at: usize, p: &str| bytes[at..].starts_with(p.as_bytes());
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let boundary = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
+        // A PEM block, to its END line (or the end of the text).
+        if starts(i, "-----BEGIN") {
+            let end = text[i..]
+                .find("-----END")
+                .and_then(|e| {
+                    let after = i + e + "-----END".len();
+                    text[after..].find("-----").map(|c| after + c + 5)
+                })
+                .unwrap_or(bytes.len());
+            out.push_str(&text[copied..i]);
+            out.push_str(REDACTED);
+            copied = end;
+            i = end;
+            continue;
+        }
+        // A token by its shape.
+        if boundary && PREFIXES.iter().any(|p| starts(i, p)) {
+            let mut end = i;
+            while end < bytes.len() && token_char(bytes[end]) {
+                end += 1;
+            }
+            out.push_str(&text[copied..i]);
+            out.push_str(REDACTED);
+            copied = end;
+            i = end;
+            continue;
+        }
+        // The value of a sensitive field: `name=value` or `"name": "value"`.
+        if boundary
+            && let Some(name) = FIELDS.iter().find(|f| {
+                starts(i, f)
+                    && !bytes
+                        .get(i + f.len())
+                        .copied()
+                        .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+            })
+        {
+            let mut j = i + name.len();
+            if bytes.get(j) == Some(&b'"') {
+                j += 1;
+            }
+            while bytes.get(j).is_some_and(|b| *b == b' ') {
+                j += 1;
+            }
+            let value = match bytes.get(j) {
+                Some(b'=') => Some((j + 1, false)),
+                Some(b':') => {
+                    let mut k = j + 1;
+                    while bytes.get(k).is_some_and(|b| *b == b' ') {
+                        k += 1;
+                    }
+                    (bytes.get(k) == Some(&b'"')).then_some((k + 1, true))
+                }
+                _ => None,
+            };
+            if let Some((start, quoted)) = value {
+                let mut end = start;
+                while end < bytes.len() {
+                    let b = bytes[end];
+                    if quoted && b == b'\\' {
+                        end += 2;
+                        continue;
+                    }
+                    let stop = if quoted {
+                        b == b'"'
+                    } else {
+                        b == b'&' || b == b'"' || b == b',' || b.is_ascii_whitespace()
+                    };
+                    if stop {
+                        break;
+                    }
+                    end += 1;
+                }
+                let end = end.min(bytes.len());
+                if end > start {
+                    out.push_str(&text[copied..start]);
+                    out.push_str(REDACTED);
+                    copied = end;
+                }
+                i = end.max(i + 1);
+                continue;
+            }
+        }
+        i += 1;
+    }
+    if copied == 0 {
         return text.to_string();
     }
-    text.split(' ')
-        .map(|w| if looks_secret(w) { "<redacted>" } else { w })
-        .collect::<Vec<_>>()
-        .join(" ")
+    out.push_str(&text[copied..]);
+    out
 }
 
 /// Checks that credentials may be sent to `url`: `https`, or plain `http`
@@ -427,6 +532,54 @@ fn is_loopback_or_metadata(url: &Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scrubber_finds_secrets_anywhere() {
+        let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n";
+        let cases = [
+            (
+                "grant_type=jwt-bearer&assertion=eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4In0.c2ln&x=1",
+                "eyJhbGci",
+            ),
+            (
+                "bad request: refresh_token=1//0gAbCdEf-ghIJ&client_id=c",
+                "1//0gAb",
+            ),
+            (
+                r#"{"client_secret": "GOCSPX-abcdef123", "a": 1}"#,
+                "GOCSPX-abc",
+            ),
+            (r#"{"client_secret":"not-shaped-like-one"}"#, "not-shaped"),
+            ("echo: ya29.a0AfH6SMBx and more", "ya29.a0"),
+            (pem, "MIIEvQ"),
+            (
+                r#"{"private_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQ\n-----END PRIVATE KEY-----\n"}"#,
+                "MIIEvQ",
+            ),
+            ("https://x/token?code=4/0Adeu5BW&state=s", "4/0Adeu5BW"),
+            ("(eyJabc.def.ghi)", "eyJabc"),
+        ];
+        for (text, secret) in cases {
+            let scrubbed = scrub(text);
+            assert!(!scrubbed.contains(secret), "{text:?} => {scrubbed:?}");
+            assert!(scrubbed.contains("<redacted>"), "{scrubbed}");
+        }
+        assert_eq!(
+            scrub("invalid_grant: Bad Request"),
+            "invalid_grant: Bad Request"
+        );
+        assert_eq!(scrub("tokens: none; keyJoe"), "tokens: none; keyJoe");
+        // Whatever the input, no panic (multi-byte text, cut-off fields).
+        for text in [
+            "token=",
+            "\"token\": \"é\\",
+            "-----BEGIN",
+            "ü1//é",
+            "code=é&",
+        ] {
+            let _ = scrub(text);
+        }
+    }
 
     #[test]
     fn credentials_go_over_https_loopback_or_the_metadata_server_only() {

@@ -81,9 +81,32 @@ impl ServiceAccountKey {
                 "is not a PEM-encoded RSA private key (`-----BEGIN PRIVATE KEY-----`): download a new JSON key".into(),
             )
         };
+        if pem.contains("ENCRYPTED") {
+            return Err(json.invalid(
+                "private_key",
+                "is an encrypted PEM key; service-account keys are not encrypted: download a new JSON key \
+                 (or decrypt it with `openssl pkcs8 -topk8 -nocrypt`)"
+                    .into(),
+            ));
+        }
+        if pem.contains("\\n") && !pem.contains('\n') {
+            return Err(json.invalid(
+                "private_key",
+                "holds a literal `\\n` where the PEM needs line breaks (the JSON was escaped twice): \
+                 write `\\n` in the JSON file itself, or download a new JSON key"
+                    .into(),
+            ));
+        }
         let key = EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|_| not_a_key())?;
         // Catch a broken key now rather than at the first signature.
-        aws_lc_rs::signature::RsaKeyPair::from_der(key.inner()).map_err(|_| not_a_key())?;
+        aws_lc_rs::signature::RsaKeyPair::from_der(key.inner()).map_err(|_| {
+            json.invalid(
+                "private_key",
+                "is not a usable RSA key: keys shorter than 2048 bits (512, 1024) are refused, and Google \
+                 issues 2048-bit keys: download a new JSON key"
+                    .into(),
+            )
+        })?;
         Ok(ServiceAccountKey {
             client_email,
             private_key_id: json.optional("private_key_id")?.map(Into::into),
