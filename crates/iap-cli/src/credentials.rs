@@ -172,19 +172,55 @@ async fn static_token(args: &CredentialArgs) -> CliResult<Option<Resolved>> {
 
 async fn base(args: &CredentialArgs) -> CliResult<(Arc<dyn TokenSource>, Origin)> {
     if let Some(path) = &args.credentials {
-        let source = iap_token::adc::from_file(path)?;
+        let source = from_file(path)?;
         return Ok((source, Origin::Flag(path.clone())));
     }
     let env_var_set =
         std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").is_some_and(|v| !v.is_empty());
     if !env_var_set && let Some(path) = config::saved_credentials() {
-        let source = iap_token::adc::from_file(&path).map_err(|e| {
+        let source = from_file(&path).map_err(|e| {
             Failure::from(e).context("the credentials saved by `iap login` are unusable (run `iap login` again or `iap logout`)")
         })?;
         return Ok((source, Origin::SavedLogin(path)));
     }
     let found = iap_token::adc::find().await?;
-    Ok((found.source, Origin::Adc(found.origin)))
+    let origin = Origin::Adc(found.origin);
+    // With --cacert, a file found by ADC is read again so that its token
+    // endpoint trusts the extra roots too.
+    let source = match (crate::tls::roots(), origin.file()) {
+        (Some(_), Some(path)) => from_file(path)?,
+        _ => found.source,
+    };
+    Ok((source, origin))
+}
+
+/// A source from a credentials file; with `--cacert`, key files and user
+/// credentials reach their token endpoint through a client trusting it.
+fn from_file(path: &std::path::Path) -> iap_token::Result<Arc<dyn TokenSource>> {
+    use iap_token::source::authorized_user::AuthorizedUserSource;
+    use iap_token::source::service_account::ServiceAccountSource;
+    let Some(roots) = crate::tls::roots() else {
+        return iap_token::adc::from_file(path);
+    };
+    let kind = std::fs::read(path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|v| v.get("type")?.as_str().map(str::to_owned));
+    Ok(match kind.as_deref() {
+        Some("service_account") => {
+            Arc::new(ServiceAccountSource::from_file(path)?.with_http_client(roots.http_client()?))
+        }
+        Some("authorized_user") => {
+            Arc::new(AuthorizedUserSource::from_file(path)?.with_http_client(roots.http_client()?))
+        }
+        _ => {
+            tracing::warn!(
+                "--cacert applies to the app and to service-account and authorized_user files; {} is read with the system's roots",
+                path.display()
+            );
+            iap_token::adc::from_file(path)?
+        }
+    })
 }
 
 /// The `type` of the credentials file at `origin`, if it is a readable file.

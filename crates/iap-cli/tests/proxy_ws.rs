@@ -257,3 +257,41 @@ async fn curl_trusts_cacert_for_an_https_app() {
     let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(echo["path"], "/tls");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_endpoints_over_https_trust_cacert_or_ssl_cert_file() {
+    let emu = Emulator::builder().tls().start().await.unwrap();
+    let app = emu.app();
+    let sa = emu.create_service_account("tls-cli").await.unwrap();
+    let (mut sandbox, ca) = metadata_sandbox(&emu, emu.ca_pem().unwrap());
+    let key = sandbox.path("key.json");
+    sa.write_key_file(&key).unwrap();
+    let key = key.to_str().unwrap().to_owned();
+    let args = [
+        "token",
+        "--audience",
+        app.client_id(),
+        "--credentials",
+        &key,
+    ];
+
+    // The system's roots alone: the https token endpoint is refused.
+    let out = sandbox.run(&args).await;
+    assert_eq!(out.code(), 1);
+    let line = out.error_line();
+    assert!(line.contains("certificate"), "{line}");
+    assert!(line.contains("127.0.0.1"), "{line}");
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 0);
+
+    let mut with_ca = vec!["--cacert", ca.as_str()];
+    with_ca.extend_from_slice(&args);
+    let token = sandbox.ok(&with_ca).await;
+    assert_eq!(token.trim().split('.').count(), 3, "{token}");
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 1);
+
+    // SSL_CERT_FILE, which the platform verifier reads on Linux.
+    sandbox.set("SSL_CERT_FILE", ca.clone());
+    let token = sandbox.ok(&args).await;
+    assert_eq!(token.trim().split('.').count(), 3, "{token}");
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 2);
+}
