@@ -9,7 +9,7 @@
 //!
 //! - [`http_client`](RootCertificates::http_client): a `reqwest::Client`
 //!   with the token endpoints' settings (timeouts, no redirects), for a
-//!   credential source or [`Discovery`](crate::discovery::Discovery);
+//!   credential source or [`AudienceDiscovery`](crate::discovery::AudienceDiscovery);
 //! - [`add_to`](RootCertificates::add_to): your own `reqwest::ClientBuilder`
 //!   (the app client behind `iap-reqwest`'s middleware);
 //! - [`rustls_client_config`](RootCertificates::rustls_client_config): a
