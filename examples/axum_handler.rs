@@ -43,7 +43,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .audience(app.client_id())
         .allow_origin(app.url().origin().ascii_serialization())
         .build()?;
-    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    let client = reqwest_middleware::ClientBuilder::new(iap::reqwest::client_builder().build()?)
         .with(IapMiddleware::new(auth))
         .build();
 

@@ -2,7 +2,7 @@
 //!
 //! Runs offline against the emulator started in-process: its metadata server
 //! stands in for Google Cloud's, its echo app for your IAP-protected app. On
-//! Google Cloud, build the `IapAuth` with `IapAuth::from_adc(IAP_CLIENT_ID)`.
+//! Google Cloud, build the `IapAuth` with `IapAuth::for_app(APP_URL, IAP_CLIENT_ID)`.
 //!
 //! `cargo run --example reqwest_client`
 
@@ -20,7 +20,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .audience(app.client_id()) // the IAP OAuth client ID
         .allow_origin(app.url().origin().ascii_serialization()) // no token for anyone else
         .build()?;
-    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    let client = reqwest_middleware::ClientBuilder::new(iap::reqwest::client_builder().build()?)
         .with(IapMiddleware::new(auth))
         .build();
 

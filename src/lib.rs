@@ -17,8 +17,11 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-//! let auth = iap::IapAuth::from_adc("123-abc.apps.googleusercontent.com").await?;
-//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//! // The app's URL (its origin is the only one that gets the token) and its
+//! // IAP OAuth client ID; credentials from Application Default Credentials.
+//! let auth = iap::IapAuth::for_app("https://app.example.com", "123-abc.apps.googleusercontent.com").await?;
+//! // A client that does not follow IAP's sign-in redirect, so a refusal is seen.
+//! let client = reqwest_middleware::ClientBuilder::new(iap::reqwest::client_builder().build()?)
 //!     .with(iap::reqwest::IapMiddleware::new(auth))
 //!     .build();
 //! let answer = client.get("https://app.example.com/api").send().await?;

@@ -260,3 +260,20 @@ async fn the_token_never_reaches_the_logs_even_at_trace_level() {
         "the token's signature appeared in the logs"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_apps_own_401_mints_no_extra_token() {
+    let w = World::new().await;
+    let out = w.ok_for_app(&["curl", &w.url("/status/401")]).await;
+    assert_eq!(echo(&out)["path"], "/status/401");
+    assert_eq!(
+        w.tokens_minted(),
+        1,
+        "the app's own 401 is not IAP's refusal"
+    );
+    assert_eq!(
+        w.emu.counter(iap_emulator::counter::APP_HITS, w.audience()),
+        1,
+        "not retried"
+    );
+}

@@ -365,3 +365,25 @@ async fn bodies_stream_both_ways_without_buffering() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_apps_own_401s_mint_no_extra_token() {
+    let w = World::new().await;
+    let (child, base) = start(&w, w.app.url().as_str(), &["--audience", w.audience()]).await;
+    let client = reqwest::Client::new();
+    for _ in 0..10 {
+        let resp = client
+            .get(format!("{base}/status/401"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 401);
+    }
+    assert_eq!(w.tokens_minted(), 1, "10 app 401s cost one token, not 19");
+    assert_eq!(
+        w.emu.counter(iap_emulator::counter::APP_HITS, w.audience()),
+        10,
+        "none retried"
+    );
+    stop(child).await;
+}

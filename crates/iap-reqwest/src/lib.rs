@@ -6,7 +6,7 @@
 //! request once more with a fresh one.
 //!
 //! It is the same behaviour as `iap-tower`'s layer, from the same rules in
-//! [`iap_token`] ([`IapAuth::plan_url`], [`IapAuth::apply`], [`IapAuth::verdict`]):
+//! [`iap_token`] ([`IapAuth::plan_url`], [`IapAuth::apply`], [`Exchange`]):
 //! - requests to origins outside the [`IapAuth`]'s scope get no token;
 //! - per request, an [`Audience`](iap_token::Audience) or
 //!   [`NoAuth`](iap_token::policy::NoAuth) given with
@@ -25,10 +25,15 @@
 //! drops `Authorization` and `Proxy-Authorization` on a redirect to another
 //! origin, so a token never follows a request off its origin, and an answer
 //! from another origin is passed on as is (its 401 is not about our token).
-//! To let the
-//! middleware see IAP's own redirect to the Google sign-in page (a refused
-//! token, for browser-like requests) instead of following it, build the
-//! client with [`redirect_policy`].
+//! Build the client from [`client_builder`]: it lets the middleware see
+//! IAP's own redirect to the Google sign-in page (a refused token, for
+//! browser-like requests) instead of following it. A client that follows
+//! it anyway makes the middleware fail with [`SignInFollowed`], which says
+//! so and how to fix it.
+//!
+//! Only IAP's own refusals (`X-Goog-IAP-Generated-Response: true`) count:
+//! an app's own 401 comes back as is and costs no token. The protocol is
+//! [`iap_token::exchange`], shared with `iap-tower`.
 //!
 //! [reqwest-middleware]: https://docs.rs/reqwest-middleware
 #![warn(missing_docs)]
@@ -48,7 +53,7 @@ use reqwest_middleware::{Error, Middleware, Next, Result};
 /// # async fn run(auth: iap_token::IapAuth) -> Result<(), Box<dyn std::error::Error>> {
 /// use iap_reqwest::IapMiddleware;
 ///
-/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+/// let client = reqwest_middleware::ClientBuilder::new(iap_reqwest::client_builder().build()?)
 ///     .with(IapMiddleware::new(auth))
 ///     .build();
 /// let body = client.get("https://app.example.com/api").send().await?.text().await?;

@@ -20,7 +20,7 @@
 //! # let emulator = iap_emulator::Emulator::start().await?;
 //! # let app = emulator.app();
 //! # let (metadata, client_id, url) = (emulator.metadata_host(), app.client_id(), app.url().clone());
-//! // Against the emulator here; on Google Cloud, `MetadataSource::new()?` or `IapAuth::from_adc(..)`.
+//! // Against the emulator here; on Google Cloud, `IapAuth::for_app(app_url, client_id).await?`.
 //! let auth = IapAuth::builder()
 //!     .source(MetadataSource::with_host(&metadata)?)
 //!     .audience(client_id) // the IAP OAuth client ID
