@@ -300,16 +300,18 @@ async fn sign_jwt(
     use iap_token::adc::CredentialOrigin as Adc;
     use iap_token::source::metadata::MetadataSource;
     use iap_token::source::sign_jwt::SignJwtSource;
-    let endpoint = |b: iap_token::source::sign_jwt::SignJwtSourceBuilder| match iam_endpoint {
-        Some(e) => b.iam_endpoint(e),
-        None => b,
-    };
     let context = |e: iap_token::Error| Failure::from(e).context("--self-signed");
+    let endpoint = |source: SignJwtSource| match iam_endpoint {
+        Some(e) => source.with_iam_endpoint(e).map_err(context),
+        None => Ok(source),
+    };
     if email.is_none() && matches!(origin, Origin::Adc(Adc::MetadataServer)) {
         let metadata = MetadataSource::from_env(&iap_token::adc::Environment::process())?;
-        return SignJwtSource::from_metadata_with(metadata, endpoint)
-            .await
-            .map_err(context);
+        return endpoint(
+            SignJwtSource::from_metadata(metadata)
+                .await
+                .map_err(context)?,
+        );
     }
     if email.is_none() && file_type(origin).as_deref() == Some("impersonated_service_account") {
         return impersonated_file(origin, iam_endpoint);
@@ -329,9 +331,7 @@ async fn sign_jwt(
             .with_code(2));
         }
     };
-    endpoint(SignJwtSource::builder(email).source_arc(caller))
-        .build()
-        .map_err(context)
+    endpoint(SignJwtSource::from_arc(email, caller).map_err(context)?)
 }
 
 /// An impersonation source for `email`, calling IAM with access tokens of
@@ -390,15 +390,14 @@ fn impersonated_file(
         .ok_or_else(|| unusable("no source_credentials"))?;
     let caller = iap_token::adc::access_token_source_from_json(source.to_string())
         .map_err(|e| Failure::from(e).context(format!("--self-signed with {}", path.display())))?;
-    let mut builder = SignJwtSource::builder(target)
-        .source_arc(caller)
-        .iam_endpoint(iam_endpoint.unwrap_or(endpoint));
-    for delegate in json["delegates"].as_array().into_iter().flatten() {
-        if let Some(d) = delegate.as_str() {
-            builder = builder.delegate(d);
-        }
-    }
-    builder
-        .build()
+    let delegates: Vec<&str> = json["delegates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str())
+        .collect();
+    SignJwtSource::from_arc(target, caller)
+        .and_then(|s| s.with_iam_endpoint(iam_endpoint.unwrap_or(endpoint)))
+        .and_then(|s| s.with_delegates(delegates))
         .map_err(|e| Failure::from(e).context("--self-signed"))
 }

@@ -319,3 +319,30 @@ async fn a_wrong_audience_for_user_credentials_is_one_line_from_the_token_endpoi
         "{line}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_already_expired_token_is_refused_naming_clock_skew() {
+    use base64::Engine as _;
+    let sandbox = Sandbox::new();
+    let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let jwt = format!(
+        "{}.{}.c2ln",
+        b64(r#"{"alg":"RS256"}"#),
+        b64(r#"{"aud":"aud-x","email":"a@b.c","exp":1000000000}"#)
+    );
+    let file = sandbox.path("old.jwt");
+    std::fs::write(&file, &jwt).unwrap();
+    let out = sandbox
+        .run(&[
+            "token",
+            "--audience",
+            "aud-x",
+            "--token-file",
+            file.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(out.code(), 1, "{out:#?}");
+    assert!(out.stderr.contains("clock skew"), "{}", out.stderr);
+    assert!(!out.stdout.contains(&jwt), "{}", out.stdout);
+    assert!(!out.stderr.contains(&jwt), "{}", out.stderr);
+}

@@ -177,6 +177,7 @@ struct Config {
     max_retries: u32,
     initial_backoff: Duration,
     max_backoff: Duration,
+    fetch_deadline: Duration,
 }
 
 impl Default for Config {
@@ -188,6 +189,7 @@ impl Default for Config {
             max_retries: 3,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            fetch_deadline: Duration::from_secs(30),
         }
     }
 }
@@ -268,6 +270,14 @@ impl TokenCacheBuilder {
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.config.initial_backoff = initial;
         self.config.max_backoff = max.max(initial);
+        self
+    }
+
+    /// The most one fetch may take, all its attempts and backoffs together
+    /// (default 30 s): a token endpoint that never answers fails the
+    /// fetch's callers after this instead of hanging them.
+    pub fn fetch_deadline(mut self, deadline: Duration) -> Self {
+        self.config.fetch_deadline = deadline;
         self
     }
 
@@ -656,7 +666,19 @@ async fn run_flight(core: Arc<Core>, entry: Arc<Entry>) -> Result<IdToken, Arc<E
             context: format!("the token cache was dropped while fetching an ID token for {}", entry.audience),
             source: None,
         }),
-        result = fetch_with_retries(&core, &entry.audience) => result,
+        result = tokio::time::timeout(core.config.fetch_deadline, fetch_with_retries(&core, &entry.audience)) => {
+            result.unwrap_or_else(|_| Err(Error::Transport {
+                endpoint: format!("the token endpoint of {:?}", core.source),
+                source: Arc::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no ID token for {} within the fetch deadline ({} s, every attempt included)",
+                        entry.audience,
+                        core.config.fetch_deadline.as_secs_f64()
+                    ),
+                )),
+            }))
+        }
     };
     let result = result.map_err(Arc::new);
     match &result {
@@ -703,7 +725,14 @@ async fn fetch_with_retries(core: &Core, audience: &Audience) -> Result<IdToken>
                 )));
             }
             Ok(token) => return Ok(token),
-            Err(e) if e.is_transient() && attempt < config.max_retries => {
+            // A garbled 200 (cut off, not the expected shape) is retried
+            // like a transient error, within the same budget; if it
+            // persists it is reported as it is (malformed).
+            Err(e)
+                if (e.is_transient()
+                    || matches!(e, Error::Protocol { .. } | Error::MalformedToken(_)))
+                    && attempt < config.max_retries =>
+            {
                 let delay = backoff(config.initial_backoff, config.max_backoff, attempt);
                 tracing::debug!(%audience, error = %e, attempt, ?delay, "transient error fetching an ID token; retrying");
                 tokio::time::sleep(delay).await;

@@ -31,7 +31,7 @@ use crate::cache::share_error;
 use crate::origin::Origin;
 use crate::policy::IAP_GENERATED_HEADER;
 use crate::source::BoxFuture;
-use crate::transport::{Transport, endpoint_name};
+use crate::transport::{Transport, endpoint_name, scrub};
 use crate::{Audience, Error, Result};
 
 /// Discovers the IAP audience of `url` (see the [module docs](self)), with a
@@ -186,11 +186,15 @@ async fn probe(transport: &Transport, url: &Url) -> Result<Audience> {
         .get(IAP_GENERATED_HEADER)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
     if status.is_redirection() {
-        let location = answer
+        let Some(location) = answer
             .headers()
             .get(header::LOCATION)
             .and_then(|l| l.to_str().ok())
-            .unwrap_or("");
+        else {
+            return Err(not_iap(format!(
+                "it answered {status} with no `Location` header, so there is no sign-in redirect to read"
+            )));
+        };
         if !iap_generated {
             let target = Url::parse(location)
                 .map(|l| endpoint_name(&l))
@@ -199,8 +203,21 @@ async fn probe(transport: &Transport, url: &Url) -> Result<Audience> {
                 "it answered {status} to {target} without the {IAP_GENERATED_HEADER} header, so the redirect is not IAP's"
             )));
         }
-        let client_id = Url::parse(location)
-            .ok()
+        // Only Google's sign-in names an audience: an origin that redirects
+        // elsewhere would choose which token we mint (and then receive it).
+        let sign_in = Url::parse(location).ok().filter(|l| {
+            l.scheme() == "https" && l.host_str() == Some(crate::endpoints::GOOGLE_SIGN_IN_HOST)
+        });
+        let Some(sign_in) = sign_in else {
+            let target = Url::parse(location)
+                .map(|l| endpoint_name(&l))
+                .unwrap_or_else(|_| scrub(location));
+            return Err(not_iap(format!(
+                "its {status} redirects to {target}, not to Google's sign-in (https://{}/)",
+                crate::endpoints::GOOGLE_SIGN_IN_HOST
+            )));
+        };
+        let client_id = Some(sign_in)
             .and_then(|l| {
                 l.query_pairs()
                     .find(|(k, _)| k == "client_id")

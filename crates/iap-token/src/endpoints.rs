@@ -7,6 +7,9 @@
 pub(crate) const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 /// OAuth 2.0 authorization endpoint (the desktop login's browser step).
 pub(crate) const GOOGLE_AUTH_URI: &str = "https://accounts.google.com/o/oauth2/v2/auth";
+/// The host of Google's sign-in, where IAP redirects a browser without a
+/// session: audience discovery reads `client_id` only from a redirect there.
+pub(crate) const GOOGLE_SIGN_IN_HOST: &str = "accounts.google.com";
 /// Security Token Service: workload identity federation's exchange.
 pub(crate) const STS_TOKEN_URL: &str = "https://sts.googleapis.com/v1/token";
 /// IAM Credentials: impersonation's `generateIdToken` and `generateAccessToken`.

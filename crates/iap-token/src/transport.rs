@@ -266,16 +266,36 @@ impl Answer {
 /// a token): serde's messages can include string values.
 pub(crate) fn json_problem(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
-    let what = match e.classify() {
-        Category::Io => "could not be read",
-        Category::Syntax | Category::Eof => "is not valid JSON",
-        Category::Data => "does not have the expected fields",
-    };
-    format!(
-        "the answer {what} (line {}, column {})",
-        e.line(),
-        e.column()
-    )
+    let at = format!("line {}, column {}", e.line(), e.column());
+    match e.classify() {
+        Category::Io => format!("the answer could not be read ({at})"),
+        Category::Eof => format!("the answer is cut off: truncated JSON ({at})"),
+        Category::Syntax => format!("the answer is not valid JSON ({at})"),
+        Category::Data => {
+            // serde's text may quote a value (a token): keep only the shape.
+            let text = e.to_string();
+            if let Some(field) = text
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next())
+            {
+                format!("the answer has no `{field}` field ({at})")
+            } else if let Some(expected) = text
+                .split(", expected ")
+                .nth(1)
+                .map(|rest| rest.split(" at line ").next().unwrap_or(rest))
+                .filter(|_| text.starts_with("invalid type: "))
+            {
+                let found = text
+                    .trim_start_matches("invalid type: ")
+                    .split([' ', ','])
+                    .next()
+                    .unwrap_or("value");
+                format!("the answer has a {found} where {expected} belongs ({at})")
+            } else {
+                format!("the answer does not have the expected fields ({at})")
+            }
+        }
+    }
 }
 
 /// The URL without its query or fragment, as errors and logs name it.
@@ -532,6 +552,27 @@ fn is_loopback_or_metadata(url: &Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_problems_name_the_shape_never_the_value() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Answer {
+            id_token: String,
+        }
+        let problem = |body: &str| json_problem(&serde_json::from_str::<Answer>(body).unwrap_err());
+        let p = problem(r#"{"id_token": 5}"#);
+        assert!(p.contains("integer where a string belongs"), "{p}");
+        let p = problem(r#"{"x": "eyJsecret"}"#);
+        assert!(
+            p.contains("no `id_token` field") && !p.contains("eyJ"),
+            "{p}"
+        );
+        let p = problem(r#"{"id_token": "eyJab"#);
+        assert!(p.contains("cut off"), "{p}");
+        let p = problem(r#"{"id_token": ["eyJsecret"]}"#);
+        assert!(!p.contains("eyJ"), "{p}");
+    }
 
     #[test]
     fn the_scrubber_finds_secrets_anywhere() {

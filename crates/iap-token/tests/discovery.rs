@@ -123,3 +123,42 @@ async fn iap_auth_discovers_the_audience_then_attaches_accepted_tokens() {
     assert_eq!(emu.counter("gate.302", app.client_id()), 1);
     assert_eq!(emu.requests(Endpoint::Token), 1);
 }
+
+/// An origin that answers every request with `head` (a hostile or broken
+/// server in front of the app; not IAP).
+async fn answering(head: &'static str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream.write_all(head.as_bytes()).await;
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_redirect_elsewhere_than_googles_sign_in_names_no_audience() {
+    let url = answering(
+        "HTTP/1.1 302 Found\r\nLocation: https://evil.example/o/oauth2/v2/auth?client_id=stolen\r\n\
+         X-Goog-IAP-Generated-Response: true\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let err = discover_audience(&url).await.unwrap_err().to_string();
+    assert!(err.contains("not to Google's sign-in"), "{err}");
+    assert!(err.contains("pass its audience"), "{err}");
+    assert!(!err.contains("stolen"), "{err}");
+}
+
+#[tokio::test]
+async fn an_iap_redirect_without_location_says_so() {
+    let url = answering(
+        "HTTP/1.1 302 Found\r\nX-Goog-IAP-Generated-Response: true\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let err = discover_audience(&url).await.unwrap_err().to_string();
+    assert!(err.contains("no `Location` header"), "{err}");
+}

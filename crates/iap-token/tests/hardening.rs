@@ -142,3 +142,47 @@ fn bad_private_keys_say_what_is_wrong() {
     assert!(err.is_configuration(), "{err:?}");
     assert!(err.to_string().contains("field `private_key`"), "{err}");
 }
+
+#[tokio::test]
+async fn a_token_endpoint_that_never_answers_fails_at_the_fetch_deadline() {
+    use iap_emulator::Fault;
+    let emu = Emulator::start().await.unwrap();
+    let sa = emu.create_service_account("slow").await.unwrap();
+    emu.inject(Endpoint::Token, Fault::delay(Duration::from_secs(3600)), 10);
+    let cache = TokenCache::builder(Arc::new(common::key_source(&sa)))
+        .fetch_deadline(Duration::from_millis(300))
+        .build();
+    let err = cache.token(&Audience::new("aud-slow")).await.unwrap_err();
+    assert!(err.to_string().contains("token endpoint"), "{err}");
+    let chain = std::error::Error::source(&err)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    assert!(chain.contains("fetch deadline"), "{chain}");
+}
+
+#[tokio::test]
+async fn a_garbled_200_is_retried_then_the_next_answer_is_used() {
+    use iap_emulator::Fault;
+    let emu = Emulator::start().await.unwrap();
+    let sa = emu.create_service_account("garbled").await.unwrap();
+    emu.inject(Endpoint::Token, Fault::Malformed, 2);
+    let cache = TokenCache::builder(Arc::new(common::key_source(&sa)))
+        .backoff(Duration::from_millis(1), Duration::from_millis(5))
+        .build();
+    let token = cache.token(&Audience::new("aud-garbled")).await.unwrap();
+    assert_eq!(token.claims().aud.as_deref(), Some("aud-garbled"));
+    assert_eq!(emu.requests(Endpoint::Token), 3);
+
+    // Persistently garbled: reported as malformed, after the budget.
+    emu.inject(Endpoint::Token, Fault::Malformed, 100);
+    let cache = TokenCache::builder(Arc::new(common::key_source(&sa)))
+        .backoff(Duration::from_millis(1), Duration::from_millis(5))
+        .max_retries(2)
+        .build();
+    let err = cache
+        .token(&Audience::new("aud-garbled-2"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
+    assert_eq!(emu.requests(Endpoint::Token), 3 + 3);
+}

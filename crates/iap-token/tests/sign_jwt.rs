@@ -28,8 +28,10 @@ async fn from_the_metadata_server_it_signs_as_its_own_account_and_passes_the_gat
     let emu = Emulator::start().await.unwrap();
     let me = emu.metadata_service_account().unwrap();
     emu.allow_impersonation(&me, &me);
-    let source = SignJwtSource::from_metadata_with(metadata(&emu), |b| b.iam_endpoint(emu.url()))
+    let source = SignJwtSource::from_metadata(metadata(&emu))
         .await
+        .unwrap()
+        .with_iam_endpoint(emu.url())
         .unwrap();
     assert_eq!(source.email(), me);
     let app = emu.app();
@@ -58,12 +60,11 @@ async fn after_the_first_token_no_token_endpoint_is_called_within_the_hour() {
     let caller = emu.create_service_account("caller").await.unwrap();
     let robot = emu.create_service_account("robot").await.unwrap();
     emu.allow_impersonation(caller.email(), robot.email());
-    let source = SignJwtSource::builder(robot.email())
-        .source(key_source(&caller))
-        .iam_endpoint(emu.url())
-        .audience_kind(AudienceKind::RequestUrl)
-        .build()
-        .unwrap();
+    let source = SignJwtSource::new(robot.email(), key_source(&caller))
+        .unwrap()
+        .with_iam_endpoint(emu.url())
+        .unwrap()
+        .with_audience_kind(AudienceKind::RequestUrl);
     let auth = IapAuth::builder()
         .source(source)
         .any_origin()
@@ -98,11 +99,11 @@ async fn through_an_impersonation_chain_each_link_needs_a_grant() {
     let caller = emu.create_service_account("caller").await.unwrap();
     let relay = emu.create_service_account("relay").await.unwrap();
     let robot = emu.create_service_account("robot").await.unwrap();
-    let source = SignJwtSource::builder(robot.email())
-        .source(key_source(&caller))
-        .delegate(relay.email())
-        .iam_endpoint(emu.url())
-        .build()
+    let source = SignJwtSource::new(robot.email(), key_source(&caller))
+        .unwrap()
+        .with_delegates([relay.email()])
+        .unwrap()
+        .with_iam_endpoint(emu.url())
         .unwrap();
     let aud = Audience::new(format!("{}/*", origin_of(emu.app().url())));
     emu.allow_impersonation(caller.email(), relay.email());
@@ -138,10 +139,9 @@ async fn denied_without_the_role_the_error_names_it_and_the_command() {
     let emu = Emulator::start().await.unwrap();
     let caller = emu.create_service_account("caller").await.unwrap();
     let robot = emu.create_service_account("robot").await.unwrap();
-    let source = SignJwtSource::builder(robot.email())
-        .source(key_source(&caller))
-        .iam_endpoint(emu.url())
-        .build()
+    let source = SignJwtSource::new(robot.email(), key_source(&caller))
+        .unwrap()
+        .with_iam_endpoint(emu.url())
         .unwrap();
     let err = source
         .id_token(&Audience::new("https://app.example.com/*"))
@@ -177,11 +177,13 @@ async fn a_user_can_be_the_caller_and_a_client_id_audience_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("user.json");
     emu.write_adc(&Adc::AuthorizedUser(user), &path).unwrap();
-    let source = SignJwtSource::builder(robot.email())
-        .source(AuthorizedUserSource::from_file(&path).unwrap())
-        .iam_endpoint(emu.url())
-        .build()
-        .unwrap();
+    let source = SignJwtSource::new(
+        robot.email(),
+        AuthorizedUserSource::from_file(&path).unwrap(),
+    )
+    .unwrap()
+    .with_iam_endpoint(emu.url())
+    .unwrap();
 
     let app = emu.app();
     let token = source
@@ -214,8 +216,10 @@ async fn audience_patterns_choose_per_request_one_jwt_per_pattern() {
     let emu = Emulator::start().await.unwrap();
     let me = emu.metadata_service_account().unwrap();
     emu.allow_impersonation(&me, &me);
-    let source = SignJwtSource::from_metadata_with(metadata(&emu), |b| b.iam_endpoint(emu.url()))
+    let source = SignJwtSource::from_metadata(metadata(&emu))
         .await
+        .unwrap()
+        .with_iam_endpoint(emu.url())
         .unwrap();
     let base = origin_of(emu.app().url());
     let auth = IapAuth::builder()
@@ -255,13 +259,9 @@ async fn audience_patterns_choose_per_request_one_jwt_per_pattern() {
         .unwrap_err();
     assert!(err.to_string().contains("service-account JWTs"), "{err}");
     let err = IapAuth::builder()
-        .source(
-            SignJwtSource::builder(&me)
-                .source(metadata(&emu))
-                .build()
-                .unwrap(),
-        )
+        .source(SignJwtSource::new(&me, metadata(&emu)).unwrap())
         .audience_pattern(format!("{base}/a*"))
+        .any_origin()
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("https://HOST/PREFIX/*"), "{err}");
@@ -282,10 +282,9 @@ async fn a_federated_workload_signs_as_the_account_it_impersonates() {
         impersonate: Some(robot.email().to_owned()),
     });
     let caller = ExternalAccount::from_json(json.to_string()).unwrap();
-    let source = SignJwtSource::builder(robot.email())
-        .source(caller)
-        .iam_endpoint(emu.url())
-        .build()
+    let source = SignJwtSource::new(robot.email(), caller)
+        .unwrap()
+        .with_iam_endpoint(emu.url())
         .unwrap();
     let aud = Audience::new(format!("{}/*", origin_of(emu.app().url())));
 

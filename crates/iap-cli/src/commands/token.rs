@@ -37,6 +37,16 @@ pub async fn run(args: TokenArgs) -> CliResult {
         }
         (None, None) => return Err(Failure::new("pass --audience AUD or --url URL").with_code(2)),
     };
+    if token.remaining(SystemTime::now()).is_zero() {
+        return Err(Failure::new(format!(
+            "the ID token for {audience} has already expired (exp {}, {}): refusing to print it; \
+             the system clock may be wrong (clock skew): check it (e.g. `timedatectl`), or the token \
+             source handed out a stale token",
+            token.claims().exp,
+            output::rfc3339(token.expires_at()),
+        ))
+        .with_code(1));
+    }
     let text = match args.format {
         TokenFormat::Token => token.as_str().to_owned(),
         TokenFormat::Header => format!("Authorization: Bearer {}", token.as_str()),

@@ -50,7 +50,7 @@
 //!   path prefix `SCHEME://HOST[:PORT]/PREFIX/*` covering the paths below
 //!   `/PREFIX/`, `exp <= iat + 3600`. The scheme and authority
 //!   are those of the app's [public URL](AppBuilder::public_url), by default
-//!   the app's own `http://127.0.0.1:PORT` (apps here are plain HTTP on
+//!   the app's own `http://127.0.0.1:PORT` (`https://` with [`EmulatorBuilder::tls`](crate::EmulatorBuilder::tls); apps are on
 //!   loopback), so a client that builds `aud` from the URL it calls is
 //!   accepted; set a public URL to test `https://app.example.com/*`.
 //!

@@ -40,7 +40,7 @@
 //! use iap_token::source::sign_jwt::SignJwtSource;
 //!
 //! let metadata = MetadataSource::with_host(&emulator.metadata_host())?;
-//! let source = SignJwtSource::from_metadata_with(metadata, |b| b.iam_endpoint(emulator.url())).await?;
+//! let source = SignJwtSource::from_metadata(metadata).await?.with_iam_endpoint(emulator.url())?;
 //! let aud = Audience::new(format!("{}*", app.url()));
 //! let token = source.id_token(&aud).await?;
 //! assert_eq!(token.claims().iss.as_deref(), Some(me.as_str()));
@@ -55,7 +55,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::access_token::AccessTokenSource;
+use crate::access_token::{AccessToken, AccessTokenSource};
 use crate::iam_credentials::{
     DELEGATE_PREFIX, IAM_CREDENTIALS_ENDPOINT, TOKEN_CREATOR_ROLE, bearer, check_email, iam_url,
 };
@@ -75,36 +75,11 @@ pub struct SignJwtSource {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+/// What the source was configured with, kept to re-build it on a `with_*`.
+#[derive(Clone)]
+struct Settings {
     email: String,
-    /// `projects/-/serviceAccounts/EMAIL`, in chain order.
-    delegates: Vec<String>,
-    sign_url: Url,
-    access: AccessTokenCache,
-    transport: Transport,
-    kind: AudienceKind,
-    lifetime: Duration,
-}
-
-impl fmt::Debug for SignJwtSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let inner = &*self.inner;
-        f.debug_struct("SignJwtSource")
-            .field("email", &inner.email)
-            .field("delegates", &inner.delegates)
-            .field("endpoint", &inner.sign_url.as_str())
-            .field("caller", &inner.access.source)
-            .field("audience_kind", &inner.kind)
-            .field("lifetime", &inner.lifetime)
-            .finish()
-    }
-}
-
-/// Configures a [`SignJwtSource`]; from [`SignJwtSource::builder`].
-#[must_use]
-pub struct SignJwtSourceBuilder {
-    email: String,
-    source: Option<Arc<dyn AccessTokenSource>>,
+    source: Arc<dyn AccessTokenSource>,
     principal: Option<String>,
     delegates: Vec<String>,
     endpoint: String,
@@ -113,19 +88,62 @@ pub struct SignJwtSourceBuilder {
     lifetime: Duration,
 }
 
-impl fmt::Debug for SignJwtSourceBuilder {
+struct Inner {
+    settings: Settings,
+    /// `projects/-/serviceAccounts/EMAIL`, in chain order.
+    delegates: Vec<String>,
+    sign_url: Url,
+    access: AccessTokenCache,
+}
+
+impl fmt::Debug for SignJwtSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SignJwtSourceBuilder")
-            .field("email", &self.email)
-            .field("source", &self.source)
-            .field("delegates", &self.delegates)
-            .field("endpoint", &self.endpoint)
-            .finish_non_exhaustive()
+        let inner = &*self.inner;
+        f.debug_struct("SignJwtSource")
+            .field("email", &inner.settings.email)
+            .field("delegates", &inner.delegates)
+            .field("endpoint", &inner.sign_url.as_str())
+            .field("caller", &inner.access.source)
+            .field("audience_kind", &inner.settings.kind)
+            .field("lifetime", &inner.settings.lifetime)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Checks the settings and builds the source. Needs no running runtime.
+    fn build(self) -> Result<SignJwtSource> {
+        let config = |problem: String| Error::config(format!("signJwt: {problem}"));
+        let email = check_email(&self.email)
+            .map_err(|why| config(format!("the signing service account {why}")))?
+            .to_string();
+        let delegates = self
+            .delegates
+            .iter()
+            .map(|d| {
+                let e = d.strip_prefix(DELEGATE_PREFIX).unwrap_or(d);
+                check_email(e)
+                    .map(|e| format!("{DELEGATE_PREFIX}{e}"))
+                    .map_err(|why| config(format!("the delegate {why}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let sign_url = iam_url(&self.endpoint, &email, "signJwt")?;
+        let principal = self.principal.clone().or_else(|| self.source.principal());
+        let access = AccessTokenCache::new(self.source.clone(), principal);
+        Ok(SignJwtSource {
+            inner: Arc::new(Inner {
+                settings: Settings { email, ..self },
+                delegates,
+                sign_url,
+                access,
+            }),
+        })
     }
 }
 
 impl SignJwtSource {
-    /// A builder for JWTs of service account `email`, signed by IAM.
+    /// JWTs of service account `email`, signed by IAM with access tokens of
+    /// `source` as the caller. Fails when `email` is not an email.
     ///
     /// ```
     /// # fn main() -> iap_token::Result<()> {
@@ -135,16 +153,22 @@ impl SignJwtSource {
     /// # let path = dir.path().join("adc.json");
     /// # std::fs::write(&path, r#"{"type":"authorized_user","client_id":"c","client_secret":"s","refresh_token":"r"}"#).unwrap();
     ///
-    /// let source = SignJwtSource::builder("robot@my-project.iam.gserviceaccount.com")
-    ///     .source(AuthorizedUserSource::from_file(&path)?)
-    ///     .build()?;
+    /// let source = SignJwtSource::new(
+    ///     "robot@my-project.iam.gserviceaccount.com",
+    ///     AuthorizedUserSource::from_file(&path)?,
+    /// )?;
     /// assert_eq!(source.email(), "robot@my-project.iam.gserviceaccount.com");
     /// # Ok(()) }
     /// ```
-    pub fn builder(email: impl Into<String>) -> SignJwtSourceBuilder {
-        SignJwtSourceBuilder {
+    pub fn new(email: impl Into<String>, source: impl AccessTokenSource) -> Result<Self> {
+        Self::from_arc(email, Arc::new(source))
+    }
+
+    /// Like [`new`](Self::new), for a shared caller.
+    pub fn from_arc(email: impl Into<String>, source: Arc<dyn AccessTokenSource>) -> Result<Self> {
+        Settings {
             email: email.into(),
-            source: None,
+            source,
             principal: None,
             delegates: Vec::new(),
             endpoint: IAM_CREDENTIALS_ENDPOINT.into(),
@@ -152,33 +176,103 @@ impl SignJwtSource {
             kind: AudienceKind::HostWildcard,
             lifetime: ASSERTION_LIFETIME,
         }
+        .build()
     }
 
     /// JWTs of the metadata server's own service account, signed by IAM
     /// with the metadata server's access tokens as the caller. Asks the
     /// metadata server for the account's email.
     pub async fn from_metadata(metadata: MetadataSource) -> Result<Self> {
-        Self::from_metadata_with(metadata, |builder| builder).await
+        let email = metadata.service_account_email().await?;
+        Ok(Self::new(email.clone(), metadata)?.with_principal(email))
     }
 
-    /// Like [`from_metadata`](Self::from_metadata), with the builder
-    /// adjusted by `configure` (IAM endpoint, audience kind, lifetime).
-    pub async fn from_metadata_with(
-        metadata: MetadataSource,
-        configure: impl FnOnce(SignJwtSourceBuilder) -> SignJwtSourceBuilder,
-    ) -> Result<Self> {
-        let email = metadata.service_account_email().await?;
-        configure(
-            Self::builder(email.clone())
-                .principal(email)
-                .source(metadata),
-        )
-        .build()
+    fn with(&self, f: impl FnOnce(&mut Settings)) -> Result<Self> {
+        let mut settings = self.inner.settings.clone();
+        f(&mut settings);
+        settings.build()
+    }
+
+    /// A change of settings that need no check (the checked ones stay).
+    fn reconfigured(&self, f: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = self.inner.settings.clone();
+        f(&mut settings);
+        let principal = settings
+            .principal
+            .clone()
+            .or_else(|| settings.source.principal());
+        SignJwtSource {
+            inner: Arc::new(Inner {
+                access: AccessTokenCache::new(settings.source.clone(), principal),
+                settings,
+                delegates: self.inner.delegates.clone(),
+                sign_url: self.inner.sign_url.clone(),
+            }),
+        }
+    }
+
+    /// The delegation chain, in order: emails, or
+    /// `projects/-/serviceAccounts/EMAIL`. The caller acts as the first
+    /// delegate, which acts as the next, ..., the last signs as the
+    /// account. Fails when one is not an email.
+    pub fn with_delegates<I, S>(self, delegates: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let delegates: Vec<String> = delegates
+            .into_iter()
+            .map(|d| d.as_ref().to_string())
+            .collect();
+        self.with(|s| s.delegates = delegates)
+    }
+
+    /// Names the caller in error messages when the source does not know it
+    /// itself (see [`AccessTokenSource::principal`]).
+    pub fn with_principal(self, principal: impl Into<String>) -> Self {
+        let principal = principal.into();
+        self.reconfigured(|s| s.principal = Some(principal))
+    }
+
+    /// The IAM Credentials base URL (default
+    /// `https://iamcredentials.googleapis.com`), e.g. an emulator's
+    /// `http://127.0.0.1:PORT`. Fails unless it is an https URL (plain http
+    /// only on loopback).
+    pub fn with_iam_endpoint(self, base: impl Into<String>) -> Result<Self> {
+        let base = base.into();
+        self.with(|s| s.endpoint = base)
+    }
+
+    /// Sends requests through `client` instead of the shared one (extra
+    /// root certificates, a fixed proxy). Configure it not to follow
+    /// redirects.
+    pub fn with_http_client(self, client: reqwest::Client) -> Self {
+        self.reconfigured(|s| s.transport = Transport::new(client))
+    }
+
+    /// Which audience requests get when none is configured (default
+    /// [`AudienceKind::HostWildcard`]: `https://HOST/*`, one JWT per host);
+    /// [`AudienceKind::RequestUrl`] signs one per exact URL.
+    /// [`AudienceKind::ClientId`] makes no sense here and is treated as the
+    /// default.
+    pub fn with_audience_kind(self, kind: AudienceKind) -> Self {
+        let kind = match kind {
+            AudienceKind::RequestUrl => AudienceKind::RequestUrl,
+            _ => AudienceKind::HostWildcard,
+        };
+        self.reconfigured(|s| s.kind = kind)
+    }
+
+    /// How long each JWT is valid (default and maximum: one hour, IAP's
+    /// limit; at least one minute).
+    pub fn with_lifetime(self, lifetime: Duration) -> Self {
+        let lifetime = lifetime.clamp(Duration::from_secs(60), ASSERTION_LIFETIME);
+        self.reconfigured(|s| s.lifetime = lifetime)
     }
 
     /// The service account that signs.
     pub fn email(&self) -> &str {
-        &self.inner.email
+        &self.inner.settings.email
     }
 
     /// The delegation chain, as `projects/-/serviceAccounts/EMAIL`.
@@ -193,7 +287,7 @@ impl SignJwtSource {
 
     /// How long each JWT is valid.
     pub fn lifetime(&self) -> Duration {
-        self.inner.lifetime
+        self.inner.settings.lifetime
     }
 
     /// Has IAM sign a JWT for `audience` (a URL: exact, `https://HOST/*` or
@@ -205,7 +299,7 @@ impl SignJwtSource {
         let access = inner.access.get().await?;
         match self.sign(&access, audience).await {
             Err(Error::Endpoint { status: 401, .. }) => {
-                tracing::debug!(email = %inner.email, "IAM refused the access token; fetching a new one");
+                tracing::debug!(email = %inner.settings.email, "IAM refused the access token; fetching a new one");
                 inner.access.invalidate(&access);
                 let access = inner.access.get().await?;
                 self.sign(&access, audience).await
@@ -214,11 +308,7 @@ impl SignJwtSource {
         }
     }
 
-    async fn sign(
-        &self,
-        access: &crate::access_token::AccessToken,
-        audience: &Audience,
-    ) -> Result<IdToken> {
+    async fn sign(&self, access: &AccessToken, audience: &Audience) -> Result<IdToken> {
         #[derive(Serialize)]
         struct Request<'a> {
             payload: String,
@@ -239,11 +329,11 @@ impl SignJwtSource {
         // within IAP's hour.
         let iat = now.saturating_sub(CLOCK_SKEW.as_secs());
         let payload = serde_json::json!({
-            "iss": inner.email,
-            "sub": inner.email,
+            "iss": inner.settings.email,
+            "sub": inner.settings.email,
             "aud": audience.as_str(),
             "iat": iat,
-            "exp": iat.saturating_add(inner.lifetime.as_secs()),
+            "exp": iat.saturating_add(inner.settings.lifetime.as_secs()),
         })
         .to_string();
         let body = Request {
@@ -251,18 +341,19 @@ impl SignJwtSource {
             delegates: &inner.delegates,
         };
         let answer: Answer = inner
+            .settings
             .transport
             .post_json(&inner.sign_url, bearer(access), &body)
             .await
             .map_err(|e| self.explain(e))?;
-        tracing::debug!(email = %inner.email, %audience, "IAM signed a service-account JWT");
+        tracing::debug!(email = %inner.settings.email, %audience, "IAM signed a service-account JWT");
         IdToken::parse(answer.signed_jwt)
     }
 
     /// What IAM's errors mean for this account and chain.
     fn explain(&self, err: Error) -> Error {
         let inner = &*self.inner;
-        let email = &inner.email;
+        let email = &inner.settings.email;
         let principal = inner.access.principal_name();
         let status = match &err {
             Error::Endpoint { status, .. } => *status,
@@ -310,117 +401,12 @@ impl SignJwtSource {
     }
 }
 
-impl SignJwtSourceBuilder {
-    /// The caller, whose access tokens call IAM.
-    pub fn source(self, source: impl AccessTokenSource) -> Self {
-        self.source_arc(Arc::new(source))
-    }
-
-    /// Like [`source`](Self::source), for a shared source.
-    pub fn source_arc(mut self, source: Arc<dyn AccessTokenSource>) -> Self {
-        self.source = Some(source);
-        self
-    }
-
-    /// Names the caller in error messages when the source does not know it
-    /// itself (see [`AccessTokenSource::principal`]).
-    pub fn principal(mut self, principal: impl Into<String>) -> Self {
-        self.principal = Some(principal.into());
-        self
-    }
-
-    /// Appends a delegate to the chain: an email, or
-    /// `projects/-/serviceAccounts/EMAIL`. The caller acts as the first
-    /// delegate, which acts as the next, ..., the last signs as the account.
-    pub fn delegate(mut self, delegate: impl AsRef<str>) -> Self {
-        self.delegates.push(delegate.as_ref().to_string());
-        self
-    }
-
-    /// The IAM Credentials base URL (default
-    /// `https://iamcredentials.googleapis.com`), e.g. an emulator's
-    /// `http://127.0.0.1:PORT`. Must be https except on loopback.
-    pub fn iam_endpoint(mut self, base: impl Into<String>) -> Self {
-        self.endpoint = base.into();
-        self
-    }
-
-    /// Sends requests through `client` instead of the shared one.
-    /// Configure it not to follow redirects.
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.transport = Transport::new(client);
-        self
-    }
-
-    /// Which audience requests get when none is configured (default
-    /// [`AudienceKind::HostWildcard`]: `https://HOST/*`, one JWT per host);
-    /// [`AudienceKind::RequestUrl`] signs one per exact URL.
-    /// [`AudienceKind::ClientId`] makes no sense here and is treated as the
-    /// default.
-    pub fn audience_kind(mut self, kind: AudienceKind) -> Self {
-        self.kind = match kind {
-            AudienceKind::RequestUrl => AudienceKind::RequestUrl,
-            _ => AudienceKind::HostWildcard,
-        };
-        self
-    }
-
-    /// How long each JWT is valid (default and maximum: one hour, IAP's
-    /// limit; at least one minute).
-    pub fn lifetime(mut self, lifetime: Duration) -> Self {
-        self.lifetime = lifetime.clamp(Duration::from_secs(60), ASSERTION_LIFETIME);
-        self
-    }
-
-    /// Builds the source. Needs no running runtime. Fails when no caller
-    /// is set, or the account, a delegate or the endpoint is not well
-    /// formed (or the endpoint is plain http to a remote host).
-    pub fn build(self) -> Result<SignJwtSource> {
-        let config = |problem: String| Error::Other {
-            context: format!("signJwt: {problem}"),
-            source: None,
-        };
-        let source = self.source.ok_or_else(|| {
-            config(format!(
-                "no caller to sign JWTs of {} with: call .source(..)",
-                self.email
-            ))
-        })?;
-        let email = check_email(&self.email)
-            .map_err(|why| config(format!("the signing service account {why}")))?
-            .to_string();
-        let delegates = self
-            .delegates
-            .iter()
-            .map(|d| {
-                let e = d.strip_prefix(DELEGATE_PREFIX).unwrap_or(d);
-                check_email(e)
-                    .map(|e| format!("{DELEGATE_PREFIX}{e}"))
-                    .map_err(|why| config(format!("the delegate {why}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let sign_url = iam_url(&self.endpoint, &email, "signJwt")?;
-        let principal = self.principal.or_else(|| source.principal());
-        Ok(SignJwtSource {
-            inner: Arc::new(Inner {
-                email,
-                delegates,
-                sign_url,
-                access: AccessTokenCache::new(source, principal),
-                transport: self.transport,
-                kind: self.kind,
-                lifetime: self.lifetime,
-            }),
-        })
-    }
-}
-
 impl TokenSource for SignJwtSource {
     fn id_token<'a>(&'a self, audience: &'a Audience) -> BoxFuture<'a, Result<IdToken>> {
         Box::pin(self.fetch_id_token(audience))
     }
 
     fn audience_kind(&self) -> AudienceKind {
-        self.inner.kind
+        self.inner.settings.kind
     }
 }

@@ -112,7 +112,10 @@ impl StaticTokenSource {
                     _ => None,
                 },
                 field: "exp".into(),
-                problem: format!("is in the past: the token expired; {}", self.what_to_do()),
+                problem: format!(
+                    "is in the past: the token expired (or this system's clock is wrong: clock skew); {}",
+                    self.what_to_do()
+                ),
             });
         }
         Ok(token)
