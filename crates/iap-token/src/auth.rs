@@ -144,7 +144,9 @@ pub enum Plan {
     Attach(Attach),
 }
 
-/// What [`IapAuth::plan_cached`] found for one request.
+/// What [`IapAuth::plan_cached`] found for one request. Adapter plumbing
+/// (hidden from the docs; not part of the stable surface).
+#[doc(hidden)]
 #[derive(Debug)]
 pub enum Planned {
     /// Send the request as is: out of scope, or `NoAuth` asked for.
@@ -342,12 +344,14 @@ impl IapAuth {
     /// of an adapter that needs the [`Attach`] only when no token is cached
     /// (a refused token's retry can plan again). Cheaper than the two steps:
     /// a configured or mapped audience's `Attach` is not cloned.
+    #[doc(hidden)]
     #[inline]
     pub fn plan_cached(&self, uri: &Uri, extensions: &Extensions) -> Planned {
         self.plan_for(uri, extensions).cached()
     }
 
     /// [`IapAuth::plan_cached`] for a [`url::Url`] (reqwest's).
+    #[doc(hidden)]
     #[inline]
     pub fn plan_url_cached(&self, url: &Url, extensions: &Extensions) -> Planned {
         self.plan_for(url, extensions).cached()
