@@ -372,7 +372,7 @@ impl IapAuth {
                     // a word, every call would silently go out without a token.
                     tracing::warn!(
                         "a request URI without scheme and host is never in an origin scope, so it gets no IAP token; \
-                         give the client its origin (tonic: `Client::with_origin(channel, uri)`) or build the IapAuth without origins"
+                         give the layer the origin (`IapLayer::new(auth).origin(\"https://host\")`, or tonic's `Client::with_origin(channel, uri)`)"
                     );
                 }
                 tracing::trace!(host = ?uri.host(), "origin out of scope: no IAP token");

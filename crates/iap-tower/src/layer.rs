@@ -41,6 +41,7 @@ use crate::service::IapService;
 pub struct IapLayer {
     auth: IapAuth,
     replay_limit: usize,
+    origin: Option<(http::uri::Scheme, http::uri::Authority)>,
 }
 
 impl IapLayer {
@@ -49,7 +50,24 @@ impl IapLayer {
         IapLayer {
             auth,
             replay_limit: DEFAULT_REPLAY_LIMIT,
+            origin: None,
         }
+    }
+
+    /// The origin of requests whose URI is relative (a path only), as a
+    /// tonic `Channel` sends them: they get this scheme and authority
+    /// before the scope is checked, so a scoped [`IapAuth`] never lets a
+    /// tonic call go out without a token. Fails when `origin` has no scheme
+    /// and authority.
+    ///
+    /// ```
+    /// # fn run(auth: iap_token::IapAuth) -> Result<(), iap_tower::BoxError> {
+    /// let layer = iap_tower::IapLayer::new(auth).origin("https://grpc.example.com")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn origin(mut self, origin: &str) -> Result<Self, crate::BoxError> {
+        self.origin = Some(crate::service::parse_origin(origin)?);
+        Ok(self)
     }
 
     /// Keeps at most `bytes` of a streaming request body for a retry (default
@@ -93,7 +111,12 @@ impl<S> Layer<S> for IapLayer {
     type Service = IapService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        IapService::with_replay_limit(inner, self.auth.clone(), self.replay_limit)
+        IapService::with_options(
+            inner,
+            self.auth.clone(),
+            self.replay_limit,
+            self.origin.clone(),
+        )
     }
 }
 
@@ -118,5 +141,53 @@ mod tests {
         let shown = format!("{layer:?} {service:?}");
         assert!(shown.contains("client-id"), "{shown}");
         assert!(!shown.contains(JWT) && !shown.contains("c2ln"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn relative_uris_get_the_layers_origin_and_so_a_token() {
+        use tower::{Service as _, ServiceExt as _};
+        let auth = IapAuth::builder()
+            .source(StaticTokenSource::new(JWT).unwrap())
+            .audience("client-id")
+            .allow_origin("https://grpc.example.com")
+            .build()
+            .unwrap();
+        let echo = tower::service_fn(|req: http::Request<String>| async move {
+            let seen = (
+                req.uri().to_string(),
+                req.headers().contains_key(http::header::AUTHORIZATION),
+            );
+            Ok::<_, std::convert::Infallible>(http::Response::new(seen))
+        });
+        let relative = || {
+            http::Request::get("/pkg.Svc/Call")
+                .body(String::new())
+                .unwrap()
+        };
+
+        let mut bare = IapLayer::new(auth.clone()).layer(echo);
+        let answer = bare.ready().await.unwrap().call(relative()).await.unwrap();
+        assert!(!answer.into_body().1, "out of scope without an origin");
+
+        let mut with_origin = IapLayer::new(auth)
+            .origin("https://grpc.example.com")
+            .unwrap()
+            .layer(echo);
+        let answer = with_origin
+            .ready()
+            .await
+            .unwrap()
+            .call(relative())
+            .await
+            .unwrap();
+        let (uri, authorized) = answer.into_body();
+        assert!(authorized, "the token went along");
+        assert_eq!(uri, "https://grpc.example.com/pkg.Svc/Call");
+
+        assert!(
+            IapLayer::new(with_origin.auth().clone())
+                .origin("/path")
+                .is_err()
+        );
     }
 }

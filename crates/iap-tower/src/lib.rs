@@ -66,7 +66,8 @@
 //!
 //! A `Channel` adds the server's origin to requests *below* the layer, so
 //! the layer sees bare paths. With a scoped `IapAuth` (`allow_origin`), give
-//! the client the origin: `HealthClient::with_origin(channel, origin)`.
+//! the layer the origin: `IapLayer::new(auth).origin("https://grpc.example.com")?`
+//! (or the client: `HealthClient::with_origin(channel, origin)`).
 //!
 //! [tower]: https://docs.rs/tower
 #![warn(missing_docs)]

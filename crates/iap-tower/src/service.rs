@@ -29,6 +29,8 @@ pub struct IapService<S> {
     inner: S,
     auth: IapAuth,
     replay_limit: usize,
+    /// Scheme and authority given to requests with a relative URI.
+    origin: Option<(http::uri::Scheme, http::uri::Authority)>,
 }
 
 impl<S> IapService<S> {
@@ -38,7 +40,18 @@ impl<S> IapService<S> {
             inner,
             auth,
             replay_limit: DEFAULT_REPLAY_LIMIT,
+            origin: None,
         }
+    }
+
+    /// The origin of requests whose URI is relative (a path only), as a
+    /// tonic `Channel` sends them: such a request gets this scheme and
+    /// authority before the scope is checked, so a scoped [`IapAuth`]
+    /// authorizes it (the channel puts its own origin in below anyway).
+    /// Fails when `origin` has no scheme and authority.
+    pub fn origin(mut self, origin: &str) -> Result<Self, BoxError> {
+        self.origin = Some(parse_origin(origin)?);
+        Ok(self)
     }
 
     /// A layer that wraps services in an `IapService` (same as [`IapLayer::new`]).
@@ -54,11 +67,17 @@ impl<S> IapService<S> {
         self
     }
 
-    pub(crate) fn with_replay_limit(inner: S, auth: IapAuth, replay_limit: usize) -> Self {
+    pub(crate) fn with_options(
+        inner: S,
+        auth: IapAuth,
+        replay_limit: usize,
+        origin: Option<(http::uri::Scheme, http::uri::Authority)>,
+    ) -> Self {
         IapService {
             inner,
             auth,
             replay_limit,
+            origin,
         }
     }
 
@@ -99,6 +118,19 @@ where
 
     #[inline]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if let Some((scheme, authority)) = &self.origin
+            && request.uri().authority().is_none()
+        {
+            let mut parts = std::mem::take(request.uri_mut()).into_parts();
+            parts.scheme = Some(scheme.clone());
+            parts.authority = Some(authority.clone());
+            if parts.path_and_query.is_none() {
+                parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+            }
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                *request.uri_mut() = uri;
+            }
+        }
         let cached = match self.auth.plan_cached(request.uri(), request.extensions()) {
             Planned::Skip => return ResponseFuture::pass(self.inner.call(request)),
             Planned::Cached(cached) => cached,
@@ -131,5 +163,16 @@ where
             &self.auth,
             self.replay_limit,
         )
+    }
+}
+
+/// `scheme://authority` of `origin`.
+pub(crate) fn parse_origin(
+    origin: &str,
+) -> Result<(http::uri::Scheme, http::uri::Authority), BoxError> {
+    let uri: http::Uri = origin.parse()?;
+    match (uri.scheme(), uri.authority()) {
+        (Some(scheme), Some(authority)) => Ok((scheme.clone(), authority.clone())),
+        _ => Err(format!("{origin:?} is not an origin: write it as https://host[:port]").into()),
     }
 }
