@@ -69,6 +69,11 @@ pub enum Command {
 /// Where credentials come from, shared by the commands that need a token.
 #[derive(Debug, Clone, Default, Args)]
 pub struct CredentialArgs {
+    /// The most getting a token may take, every retry included, in seconds
+    /// (a token endpoint that never answers fails after this).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub timeout: u64,
+
     /// A Google credentials JSON file (service-account key, authorized_user, ...) instead of ADC.
     #[arg(long, value_name = "FILE")]
     pub credentials: Option<PathBuf>,

@@ -85,6 +85,8 @@ pub struct Resolved {
     /// a static token's own `aud`; the client ID of user credentials
     /// refreshed without `audience`.
     pub implied_audience: Option<iap_token::Audience>,
+    /// `--timeout`: the most one token fetch may take.
+    pub deadline: std::time::Duration,
 }
 
 /// Finds the credential for a command; see the module docs for the order.
@@ -120,6 +122,7 @@ pub async fn resolve(args: &CredentialArgs) -> CliResult<Resolved> {
                 origin,
                 kind: Kind::IdToken,
                 implied_audience: Some(iap_token::Audience::new(client_id)),
+                deadline: std::time::Duration::from_secs(args.timeout),
             });
         }
         (None, false) => (source, Kind::IdToken),
@@ -129,6 +132,7 @@ pub async fn resolve(args: &CredentialArgs) -> CliResult<Resolved> {
         origin,
         kind,
         implied_audience: None,
+        deadline: std::time::Duration::from_secs(args.timeout),
     })
 }
 
@@ -143,6 +147,7 @@ async fn static_token(args: &CredentialArgs) -> CliResult<Option<Resolved>> {
             origin: Origin::TokenFile(path.clone()),
             kind: Kind::Static,
             implied_audience: token.claims().aud.as_deref().map(iap_token::Audience::new),
+            deadline: std::time::Duration::from_secs(args.timeout),
         }));
     }
     match args.token.as_deref() {
@@ -160,6 +165,7 @@ async fn static_token(args: &CredentialArgs) -> CliResult<Option<Resolved>> {
                 origin: Origin::Stdin,
                 kind: Kind::Static,
                 implied_audience: token.claims().aud.as_deref().map(iap_token::Audience::new),
+                deadline: std::time::Duration::from_secs(args.timeout),
             }))
         }
         Some(_) => Err(Failure::new(

@@ -346,3 +346,18 @@ async fn an_already_expired_token_is_refused_naming_clock_skew() {
     assert!(!out.stdout.contains(&jwt), "{}", out.stdout);
     assert!(!out.stderr.contains(&jwt), "{}", out.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_endpoint_that_never_answers_fails_at_timeout() {
+    let w = World::new().await;
+    w.emu.inject(
+        iap_emulator::Endpoint::Token,
+        iap_emulator::Fault::delay(std::time::Duration::from_secs(3600)),
+        10,
+    );
+    let out = w
+        .run_with_key(&["token", "--audience", w.audience(), "--timeout", "1"])
+        .await;
+    assert_eq!(out.code(), 1, "{out:#?}");
+    assert!(out.stderr.contains("--timeout 1 s"), "{}", out.stderr);
+}

@@ -74,6 +74,7 @@ pub async fn auth_for(
 ) -> CliResult<(IapAuth, Option<Audience>)> {
     let mut builder = IapAuth::builder()
         .source_arc(creds.source.clone())
+        .cache(iap_token::cache::TokenCacheBuilder::options().fetch_deadline(creds.deadline))
         .allow_origin(url.origin().ascii_serialization())
         .placement(placement);
     if let Some(pattern) = given

@@ -18,7 +18,17 @@ pub async fn run(args: TokenArgs) -> CliResult {
     let (token, audience) = match (&args.audience, &args.url) {
         (Some(aud), _) => {
             let audience = iap_token::Audience::new(aud);
-            (creds.source.id_token(&audience).await?, audience)
+            let token = tokio::time::timeout(creds.deadline, creds.source.id_token(&audience))
+                .await
+                .map_err(|_| {
+                    Failure::new(format!(
+                        "no ID token for {audience} within --timeout {} s: the token endpoint did not answer \
+                         in time ({})",
+                        creds.deadline.as_secs(),
+                        creds.origin
+                    ))
+                })??;
+            (token, audience)
         }
         (None, Some(url)) => {
             let url = Url::parse(url).map_err(|e| {
