@@ -40,25 +40,20 @@
 //! endpoint and the target come from their `service_account_impersonation_url`.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::access_token::{AccessToken, AccessTokenSource, CLOUD_PLATFORM_SCOPE};
+use crate::access_token::{AccessToken, AccessTokenSource};
 use crate::credentials_json::CredentialsJson;
 use crate::iam_credentials::{
-    DELEGATE_PREFIX, IAM_CREDENTIALS_ENDPOINT, ImpersonationUrl, OPENID_TOKEN_CREATOR_ROLE,
-    TOKEN_CREATOR_ROLE, bearer, check_email, iam_url,
+    Caller, CallerSettings, DELEGATE_PREFIX, ImpersonationUrl, OPENID_TOKEN_CREATOR_ROLE,
+    TOKEN_CREATOR_ROLE, bearer, check_email, member,
 };
 use crate::source::{BoxFuture, TokenSource};
 use crate::transport::Transport;
 use crate::{Audience, Error, IdToken, Result};
-
-/// Access tokens are renewed when less than this (or half their lifetime,
-/// if shorter) remains.
-const ACCESS_TOKEN_MARGIN: Duration = Duration::from_secs(240);
 
 /// ID tokens of a target service account, through IAM Credentials. See the
 /// [module docs](self). Cheap to clone; clones share the cached access token.
@@ -67,68 +62,23 @@ const ACCESS_TOKEN_MARGIN: Duration = Duration::from_secs(240);
 /// settings. Settings that name accounts or URLs are checked at once.
 #[derive(Clone)]
 pub struct ImpersonatedSource {
-    inner: Arc<Inner>,
+    inner: Arc<Caller>,
 }
 
-struct Inner {
-    settings: Settings,
-    /// `projects/-/serviceAccounts/EMAIL`, in chain order.
-    delegates: Vec<String>,
-    id_token_url: Url,
-    access: AccessTokenCache,
-}
-
-/// What the source was configured with, kept to rebuild it on a `with_*`.
-#[derive(Clone)]
-struct Settings {
-    target: String,
-    source: Arc<dyn AccessTokenSource>,
-    principal: Option<String>,
-    delegates: Vec<String>,
-    endpoint: String,
-    transport: Transport,
-}
+/// The wording of configuration errors.
+const CONTEXT: &str = "impersonation";
+const ACCOUNT_ROLE: &str = "the target service account";
+const METHOD: &str = "generateIdToken";
 
 impl fmt::Debug for ImpersonatedSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &*self.inner;
         f.debug_struct("ImpersonatedSource")
-            .field("target", &inner.settings.target)
+            .field("target", &inner.settings.account)
             .field("delegates", &inner.delegates)
-            .field("endpoint", &inner.id_token_url.as_str())
+            .field("endpoint", &inner.url.as_str())
             .field("source", &inner.access.source)
             .finish()
-    }
-}
-
-impl Settings {
-    /// Checks the settings and builds the source. Needs no running runtime.
-    fn build(self) -> Result<ImpersonatedSource> {
-        let config = |problem: String| Error::config(format!("impersonation: {problem}"));
-        let target = check_email(&self.target)
-            .map_err(|why| config(format!("the target service account {why}")))?
-            .to_string();
-        let delegates = self
-            .delegates
-            .iter()
-            .map(|d| {
-                let email = d.strip_prefix(DELEGATE_PREFIX).unwrap_or(d);
-                check_email(email)
-                    .map(|e| format!("{DELEGATE_PREFIX}{e}"))
-                    .map_err(|why| config(format!("the delegate {why}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let id_token_url = iam_url(&self.endpoint, &target, "generateIdToken")?;
-        let principal = self.principal.clone().or_else(|| self.source.principal());
-        let access = AccessTokenCache::new(self.source.clone(), principal);
-        Ok(ImpersonatedSource {
-            inner: Arc::new(Inner {
-                settings: Settings { target, ..self },
-                delegates,
-                id_token_url,
-                access,
-            }),
-        })
     }
 }
 
@@ -141,38 +91,24 @@ impl ImpersonatedSource {
 
     /// Like [`new`](Self::new), for a shared source credential.
     pub fn from_arc(target: impl Into<String>, source: Arc<dyn AccessTokenSource>) -> Result<Self> {
-        Settings {
-            target: target.into(),
-            source,
-            principal: None,
-            delegates: Vec::new(),
-            endpoint: IAM_CREDENTIALS_ENDPOINT.into(),
-            transport: Transport::default(),
-        }
-        .build()
+        Self::checked(CallerSettings::new(target.into(), source))
     }
 
-    fn with(&self, f: impl FnOnce(&mut Settings)) -> Result<Self> {
+    fn checked(settings: CallerSettings) -> Result<Self> {
+        let inner = Arc::new(settings.check(CONTEXT, ACCOUNT_ROLE, METHOD)?);
+        Ok(ImpersonatedSource { inner })
+    }
+
+    fn with(&self, f: impl FnOnce(&mut CallerSettings)) -> Result<Self> {
         let mut settings = self.inner.settings.clone();
         f(&mut settings);
-        settings.build()
+        Self::checked(settings)
     }
 
     /// A change of settings that need no check (the checked ones stay).
-    fn reconfigured(&self, f: impl FnOnce(&mut Settings)) -> Self {
-        let mut settings = self.inner.settings.clone();
-        f(&mut settings);
-        let principal = settings
-            .principal
-            .clone()
-            .or_else(|| settings.source.principal());
+    fn reconfigured(&self, f: impl FnOnce(&mut CallerSettings)) -> Self {
         ImpersonatedSource {
-            inner: Arc::new(Inner {
-                access: AccessTokenCache::new(settings.source.clone(), principal),
-                settings,
-                delegates: self.inner.delegates.clone(),
-                id_token_url: self.inner.id_token_url.clone(),
-            }),
+            inner: Arc::new(self.inner.reconfigured(f)),
         }
     }
 
@@ -254,20 +190,16 @@ impl ImpersonatedSource {
                 .ok_or_else(not_emails)?,
             Some(_) => return Err(not_emails()),
         };
-        Settings {
-            target,
-            source,
-            principal: None,
+        Self::checked(CallerSettings {
             delegates,
             endpoint,
-            transport: Transport::default(),
-        }
-        .build()
+            ..CallerSettings::new(target, source)
+        })
     }
 
     /// The target service account's email.
     pub fn target(&self) -> &str {
-        &self.inner.settings.target
+        &self.inner.settings.account
     }
 
     /// The delegation chain, as `projects/-/serviceAccounts/EMAIL`.
@@ -277,24 +209,16 @@ impl ImpersonatedSource {
 
     /// The `generateIdToken` URL this source calls.
     pub fn id_token_url(&self) -> &Url {
-        &self.inner.id_token_url
+        &self.inner.url
     }
 
     /// Fetches an ID token for `audience` from `generateIdToken`. The access
     /// token of the source credential is reused while it is fresh; a 401
     /// (e.g. it was revoked) drops it and tries once more with a new one.
     pub async fn fetch_id_token(&self, audience: &Audience) -> Result<IdToken> {
-        let inner = &*self.inner;
-        let access = inner.access.get().await?;
-        match self.generate_id_token(&access, audience).await {
-            Err(Error::Endpoint { status: 401, .. }) => {
-                tracing::debug!(target = %inner.settings.target, "IAM refused the access token; fetching a new one");
-                inner.access.invalidate(&access);
-                let access = inner.access.get().await?;
-                self.generate_id_token(&access, audience).await
-            }
-            other => other,
-        }
+        self.inner
+            .with_access(|access| async move { self.generate_id_token(&access, audience).await })
+            .await
     }
 
     async fn generate_id_token(
@@ -323,7 +247,7 @@ impl ImpersonatedSource {
         let answer: Answer = inner
             .settings
             .transport
-            .post_json(&inner.id_token_url, bearer(access), &body)
+            .post_json(&inner.url, bearer(access), &body)
             .await
             .map_err(|e| self.explain(e))?;
         IdToken::parse(answer.token)
@@ -332,7 +256,7 @@ impl ImpersonatedSource {
     /// What IAM's errors mean for this chain.
     fn explain(&self, err: Error) -> Error {
         let inner = &*self.inner;
-        let target = &inner.settings.target;
+        let target = &inner.settings.account;
         let principal = inner.access.principal_name();
         let status = match &err {
             Error::Endpoint { status, .. } => *status,
@@ -379,97 +303,6 @@ impl ImpersonatedSource {
 impl TokenSource for ImpersonatedSource {
     fn id_token<'a>(&'a self, audience: &'a Audience) -> BoxFuture<'a, Result<IdToken>> {
         Box::pin(self.fetch_id_token(audience))
-    }
-}
-
-/// `--member=` for `principal`: a service account, a user, or a federated principal.
-pub(crate) fn member(principal: &str) -> String {
-    if principal.starts_with("principal://") || principal.starts_with("principalSet://") {
-        principal.to_string()
-    } else if principal.ends_with(".gserviceaccount.com") {
-        format!("serviceAccount:{principal}")
-    } else if principal.contains('@') {
-        format!("user:{principal}")
-    } else {
-        "PRINCIPAL".to_string()
-    }
-}
-
-/// The source credential's access token, kept until close to its expiry;
-/// one fetch at a time.
-pub(crate) struct AccessTokenCache {
-    pub(crate) source: Arc<dyn AccessTokenSource>,
-    principal: Option<String>,
-    current: Mutex<Option<Fresh>>,
-    fetching: tokio::sync::Mutex<()>,
-}
-
-#[derive(Clone)]
-struct Fresh {
-    token: AccessToken,
-    /// Renew from this instant on.
-    renew_at: SystemTime,
-}
-
-impl AccessTokenCache {
-    pub(crate) fn new(source: Arc<dyn AccessTokenSource>, principal: Option<String>) -> Self {
-        AccessTokenCache {
-            source,
-            principal,
-            current: Mutex::new(None),
-            fetching: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    pub(crate) fn principal_name(&self) -> String {
-        self.principal
-            .clone()
-            .unwrap_or_else(|| "the source credential's account".into())
-    }
-
-    fn fresh(&self) -> Option<AccessToken> {
-        let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        current
-            .as_ref()
-            .filter(|f| SystemTime::now() < f.renew_at)
-            .map(|f| f.token.clone())
-    }
-
-    pub(crate) async fn get(&self) -> Result<AccessToken> {
-        if let Some(token) = self.fresh() {
-            return Ok(token);
-        }
-        let _one_at_a_time = self.fetching.lock().await;
-        if let Some(token) = self.fresh() {
-            return Ok(token); // fetched by whoever held the lock
-        }
-        let fetched_at = SystemTime::now();
-        let token = self.source.access_token(&[CLOUD_PLATFORM_SCOPE]).await?;
-        let lifetime = token
-            .expires_at()
-            .duration_since(fetched_at)
-            .unwrap_or_default();
-        let renew_at = token.expires_at() - ACCESS_TOKEN_MARGIN.min(lifetime / 2);
-        tracing::debug!(
-            lifetime_s = lifetime.as_secs(),
-            "fetched the source credential's access token"
-        );
-        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(Fresh {
-            token: token.clone(),
-            renew_at,
-        });
-        Ok(token)
-    }
-
-    /// Drops `token` if it is still the current one.
-    pub(crate) fn invalidate(&self, token: &AccessToken) {
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        if current
-            .as_ref()
-            .is_some_and(|f| f.token.as_str() == token.as_str())
-        {
-            *current = None;
-        }
     }
 }
 

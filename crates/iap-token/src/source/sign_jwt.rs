@@ -57,9 +57,8 @@ use url::Url;
 
 use crate::access_token::{AccessToken, AccessTokenSource};
 use crate::iam_credentials::{
-    DELEGATE_PREFIX, IAM_CREDENTIALS_ENDPOINT, TOKEN_CREATOR_ROLE, bearer, check_email, iam_url,
+    Caller, CallerSettings, DELEGATE_PREFIX, TOKEN_CREATOR_ROLE, bearer, member,
 };
-use crate::source::impersonated::{AccessTokenCache, member};
 use crate::source::metadata::MetadataSource;
 use crate::source::self_signed::check_url_audience;
 use crate::source::service_account::{ASSERTION_LIFETIME, CLOCK_SKEW};
@@ -75,69 +74,28 @@ pub struct SignJwtSource {
     inner: Arc<Inner>,
 }
 
-/// What the source was configured with, kept to re-build it on a `with_*`.
-#[derive(Clone)]
-struct Settings {
-    email: String,
-    source: Arc<dyn AccessTokenSource>,
-    principal: Option<String>,
-    delegates: Vec<String>,
-    endpoint: String,
-    transport: Transport,
+struct Inner {
+    caller: Arc<Caller>,
     kind: AudienceKind,
     lifetime: Duration,
 }
 
-struct Inner {
-    settings: Settings,
-    /// `projects/-/serviceAccounts/EMAIL`, in chain order.
-    delegates: Vec<String>,
-    sign_url: Url,
-    access: AccessTokenCache,
-}
+/// The wording of configuration errors.
+const CONTEXT: &str = "signJwt";
+const ACCOUNT_ROLE: &str = "the signing service account";
+const METHOD: &str = "signJwt";
 
 impl fmt::Debug for SignJwtSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &*self.inner;
         f.debug_struct("SignJwtSource")
-            .field("email", &inner.settings.email)
-            .field("delegates", &inner.delegates)
-            .field("endpoint", &inner.sign_url.as_str())
-            .field("caller", &inner.access.source)
-            .field("audience_kind", &inner.settings.kind)
-            .field("lifetime", &inner.settings.lifetime)
+            .field("email", &inner.caller.settings.account)
+            .field("delegates", &inner.caller.delegates)
+            .field("endpoint", &inner.caller.url.as_str())
+            .field("caller", &inner.caller.access.source)
+            .field("audience_kind", &inner.kind)
+            .field("lifetime", &inner.lifetime)
             .finish()
-    }
-}
-
-impl Settings {
-    /// Checks the settings and builds the source. Needs no running runtime.
-    fn build(self) -> Result<SignJwtSource> {
-        let config = |problem: String| Error::config(format!("signJwt: {problem}"));
-        let email = check_email(&self.email)
-            .map_err(|why| config(format!("the signing service account {why}")))?
-            .to_string();
-        let delegates = self
-            .delegates
-            .iter()
-            .map(|d| {
-                let e = d.strip_prefix(DELEGATE_PREFIX).unwrap_or(d);
-                check_email(e)
-                    .map(|e| format!("{DELEGATE_PREFIX}{e}"))
-                    .map_err(|why| config(format!("the delegate {why}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let sign_url = iam_url(&self.endpoint, &email, "signJwt")?;
-        let principal = self.principal.clone().or_else(|| self.source.principal());
-        let access = AccessTokenCache::new(self.source.clone(), principal);
-        Ok(SignJwtSource {
-            inner: Arc::new(Inner {
-                settings: Settings { email, ..self },
-                delegates,
-                sign_url,
-                access,
-            }),
-        })
     }
 }
 
@@ -166,17 +124,15 @@ impl SignJwtSource {
 
     /// Like [`new`](Self::new), for a shared caller.
     pub fn from_arc(email: impl Into<String>, source: Arc<dyn AccessTokenSource>) -> Result<Self> {
-        Settings {
-            email: email.into(),
-            source,
-            principal: None,
-            delegates: Vec::new(),
-            endpoint: IAM_CREDENTIALS_ENDPOINT.into(),
-            transport: Transport::default(),
-            kind: AudienceKind::HostWildcard,
-            lifetime: ASSERTION_LIFETIME,
-        }
-        .build()
+        let caller =
+            CallerSettings::new(email.into(), source).check(CONTEXT, ACCOUNT_ROLE, METHOD)?;
+        Ok(SignJwtSource {
+            inner: Arc::new(Inner {
+                caller: Arc::new(caller),
+                kind: AudienceKind::HostWildcard,
+                lifetime: ASSERTION_LIFETIME,
+            }),
+        })
     }
 
     /// JWTs of the metadata server's own service account, signed by IAM
@@ -187,28 +143,26 @@ impl SignJwtSource {
         Ok(Self::new(email.clone(), metadata)?.with_principal(email))
     }
 
-    fn with(&self, f: impl FnOnce(&mut Settings)) -> Result<Self> {
-        let mut settings = self.inner.settings.clone();
-        f(&mut settings);
-        settings.build()
-    }
-
-    /// A change of settings that need no check (the checked ones stay).
-    fn reconfigured(&self, f: impl FnOnce(&mut Settings)) -> Self {
-        let mut settings = self.inner.settings.clone();
-        f(&mut settings);
-        let principal = settings
-            .principal
-            .clone()
-            .or_else(|| settings.source.principal());
+    fn with_caller(&self, caller: Caller) -> Self {
         SignJwtSource {
             inner: Arc::new(Inner {
-                access: AccessTokenCache::new(settings.source.clone(), principal),
-                settings,
-                delegates: self.inner.delegates.clone(),
-                sign_url: self.inner.sign_url.clone(),
+                caller: Arc::new(caller),
+                ..*self.inner
             }),
         }
+    }
+
+    /// A change of the caller's settings that are checked.
+    fn with(&self, f: impl FnOnce(&mut CallerSettings)) -> Result<Self> {
+        let mut settings = self.inner.caller.settings.clone();
+        f(&mut settings);
+        Ok(self.with_caller(settings.check(CONTEXT, ACCOUNT_ROLE, METHOD)?))
+    }
+
+    /// A change of the caller's settings that need no check (the checked
+    /// ones stay).
+    fn reconfigured(&self, f: impl FnOnce(&mut CallerSettings)) -> Self {
+        self.with_caller(self.inner.caller.reconfigured(f))
     }
 
     /// The delegation chain, in order: emails, or
@@ -260,34 +214,46 @@ impl SignJwtSource {
             AudienceKind::RequestUrl => AudienceKind::RequestUrl,
             _ => AudienceKind::HostWildcard,
         };
-        self.reconfigured(|s| s.kind = kind)
+        SignJwtSource {
+            inner: Arc::new(Inner {
+                caller: self.inner.caller.clone(),
+                kind,
+                ..*self.inner
+            }),
+        }
     }
 
     /// How long each JWT is valid (default and maximum: one hour, IAP's
     /// limit; at least one minute).
     pub fn with_lifetime(self, lifetime: Duration) -> Self {
         let lifetime = lifetime.clamp(Duration::from_secs(60), ASSERTION_LIFETIME);
-        self.reconfigured(|s| s.lifetime = lifetime)
+        SignJwtSource {
+            inner: Arc::new(Inner {
+                caller: self.inner.caller.clone(),
+                lifetime,
+                ..*self.inner
+            }),
+        }
     }
 
     /// The service account that signs.
     pub fn email(&self) -> &str {
-        &self.inner.settings.email
+        &self.inner.caller.settings.account
     }
 
     /// The delegation chain, as `projects/-/serviceAccounts/EMAIL`.
     pub fn delegates(&self) -> &[String] {
-        &self.inner.delegates
+        &self.inner.caller.delegates
     }
 
     /// The `signJwt` URL this source calls.
     pub fn sign_jwt_url(&self) -> &Url {
-        &self.inner.sign_url
+        &self.inner.caller.url
     }
 
     /// How long each JWT is valid.
     pub fn lifetime(&self) -> Duration {
-        self.inner.settings.lifetime
+        self.inner.lifetime
     }
 
     /// Has IAM sign a JWT for `audience` (a URL: exact, `https://HOST/*` or
@@ -295,17 +261,10 @@ impl SignJwtSource {
     /// fresh; a 401 drops it and tries once more with a new one.
     pub async fn fetch_id_token(&self, audience: &Audience) -> Result<IdToken> {
         check_url_audience(audience)?;
-        let inner = &*self.inner;
-        let access = inner.access.get().await?;
-        match self.sign(&access, audience).await {
-            Err(Error::Endpoint { status: 401, .. }) => {
-                tracing::debug!(email = %inner.settings.email, "IAM refused the access token; fetching a new one");
-                inner.access.invalidate(&access);
-                let access = inner.access.get().await?;
-                self.sign(&access, audience).await
-            }
-            other => other,
-        }
+        self.inner
+            .caller
+            .with_access(|access| async move { self.sign(&access, audience).await })
+            .await
     }
 
     async fn sign(&self, access: &AccessToken, audience: &Audience) -> Result<IdToken> {
@@ -329,45 +288,46 @@ impl SignJwtSource {
         // within IAP's hour.
         let iat = now.saturating_sub(CLOCK_SKEW.as_secs());
         let payload = serde_json::json!({
-            "iss": inner.settings.email,
-            "sub": inner.settings.email,
+            "iss": inner.caller.settings.account,
+            "sub": inner.caller.settings.account,
             "aud": audience.as_str(),
             "iat": iat,
-            "exp": iat.saturating_add(inner.settings.lifetime.as_secs()),
+            "exp": iat.saturating_add(inner.lifetime.as_secs()),
         })
         .to_string();
         let body = Request {
             payload,
-            delegates: &inner.delegates,
+            delegates: &inner.caller.delegates,
         };
         let answer: Answer = inner
+            .caller
             .settings
             .transport
-            .post_json(&inner.sign_url, bearer(access), &body)
+            .post_json(&inner.caller.url, bearer(access), &body)
             .await
             .map_err(|e| self.explain(e))?;
-        tracing::debug!(email = %inner.settings.email, %audience, "IAM signed a service-account JWT");
+        tracing::debug!(email = %inner.caller.settings.account, %audience, "IAM signed a service-account JWT");
         IdToken::parse(answer.signed_jwt)
     }
 
     /// What IAM's errors mean for this account and chain.
     fn explain(&self, err: Error) -> Error {
         let inner = &*self.inner;
-        let email = &inner.settings.email;
-        let principal = inner.access.principal_name();
+        let email = &inner.caller.settings.account;
+        let principal = inner.caller.access.principal_name();
         let status = match &err {
             Error::Endpoint { status, .. } => *status,
             _ => return err,
         };
         err.with_endpoint_hint(|_, _| match status {
-            403 if inner.delegates.is_empty() && principal == *email => Some(format!(
+            403 if inner.caller.delegates.is_empty() && principal == *email => Some(format!(
                 "{email} needs the role {TOKEN_CREATOR_ROLE} on itself to sign its own JWTs \
                  (a service account cannot implicitly sign as itself): \
                  gcloud iam service-accounts add-iam-policy-binding {email} \
                  --member={} --role={TOKEN_CREATOR_ROLE}",
                 member(email)
             )),
-            403 if inner.delegates.is_empty() => Some(format!(
+            403 if inner.caller.delegates.is_empty() => Some(format!(
                 "{principal} needs the role {TOKEN_CREATOR_ROLE} on {email} to sign its JWTs: \
                  gcloud iam service-accounts add-iam-policy-binding {email} \
                  --member={} --role={TOKEN_CREATOR_ROLE}",
@@ -377,6 +337,7 @@ impl SignJwtSource {
                 let chain: Vec<&str> = std::iter::once(principal.as_str())
                     .chain(
                         inner
+                            .caller
                             .delegates
                             .iter()
                             .map(|d| d.trim_start_matches(DELEGATE_PREFIX)),
@@ -407,6 +368,6 @@ impl TokenSource for SignJwtSource {
     }
 
     fn audience_kind(&self) -> AudienceKind {
-        self.inner.settings.kind
+        self.inner.kind
     }
 }
