@@ -200,33 +200,14 @@ async fn base(args: &CredentialArgs) -> CliResult<(Arc<dyn TokenSource>, Origin)
     Ok((source, origin))
 }
 
-/// A source from a credentials file; with `--cacert`, key files and user
-/// credentials reach their token endpoint through a client trusting it.
+/// A source from a credentials file; with `--cacert`, every endpoint it
+/// calls (nested source credentials included) is reached through a client
+/// trusting it.
 fn from_file(path: &std::path::Path) -> iap_token::Result<Arc<dyn TokenSource>> {
-    use iap_token::source::authorized_user::AuthorizedUserSource;
-    use iap_token::source::service_account::ServiceAccountSource;
-    let Some(roots) = crate::tls::roots() else {
-        return iap_token::adc::from_file(path);
-    };
-    let kind = std::fs::read(path)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .and_then(|v| v.get("type")?.as_str().map(str::to_owned));
-    Ok(match kind.as_deref() {
-        Some("service_account") => {
-            Arc::new(ServiceAccountSource::from_file(path)?.with_http_client(roots.http_client()?))
-        }
-        Some("authorized_user") => {
-            Arc::new(AuthorizedUserSource::from_file(path)?.with_http_client(roots.http_client()?))
-        }
-        _ => {
-            tracing::warn!(
-                "--cacert applies to the app and to service-account and authorized_user files; {} is read with the system's roots",
-                path.display()
-            );
-            iap_token::adc::from_file(path)?
-        }
-    })
+    match crate::tls::roots() {
+        Some(roots) => iap_token::adc::from_file_with_http_client(path, roots.http_client()?),
+        None => iap_token::adc::from_file(path),
+    }
 }
 
 /// The `type` of the credentials file at `origin`, if it is a readable file.

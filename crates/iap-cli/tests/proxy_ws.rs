@@ -295,3 +295,42 @@ async fn token_endpoints_over_https_trust_cacert_or_ssl_cert_file() {
     assert_eq!(token.trim().split('.').count(), 3, "{token}");
     assert_eq!(emu.id_tokens_issued(app.client_id()), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cacert_reaches_the_nested_endpoints_of_an_impersonated_service_account_file() {
+    let emu = Emulator::builder().tls().start().await.unwrap();
+    let app = emu.app();
+    let (sandbox, ca) = metadata_sandbox(&emu, emu.ca_pem().unwrap());
+    let files = emu.write_adc_files(sandbox.path("adc")).await.unwrap();
+    let file = files
+        .impersonated_from_service_account
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let args = [
+        "token",
+        "--audience",
+        app.client_id(),
+        "--credentials",
+        &file,
+    ];
+
+    // The system's roots alone: the source credential's https token
+    // endpoint is refused.
+    let out = sandbox.run(&args).await;
+    assert_eq!(out.code(), 1);
+    assert!(
+        out.error_line().contains("certificate"),
+        "{}",
+        out.error_line()
+    );
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 0);
+
+    // With --cacert, the key's token endpoint and IAM's generateIdToken
+    // (both https) are trusted.
+    let mut with_ca = vec!["--cacert", ca.as_str()];
+    with_ca.extend_from_slice(&args);
+    let token = sandbox.ok(&with_ca).await;
+    assert_eq!(token.trim().split('.').count(), 3, "{token}");
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 1);
+}

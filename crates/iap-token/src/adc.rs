@@ -116,7 +116,7 @@ pub async fn find_with(env: &Environment) -> Result<Discovered> {
             }
             Err(e) => return Err(e),
         };
-        let source = source_from_json(&CredentialsJson::parse(&bytes, Some(&path))?, env)?;
+        let source = source_from_json(&CredentialsJson::parse(&bytes, Some(&path))?, env, None)?;
         tracing::debug!(path = %path.display(), "ADC: credentials from {GOOGLE_APPLICATION_CREDENTIALS}");
         return Ok(Discovered {
             source,
@@ -126,7 +126,8 @@ pub async fn find_with(env: &Environment) -> Result<Discovered> {
     if let Some(path) = well_known_file(env) {
         match read_file(&path) {
             Ok(bytes) => {
-                let source = source_from_json(&CredentialsJson::parse(&bytes, Some(&path))?, env)?;
+                let source =
+                    source_from_json(&CredentialsJson::parse(&bytes, Some(&path))?, env, None)?;
                 tracing::debug!(path = %path.display(), "ADC: credentials from the well-known file");
                 return Ok(Discovered {
                     source,
@@ -169,6 +170,23 @@ pub fn from_file(path: impl AsRef<Path>) -> Result<Arc<dyn TokenSource>> {
     source_from_json(
         &CredentialsJson::read(path.as_ref())?,
         &Environment::process(),
+        None,
+    )
+}
+
+/// Like [`from_file`], with every request the credential makes (token
+/// endpoints, STS, IAM Credentials, nested `source_credentials` included)
+/// sent through `client`: extra root certificates (see
+/// [`RootCertificates::http_client`](crate::RootCertificates::http_client)),
+/// a fixed proxy. Configure it not to follow redirects.
+pub fn from_file_with_http_client(
+    path: impl AsRef<Path>,
+    client: reqwest::Client,
+) -> Result<Arc<dyn TokenSource>> {
+    source_from_json(
+        &CredentialsJson::read(path.as_ref())?,
+        &Environment::process(),
+        Some(&client),
     )
 }
 
@@ -177,23 +195,40 @@ pub fn from_json(json: impl AsRef<[u8]>) -> Result<Arc<dyn TokenSource>> {
     source_from_json(
         &CredentialsJson::parse(json.as_ref(), None)?,
         &Environment::process(),
+        None,
     )
 }
 
 /// The one dispatch on a credentials file's `type`: each credential type is
-/// one arm.
-fn source_from_json(json: &CredentialsJson, env: &Environment) -> Result<Arc<dyn TokenSource>> {
+/// one arm. With `http`, every source sends its requests through it.
+fn source_from_json(
+    json: &CredentialsJson,
+    env: &Environment,
+    http: Option<&reqwest::Client>,
+) -> Result<Arc<dyn TokenSource>> {
     match json.kind()? {
-        "service_account" => Ok(Arc::new(ServiceAccountSource::new(
-            ServiceAccountKey::from_credentials_json(json)?,
-        ))),
-        "authorized_user" => Ok(Arc::new(AuthorizedUserSource::new(
-            AuthorizedUser::from_credentials_json(json)?,
-        ))),
-        "impersonated_service_account" => Ok(Arc::new(impersonated(json, env)?)),
-        "external_account" => Ok(Arc::new(
-            ExternalAccount::from_credentials_json(json, env)?.id_token_source()?,
-        )),
+        "service_account" => {
+            let source = ServiceAccountSource::new(ServiceAccountKey::from_credentials_json(json)?);
+            Ok(Arc::new(with_http(
+                source,
+                http,
+                ServiceAccountSource::with_http_client,
+            )))
+        }
+        "authorized_user" => {
+            let source = AuthorizedUserSource::new(AuthorizedUser::from_credentials_json(json)?);
+            Ok(Arc::new(with_http(
+                source,
+                http,
+                AuthorizedUserSource::with_http_client,
+            )))
+        }
+        "impersonated_service_account" => Ok(Arc::new(impersonated(json, env, http)?)),
+        "external_account" => {
+            let account = ExternalAccount::from_credentials_json(json, env)?;
+            let account = with_http(account, http, ExternalAccount::with_http_client);
+            Ok(Arc::new(account.id_token_source()?))
+        }
         other => Err(unknown_type(json, other)),
     }
 }
@@ -205,6 +240,7 @@ pub fn access_token_source_from_json(json: impl AsRef<[u8]>) -> Result<Arc<dyn A
     access_token_source(
         &CredentialsJson::parse(json.as_ref(), None)?,
         &Environment::process(),
+        None,
     )
 }
 
@@ -213,11 +249,21 @@ pub fn access_token_source_from_json(json: impl AsRef<[u8]>) -> Result<Arc<dyn A
 pub(crate) fn access_token_source(
     json: &CredentialsJson,
     env: &Environment,
+    http: Option<&reqwest::Client>,
 ) -> Result<Arc<dyn AccessTokenSource>> {
     match json.kind()? {
-        "service_account" => Ok(Arc::new(ServiceAccountSource::new(ServiceAccountKey::from_credentials_json(json)?))),
-        "authorized_user" => Ok(Arc::new(AuthorizedUserSource::new(AuthorizedUser::from_credentials_json(json)?))),
-        "external_account" => Ok(Arc::new(ExternalAccount::from_credentials_json(json, env)?)),
+        "service_account" => {
+            let source = ServiceAccountSource::new(ServiceAccountKey::from_credentials_json(json)?);
+            Ok(Arc::new(with_http(source, http, ServiceAccountSource::with_http_client)))
+        }
+        "authorized_user" => {
+            let source = AuthorizedUserSource::new(AuthorizedUser::from_credentials_json(json)?);
+            Ok(Arc::new(with_http(source, http, AuthorizedUserSource::with_http_client)))
+        }
+        "external_account" => {
+            let account = ExternalAccount::from_credentials_json(json, env)?;
+            Ok(Arc::new(with_http(account, http, ExternalAccount::with_http_client)))
+        }
         other => Err(json.invalid(
             "type",
             format!(
@@ -231,7 +277,11 @@ pub(crate) fn access_token_source(
 /// An `impersonated_service_account` file: its `source_credentials` go
 /// through [`access_token_source`] (the one dispatch, nested), the rest is
 /// read by [`ImpersonatedSource`].
-fn impersonated(json: &CredentialsJson, env: &Environment) -> Result<ImpersonatedSource> {
+fn impersonated(
+    json: &CredentialsJson,
+    env: &Environment,
+    http: Option<&reqwest::Client>,
+) -> Result<ImpersonatedSource> {
     json.expect_type("impersonated_service_account")?;
     // The file's own fields first: its errors come before the nested ones.
     let url = json.required("service_account_impersonation_url")?;
@@ -243,8 +293,21 @@ fn impersonated(json: &CredentialsJson, env: &Environment) -> Result<Impersonate
     if source_json.kind().is_err() {
         return Err(json.invalid("source_credentials", "has no `type`".into()));
     }
-    let source = access_token_source(&source_json, env)?;
-    ImpersonatedSource::from_credentials_json(json, source)
+    let source = access_token_source(&source_json, env, http)?;
+    let source = ImpersonatedSource::from_credentials_json(json, source)?;
+    Ok(with_http(
+        source,
+        http,
+        ImpersonatedSource::with_http_client,
+    ))
+}
+
+/// `source` sending its requests through `http`, when one is given.
+fn with_http<S>(source: S, http: Option<&reqwest::Client>, set: fn(S, reqwest::Client) -> S) -> S {
+    match http {
+        Some(client) => set(source, client.clone()),
+        None => source,
+    }
 }
 
 fn unknown_type(json: &CredentialsJson, kind: &str) -> Error {

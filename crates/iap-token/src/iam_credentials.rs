@@ -1,7 +1,7 @@
 //! Google's IAM Credentials API (`iamcredentials.googleapis.com`): the
 //! calls that mint tokens of a service account on behalf of another
-//! principal, and the URLs they live at. A leaf shared by impersonation and
-//! workload identity federation. The wire facts are in
+//! principal, and the URLs they live at. A leaf shared by impersonation,
+//! `signJwt` (both through one `Caller`) and workload identity federation. The wire facts are in
 //! `docs/impersonation.md`.
 
 use std::future::Future;
