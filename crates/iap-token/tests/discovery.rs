@@ -124,6 +124,38 @@ async fn iap_auth_discovers_the_audience_then_attaches_accepted_tokens() {
     assert_eq!(emu.requests(Endpoint::Token), 1);
 }
 
+#[tokio::test]
+async fn discovery_runs_only_for_origins_in_scope() {
+    let emu = Emulator::start().await.unwrap();
+    let app = emu.app();
+    let other = emu.create_app().echo().await.unwrap();
+    let sa = emu.create_service_account("discovery-scope").await.unwrap();
+    let auth = IapAuth::builder()
+        .source(common::key_source(&sa))
+        .discover_audience()
+        .allow_origin(app.url().as_str())
+        .build()
+        .unwrap();
+    let elsewhere: http::Uri = other.url().join("/page").unwrap().as_str().parse().unwrap();
+
+    // Another origin, gated too: neither asked for its audience nor given a
+    // token minted for it (the origin called never chooses the audience).
+    assert!(matches!(
+        auth.plan(&elsewhere, &Extensions::new()),
+        Plan::Skip
+    ));
+    assert_eq!(emu.counter("gate.302", other.client_id()), 0);
+
+    let target: http::Uri = app.url().as_str().parse().unwrap();
+    let Plan::Attach(attach) = auth.plan(&target, &Extensions::new()) else {
+        panic!("the app's own origin is in scope")
+    };
+    let token = attach.fetch().await.unwrap();
+    assert_eq!(token.claims().aud.as_deref(), Some(app.client_id()));
+    assert_eq!(emu.counter("gate.302", app.client_id()), 1);
+    assert_eq!(emu.counter("gate.302", other.client_id()), 0);
+}
+
 /// An origin that answers every request with `head` (a hostile or broken
 /// server in front of the app; not IAP).
 async fn answering(head: &'static str) -> String {
