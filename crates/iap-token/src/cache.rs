@@ -26,6 +26,9 @@
 //!   every caller that needs a token while it runs awaits the same one, so
 //!   10,000 cold callers cause one request. The future does not depend on
 //!   any one caller: if the caller driving it is dropped, the others drive it.
+//!   Each caller still gets its own retry budget: one that joined after some
+//!   of the fetch's attempts had failed waits for one more fetch (still one
+//!   at a time) when that one fails with a retryable error.
 //! - **Refresh ahead.** When a reader sees the token inside its refresh
 //!   window it spawns the fetch on the current tokio runtime (once: an
 //!   atomic flag) and keeps returning the current token. With no runtime on
@@ -110,7 +113,7 @@ type Flight = Shared<BoxFuture<'static, Result<IdToken, Arc<Error>>>>;
 pub(crate) struct Entry {
     audience: Audience,
     current: ArcSwapOption<Slot>,
-    flight: Mutex<Option<Flight>>,
+    flight: Mutex<Option<(Flight, Arc<AtomicU32>)>>,
     /// A background refresh has been started and has not finished.
     refreshing: AtomicBool,
     /// No background refresh before this (ms since the epoch): backoff after failures.
@@ -123,15 +126,30 @@ pub(crate) struct Entry {
 enum Next {
     /// A token stored since the caller looked, outside its refresh window.
     Fresh(IdToken),
-    /// The one fetch in flight for the entry.
-    Flight(Flight),
+    /// The one fetch in flight for the entry, and how many of its attempts
+    /// had failed when the caller joined it.
+    Flight(Flight, u32),
 }
 
 impl Next {
-    async fn wait(self) -> Result<IdToken, Arc<Error>> {
+    /// The token, or the flight's error. A caller that joined a flight
+    /// after some of its attempts had failed was not given its whole retry
+    /// budget: when that flight fails with a retryable error it waits for
+    /// one more flight (joining a running one, still one at a time).
+    async fn wait(self, entry: &Arc<Entry>, core: &Arc<Core>) -> Result<IdToken, Arc<Error>> {
         match self {
             Next::Fresh(token) => Ok(token),
-            Next::Flight(flight) => flight.await,
+            Next::Flight(flight, 0) => flight.await,
+            Next::Flight(flight, failed_before) => match flight.await {
+                Err(e) if is_retryable(&e) => {
+                    tracing::debug!(audience = %entry.audience, failed_before, "joined a failing fetch late; fetching again with a whole retry budget");
+                    match entry.flight_or_start(core) {
+                        Next::Fresh(token) => Ok(token),
+                        Next::Flight(flight, _) => flight.await,
+                    }
+                }
+                other => other,
+            },
         }
     }
 }
@@ -424,7 +442,7 @@ impl TokenCache {
             }
             // No runtime to refresh in the background: refresh inline, and
             // keep the current token if that fails.
-            return match entry.flight_or_start(core).wait().await {
+            return match entry.flight_or_start(core).wait(entry, core).await {
                 Ok(token) => Ok(token),
                 Err(e) if now_ms() < slot.usable_until_ms => {
                     tracing::warn!(audience = %entry.audience, error = %e, "refreshing the ID token failed; keeping the current one");
@@ -435,7 +453,7 @@ impl TokenCache {
         }
         entry
             .flight_or_start(core)
-            .wait()
+            .wait(entry, core)
             .await
             .map_err(|e| share_error(&e))
     }
@@ -561,7 +579,7 @@ impl Entry {
             return true;
         }
         match self.flight_or_start(core) {
-            Next::Flight(flight) => {
+            Next::Flight(flight, _) => {
                 tracing::debug!(audience = %self.audience, "refreshing the ID token ahead of expiry");
                 // Detached: the flight ends when done or when the cache is dropped.
                 drop(runtime.spawn(flight));
@@ -577,17 +595,20 @@ impl Entry {
     /// lock; a flight stores its token before it clears itself.
     fn flight_or_start(self: &Arc<Self>, core: &Arc<Core>) -> Next {
         let mut flight = self.flight.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(running) = flight.as_ref() {
-            return Next::Flight(running.clone());
+        if let Some((running, failed)) = flight.as_ref() {
+            return Next::Flight(running.clone(), failed.load(Ordering::Acquire));
         }
         if let Some(slot) = self.current.load_full()
             && now_ms() < slot.refresh_at_ms
         {
             return Next::Fresh(slot.token.clone());
         }
-        let new = run_flight(core.clone(), self.clone()).boxed().shared();
-        *flight = Some(new.clone());
-        Next::Flight(new)
+        let failed = Arc::new(AtomicU32::new(0));
+        let new = run_flight(core.clone(), self.clone(), failed.clone())
+            .boxed()
+            .shared();
+        *flight = Some((new.clone(), failed));
+        Next::Flight(new, 0)
     }
 
     fn invalidate(&self, token: &IdToken) -> bool {
@@ -659,14 +680,18 @@ impl Entry {
 
 /// One fetch with retries; stores its token in the entry and clears the
 /// flight. Cancelled when the cache is dropped.
-async fn run_flight(core: Arc<Core>, entry: Arc<Entry>) -> Result<IdToken, Arc<Error>> {
+async fn run_flight(
+    core: Arc<Core>,
+    entry: Arc<Entry>,
+    failed: Arc<AtomicU32>,
+) -> Result<IdToken, Arc<Error>> {
     let result = tokio::select! {
         biased;
         () = core.dropped.cancelled() => Err(Error::Other {
             context: format!("the token cache was dropped while fetching an ID token for {}", entry.audience),
             source: None,
         }),
-        result = tokio::time::timeout(core.config.fetch_deadline, fetch_with_retries(&core, &entry.audience)) => {
+        result = tokio::time::timeout(core.config.fetch_deadline, fetch_with_retries(&core, &entry.audience, &failed)) => {
             result.unwrap_or_else(|_| Err(Error::Transport {
                 endpoint: format!("the token endpoint of {:?}", core.source),
                 source: Arc::new(std::io::Error::new(
@@ -712,7 +737,12 @@ async fn run_flight(core: Arc<Core>, entry: Arc<Entry>) -> Result<IdToken, Arc<E
     result
 }
 
-async fn fetch_with_retries(core: &Core, audience: &Audience) -> Result<IdToken> {
+/// Counts its failed attempts in `failed` (read by callers joining late).
+async fn fetch_with_retries(
+    core: &Core,
+    audience: &Audience,
+    failed: &AtomicU32,
+) -> Result<IdToken> {
     let config = &core.config;
     let mut attempt = 0;
     loop {
@@ -725,14 +755,8 @@ async fn fetch_with_retries(core: &Core, audience: &Audience) -> Result<IdToken>
                 )));
             }
             Ok(token) => return Ok(token),
-            // A garbled 200 (cut off, not the expected shape) is retried
-            // like a transient error, within the same budget; if it
-            // persists it is reported as it is (malformed).
-            Err(e)
-                if (e.is_transient()
-                    || matches!(e, Error::Protocol { .. } | Error::MalformedToken(_)))
-                    && attempt < config.max_retries =>
-            {
+            Err(e) if is_retryable(&e) && attempt < config.max_retries => {
+                failed.fetch_add(1, Ordering::AcqRel);
                 let delay = backoff(config.initial_backoff, config.max_backoff, attempt);
                 tracing::debug!(%audience, error = %e, attempt, ?delay, "transient error fetching an ID token; retrying");
                 tokio::time::sleep(delay).await;
@@ -741,6 +765,13 @@ async fn fetch_with_retries(core: &Core, audience: &Audience) -> Result<IdToken>
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Worth another attempt: a transient error, or a garbled 200 (cut off,
+/// not the expected shape), which is retried like one within the same
+/// budget and reported as it is (malformed) if it persists.
+fn is_retryable(e: &Error) -> bool {
+    e.is_transient() || matches!(e, Error::Protocol { .. } | Error::MalformedToken(_))
 }
 
 /// One call of the source. A panic inside it (ours or a user's source)

@@ -186,3 +186,36 @@ async fn a_garbled_200_is_retried_then_the_next_answer_is_used() {
     assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
     assert_eq!(emu.requests(Endpoint::Token), 3 + 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_of_a_failing_fetch_gets_its_own_retry_budget() {
+    let emu = Emulator::start().await.unwrap();
+    let app = emu.app();
+    let sa = emu.create_service_account("late-joiner").await.unwrap();
+    // Two attempts per fetch; a second between them (jittered to 0.5-1 s).
+    let cache = TokenCache::builder(Arc::new(common::key_source(&sa)))
+        .max_retries(1)
+        .backoff(Duration::from_secs(1), Duration::from_secs(1))
+        .build();
+    let audience = Audience::new(app.client_id());
+    emu.inject(Endpoint::Token, iap_emulator::Fault::status(503), 2);
+
+    let early = tokio::spawn({
+        let (cache, audience) = (cache.clone(), audience.clone());
+        async move { cache.token(&audience).await }
+    });
+    // The first attempt has failed and the second has begun: join now.
+    while emu.requests(Endpoint::Token) < 2 {
+        tokio::task::yield_now().await;
+    }
+    let late = cache.token(&audience).await;
+    let early = early.await.unwrap();
+
+    // The early caller spent its budget on two 503s; the late one had seen
+    // only the second, so it got a fetch of its own, which succeeded.
+    assert!(early.is_err(), "{early:?}");
+    let token = late.unwrap();
+    assert_eq!(token.claims().aud.as_deref(), Some(app.client_id()));
+    assert_eq!(emu.requests(Endpoint::Token), 3);
+    assert_eq!(emu.id_tokens_issued(app.client_id()), 1);
+}
