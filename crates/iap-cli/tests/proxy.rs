@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{World, closed_port, interrupt, stdout_lines, wait_for_line};
+use common::{World, closed_port, interrupt, wait_for_line};
 use tokio::process::Child;
 
 /// Starts `iap proxy` and waits for its "listening on" line; the child and
@@ -21,32 +21,8 @@ async fn start(w: &World, target: &str, extra: &[&str]) -> (Child, String) {
         w.key(),
     ];
     args.extend_from_slice(extra);
-    let mut child = w.sandbox.command(&args).spawn().expect("spawn iap proxy");
-    let mut out = stdout_lines(child.stdout.take().expect("stdout"));
-    let base = wait_for_line(&mut out, |l| {
-        l.strip_prefix("listening on ")
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(str::to_owned)
-    })
-    .await;
-    (child, base)
-}
-
-/// Stops the proxy with Ctrl-C; its stderr.
-async fn stop(child: Child) -> String {
-    interrupt(child.id().expect("running"));
-    let out = tokio::time::timeout(common::COMMAND_TIMEOUT, child.wait_with_output())
-        .await
-        .expect("the proxy stops on Ctrl-C")
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "exit status {:?}: {stderr}",
-        out.status
-    );
-    assert!(stderr.contains("proxy stopped"), "{stderr}");
-    stderr
+    let (child, addr) = common::start_proxy(&w.sandbox, &args).await;
+    (child, format!("http://{addr}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -81,7 +57,7 @@ async fn concurrent_clients_share_one_token_and_each_request_logs_one_line() {
         w.emu.counter(iap_emulator::counter::APP_HITS, w.audience()),
         40
     );
-    let stderr = stop(child).await;
+    let stderr = common::stop_proxy(child).await;
     let logged = stderr
         .lines()
         .filter(|l| l.contains("\"GET /c/") && l.contains(" 200 "))
@@ -108,7 +84,7 @@ async fn a_streamed_upload_arrives_whole() {
     let echo: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(echo["method"], "POST");
     assert_eq!(echo["body_len"], CHUNK * CHUNKS);
-    stop(child).await;
+    common::stop_proxy(child).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -124,7 +100,7 @@ async fn h2c_clients_are_served() {
     assert_eq!(resp.status(), 200);
     let echo: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(echo["path"], "/h2");
-    stop(child).await;
+    common::stop_proxy(child).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -151,7 +127,7 @@ async fn proxy_authorization_mode_passes_the_clients_authorization() {
         ),
         1
     );
-    stop(child).await;
+    common::stop_proxy(child).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -161,7 +137,7 @@ async fn the_audience_is_discovered_when_not_given() {
     let resp = reqwest::get(format!("{base}/d")).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(w.tokens_minted(), 1);
-    stop(child).await;
+    common::stop_proxy(child).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -183,7 +159,7 @@ async fn an_unreachable_target_is_a_502_naming_the_cause() {
         text.starts_with("iap proxy: ") && text.to_lowercase().contains("refused"),
         "{text}"
     );
-    let stderr = stop(child).await;
+    let stderr = common::stop_proxy(child).await;
     assert!(stderr.contains("\"GET /x HTTP/1.1\" 502"), "{stderr}");
 }
 
@@ -231,7 +207,7 @@ async fn the_token_never_reaches_the_proxys_logs_even_at_trace_level() {
         .expect("the app saw the token")
         .trim_start_matches("Bearer ");
     let signature = jwt.rsplit('.').next().unwrap().to_owned();
-    let stderr = stop(child).await;
+    let stderr = common::stop_proxy(child).await;
     assert!(
         stderr.contains("TRACE") || stderr.contains("DEBUG"),
         "trace logging was on"
@@ -299,7 +275,7 @@ async fn ctrl_c_lets_a_request_in_flight_finish() {
 async fn ctrl_c_right_after_the_listening_line_stops_cleanly() {
     let w = World::new().await;
     let (child, _) = start(&w, w.app.url().as_str(), &["--audience", w.audience()]).await;
-    stop(child).await;
+    common::stop_proxy(child).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -361,7 +337,7 @@ async fn bodies_stream_both_ways_without_buffering() {
         conn.write_all(b"5\r\nworld\r\n0\r\n\r\n").await.unwrap();
         assert_eq!(resp.chunk().await.unwrap().unwrap(), "world");
         assert!(resp.chunk().await.unwrap().is_none());
-        stop(child).await;
+        common::stop_proxy(child).await;
     })
     .await;
 }
@@ -385,5 +361,5 @@ async fn an_apps_own_401s_mint_no_extra_token() {
         10,
         "none retried"
     );
-    stop(child).await;
+    common::stop_proxy(child).await;
 }

@@ -6,39 +6,12 @@
 
 mod common;
 
-use common::{Sandbox, World, interrupt, stdout_lines, wait_for_line};
+use common::{Sandbox, World, start_proxy, stop_proxy};
 use futures_util::{SinkExt as _, StreamExt as _};
 use iap_emulator::counter::FAULTS;
 use iap_emulator::{Emulator, Endpoint, Fault};
-use tokio::process::Child;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-
-/// Starts `iap ARGS` (a proxy) in `sandbox` and waits for "listening on";
-/// the child and the proxy's `host:port`.
-async fn start(sandbox: &Sandbox, args: &[&str]) -> (Child, String) {
-    let mut child = sandbox.command(args).spawn().expect("spawn iap proxy");
-    let mut out = stdout_lines(child.stdout.take().expect("stdout"));
-    let base = wait_for_line(&mut out, |l| {
-        l.strip_prefix("listening on http://")
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(str::to_owned)
-    })
-    .await;
-    (child, base)
-}
-
-/// Stops the proxy with Ctrl-C; its stderr.
-async fn stop(child: Child) -> String {
-    interrupt(child.id().expect("running"));
-    let out = tokio::time::timeout(common::COMMAND_TIMEOUT, child.wait_with_output())
-        .await
-        .expect("the proxy stops on Ctrl-C")
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{stderr}");
-    stderr
-}
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
@@ -59,7 +32,7 @@ async fn echo(ws: &mut Socket, message: Message) {
 #[tokio::test(flavor = "multi_thread")]
 async fn websockets_through_the_proxy_after_a_refused_first_handshake() {
     let w = World::new().await;
-    let (child, proxy) = start(
+    let (child, proxy) = start_proxy(
         &w.sandbox,
         &[
             "proxy",
@@ -118,7 +91,7 @@ async fn websockets_through_the_proxy_after_a_refused_first_handshake() {
     assert_eq!(w.tokens_minted(), 2, "every socket used the cached token");
     assert_eq!(w.emu.app_hits(&w.app), 51);
 
-    let stderr = stop(child).await;
+    let stderr = stop_proxy(child).await;
     let sockets: Vec<&str> = stderr
         .lines()
         .filter(|l| l.contains(" websocket /ws "))
@@ -160,7 +133,7 @@ async fn the_proxy_forwards_to_an_https_upstream_trusted_with_cacert() {
     let emu = Emulator::builder().tls().start().await.unwrap();
     let app = emu.app();
     let (sandbox, ca) = metadata_sandbox(&emu, emu.ca_pem().unwrap());
-    let (child, proxy) = start(
+    let (child, proxy) = start_proxy(
         &sandbox,
         &[
             "--cacert",
@@ -204,7 +177,7 @@ async fn the_proxy_forwards_to_an_https_upstream_trusted_with_cacert() {
     echo_text(&mut ws).await;
     ws.close(None).await.unwrap();
     while let Some(Ok(_)) = ws.next().await {}
-    stop(child).await;
+    stop_proxy(child).await;
 }
 
 async fn echo_text(ws: &mut Socket) {

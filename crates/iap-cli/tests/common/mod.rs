@@ -11,7 +11,7 @@ use std::time::Duration;
 use iap_emulator::{App, Emulator, ServiceAccount};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt as _, BufReader, Lines};
-use tokio::process::{ChildStderr, ChildStdout, Command};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
 
 /// The longest any single command may take before a test gives up on it.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -286,4 +286,35 @@ pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) ->
     tokio::time::timeout(COMMAND_TIMEOUT, fut)
         .await
         .unwrap_or_else(|_| panic!("{what} did not finish within {COMMAND_TIMEOUT:?}"))
+}
+
+/// Starts `iap ARGS` (a proxy) in `sandbox` and waits for its "listening
+/// on" line; the child and the proxy's `host:port`.
+pub async fn start_proxy(sandbox: &Sandbox, args: &[&str]) -> (Child, String) {
+    let mut child = sandbox.command(args).spawn().expect("spawn iap proxy");
+    let mut out = stdout_lines(child.stdout.take().expect("stdout"));
+    let addr = wait_for_line(&mut out, |l| {
+        l.strip_prefix("listening on http://")
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_owned)
+    })
+    .await;
+    (child, addr)
+}
+
+/// Stops a proxy with Ctrl-C and checks it stopped cleanly; its stderr.
+pub async fn stop_proxy(child: Child) -> String {
+    interrupt(child.id().expect("running"));
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("the proxy stops on Ctrl-C")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "exit status {:?}: {stderr}",
+        out.status
+    );
+    assert!(stderr.contains("proxy stopped"), "{stderr}");
+    stderr
 }
