@@ -50,6 +50,7 @@ fn auth(policy: RetryPolicy) -> IapAuth {
         .unwrap();
     // Warm the cache.
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .unwrap();
     rt.block_on(auth.token_for(&"https://app.example.com/".parse().unwrap()))
