@@ -78,5 +78,5 @@ pub mod replay;
 pub mod service;
 
 pub use layer::IapLayer;
-pub use replay::{BoxError, ReplayableBody};
+pub use replay::{BoxError, ReplayPolicy};
 pub use service::IapService;
