@@ -168,7 +168,12 @@ where
         if body.size_hint().lower() > limit as u64 {
             return (ReplayBody::once(body), Spare::not(NotKept::TooLarge));
         }
-        record(body, limit, |first| first, |shared| ReplayBody::replay(shared))
+        record(
+            body,
+            limit,
+            |first| first,
+            |shared| ReplayBody::replay(shared),
+        )
     }
 }
 
@@ -792,7 +797,9 @@ mod known {
             let (i, o): (&mut dyn Any, &mut dyn Any) = (&mut input, &mut output);
             attempt(i, o, |()| ((), Spare::copy(())));
             attempt(i, o, cloned::<Full<Bytes>>);
-            attempt(i, o, |_: Empty<Bytes>| (Empty::new(), Spare::copy(Empty::new())));
+            attempt(i, o, |_: Empty<Bytes>| {
+                (Empty::new(), Spare::copy(Empty::new()))
+            });
             attempt(i, o, cloned::<String>);
             attempt(i, o, |b: BoxBody<Bytes, BoxError>| rebuilt(b, limit));
             attempt(i, o, |b: UnsyncBoxBody<Bytes, BoxError>| rebuilt(b, limit));
