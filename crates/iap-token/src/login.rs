@@ -157,12 +157,20 @@ impl DesktopLogin {
         let listener =
             std::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, self.port)))
                 .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .map_err(|e| Error::Other {
-                    context: format!(
+                .map_err(|e| {
+                    let context = format!(
                         "cannot listen on 127.0.0.1:{} for the browser's answer",
                         self.port
-                    ),
-                    source: Some(std::sync::Arc::new(e)),
+                    );
+                    if self.port == 0 {
+                        Error::Other {
+                            context,
+                            source: Some(std::sync::Arc::new(e)),
+                        }
+                    } else {
+                        // A port the user chose that is taken or not allowed.
+                        Error::config(format!("{context}: {e}: choose another port, or 0 for any"))
+                    }
                 })?;
         let port = listener.local_addr().map_err(|e| Error::Other {
             context: "cannot read the receiver's port".into(),

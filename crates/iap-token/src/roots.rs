@@ -69,12 +69,11 @@ impl RootCertificates {
     /// The certificates of a PEM file, e.g. `--cacert FILE`.
     pub fn from_pem_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let pem = std::fs::read(path).map_err(|source| Error::Other {
-            context: format!(
-                "cannot read CA certificate file {}: {source}",
+        let pem = std::fs::read(path).map_err(|e| {
+            Error::config(format!(
+                "cannot read CA certificate file {}: {e}: check the path (--cacert)",
                 path.display()
-            ),
-            source: Some(std::sync::Arc::new(source)),
+            ))
         })?;
         Self::parse(&pem, &path.display().to_string())
     }
@@ -82,17 +81,16 @@ impl RootCertificates {
     fn parse(pem: &[u8], origin: &str) -> Result<Self> {
         let certs = CertificateDer::pem_slice_iter(pem)
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::Other {
-                context: format!("{origin}: not a PEM certificate bundle: {e}"),
-                source: None,
+            .map_err(|e| {
+                Error::config(format!(
+                    "{origin}: not a PEM certificate bundle ({e}): give a file of \
+                     -----BEGIN CERTIFICATE----- blocks"
+                ))
             })?;
         if certs.is_empty() {
-            return Err(Error::Other {
-                context: format!(
-                    "{origin}: no certificate in it (expected -----BEGIN CERTIFICATE----- blocks)"
-                ),
-                source: None,
-            });
+            return Err(Error::config(format!(
+                "{origin}: no certificate in it (expected -----BEGIN CERTIFICATE----- blocks)"
+            )));
         }
         Ok(RootCertificates {
             certs: certs.into(),
@@ -137,9 +135,12 @@ impl RootCertificates {
                 .user_agent(concat!("iap-rs/", env!("CARGO_PKG_VERSION"))),
         )
         .build()
-        .map_err(|e| Error::Other {
-            context: format!("cannot build an HTTP client trusting {}", self.origin),
-            source: Some(std::sync::Arc::new(e)),
+        .map_err(|e| {
+            Error::config(format!(
+                "cannot build an HTTP client trusting the certificates of {}: {e}: \
+                 check that they are CA certificates",
+                self.origin
+            ))
         })
     }
 
@@ -161,8 +162,15 @@ pub(crate) fn client_config(extra: Vec<CertificateDer<'static>>) -> Result<rustl
     let verifier = if extra.is_empty() {
         rustls_platform_verifier::Verifier::new(provider.clone()).map_err(fail)?
     } else {
-        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
-            .map_err(fail)?
+        // With extra roots, the likely culprit is one of them.
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone()).map_err(
+            |e| {
+                Error::config(format!(
+                    "cannot trust the extra CA certificates: {e}: check that they are \
+                     CA certificates (RootCertificates)"
+                ))
+            },
+        )?
     };
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -192,9 +192,11 @@ impl MetadataSource {
     }
 
     fn endpoint(&self, name: &str) -> Result<Url> {
-        self.account.join(name).map_err(|e| Error::Other {
-            context: format!("cannot build the metadata URL for `{name}`"),
-            source: Some(std::sync::Arc::new(e)),
+        self.account.join(name).map_err(|e| {
+            Error::config(format!(
+                "cannot build the metadata URL for `{name}` from {}: {e}: check GCE_METADATA_HOST",
+                self.account
+            ))
         })
     }
 

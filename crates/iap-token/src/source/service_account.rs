@@ -169,9 +169,25 @@ impl ServiceAccountKey {
     pub fn sign<C: Serialize>(&self, claims: &C) -> Result<String> {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = self.private_key_id.clone();
-        jsonwebtoken::encode(&header, claims, &self.key).map_err(|e| Error::Other {
-            context: format!("cannot sign a JWT with the key of {}", self.client_email),
-            source: Some(std::sync::Arc::new(e)),
+        jsonwebtoken::encode(&header, claims, &self.key).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                // The key parsed but cannot sign: the key file is at fault.
+                ErrorKind::InvalidRsaKey(_)
+                | ErrorKind::InvalidKeyFormat
+                | ErrorKind::RsaFailedSigning => Error::InvalidCredentials {
+                    path: self.path.clone(),
+                    field: "private_key".into(),
+                    problem: format!(
+                        "cannot sign a JWT with it ({e}): create a new key for {}",
+                        self.client_email
+                    ),
+                },
+                _ => Error::Other {
+                    context: format!("cannot sign a JWT with the key of {}", self.client_email),
+                    source: Some(std::sync::Arc::new(e)),
+                },
+            }
         })
     }
 
