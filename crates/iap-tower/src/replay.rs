@@ -7,8 +7,8 @@
 //! the policy cannot keep is sent once, its refusal returned as is.
 //!
 //! - [`Standard`] (the default): the inner service receives the body type it
-//!   was given. Bodies that are cheap to clone (`Full<Bytes>`, `Empty<Bytes>`,
-//!   `String`, `()`) are cloned; streaming bodies that can be rebuilt around
+//!   was given. Bodies that are cheap to clone (`Full` of `Bytes` or of
+//!   static bytes, `Empty<Bytes>`, `String`, `()`) are cloned; streaming bodies that can be rebuilt around
 //!   another body (tonic's and axum's `Body`, `BoxBody` and `UnsyncBoxBody`
 //!   with [`BoxError`] errors, `reqwest::Body` with the `reqwest` feature)
 //!   are recorded while the first attempt sends them, up to the replay limit
@@ -818,6 +818,7 @@ mod known {
                 (Empty::new(), Spare::copy(Empty::new()))
             });
             attempt(i, o, cloned::<String>);
+            attempt(i, o, cloned::<Full<&'static [u8]>>);
             attempt(i, o, |b: BoxBody<Bytes, BoxError>| rebuilt(b, limit));
             attempt(i, o, |b: UnsyncBoxBody<Bytes, BoxError>| rebuilt(b, limit));
             #[cfg(feature = "tonic")]
@@ -909,6 +910,14 @@ mod tests {
         assert_eq!(collect(first).await.unwrap(), "x");
         let second = spare.into_body().unwrap();
         assert_eq!(collect(second).await.unwrap(), "x");
+    }
+
+    #[test]
+    fn bodies_in_memory_are_cloned() {
+        assert!(Standard.replayable(Full::new(&b"x"[..]), 0).1.can_replay());
+        assert!(Standard.replayable("x".to_owned(), 0).1.can_replay());
+        assert!(Standard.replayable((), 0).1.can_replay());
+        assert!(Standard.replayable(Empty::<Bytes>::new(), 0).1.can_replay());
     }
 
     #[tokio::test]
