@@ -7,8 +7,8 @@
 //! the policy cannot keep is sent once, its refusal returned as is.
 //!
 //! - [`Standard`] (the default): the inner service receives the body type it
-//!   was given. Bodies that are cheap to clone (`Full<Bytes>`, `Empty<Bytes>`,
-//!   `String`, `()`) are cloned; streaming bodies that can be rebuilt around
+//!   was given. Bodies that are cheap to clone (`Full` of `Bytes` or of
+//!   static bytes, `Empty<Bytes>`, `String`, `()`) are cloned; streaming bodies that can be rebuilt around
 //!   another body (tonic's and axum's `Body`, `BoxBody` and `UnsyncBoxBody`
 //!   with [`BoxError`] errors, `reqwest::Body` with the `reqwest` feature)
 //!   are recorded while the first attempt sends them, up to the replay limit
@@ -165,6 +165,10 @@ where
     }
 
     fn replayable(&self, body: B, limit: usize) -> (ReplayBody<B>, Spare<ReplayBody<B>>) {
+        if body.is_end_stream() || body.size_hint().exact() == Some(0) {
+            // Nothing to keep (a GET, say): the retry sends an empty body.
+            return (ReplayBody::once(body), Spare::copy(ReplayBody::empty()));
+        }
         if body.size_hint().lower() > limit as u64 {
             return (ReplayBody::once(body), Spare::not(NotKept::TooLarge));
         }
@@ -410,6 +414,8 @@ pub struct ReplayBody<B>(Kind<B>);
 enum Kind<B> {
     /// Sent once: nothing kept.
     Once(B),
+    /// The retry of a body that had nothing in it.
+    Empty,
     /// One of two attempts sharing the original body.
     Shared(Handle<B>),
 }
@@ -450,6 +456,10 @@ impl<B> ReplayBody<B> {
         ReplayBody(Kind::Once(body))
     }
 
+    fn empty() -> Self {
+        ReplayBody(Kind::Empty)
+    }
+
     fn handle(shared: Arc<Mutex<Shared<B>>>, role: Role) -> Self {
         ReplayBody(Kind::Shared(Handle {
             shared,
@@ -478,7 +488,7 @@ impl<B> ReplayBody<B> {
     /// `false` for a body that is sent once.
     pub fn is_capped(&self) -> bool {
         match &self.0 {
-            Kind::Once(_) => false,
+            Kind::Once(_) | Kind::Empty => false,
             Kind::Shared(handle) => handle.lock().capped,
         }
     }
@@ -495,6 +505,10 @@ impl<B> fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             Kind::Once(_) => f.debug_struct("ReplayBody").field("role", &"once").finish(),
+            Kind::Empty => f
+                .debug_struct("ReplayBody")
+                .field("role", &"empty")
+                .finish(),
             Kind::Shared(handle) => {
                 let shared = handle.lock();
                 f.debug_struct("ReplayBody")
@@ -549,6 +563,7 @@ where
                     .poll_frame(cx)
                     .map(|frame| frame.map(|f| f.map(frame_to_bytes).map_err(Into::into)));
             }
+            Kind::Empty => return Poll::Ready(None),
             Kind::Shared(handle) => handle,
         };
         let mut guard = this.shared.lock().unwrap_or_else(PoisonError::into_inner);
@@ -630,6 +645,7 @@ where
     fn is_end_stream(&self) -> bool {
         let handle = match &self.0 {
             Kind::Once(body) => return body.is_end_stream(),
+            Kind::Empty => return true,
             Kind::Shared(handle) => handle,
         };
         let shared = handle.lock();
@@ -657,6 +673,7 @@ where
     fn size_hint(&self) -> SizeHint {
         let handle = match &self.0 {
             Kind::Once(body) => return body.size_hint(),
+            Kind::Empty => return SizeHint::with_exact(0),
             Kind::Shared(handle) => handle,
         };
         let shared = handle.lock();
@@ -801,6 +818,7 @@ mod known {
                 (Empty::new(), Spare::copy(Empty::new()))
             });
             attempt(i, o, cloned::<String>);
+            attempt(i, o, cloned::<Full<&'static [u8]>>);
             attempt(i, o, |b: BoxBody<Bytes, BoxError>| rebuilt(b, limit));
             attempt(i, o, |b: UnsyncBoxBody<Bytes, BoxError>| rebuilt(b, limit));
             #[cfg(feature = "tonic")]
@@ -894,6 +912,14 @@ mod tests {
         assert_eq!(collect(second).await.unwrap(), "x");
     }
 
+    #[test]
+    fn bodies_in_memory_are_cloned() {
+        assert!(Standard.replayable(Full::new(&b"x"[..]), 0).1.can_replay());
+        assert!(Standard.replayable("x".to_owned(), 0).1.can_replay());
+        assert!(Standard.replayable((), 0).1.can_replay());
+        assert!(Standard.replayable(Empty::<Bytes>::new(), 0).1.can_replay());
+    }
+
     #[tokio::test]
     async fn an_empty_stream_is_replayed_as_an_empty_body_even_with_no_limit() {
         let (first, spare) = Standard.replayable(Boxed::default(), 0);
@@ -913,6 +939,12 @@ mod tests {
         ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
             Pin::new(&mut self.get_mut().0).poll_frame(cx)
         }
+        fn is_end_stream(&self) -> bool {
+            self.0.is_end_stream()
+        }
+        fn size_hint(&self) -> SizeHint {
+            self.0.size_hint()
+        }
     }
 
     #[tokio::test]
@@ -924,6 +956,12 @@ mod tests {
         let (first, spare) = RecordBody.replayable(Unknown(Full::from("abc")), 64);
         assert_eq!(collect(first).await.unwrap(), "abc");
         assert_eq!(collect(spare.into_body().unwrap()).await.unwrap(), "abc");
+
+        let (first, spare) = RecordBody.replayable(Unknown(Full::new(Bytes::new())), 64);
+        assert!(first.is_end_stream() && !first.is_capped(), "sent as is");
+        let empty = spare.into_body().unwrap();
+        assert!(empty.is_end_stream());
+        assert_eq!(collect(empty).await.unwrap(), "");
 
         let once = RecordBody.send_once(Unknown(Full::from("abc")));
         assert!(!once.is_capped());

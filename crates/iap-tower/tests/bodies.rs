@@ -156,6 +156,13 @@ async fn hyper_service_fn_forwarding_incoming_is_retried_with_record_body() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(echo["body_len"], 1000);
     assert_eq!(seen(&emu, &app), (1, 2, 2));
+
+    // An empty body is retried too (nothing recorded: an empty one is sent).
+    revoke_current_token(&emu, &auth, &app).await;
+    let (status, echo) = post_to(forwarder, Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(echo["body_len"], 0);
+    assert_eq!(seen(&emu, &app), (2, 3, 3));
 }
 
 #[tokio::test]
