@@ -23,6 +23,7 @@
 
 use std::hint::black_box;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkGroup, Criterion, measurement::WallTime};
@@ -233,14 +234,10 @@ fn group_name(shape: Shape, schedule: &str) -> String {
     format!("reqwest_{schedule}_{}", shape.name())
 }
 
-fn overhead(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKERS)
-        .enable_all()
-        .build()
-        .unwrap();
+/// The five chains of one request shape, in `PATHS` order.
+fn chains(shape: Shape) -> Vec<ClientWithMiddleware> {
     let client = reqwest::Client::new();
-    let chain = |first: Option<std::sync::Arc<dyn Middleware>>| {
+    let chain = |first: Option<Arc<dyn Middleware>>| {
         let builder = ClientBuilder::new(client.clone());
         let builder = match first {
             Some(m) => builder.with_arc(m),
@@ -248,21 +245,30 @@ fn overhead(c: &mut Criterion) {
         };
         builder.with(Answer).build()
     };
+    let scoped = matches!(shape, Shape::Realistic);
+    vec![
+        chain(None),
+        chain(Some(Arc::new(StaticHeader::new(false)))),
+        chain(Some(Arc::new(StaticHeader::new(true)))),
+        chain(Some(Arc::new(IapMiddleware::new(auth(
+            RetryPolicy::Never,
+            scoped,
+        ))))),
+        chain(Some(Arc::new(IapMiddleware::new(auth(
+            RetryPolicy::default(),
+            scoped,
+        ))))),
+    ]
+}
+
+fn overhead(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .enable_all()
+        .build()
+        .unwrap();
     for shape in [Shape::Minimal, Shape::Realistic] {
-        let scoped = matches!(shape, Shape::Realistic);
-        let clients = [
-            chain(None),
-            chain(Some(std::sync::Arc::new(StaticHeader::new(false)))),
-            chain(Some(std::sync::Arc::new(StaticHeader::new(true)))),
-            chain(Some(std::sync::Arc::new(IapMiddleware::new(auth(
-                RetryPolicy::Never,
-                scoped,
-            ))))),
-            chain(Some(std::sync::Arc::new(IapMiddleware::new(auth(
-                RetryPolicy::default(),
-                scoped,
-            ))))),
-        ];
+        let clients = chains(shape);
         let mut group = c.benchmark_group(group_name(shape, "1thread"));
         for (name, client) in PATHS.iter().zip(&clients) {
             single(&mut group, name, client, shape);
@@ -273,6 +279,31 @@ fn overhead(c: &mut Criterion) {
             multi(&mut group, &rt, name, client, shape);
         }
         group.finish();
+    }
+}
+
+/// `IAP_BENCH_COUNT=<minimal|realistic>/<path>`: no criterion, just
+/// `IAP_BENCH_CALLS` (default 100,000) requests through one chain on this
+/// thread, for an instruction count (`valgrind --tool=callgrind`). Every
+/// chain is built either way, so runs differ only in the requests.
+fn count(which: &str) {
+    let calls: u64 = std::env::var("IAP_BENCH_CALLS").map_or(100_000, |n| n.parse().unwrap());
+    let (shape, path) = which
+        .split_once('/')
+        .expect("IAP_BENCH_COUNT=<shape>/<path>");
+    let shape = match shape {
+        "minimal" => Shape::Minimal,
+        "realistic" => Shape::Realistic,
+        other => panic!("no request shape {other:?}"),
+    };
+    let clients = chains(shape);
+    let i = PATHS
+        .iter()
+        .position(|p| *p == path)
+        .unwrap_or_else(|| panic!("no path {path:?}: one of {PATHS:?}"));
+    let url = shape.url();
+    for _ in 0..calls {
+        black_box(once(&clients[i], shape.request(&url)));
     }
 }
 
@@ -324,6 +355,9 @@ fn summary() {
 }
 
 fn main() {
+    if let Ok(which) = std::env::var("IAP_BENCH_COUNT") {
+        return count(&which);
+    }
     let mut criterion = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))

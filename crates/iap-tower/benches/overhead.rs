@@ -35,6 +35,7 @@ use std::future::{Future, Ready, ready};
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -340,7 +341,176 @@ fn summary() {
     }
 }
 
+/// `IAP_BENCH_COUNT=<minimal|realistic>/<path>`: no criterion, just
+/// `IAP_BENCH_CALLS` (default 100,000) requests through one path on this
+/// thread, for an instruction count (`valgrind --tool=callgrind`) that the
+/// machine's load does not disturb. Every path's service is built either
+/// way, so runs differ only in the requests.
+fn count(which: &str) {
+    let calls: u64 = std::env::var("IAP_BENCH_CALLS").map_or(100_000, |n| n.parse().unwrap());
+    let (shape, path) = which
+        .split_once('/')
+        .expect("IAP_BENCH_COUNT=<shape>/<path>");
+    let shape = match shape {
+        "minimal" => Shape::Minimal,
+        "realistic" => Shape::Realistic,
+        other => panic!("no request shape {other:?}"),
+    };
+    let scoped = matches!(shape, Shape::Realistic);
+    let never = IapLayer::new(auth(RetryPolicy::Never, scoped)).layer(Answer);
+    let default = IapLayer::new(auth(RetryPolicy::default(), scoped)).layer(Answer);
+    let attach =
+        SetRequestHeaderLayer::overriding(header::AUTHORIZATION, static_header()).layer(Answer);
+    let retry = ServiceBuilder::new()
+        .layer(RetryLayer::new(CopyHead))
+        .layer(SetRequestHeaderLayer::overriding(
+            header::AUTHORIZATION,
+            static_header(),
+        ))
+        .service(Answer);
+    let uri = shape.uri();
+    fn run<S: Service<Request<()>>>(mut svc: S, shape: Shape, uri: &Uri, calls: u64)
+    where
+        S::Error: std::fmt::Debug,
+    {
+        for _ in 0..calls {
+            black_box(once(&mut svc, shape.request(uri)));
+        }
+    }
+    match path {
+        "bare" => run(Answer, shape, &uri, calls),
+        "attach_floor" => run(attach, shape, &uri, calls),
+        "retry_floor" => run(retry, shape, &uri, calls),
+        "iap_never" => run(never, shape, &uri, calls),
+        "iap_default" => run(default, shape, &uri, calls),
+        other => panic!("no path {other:?}: one of {PATHS:?}"),
+    }
+}
+
+type Timer = Box<dyn Fn(u64) -> f64>;
+
+/// Times `calls` requests through a clone of `svc` on this thread, and
+/// over `TASKS` tasks on `rt`; per request.
+fn timers<S>(svc: S, shape: Shape, rt: &Arc<tokio::runtime::Runtime>) -> (Timer, Timer)
+where
+    S: Service<Request<()>> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug,
+    S::Future: Send,
+{
+    let uri = shape.uri();
+    let (one, rt) = (svc.clone(), rt.clone());
+    let single = Box::new(move |calls: u64| {
+        let mut svc = one.clone();
+        let start = Instant::now();
+        for _ in 0..calls {
+            black_box(once(&mut svc, shape.request(&uri)));
+        }
+        start.elapsed().as_secs_f64() * 1e9 / calls as f64
+    });
+    let uri = shape.uri();
+    let multi = Box::new(move |calls: u64| {
+        let per_task = calls.div_ceil(TASKS);
+        rt.block_on(async {
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..TASKS)
+                .map(|_| {
+                    let (mut svc, uri) = (svc.clone(), uri.clone());
+                    tokio::spawn(async move {
+                        for _ in 0..per_task {
+                            black_box(once(&mut svc, shape.request(&uri)));
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            start.elapsed().as_secs_f64() * 1e9 / (per_task * TASKS) as f64
+        })
+    });
+    (single, multi)
+}
+
+/// `IAP_BENCH_ROUNDS=<n>`: no criterion; `n` rounds, each timing
+/// `IAP_BENCH_CALLS` (default 200,000) requests through every path in
+/// turn, so that a change in the machine's load hits all paths alike;
+/// prints the medians over the rounds, the overheads and the ratios.
+fn rounds(n: usize) {
+    let calls: u64 = std::env::var("IAP_BENCH_CALLS").map_or(200_000, |n| n.parse().unwrap());
+    let rt = Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(WORKERS)
+            .enable_all()
+            .build()
+            .unwrap(),
+    );
+    println!(
+        "medians of {n} rounds of {calls} requests per path, paths interleaved (ns per request)"
+    );
+    println!(
+        "{:<24} {:>7} {:>7} {:>7} {:>7} {:>7} {:>13} {:>13}",
+        "group", "bare", "+attach", "+retry", "+never", "+default", "never/attach", "default/retry"
+    );
+    for shape in [Shape::Minimal, Shape::Realistic] {
+        let scoped = matches!(shape, Shape::Realistic);
+        let attach = SetRequestHeaderLayer::overriding(header::AUTHORIZATION, static_header());
+        let retry = ServiceBuilder::new()
+            .layer(RetryLayer::new(CopyHead))
+            .layer(SetRequestHeaderLayer::overriding(
+                header::AUTHORIZATION,
+                static_header(),
+            ));
+        let paths = [
+            timers(Answer, shape, &rt),
+            timers(attach.layer(Answer), shape, &rt),
+            timers(retry.service(Answer), shape, &rt),
+            timers(
+                IapLayer::new(auth(RetryPolicy::Never, scoped)).layer(Answer),
+                shape,
+                &rt,
+            ),
+            timers(
+                IapLayer::new(auth(RetryPolicy::default(), scoped)).layer(Answer),
+                shape,
+                &rt,
+            ),
+        ];
+        let mut single = vec![Vec::new(); PATHS.len()];
+        let mut multi = vec![Vec::new(); PATHS.len()];
+        for _ in 0..n {
+            for (i, (one, many)) in paths.iter().enumerate() {
+                single[i].push(one(calls));
+                multi[i].push(many(calls));
+            }
+        }
+        for (schedule, times) in [("1thread", single), ("2x64", multi)] {
+            let m: Vec<f64> = times
+                .into_iter()
+                .map(|mut t| {
+                    t.sort_by(f64::total_cmp);
+                    t[t.len() / 2]
+                })
+                .collect();
+            let bare = m[0];
+            let (attach, retry, never, default) =
+                (m[1] - bare, m[2] - bare, m[3] - bare, m[4] - bare);
+            println!(
+                "{:<24} {bare:>7.1} {attach:>7.1} {retry:>7.1} {never:>7.1} {default:>7.1} {:>12.2}x {:>12.2}x",
+                group_name(shape, schedule),
+                never / attach,
+                default / retry,
+            );
+        }
+    }
+}
+
 fn main() {
+    if let Ok(which) = std::env::var("IAP_BENCH_COUNT") {
+        return count(&which);
+    }
+    if let Ok(n) = std::env::var("IAP_BENCH_ROUNDS") {
+        return rounds(n.parse().expect("IAP_BENCH_ROUNDS=<number of rounds>"));
+    }
     let mut criterion = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))

@@ -1,8 +1,10 @@
-//! The layer's hot path allocates nothing beyond the header it adds: with
-//! the token cached, a request goes through `IapService` (plan, cached
-//! token, header, call, response) without touching the allocator, or, when
-//! the header map must grow for the token, exactly as often as tower-http's
-//! `SetRequestHeader` does for a static header.
+//! The layer's hot path allocates nothing of its own: with the token
+//! cached, a request goes through `IapService` (plan, cached token, header,
+//! call, response) allocating exactly what the floors allocate for the
+//! same request: tower-http's `SetRequestHeader` with a static header for
+//! `RetryPolicy::Never` (nothing at all when the header map has room), and
+//! tower's `Retry` keeping a copy of the request head, over the same
+//! header, for the retry-capable default.
 //!
 //! Its own binary: it installs a counting global allocator.
 
@@ -19,7 +21,8 @@ use iap_token::IapAuth;
 use iap_token::policy::RetryPolicy;
 use iap_token::source::static_token::StaticTokenSource;
 use iap_tower::IapLayer;
-use tower::{Layer, Service};
+use tower::retry::{Policy, RetryLayer};
+use tower::{Layer, Service, ServiceBuilder};
 use tower_http::set_header::SetRequestHeaderLayer;
 
 /// Counts the allocations of the current thread.
@@ -146,6 +149,91 @@ async fn without_retries_a_cached_token_costs_no_allocation() {
 
     assert_eq!(authorized, [true, false], "token for the app only");
     assert_eq!(allocations, 0);
+}
+
+/// The retry floor's policy: keeps a copy of the request head (and its
+/// empty body), never retries.
+#[derive(Clone, Copy)]
+struct CopyHead;
+
+impl<Res, E> Policy<Request<()>, Res, E> for CopyHead {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _: &mut Request<()>, _: &mut Result<Res, E>) -> Option<Ready<()>> {
+        None
+    }
+
+    fn clone_request(&mut self, req: &Request<()>) -> Option<Request<()>> {
+        let mut copy = Request::new(());
+        *copy.method_mut() = req.method().clone();
+        *copy.uri_mut() = req.uri().clone();
+        *copy.version_mut() = req.version();
+        *copy.headers_mut() = req.headers().clone();
+        *copy.extensions_mut() = req.extensions().clone();
+        Some(copy)
+    }
+}
+
+/// A request as applications send them: a query, four headers.
+fn realistic(uri: &Uri) -> Request<()> {
+    let mut request = request(uri, false);
+    let headers = request.headers_mut();
+    headers.insert("user-agent", HeaderValue::from_static("app/1.0"));
+    headers.insert("accept", HeaderValue::from_static("application/json"));
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert("x-request-id", HeaderValue::from_static("0123456789abcdef"));
+    request
+}
+
+#[tokio::test]
+async fn without_retries_a_realistic_request_allocates_what_a_static_header_allocates() {
+    let mut service = IapLayer::new(warm_auth(RetryPolicy::Never).await).layer(Answer);
+    let value = HeaderValue::from_str(&format!("Bearer {JWT}")).unwrap();
+    let mut floor = SetRequestHeaderLayer::overriding(AUTHORIZATION, value).layer(Answer);
+    let app: Uri = format!("{APP}/api/v1/items?page=2&sort=name")
+        .parse()
+        .unwrap();
+    assert!(send(&mut service, realistic(&app)) && send(&mut floor, realistic(&app)));
+    let (first, second) = (realistic(&app), realistic(&app));
+
+    let mut authorized = false;
+    let ours = allocations_in(|| authorized = send(&mut service, first));
+    let theirs = allocations_in(|| assert!(send(&mut floor, second)));
+
+    assert!(authorized);
+    assert_eq!(ours, theirs);
+}
+
+#[tokio::test]
+async fn a_retry_capable_request_allocates_what_keeping_its_head_allocates() {
+    let mut service = IapLayer::new(warm_auth(RetryPolicy::default()).await).layer(Answer);
+    let value = HeaderValue::from_str(&format!("Bearer {JWT}")).unwrap();
+    let mut floor = ServiceBuilder::new()
+        .layer(RetryLayer::new(CopyHead))
+        .layer(SetRequestHeaderLayer::overriding(AUTHORIZATION, value))
+        .service(Answer);
+    let app: Uri = format!("{APP}/api/v1/items?page=2&sort=name")
+        .parse()
+        .unwrap();
+    assert!(send(&mut service, realistic(&app)) && send(&mut floor, realistic(&app)));
+
+    for (name, make) in [
+        (
+            "minimal",
+            (|uri: &Uri| request(uri, false)) as fn(&Uri) -> Request<()>,
+        ),
+        ("realistic", realistic),
+    ] {
+        let (first, second) = (make(&app), make(&app));
+        let mut authorized = false;
+        let ours = allocations_in(|| authorized = send(&mut service, first));
+        let theirs = allocations_in(|| assert!(send(&mut floor, second)));
+
+        assert!(authorized, "{name}");
+        // Copying a head with headers allocates: the counter sees it.
+        assert!(theirs > 0 || name == "minimal", "{name}");
+        assert_eq!(ours, theirs, "{name}: allocations beyond keeping the head");
+    }
 }
 
 #[tokio::test]
