@@ -156,7 +156,7 @@ impl OriginMatcher {
         let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
             return false;
         };
-        if !scheme.eq_ignore_ascii_case(&self.scheme) {
+        if scheme != &*self.scheme && !scheme.eq_ignore_ascii_case(&self.scheme) {
             return false;
         }
         let text = authority.as_str();
@@ -177,11 +177,16 @@ impl OriginMatcher {
     /// lower-cases scheme and host).
     #[inline]
     fn matches_url(&self, url: &Url) -> bool {
-        url.scheme() == &*self.scheme
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        // The host first, as written (already lower case): a plain memcmp;
+        // then the spellings with trailing dots.
+        let host_matches =
+            host == &*self.host || host.trim_end_matches('.').eq_ignore_ascii_case(&self.host);
+        host_matches
+            && url.scheme() == &*self.scheme
             && url.port_or_known_default() == Some(self.port)
-            && url
-                .host_str()
-                .is_some_and(|host| host.trim_end_matches('.').eq_ignore_ascii_case(&self.host))
     }
 }
 
