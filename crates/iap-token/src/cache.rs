@@ -1,8 +1,13 @@
 //! [`TokenCache`]: ID tokens per audience, read lock-free, fetched once,
 //! refreshed ahead of expiry in the background.
 //!
-//! ```no_run
-//! # async fn run(source: std::sync::Arc<dyn iap_token::TokenSource>) -> iap_token::Result<()> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let emu = iap_emulator::Emulator::start().await?;
+//! # let source: std::sync::Arc<dyn iap_token::TokenSource> = std::sync::Arc::new(
+//! #     iap_token::source::metadata::MetadataSource::with_host(&emu.metadata_host())?,
+//! # );
 //! use iap_token::{Audience, TokenCache};
 //!
 //! let cache = TokenCache::new(source); // no runtime needed to build it
