@@ -11,7 +11,9 @@
 //!   with the token endpoints' settings (timeouts, no redirects), for a
 //!   credential source or [`AudienceDiscovery`](crate::discovery::AudienceDiscovery);
 //! - [`add_to`](RootCertificates::add_to): your own `reqwest::ClientBuilder`
-//!   (the app client behind `iap-reqwest`'s middleware);
+//!   (for the app client behind `iap-reqwest`'s middleware, start from
+//!   `iap_reqwest::client_builder()`, which does not follow IAP's sign-in
+//!   redirect);
 //! - [`rustls_client_config`](RootCertificates::rustls_client_config): a
 //!   rustls configuration for hyper-rustls (`iap-tower` over a hyper-util
 //!   client) or tonic.
@@ -32,6 +34,7 @@
 //! use iap_token::RootCertificates;
 //!
 //! let roots = RootCertificates::from_pem_file(&ca_file)?; // e.g. "/etc/ssl/corp-ca.pem"
+//! // With iap-reqwest: roots.add_to(iap_reqwest::client_builder())
 //! let app_client = roots.add_to(reqwest::Client::builder()).build()?;
 //! let tls = roots.rustls_client_config()?; // for hyper-rustls / tonic
 //! # assert!(app_client.get(emu.url()).send().await?.status().is_success());
