@@ -85,10 +85,11 @@ use scope::{HostKey, OriginMatcher};
 
 /// The handle adapters hold: a [`TokenCache`], the audience rules, the
 /// origin scope, the header placement and the retry policy. Cheap to clone
-/// (an `Arc` inside). `Debug` shows the configuration, never a token.
+/// (an `Arc` inside); [`IapAuth::clone_local`] is the clone to keep per
+/// request. `Debug` shows the configuration, never a token.
 #[derive(Clone)]
 pub struct IapAuth {
-    inner: Arc<AuthInner>,
+    inner: Arc<Handle>,
     // Beside the `Arc`, so that `with_placement` shares everything else.
     placement: Placement,
     retry_policy: RetryPolicy,
@@ -132,6 +133,43 @@ impl IapAuth {
             .audience(audience)
             .allow_origin(origin.to_string())
             .build()
+    }
+}
+
+/// One reference count on the configuration. The handle the builder
+/// makes also holds a few more, one per core or so (`replicas`), which
+/// [`IapAuth::clone_local`] hands out; a replica holds none (no cycle).
+/// Aligned so that no two counters share a cache line.
+#[repr(align(128))]
+struct Handle {
+    auth: Arc<AuthInner>,
+    replicas: Box<[Arc<Handle>]>,
+}
+
+impl Handle {
+    fn new(auth: AuthInner) -> Arc<Handle> {
+        let auth = Arc::new(auth);
+        let replicas = match crate::per_core::copies() {
+            1 => Box::default(),
+            n => (0..n)
+                .map(|_| {
+                    Arc::new(Handle {
+                        auth: auth.clone(),
+                        replicas: Box::default(),
+                    })
+                })
+                .collect(),
+        };
+        Arc::new(Handle { auth, replicas })
+    }
+}
+
+impl std::ops::Deref for Handle {
+    type Target = AuthInner;
+
+    #[inline]
+    fn deref(&self) -> &AuthInner {
+        &self.auth
     }
 }
 
@@ -187,6 +225,31 @@ impl IapAuth {
     #[inline]
     pub fn retry_policy(&self) -> RetryPolicy {
         self.retry_policy
+    }
+
+    /// A clone to keep for one request (an adapter's response future keeps
+    /// one until the answer is in): the same handle, but the reference
+    /// count it takes is this thread's, one of a few the handle keeps, so
+    /// requests on several cores do not all write to one counter. Equal in
+    /// every other way to [`Clone::clone`].
+    ///
+    /// ```
+    /// # fn run(auth: iap_token::IapAuth) {
+    /// let kept = auth.clone_local();
+    /// assert_eq!(kept.retry_policy(), auth.retry_policy());
+    /// # }
+    /// ```
+    #[inline]
+    pub fn clone_local(&self) -> IapAuth {
+        let inner = match self.inner.replicas.len() {
+            0 => self.inner.clone(),
+            n => self.inner.replicas[crate::per_core::index(n)].clone(),
+        };
+        IapAuth {
+            inner,
+            placement: self.placement,
+            retry_policy: self.retry_policy,
+        }
     }
 
     /// The same handle (same cache, audiences, scope and retry policy) with
