@@ -7,18 +7,24 @@
 //! endpoint runs. [`Emulator::inject_at_rate`](crate::Emulator::inject_at_rate)
 //! (or `POST /_emulator/faults/rate`) instead faults each request with a
 //! probability, drawing the fault from a list: a soak's steady weather
-//! rather than one storm. Queued faults go first. Errors are rendered in the endpoint's own dialect: OAuth's
+//! rather than one storm. Queued faults go first.
+//!
+//! Errors are rendered in the endpoint's own dialect: OAuth's
 //! `{"error","error_description"}` for the token and STS endpoints, Google
 //! API's `{"error":{"code","message","status"}}` for IAM Credentials, plain
 //! text for the metadata server and the IAP gate.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), iap_emulator::StartError> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use iap_emulator::{Emulator, Endpoint, Fault};
 //! let emu = Emulator::start().await?;
 //! // The next two token requests get a 503 with Google's error JSON.
 //! emu.inject(Endpoint::Token, Fault::status(503), 2);
-//! // After them, one in ten gets a 429 or has its connection reset.
+//! # let answer = reqwest::Client::new().post(emu.token_uri()).send().await?;
+//! # assert_eq!(answer.status(), 503);
+//! # assert_eq!(emu.pending_faults(Endpoint::Token), 1);
+//! // After them, one request in ten gets a 429 or has its connection reset.
 //! emu.inject_at_rate(Endpoint::Token, 0.1, [Fault::status(429), Fault::Reset]);
 //! # Ok(()) }
 //! ```

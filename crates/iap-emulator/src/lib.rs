@@ -19,8 +19,9 @@
 //! Each gated app gets its own listener (its own origin) with the IAP gate
 //! in front of it; a default echo app starts with the emulator.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use iap_emulator::{Emulator, Endpoint, Fault};
 //! let emu = Emulator::start().await?;
 //! let sa = emu.create_service_account("runner").await?;
@@ -815,16 +816,23 @@ impl Emulator {
     /// [`clear_faults`](Self::clear_faults). Each applied fault counts in
     /// [`counter::FAULTS`] and [`counter::faults_by`].
     ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), iap_emulator::StartError> {
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// use std::time::Duration;
-    /// use iap_emulator::{Emulator, Endpoint, Fault};
+    /// use iap_emulator::{Emulator, Endpoint, Fault, counter};
     /// let emu = Emulator::start().await?;
+    /// // Three token requests in ten fail: a 503, a 5 s delay or a garbled 200.
     /// emu.inject_at_rate(
     ///     Endpoint::Token,
     ///     0.3,
     ///     [Fault::status(503), Fault::delay(Duration::from_secs(5)), Fault::Malformed],
     /// );
+    /// // A rate of 1 faults every request: here always with a 503.
+    /// emu.inject_at_rate(Endpoint::Token, 1.0, [Fault::status(503)]);
+    /// let answer = reqwest::Client::new().post(emu.token_uri()).send().await?;
+    /// assert_eq!(answer.status(), 503);
+    /// assert_eq!(emu.counter(&counter::faults_by(&Fault::status(503)), "token"), 1);
     /// # Ok(()) }
     /// ```
     pub fn inject_at_rate(

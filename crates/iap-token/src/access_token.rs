@@ -42,11 +42,11 @@ impl AccessToken {
     /// an HTTP header value.
     pub fn with_expiry(token: impl Into<String>, expires_at: SystemTime) -> Result<Self> {
         let token: String = token.into();
-        let mut header =
-            HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| Error::Other {
-                context: "an access token contains characters not allowed in an HTTP header".into(),
-                source: None,
-            })?;
+        let mut header = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
+            Error::MalformedToken(
+                "an access token contains characters not allowed in an HTTP header".into(),
+            )
+        })?;
         header.set_sensitive(true);
         Ok(AccessToken {
             token: token.into(),

@@ -61,12 +61,11 @@ impl AudiencePattern {
     /// a `*` that is not the whole last segment.
     pub fn parse(text: impl AsRef<str>) -> Result<Self> {
         let text = text.as_ref().trim();
-        let bad = |why: &str| Error::Other {
-            context: format!(
+        let bad = |why: &str| {
+            Error::config(format!(
                 "`{text}` is not a service-account JWT audience ({why}): use an exact URL, \
                  https://HOST/* or https://HOST/PREFIX/*"
-            ),
-            source: None,
+            ))
         };
         let url = Url::parse(text).map_err(|_| bad("not a URL"))?;
         if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {

@@ -11,7 +11,9 @@
 //!   with the token endpoints' settings (timeouts, no redirects), for a
 //!   credential source or [`AudienceDiscovery`](crate::discovery::AudienceDiscovery);
 //! - [`add_to`](RootCertificates::add_to): your own `reqwest::ClientBuilder`
-//!   (the app client behind `iap-reqwest`'s middleware);
+//!   (for the app client behind `iap-reqwest`'s middleware, start from
+//!   `iap_reqwest::client_builder()`, which does not follow IAP's sign-in
+//!   redirect);
 //! - [`rustls_client_config`](RootCertificates::rustls_client_config): a
 //!   rustls configuration for hyper-rustls (`iap-tower` over a hyper-util
 //!   client) or tonic.
@@ -22,14 +24,21 @@
 //! tokens are still sent over https only, except to loopback and the
 //! metadata server.
 //!
-//! ```no_run
-//! # fn demo() -> iap_token::Result<()> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let emu = iap_emulator::Emulator::builder().tls().start().await?;
+//! # let dir = tempfile::tempdir()?;
+//! # let ca_file = dir.path().join("corp-ca.pem");
+//! # std::fs::write(&ca_file, emu.ca_pem().unwrap())?;
 //! use iap_token::RootCertificates;
 //!
-//! let roots = RootCertificates::from_pem_file("/etc/ssl/corp-ca.pem")?;
-//! let app_client = roots.add_to(reqwest::Client::builder()).build();
+//! let roots = RootCertificates::from_pem_file(&ca_file)?; // e.g. "/etc/ssl/corp-ca.pem"
+//! // With iap-reqwest: roots.add_to(iap_reqwest::client_builder())
+//! let app_client = roots.add_to(reqwest::Client::builder()).build()?;
 //! let tls = roots.rustls_client_config()?; // for hyper-rustls / tonic
-//! # let _ = (app_client, tls); Ok(()) }
+//! # assert!(app_client.get(emu.url()).send().await?.status().is_success());
+//! # let _ = tls; Ok(()) }
 //! ```
 
 use std::fmt;
@@ -69,12 +78,11 @@ impl RootCertificates {
     /// The certificates of a PEM file, e.g. `--cacert FILE`.
     pub fn from_pem_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let pem = std::fs::read(path).map_err(|source| Error::Other {
-            context: format!(
-                "cannot read CA certificate file {}: {source}",
+        let pem = std::fs::read(path).map_err(|e| {
+            Error::config(format!(
+                "cannot read CA certificate file {}: {e}: check the path (--cacert)",
                 path.display()
-            ),
-            source: Some(std::sync::Arc::new(source)),
+            ))
         })?;
         Self::parse(&pem, &path.display().to_string())
     }
@@ -82,17 +90,16 @@ impl RootCertificates {
     fn parse(pem: &[u8], origin: &str) -> Result<Self> {
         let certs = CertificateDer::pem_slice_iter(pem)
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::Other {
-                context: format!("{origin}: not a PEM certificate bundle: {e}"),
-                source: None,
+            .map_err(|e| {
+                Error::config(format!(
+                    "{origin}: not a PEM certificate bundle ({e}): give a file of \
+                     -----BEGIN CERTIFICATE----- blocks"
+                ))
             })?;
         if certs.is_empty() {
-            return Err(Error::Other {
-                context: format!(
-                    "{origin}: no certificate in it (expected -----BEGIN CERTIFICATE----- blocks)"
-                ),
-                source: None,
-            });
+            return Err(Error::config(format!(
+                "{origin}: no certificate in it (expected -----BEGIN CERTIFICATE----- blocks)"
+            )));
         }
         Ok(RootCertificates {
             certs: certs.into(),
@@ -137,9 +144,12 @@ impl RootCertificates {
                 .user_agent(concat!("iap-rs/", env!("CARGO_PKG_VERSION"))),
         )
         .build()
-        .map_err(|e| Error::Other {
-            context: format!("cannot build an HTTP client trusting {}", self.origin),
-            source: Some(std::sync::Arc::new(e)),
+        .map_err(|e| {
+            Error::config(format!(
+                "cannot build an HTTP client trusting the certificates of {}: {e}: \
+                 check that they are CA certificates",
+                self.origin
+            ))
         })
     }
 
@@ -161,8 +171,15 @@ pub(crate) fn client_config(extra: Vec<CertificateDer<'static>>) -> Result<rustl
     let verifier = if extra.is_empty() {
         rustls_platform_verifier::Verifier::new(provider.clone()).map_err(fail)?
     } else {
-        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
-            .map_err(fail)?
+        // With extra roots, the likely culprit is one of them.
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone()).map_err(
+            |e| {
+                Error::config(format!(
+                    "cannot trust the extra CA certificates: {e}: check that they are \
+                     CA certificates (RootCertificates)"
+                ))
+            },
+        )?
     };
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

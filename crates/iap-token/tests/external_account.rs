@@ -541,6 +541,26 @@ async fn a_missing_subject_token_file_is_an_error_naming_it() {
     assert!(err.to_string().contains("subject-token"), "{err}");
 }
 
+#[tokio::test]
+async fn an_empty_subject_token_file_is_an_unexpected_answer_naming_it() {
+    let fed = Federation::start().await;
+    let path = fed.file_adc(true);
+    std::fs::write(fed.path("subject-token"), "").unwrap();
+
+    let err = adc::from_file(&path)
+        .unwrap()
+        .id_token(&Audience::new(AUD))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, Error::Protocol { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("subject-token") && err.to_string().contains("empty"),
+        "{err}"
+    );
+    assert_eq!(fed.sts_calls(), 0);
+}
+
 // ---- executables -----------------------------------------------------------
 
 /// Writes an executable shell script that records its runs and environment
@@ -776,6 +796,32 @@ async fn an_executable_that_hangs_is_killed_at_its_timeout() {
     assert!(err.is_transient());
     let chain = format!("{err}: {}", std::error::Error::source(&err).unwrap());
     assert!(chain.contains("within 5000 ms (timeout_millis)"), "{chain}");
+}
+
+#[tokio::test]
+async fn a_command_that_does_not_exist_is_a_configuration_mistake_naming_it() {
+    let fed = Federation::start().await;
+    let missing = fed.path("no-such-helper");
+    let config = fed.config_with_source(json!({"executable": {
+        "command": missing.display().to_string(),
+        "timeout_millis": 5000,
+    }}));
+
+    let err = executables_allowed(&config)
+        .id_token(&Audience::new(AUD))
+        .await
+        .unwrap_err();
+
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(err.is_configuration() && !err.is_transient());
+    assert!(
+        err.to_string().contains("no-such-helper")
+            && err
+                .to_string()
+                .contains("credential_source.executable.command"),
+        "{err}"
+    );
+    assert_eq!(fed.sts_calls(), 0);
 }
 
 #[tokio::test]

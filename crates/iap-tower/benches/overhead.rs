@@ -1,24 +1,51 @@
 //! Per-request cost of `IapService` over a service that answers at once,
-//! against tower-http's `SetRequestHeader` with a static value (the floor:
-//! the cheapest possible "put a header in").
+//! side by side in one run with the two floors it is measured against:
+//!
+//! - `bare`: the inner service alone (what every overhead is taken over);
+//! - `attach_floor`: tower-http's `SetRequestHeader` with a static,
+//!   sensitive value: the cheapest possible "put a header in";
+//! - `retry_floor`: tower's `Retry` with a policy whose `clone_request`
+//!   clones the request head and its (cheap) body, over the same
+//!   `SetRequestHeader`: the cheapest way to be able to send a request
+//!   again with a header;
+//! - `iap_never`: `IapLayer` with `RetryPolicy::Never` (compare with the
+//!   attach floor);
+//! - `iap_default`: `IapLayer` with the default, retry-capable policy
+//!   (compare with the retry floor).
 //!
 //! Each iteration: build a request, `poll_ready`, `call`, poll the response
 //! future to completion (it is ready at once), drop the response. The token
-//! cache is warm (a stub source that is never called again).
+//! cache is warm (a stub source that is never called again). Two requests:
+//! `minimal` (`https://app.example.com/`, no header, an `IapAuth` for any
+//! origin) and `realistic` (an https URL with a query, four headers, an
+//! `IapAuth` scoped to the app's origin). Two schedules: `1thread` (the
+//! bench thread) and `2x64` (a tokio runtime with 2 workers running 64
+//! tasks, each on its own clone of one service built from one shared
+//! layer; the time is wall time per request over all of them).
+//!
+//! After the run it prints the overheads over `bare` and their ratios to
+//! the floors (`docs/performance.md` explains them):
+//!
+//! ```text
+//! cargo bench -p iap-tower --bench overhead -- --warm-up-time 1 --measurement-time 3
+//! ```
 
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
 use std::hint::black_box;
+use std::path::PathBuf;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkGroup, Criterion, measurement::WallTime};
 use http::{HeaderValue, Request, Response, Uri, header};
 use iap_token::policy::RetryPolicy;
 use iap_token::source::{BoxFuture, TokenSource};
 use iap_token::{Audience, IapAuth, IdToken};
 use iap_tower::IapLayer;
-use tower::{Layer, Service};
+use tower::retry::{Policy, RetryLayer};
+use tower::{Layer, Service, ServiceBuilder};
 use tower_http::set_header::SetRequestHeaderLayer;
 
 const JWT: &str = concat!(
@@ -27,6 +54,16 @@ const JWT: &str = concat!(
     "eyJhdWQiOiIxMjMtYWJjLmFwcHMuZ29vZ2xldXNlcmNvbnRlbnQuY29tIiwiZW1haWwiOiJiZW5jaEBleGFtcGxlLmNvbSIsImV4cCI6NDEwMjQ0NDgwMCwiaXNzIjoiaHR0cHM6Ly9hY2NvdW50cy5nb29nbGUuY29tIn0.",
     "c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmUtc2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU"
 );
+
+const PATHS: [&str; 5] = [
+    "bare",
+    "attach_floor",
+    "retry_floor",
+    "iap_never",
+    "iap_default",
+];
+const TASKS: u64 = 64;
+const WORKERS: usize = 2;
 
 #[derive(Debug)]
 struct Stub;
@@ -40,21 +77,33 @@ impl TokenSource for Stub {
     }
 }
 
-fn auth(policy: RetryPolicy) -> IapAuth {
-    let auth = IapAuth::builder()
+fn auth(policy: RetryPolicy, scoped: bool) -> IapAuth {
+    let builder = IapAuth::builder()
         .source(Stub)
         .audience("123-abc.apps.googleusercontent.com")
-        .allow_origin("https://app.example.com")
-        .retry_policy(policy)
-        .build()
-        .unwrap();
+        .retry_policy(policy);
+    let builder = if scoped {
+        builder.allow_origin("https://app.example.com")
+    } else {
+        builder.any_origin()
+    };
+    let auth = builder.build().unwrap();
     // Warm the cache.
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .unwrap();
     rt.block_on(auth.token_for(&"https://app.example.com/".parse().unwrap()))
         .unwrap();
     auth
+}
+
+/// The floors' header: a static value (no reference count to take), sensitive.
+fn static_header() -> HeaderValue {
+    let text: &'static str = Box::leak(format!("Bearer {JWT}").into_boxed_str());
+    let mut value = HeaderValue::from_static(text);
+    value.set_sensitive(true);
+    value
 }
 
 #[derive(Clone, Copy)]
@@ -75,20 +124,68 @@ impl<B> Service<Request<B>> for Answer {
     }
 }
 
-fn request(uri: &Uri, headers: bool) -> Request<()> {
-    let mut req = Request::new(());
-    *req.uri_mut() = uri.clone();
-    if headers {
-        let h = req.headers_mut();
-        h.insert(header::USER_AGENT, HeaderValue::from_static("bench/1.0"));
-        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        h.insert("x-request-id", HeaderValue::from_static("0123456789abcdef"));
+/// The retry floor's policy: keeps a copy of every request (head and body),
+/// never retries (the answer is always a 200).
+#[derive(Clone, Copy)]
+struct CopyHead;
+
+impl<B: Clone, Res, E> Policy<Request<B>, Res, E> for CopyHead {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _req: &mut Request<B>, _result: &mut Result<Res, E>) -> Option<Ready<()>> {
+        None
     }
-    req
+
+    fn clone_request(&mut self, req: &Request<B>) -> Option<Request<B>> {
+        let mut copy = Request::new(req.body().clone());
+        *copy.method_mut() = req.method().clone();
+        *copy.uri_mut() = req.uri().clone();
+        *copy.version_mut() = req.version();
+        *copy.headers_mut() = req.headers().clone();
+        *copy.extensions_mut() = req.extensions().clone();
+        Some(copy)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Shape {
+    Minimal,
+    Realistic,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Minimal => "minimal",
+            Shape::Realistic => "realistic",
+        }
+    }
+
+    fn uri(self) -> Uri {
+        match self {
+            // Static: cloning it takes no reference count that tasks share.
+            Shape::Minimal => Uri::from_static("https://app.example.com/"),
+            Shape::Realistic => {
+                Uri::from_static("https://app.example.com/api/v1/items?page=2&sort=name")
+            }
+        }
+    }
+
+    fn request(self, uri: &Uri) -> Request<()> {
+        let mut req = Request::new(());
+        *req.uri_mut() = uri.clone();
+        if let Shape::Realistic = self {
+            let h = req.headers_mut();
+            h.insert(header::USER_AGENT, HeaderValue::from_static("bench/1.0"));
+            h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h.insert("x-request-id", HeaderValue::from_static("0123456789abcdef"));
+        }
+        req
+    }
 }
 
 fn once<S: Service<Request<()>>>(svc: &mut S, req: Request<()>) -> S::Response
@@ -106,87 +203,150 @@ where
     }
 }
 
-fn overhead(c: &mut Criterion) {
-    let uri: Uri = "https://app.example.com/api/items?page=2".parse().unwrap();
-    let retrying = IapLayer::new(auth(RetryPolicy::AnyUnauthorized));
-    let never = IapLayer::new(auth(RetryPolicy::Never));
-    let floor = SetRequestHeaderLayer::overriding(
-        header::AUTHORIZATION,
-        HeaderValue::from_str(&format!("Bearer {JWT}")).unwrap(),
-    );
+/// One path, timed on the bench thread.
+fn single<S>(group: &mut BenchmarkGroup<'_, WallTime>, name: &str, mut svc: S, shape: Shape)
+where
+    S: Service<Request<()>>,
+    S::Error: std::fmt::Debug,
+{
+    let uri = shape.uri();
+    group.bench_function(name, |b| b.iter(|| once(&mut svc, shape.request(&uri))));
+}
 
-    for (name, headers) in [("no_headers", false), ("four_headers", true)] {
-        let mut group = c.benchmark_group(format!("per_request/{name}"));
-        let mut bare = Answer;
-        group.bench_function("bare_service", |b| {
-            b.iter(|| once(&mut bare, request(&uri, headers)))
-        });
-        let mut set_header = floor.layer(Answer);
-        group.bench_function("set_request_header_static", |b| {
-            b.iter(|| once(&mut set_header, request(&uri, headers)))
-        });
-        let mut iap = retrying.layer(Answer);
-        group.bench_function("iap_layer_retry_capable", |b| {
-            b.iter(|| once(&mut iap, request(&uri, headers)))
-        });
-        let mut iap_never = never.layer(Answer);
-        group.bench_function("iap_layer_retry_never", |b| {
-            b.iter(|| once(&mut iap_never, request(&uri, headers)))
-        });
+/// One path, timed as wall time per request over `TASKS` tasks on a
+/// runtime of `WORKERS` threads, each task on its own clone of `svc`.
+fn multi<S>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    svc: S,
+    shape: Shape,
+) where
+    S: Service<Request<()>> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug,
+    S::Future: Send,
+{
+    let uri = shape.uri();
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let per_task = iters.div_ceil(TASKS);
+            rt.block_on(async {
+                let start = Instant::now();
+                let tasks: Vec<_> = (0..TASKS)
+                    .map(|_| {
+                        let (mut svc, uri) = (svc.clone(), uri.clone());
+                        tokio::spawn(async move {
+                            for _ in 0..per_task {
+                                black_box(once(&mut svc, shape.request(&uri)));
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.unwrap();
+                }
+                start
+                    .elapsed()
+                    .mul_f64(iters as f64 / (per_task * TASKS) as f64)
+            })
+        })
+    });
+}
+
+fn group_name(shape: Shape, schedule: &str) -> String {
+    format!("tower_{schedule}_{}", shape.name())
+}
+
+fn overhead(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .enable_all()
+        .build()
+        .unwrap();
+    for shape in [Shape::Minimal, Shape::Realistic] {
+        let scoped = matches!(shape, Shape::Realistic);
+        let never = IapLayer::new(auth(RetryPolicy::Never, scoped));
+        let default = IapLayer::new(auth(RetryPolicy::default(), scoped));
+        let attach = SetRequestHeaderLayer::overriding(header::AUTHORIZATION, static_header());
+        let retry = ServiceBuilder::new()
+            .layer(RetryLayer::new(CopyHead))
+            .layer(SetRequestHeaderLayer::overriding(
+                header::AUTHORIZATION,
+                static_header(),
+            ));
+
+        let mut group = c.benchmark_group(group_name(shape, "1thread"));
+        single(&mut group, "bare", Answer, shape);
+        single(&mut group, "attach_floor", attach.layer(Answer), shape);
+        single(&mut group, "retry_floor", retry.service(Answer), shape);
+        single(&mut group, "iap_never", never.layer(Answer), shape);
+        single(&mut group, "iap_default", default.layer(Answer), shape);
+        group.finish();
+
+        let mut group = c.benchmark_group(group_name(shape, "2x64"));
+        multi(&mut group, &rt, "bare", Answer, shape);
+        multi(&mut group, &rt, "attach_floor", attach.layer(Answer), shape);
+        multi(&mut group, &rt, "retry_floor", retry.service(Answer), shape);
+        multi(&mut group, &rt, "iap_never", never.layer(Answer), shape);
+        multi(&mut group, &rt, "iap_default", default.layer(Answer), shape);
         group.finish();
     }
 }
 
-/// Where the time goes: the core calls the layer makes on every request.
-fn parts(c: &mut Criterion) {
-    use iap_token::auth::Plan;
-    let uri: Uri = "https://app.example.com/api/items?page=2".parse().unwrap();
-    let auth = auth(RetryPolicy::AnyUnauthorized);
-    let extensions = http::Extensions::new();
-    let Plan::Attach(attach) = auth.plan(&uri, &extensions) else {
-        panic!("in scope")
-    };
-    let token = attach.cached().unwrap();
-    let mut group = c.benchmark_group("parts");
-    group.bench_function("IapAuth::plan", |b| {
-        b.iter(|| black_box(auth.plan(black_box(&uri), &extensions)))
-    });
-    group.bench_function("IapAuth::plan_cached", |b| {
-        b.iter(|| black_box(auth.plan_cached(black_box(&uri), &extensions)))
-    });
-    let unscoped = IapAuth::builder()
-        .source(Stub)
-        .audience("123-abc.apps.googleusercontent.com")
-        .any_origin()
-        .build()
-        .unwrap();
-    group.bench_function("IapAuth::plan_unscoped", |b| {
-        b.iter(|| black_box(unscoped.plan(black_box(&uri), &extensions)))
-    });
-    group.bench_function("Uri::host_port_scheme", |b| {
-        b.iter(|| {
-            let uri = black_box(&uri);
-            black_box((uri.scheme_str(), uri.host(), uri.port_u16()))
-        })
-    });
-    group.bench_function("Attach::cached", |b| b.iter(|| black_box(attach.cached())));
-    group.bench_function("IapAuth::apply", |b| {
-        b.iter(|| {
-            let mut headers = http::HeaderMap::new();
-            auth.apply(&mut headers, &token);
-            headers
-        })
-    });
-    group.bench_function("IapAuth::clone", |b| b.iter(|| black_box(auth.clone())));
-    group.finish();
+/// Criterion's median estimate of one benchmark of this run, in ns.
+fn median_ns(dir: &std::path::Path, group: &str, path: &str) -> Option<f64> {
+    let file = dir.join(group).join(path).join("new/estimates.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(file).ok()?).ok()?;
+    json["median"]["point_estimate"].as_f64()
 }
 
-criterion_group! {
-    name = benches;
-    config = Criterion::default()
-        .warm_up_time(std::time::Duration::from_millis(500))
-        .measurement_time(std::time::Duration::from_secs(2))
-        .sample_size(50);
-    targets = overhead, parts
+/// The table of the issue: overheads over `bare`, ratios to the floors.
+fn summary() {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.ancestors().nth(3)?.to_path_buf())
+        })
+        .map(|target| target.join("criterion"));
+    let Some(dir) = dir else { return };
+    println!("\noverhead over bare (ns, criterion medians), ratio to the floor:");
+    println!(
+        "{:<24} {:>7} {:>7} {:>7} {:>7} {:>7} {:>13} {:>13}",
+        "group", "bare", "+attach", "+retry", "+never", "+default", "never/attach", "default/retry"
+    );
+    for shape in [Shape::Minimal, Shape::Realistic] {
+        for schedule in ["1thread", "2x64"] {
+            let group = group_name(shape, schedule);
+            let m: Vec<Option<f64>> = PATHS.iter().map(|p| median_ns(&dir, &group, p)).collect();
+            let [
+                Some(bare),
+                Some(attach),
+                Some(retry),
+                Some(never),
+                Some(default),
+            ] = m[..]
+            else {
+                continue;
+            };
+            let (attach, retry, never, default) =
+                (attach - bare, retry - bare, never - bare, default - bare);
+            println!(
+                "{group:<24} {bare:>7.1} {attach:>7.1} {retry:>7.1} {never:>7.1} {default:>7.1} {:>12.2}x {:>12.2}x",
+                never / attach,
+                default / retry,
+            );
+        }
+    }
 }
-criterion_main!(benches);
+
+fn main() {
+    let mut criterion = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30)
+        .configure_from_args();
+    overhead(&mut criterion);
+    criterion.final_summary();
+    summary();
+}

@@ -25,7 +25,7 @@ use iap_token::{IdToken, Result as TokenResult};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::replay::{BoxError, ReplayableBody, Spare};
+use crate::replay::{BoxError, ReplayPolicy, Spare, not_kept_reason};
 
 pin_project! {
     /// Response future of [`IapService`](crate::IapService).
@@ -51,12 +51,15 @@ pub(crate) struct Retry<S, B> {
     spare: Spare<B>,
 }
 
+/// What a retry needs of the request itself: its head, and the spare body.
+type Kept<B> = Option<(http::request::Parts, Spare<B>)>;
+
 /// The first attempt waiting on a fetched token.
 pub(crate) struct Waiting<S, B> {
     service: S,
     request: Request<B>,
+    kept: Kept<B>,
     auth: IapAuth,
-    replay_limit: usize,
 }
 
 pin_project! {
@@ -96,76 +99,93 @@ where
     /// retry needs kept. Built in one expression: the retry state is large
     /// and every intermediate move of it is a copy.
     #[inline(always)]
-    pub(crate) fn first(
+    pub(crate) fn first<In, P>(
         service: &mut S,
-        request: Request<B>,
+        request: Request<In>,
         token: IdToken,
         auth: &IapAuth,
+        policy: &P,
         replay_limit: usize,
     ) -> Self
     where
         S: Clone,
-        B: ReplayableBody,
+        P: ReplayPolicy<In, Body = B>,
     {
-        let (future, retry) = send_first(service, request, &token, auth, true, replay_limit);
+        let (request, kept) = keep(request, policy, replay_limit);
+        let (future, retry) = send_first(service, request, kept, &token, auth);
         ResponseFuture {
             state: State::First {
                 future,
-                exchange: Some(Exchange::new(auth.clone(), token)),
+                exchange: Some(Exchange::new(auth.clone_local(), token)),
                 retry,
             },
         }
     }
 
-    pub(crate) fn fetching(
+    /// The first attempt, once `attach` has fetched a token. The body is
+    /// split for a retry now, while the policy is at hand.
+    pub(crate) fn fetching<In, P>(
         service: S,
-        request: Request<B>,
+        request: Request<In>,
         auth: IapAuth,
         attach: Attach,
+        policy: &P,
         replay_limit: usize,
-    ) -> Self {
+    ) -> Self
+    where
+        P: ReplayPolicy<In, Body = B>,
+    {
+        let (request, kept) = if Exchange::may_retry(&auth) {
+            keep(request, policy, replay_limit)
+        } else {
+            (request.map(|body| policy.send_once(body)), None)
+        };
         ResponseFuture {
             state: State::Fetching {
                 fetch: attach.fetch(),
                 waiting: Some(Box::new(Waiting {
                     service,
                     request,
+                    kept,
                     auth,
-                    replay_limit,
                 })),
             },
         }
     }
 }
 
-/// Sends the first attempt on a ready `service`: keeps what a retry needs
-/// (when `retry` is on), puts the token in, calls.
+/// Splits the request for a retry: the request to send now, and a copy of
+/// its head with the spare body.
+#[inline(always)]
+fn keep<In, P: ReplayPolicy<In>>(
+    request: Request<In>,
+    policy: &P,
+    replay_limit: usize,
+) -> (Request<P::Body>, Kept<P::Body>) {
+    let (parts, body) = request.into_parts();
+    let head = parts.clone();
+    let (body, spare) = policy.replayable(body, replay_limit);
+    (Request::from_parts(parts, body), Some((head, spare)))
+}
+
+/// Sends the first attempt on a ready `service`: keeps a service for the
+/// retry (when there can be one), puts the token in, calls.
 #[inline(always)]
 fn send_first<S, B>(
     service: &mut S,
     mut request: Request<B>,
+    kept: Kept<B>,
     token: &IdToken,
     auth: &IapAuth,
-    retry: bool,
-    replay_limit: usize,
 ) -> (S::Future, Option<Retry<S, B>>)
 where
     S: Service<Request<B>> + Clone,
-    B: ReplayableBody,
 {
-    let retry = if retry {
-        let (parts, body) = request.into_parts();
-        let head = parts.clone();
-        let (body, spare) = body.replayable(replay_limit);
-        request = Request::from_parts(parts, body);
-        Some(Retry {
-            service: service.clone(),
-            head,
-            spare,
-        })
-    } else {
-        None
-    };
+    let retry = kept.map(|(head, spare)| Retry {
+        service: service.clone(),
+        head,
+        spare,
+    });
     auth.apply(request.headers_mut(), token);
     (service.call(request), retry)
 }
@@ -176,7 +196,6 @@ impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
-    B: ReplayableBody,
 {
     type Output = Result<Response<ResBody>, BoxError>;
 
@@ -190,13 +209,11 @@ where
                     let Waiting {
                         mut service,
                         request,
+                        kept,
                         auth,
-                        replay_limit,
                     } = *waiting.take().expect(DONE);
                     // `service` was made ready by `poll_ready` before `call` moved it here.
-                    let retry = Exchange::may_retry(&auth);
-                    let (future, retry) =
-                        send_first(&mut service, request, &token, &auth, retry, replay_limit);
+                    let (future, retry) = send_first(&mut service, request, kept, &token, &auth);
                     this.state.set(State::First {
                         future,
                         exchange: Some(Exchange::new(auth, token)),
@@ -224,9 +241,17 @@ where
                         tracing::debug!(status = %response.status(), "request not replayable, not retried");
                         return Poll::Ready(Ok(response));
                     };
-                    let Some(body) = spare.into_body() else {
-                        tracing::debug!(status = %response.status(), "request body not replayable, not retried");
-                        return Poll::Ready(Ok(response));
+                    let body = match spare.into_retry() {
+                        Ok(body) => body,
+                        Err(why) => {
+                            tracing::debug!(
+                                status = %response.status(),
+                                body = std::any::type_name::<B>(),
+                                "refusal returned as is, the request was not sent again: {}",
+                                not_kept_reason(why),
+                            );
+                            return Poll::Ready(Ok(response));
+                        }
                     };
                     // The hot path kept no `Attach`: the same request plans the same again.
                     let Plan::Attach(attach) = ex.auth().plan(&head.uri, &head.extensions) else {

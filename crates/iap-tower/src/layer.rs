@@ -27,7 +27,7 @@
 use iap_token::auth::IapAuth;
 use tower_layer::Layer;
 
-use crate::replay::DEFAULT_REPLAY_LIMIT;
+use crate::replay::{CloneBodyFn, DEFAULT_REPLAY_LIMIT, NoReplay, RecordBody, Standard};
 use crate::service::IapService;
 
 /// A [`Layer`] that authorizes requests for IAP: adds the cached ID token,
@@ -36,10 +36,15 @@ use crate::service::IapService;
 /// Where the token goes (`Authorization` or `Proxy-Authorization`), which
 /// answers count as a refusal, and which requests get a token at all are
 /// decided by the [`IapAuth`] it is built from (`IapAuthBuilder::placement`,
-/// `::retry_policy`, `::allow_origin`). See the [module docs](self).
+/// `::retry_policy`, `::allow_origin`). How a request body is kept for the
+/// retry is the layer's [`ReplayPolicy`](crate::replay::ReplayPolicy) `P`: [`Standard`] unless chosen
+/// with [`record_body`](Self::record_body), [`clone_body`](Self::clone_body),
+/// [`no_replay`](Self::no_replay) or [`replay_policy`](Self::replay_policy).
+/// See the [module docs](self).
 #[derive(Clone, Debug)]
-pub struct IapLayer {
+pub struct IapLayer<P = Standard> {
     auth: IapAuth,
+    policy: P,
     replay_limit: usize,
     origin: Option<(http::uri::Scheme, http::uri::Authority)>,
 }
@@ -49,11 +54,14 @@ impl IapLayer {
     pub fn new(auth: IapAuth) -> Self {
         IapLayer {
             auth,
+            policy: Standard,
             replay_limit: DEFAULT_REPLAY_LIMIT,
             origin: None,
         }
     }
+}
 
+impl<P> IapLayer<P> {
     /// The origin of requests whose URI is relative (a path only), as a
     /// tonic `Channel` sends them: they get this scheme and authority
     /// before the scope is checked, so a scoped [`IapAuth`] never lets a
@@ -70,12 +78,68 @@ impl IapLayer {
         Ok(self)
     }
 
-    /// Keeps at most `bytes` of a streaming request body for a retry (default
-    /// 64 KiB); larger bodies are not retried. `0` turns recording off
-    /// (bodies that are cheap to clone are still retried).
+    /// Keeps at most `bytes` of a request body for a retry (default 64 KiB);
+    /// larger bodies are not retried. `0` turns recording off (bodies that
+    /// are cheap to clone, and empty ones, are still retried).
     pub fn replay_limit(mut self, bytes: usize) -> Self {
         self.replay_limit = bytes;
         self
+    }
+
+    /// Records any request body for a retry, up to the replay limit: the
+    /// inner service receives a [`ReplayBody`](crate::replay::ReplayBody) around the body it was
+    /// given. For body types the default policy does not know, such as
+    /// `hyper::body::Incoming` or a stream of your own (see
+    /// [`RecordBody`]).
+    ///
+    /// ```
+    /// use hyper::body::Incoming;
+    /// use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+    /// use iap_tower::{IapLayer, replay::ReplayBody};
+    /// use tower::Layer;
+    ///
+    /// # fn run(auth: iap_token::IapAuth) {
+    /// let client = Client::builder(TokioExecutor::new()).build_http::<ReplayBody<Incoming>>();
+    /// // A `Service<Request<Incoming>>`, e.g. for a proxy built on hyper's server.
+    /// let upstream = IapLayer::new(auth).record_body().layer(client);
+    /// # }
+    /// ```
+    pub fn record_body(self) -> IapLayer<RecordBody> {
+        self.replay_policy(RecordBody)
+    }
+
+    /// Keeps a request body for a retry by cloning it with `f` (`None`:
+    /// this body cannot be sent again), as tower-http's `FollowRedirect`
+    /// does with `clone_body_fn`. The inner service receives `B`.
+    ///
+    /// ```
+    /// # fn run(auth: iap_token::IapAuth) {
+    /// use bytes::Bytes;
+    /// let layer = iap_tower::IapLayer::new(auth)
+    ///     .clone_body(|body: &http_body_util::Full<Bytes>| Some(body.clone()));
+    /// # }
+    /// ```
+    pub fn clone_body<B, F>(self, f: F) -> IapLayer<CloneBodyFn<F>>
+    where
+        F: Fn(&B) -> Option<B>,
+    {
+        self.replay_policy(CloneBodyFn::new(f))
+    }
+
+    /// Never sends a request body twice: a refused token is still
+    /// invalidated, and the refusal is returned as is (see [`NoReplay`]).
+    pub fn no_replay(self) -> IapLayer<NoReplay> {
+        self.replay_policy(NoReplay)
+    }
+
+    /// Keeps request bodies for a retry as `policy` says.
+    pub fn replay_policy<Q>(self, policy: Q) -> IapLayer<Q> {
+        IapLayer {
+            auth: self.auth,
+            policy,
+            replay_limit: self.replay_limit,
+            origin: self.origin,
+        }
     }
 
     /// Puts the token in `Proxy-Authorization` instead of `Authorization`,
@@ -105,15 +169,21 @@ impl IapLayer {
     pub fn auth(&self) -> &IapAuth {
         &self.auth
     }
+
+    /// The replay policy.
+    pub fn policy(&self) -> &P {
+        &self.policy
+    }
 }
 
-impl<S> Layer<S> for IapLayer {
-    type Service = IapService<S>;
+impl<S, P: Clone> Layer<S> for IapLayer<P> {
+    type Service = IapService<S, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
         IapService::with_options(
             inner,
             self.auth.clone(),
+            self.policy.clone(),
             self.replay_limit,
             self.origin.clone(),
         )

@@ -4,8 +4,9 @@
 //! Proxy: [`IapLayer`] adds a cached Google ID token to every request in
 //! scope and, when IAP refuses a token (revoked, expired early), invalidates
 //! exactly that token and sends the request once more with a fresh one. It
-//! wraps anything that is a `Service<http::Request<B>>`: hyper-util clients,
-//! tonic `Channel`s (gRPC calls are retried too), axum/reqwest-free stacks.
+//! wraps anything that is a `Service<http::Request<B>>`, whatever the body
+//! type `B`: hyper-util clients, tonic `Channel`s (gRPC calls are retried
+//! too), an axum app forwarding its requests.
 //!
 //! ```
 //! # #[tokio::main]
@@ -57,10 +58,15 @@
 //!    with a fresh token, on a clone of the inner service made ready first.
 //!    The second answer is returned whatever it is (a refused second token
 //!    is invalidated too).
-//! 4. The request can be sent again when its body can: see [`replay`]
-//!    (cheap clones for `Full`/`String`/..., a recording of up to 64 KiB for
-//!    streaming bodies such as tonic's). With `RetryPolicy::Never` none of
-//!    this bookkeeping is done.
+//! 4. The request can be sent again when its body can, as the layer's
+//!    [`ReplayPolicy`] says (see [`replay`]). Every body type compiles; by
+//!    default ([`replay::Standard`]) cheap clones for `Full`/`String`/...,
+//!    a recording of up to 64 KiB for streaming bodies that can be rebuilt
+//!    (tonic's, axum's, boxed bodies), and anything else is sent once, its
+//!    refusal returned as is. [`IapLayer::record_body`] records any body
+//!    (`hyper::body::Incoming`, your own streams); [`IapLayer::clone_body`]
+//!    clones with your function. With `RetryPolicy::Never` none of this
+//!    bookkeeping is done.
 //!
 //! # tonic
 //!
@@ -68,6 +74,14 @@
 //! the layer sees bare paths. With a scoped `IapAuth` (`allow_origin`), give
 //! the layer the origin: `IapLayer::new(auth).origin("https://grpc.example.com")?`
 //! (or the client: `HealthClient::with_origin(channel, origin)`).
+//!
+//! # Features
+//!
+//! - `tonic` (default): tonic's body is recorded and rebuilt for a retry.
+//! - `axum` (default): axum's body (axum-core's `Body`) likewise.
+//! - `reqwest`: `reqwest::Body` likewise (bytes in memory are copied).
+//!
+//! Without them the body types still compile and are sent once.
 //!
 //! [tower]: https://docs.rs/tower
 #![warn(missing_docs)]
@@ -78,5 +92,5 @@ pub mod replay;
 pub mod service;
 
 pub use layer::IapLayer;
-pub use replay::{BoxError, ReplayableBody};
+pub use replay::{BoxError, ReplayPolicy};
 pub use service::IapService;

@@ -11,7 +11,9 @@ use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::layer::IapLayer;
-use crate::replay::{BoxError, DEFAULT_REPLAY_LIMIT, ReplayableBody};
+use crate::replay::{
+    BoxError, CloneBodyFn, DEFAULT_REPLAY_LIMIT, NoReplay, RecordBody, ReplayPolicy, Standard,
+};
 
 /// Adds an IAP ID token to every request in scope and retries once, with a
 /// fresh token, when IAP refuses it. Made by [`IapLayer`].
@@ -23,11 +25,14 @@ use crate::replay::{BoxError, DEFAULT_REPLAY_LIMIT, ReplayableBody};
 /// future fetches one first. When [`IapAuth::verdict`] says the token was
 /// refused, that token is invalidated and, if the request body can be sent
 /// again (see [`replay`](crate::replay)), the request goes out once more with
-/// a fresh token on a clone of the inner service (made ready first).
+/// a fresh token on a clone of the inner service (made ready first). The
+/// replay policy `P` decides how a body is kept for that and what body type
+/// the inner service receives (see [`IapLayer`]).
 #[derive(Clone, Debug)]
-pub struct IapService<S> {
+pub struct IapService<S, P = Standard> {
     inner: S,
     auth: IapAuth,
+    policy: P,
     replay_limit: usize,
     /// Scheme and authority given to requests with a relative URI.
     origin: Option<(http::uri::Scheme, http::uri::Authority)>,
@@ -39,11 +44,19 @@ impl<S> IapService<S> {
         IapService {
             inner,
             auth,
+            policy: Standard,
             replay_limit: DEFAULT_REPLAY_LIMIT,
             origin: None,
         }
     }
 
+    /// A layer that wraps services in an `IapService` (same as [`IapLayer::new`]).
+    pub fn layer(auth: IapAuth) -> IapLayer {
+        IapLayer::new(auth)
+    }
+}
+
+impl<S, P> IapService<S, P> {
     /// The origin of requests whose URI is relative (a path only), as a
     /// tonic `Channel` sends them: such a request gets this scheme and
     /// authority before the scope is checked, so a scoped [`IapAuth`]
@@ -54,28 +67,55 @@ impl<S> IapService<S> {
         Ok(self)
     }
 
-    /// A layer that wraps services in an `IapService` (same as [`IapLayer::new`]).
-    pub fn layer(auth: IapAuth) -> IapLayer {
-        IapLayer::new(auth)
-    }
-
-    /// Keeps at most `bytes` of a streaming request body for a retry (default
-    /// 64 KiB); larger bodies are not retried. `0` turns recording off (bodies
-    /// that are cheap to clone are still retried).
+    /// Keeps at most `bytes` of a request body for a retry (default 64 KiB);
+    /// larger bodies are not retried. `0` turns recording off (bodies that
+    /// are cheap to clone, and empty ones, are still retried).
     pub fn replay_limit(mut self, bytes: usize) -> Self {
         self.replay_limit = bytes;
         self
     }
 
+    /// Records any request body for a retry (see [`IapLayer::record_body`]).
+    pub fn record_body(self) -> IapService<S, RecordBody> {
+        self.replay_policy(RecordBody)
+    }
+
+    /// Keeps a request body for a retry by cloning it with `f` (see
+    /// [`IapLayer::clone_body`]).
+    pub fn clone_body<B, F>(self, f: F) -> IapService<S, CloneBodyFn<F>>
+    where
+        F: Fn(&B) -> Option<B>,
+    {
+        self.replay_policy(CloneBodyFn::new(f))
+    }
+
+    /// Never sends a request body twice (see [`IapLayer::no_replay`]).
+    pub fn no_replay(self) -> IapService<S, NoReplay> {
+        self.replay_policy(NoReplay)
+    }
+
+    /// Keeps request bodies for a retry as `policy` says.
+    pub fn replay_policy<Q>(self, policy: Q) -> IapService<S, Q> {
+        IapService {
+            inner: self.inner,
+            auth: self.auth,
+            policy,
+            replay_limit: self.replay_limit,
+            origin: self.origin,
+        }
+    }
+
     pub(crate) fn with_options(
         inner: S,
         auth: IapAuth,
+        policy: P,
         replay_limit: usize,
         origin: Option<(http::uri::Scheme, http::uri::Authority)>,
     ) -> Self {
         IapService {
             inner,
             auth,
+            policy,
             replay_limit,
             origin,
         }
@@ -84,6 +124,11 @@ impl<S> IapService<S> {
     /// The authorization handle.
     pub fn auth(&self) -> &IapAuth {
         &self.auth
+    }
+
+    /// The replay policy.
+    pub fn policy(&self) -> &P {
+        &self.policy
     }
 
     /// The wrapped service.
@@ -102,15 +147,15 @@ impl<S> IapService<S> {
     }
 }
 
-impl<S, B, ResBody> Service<Request<B>> for IapService<S>
+impl<S, P, B, ResBody> Service<Request<B>> for IapService<S, P>
 where
-    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
+    P: ReplayPolicy<B>,
+    S: Service<Request<P::Body>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
-    B: ReplayableBody,
 {
     type Response = Response<ResBody>;
     type Error = BoxError;
-    type Future = ResponseFuture<S, B>;
+    type Future = ResponseFuture<S, P::Body>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -131,8 +176,13 @@ where
                 *request.uri_mut() = uri;
             }
         }
+        let policy = &self.policy;
         let cached = match self.auth.plan_cached(request.uri(), request.extensions()) {
-            Planned::Skip => return ResponseFuture::pass(self.inner.call(request)),
+            Planned::Skip => {
+                return ResponseFuture::pass(
+                    self.inner.call(request.map(|body| policy.send_once(body))),
+                );
+            }
             Planned::Cached(cached) => cached,
             Planned::Fetch(attach) => {
                 // The ready service goes with the request; a fresh clone stays
@@ -144,6 +194,7 @@ where
                     request,
                     self.auth.clone(),
                     attach,
+                    policy,
                     self.replay_limit,
                 );
             }
@@ -152,8 +203,11 @@ where
             // Only the header value is copied: the token itself is not kept.
             self.auth.apply(request.headers_mut(), &cached);
             drop(cached);
-            return ResponseFuture::pass(self.inner.call(request));
+            return ResponseFuture::pass(
+                self.inner.call(request.map(|body| policy.send_once(body))),
+            );
         }
+        // This thread's copy of the token (see `iap_token::cache`).
         let token = IdToken::clone(&cached);
         drop(cached);
         ResponseFuture::first(
@@ -161,6 +215,7 @@ where
             request,
             token,
             &self.auth,
+            policy,
             self.replay_limit,
         )
     }

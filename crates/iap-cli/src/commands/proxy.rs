@@ -39,6 +39,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
 use iap_emulator::standalone::shutdown_signal;
 use iap_token::IapAuth;
+use iap_tower::replay::{RecordBody, ReplayBody};
 use iap_tower::{BoxError, IapLayer, IapService};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
@@ -51,10 +52,16 @@ use url::Url;
 use crate::cli::ProxyArgs;
 use crate::failure::{CliResult, Failure};
 
-/// Request and response bodies inside the proxy.
+/// Response bodies inside the proxy.
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
-type Upstream = IapService<Client<hyper_rustls::HttpsConnector<HttpConnector>, ProxyBody>>;
+/// The upstream client: the client's request bodies go through as they
+/// arrive, recorded (up to the layer's replay limit) so a request whose
+/// token IAP refused is sent again.
+type Upstream = IapService<
+    Client<hyper_rustls::HttpsConnector<HttpConnector>, ReplayBody<Incoming>>,
+    RecordBody,
+>;
 
 type UpstreamFuture =
     std::pin::Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send + 'static>>;
@@ -133,11 +140,12 @@ impl Proxy {
             .https_or_http()
             .enable_http1()
             .build();
-        let client: Client<_, ProxyBody> = Client::builder(TokioExecutor::new()).build(https);
-        let upgrade_client: Client<_, ProxyBody> =
+        let client: Client<_, ReplayBody<Incoming>> =
+            Client::builder(TokioExecutor::new()).build(https);
+        let upgrade_client: Client<_, ReplayBody<Incoming>> =
             Client::builder(TokioExecutor::new()).build(http1);
-        let upstream = IapLayer::new(auth.clone()).layer(client);
-        let upgrades = IapLayer::new(auth).layer(upgrade_client);
+        let upstream = IapLayer::new(auth.clone()).record_body().layer(client);
+        let upgrades = IapLayer::new(auth).record_body().layer(upgrade_client);
         Ok(Proxy {
             inner: Arc::new(Inner {
                 target,
@@ -245,7 +253,7 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         forwarded: &Forwarded,
-    ) -> Result<Request<ProxyBody>, String> {
+    ) -> Result<Request<Incoming>, String> {
         let (mut parts, body) = req.into_parts();
         let uri = join(&self.inner.target, &parts.uri)
             .ok_or_else(|| format!("iap proxy: cannot forward {}\n", parts.uri))?;
@@ -255,13 +263,10 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
         forwarded.add_to(&mut parts.headers);
-        Ok(Request::from_parts(
-            parts,
-            body.map_err(BoxError::from).boxed_unsync(),
-        ))
+        Ok(Request::from_parts(parts, body))
     }
 
-    async fn send(&self, req: Request<ProxyBody>) -> Response<ProxyBody> {
+    async fn send(&self, req: Request<Incoming>) -> Response<ProxyBody> {
         // Boxed as `Send` here, where the future's type is concrete: through
         // an `async` block the compiler cannot prove it.
         let call: UpstreamFuture = Box::pin(self.inner.upstream.clone().oneshot(req));
@@ -287,7 +292,7 @@ impl Proxy {
     /// task of its own.
     async fn upgrade(
         &self,
-        mut req: Request<ProxyBody>,
+        mut req: Request<Incoming>,
         protocol: HeaderValue,
         client: hyper::upgrade::OnUpgrade,
         peer: SocketAddr,

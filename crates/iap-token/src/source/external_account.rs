@@ -23,12 +23,19 @@
 //! [`ExternalAccount::id_token_source`] (and ADC) refuse it with an error
 //! that says how to add one.
 //!
-//! ```no_run
-//! # async fn demo() -> iap_token::Result<()> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let emu = iap_emulator::Emulator::start().await?;
+//! # let dir = tempfile::tempdir()?;
+//! # let files = emu.write_adc_files(dir.path()).await?;
+//! # let wif_config = files.external_account_file;
 //! use iap_token::{Audience, TokenSource, source::external_account::ExternalAccount};
 //!
-//! let source = ExternalAccount::from_file("wif-config.json")?.id_token_source()?;
+//! // e.g. "wif-config.json", written by `gcloud iam workload-identity-pools create-cred-config`
+//! let source = ExternalAccount::from_file(&wif_config)?.id_token_source()?;
 //! let token = source.id_token(&Audience::new("123-abc.apps.googleusercontent.com")).await?;
+//! assert!(token.claims().email.is_some()); // the impersonated service account
 //! # Ok(()) }
 //! ```
 //!
@@ -452,12 +459,9 @@ impl ExternalAccount {
             CredentialSource::Executable(exe) => exe.subject_token(self).await?,
         };
         if token.is_empty() {
-            return Err(Error::Other {
-                context: format!(
-                    "the subject token from {} is empty",
-                    inner.source.describe()
-                ),
-                source: None,
+            return Err(Error::Protocol {
+                endpoint: inner.source.describe(),
+                problem: "the subject token is empty: check credential_source".into(),
             });
         }
         Ok(SubjectToken(token))
@@ -690,9 +694,19 @@ impl Executable {
             cmd.env("GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE", out);
         }
         let what = format!("executable `{program}`");
-        let child = cmd.spawn().map_err(|e| Error::Other {
-            context: format!("cannot run the {what} (credential_source.executable.command)"),
-            source: Some(std::sync::Arc::new(e)),
+        let child = cmd.spawn().map_err(|e| match e.kind() {
+            // A command that is not there or not executable is a mistake in
+            // the credentials file, not trouble at run time.
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                Error::config(format!(
+                    "cannot run the {what}: {e}: fix credential_source.executable.command \
+                     (an absolute path to an executable file)"
+                ))
+            }
+            _ => Error::Other {
+                context: format!("cannot run the {what} (credential_source.executable.command)"),
+                source: Some(std::sync::Arc::new(e)),
+            },
         })?;
         // Dropping the child on timeout kills it (kill_on_drop).
         let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
@@ -818,9 +832,9 @@ impl Executable {
             .unwrap_or_default()
             .as_secs();
         if expiration.is_some_and(|exp| exp < now) {
-            return Err(Rejected::Stale(Error::Other {
-                context: format!("the token in {from} has expired"),
-                source: None,
+            return Err(Rejected::Stale(Error::Protocol {
+                endpoint: from.to_string(),
+                problem: "the token has expired (`expiration_time` is past)".into(),
             }));
         }
         let token_type = value

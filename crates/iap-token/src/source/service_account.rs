@@ -11,12 +11,18 @@
 //! [`ServiceAccountSource::fetch_access_token`] gets an OAuth access token
 //! (the source credential of impersonation).
 //!
-//! ```no_run
-//! # async fn demo() -> iap_token::Result<()> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let emu = iap_emulator::Emulator::start().await?;
+//! # let dir = tempfile::tempdir()?;
+//! # let key_file = dir.path().join("key.json");
+//! # emu.create_service_account("runner").await?.write_key_file(&key_file)?;
 //! use iap_token::{Audience, TokenSource, source::service_account::ServiceAccountSource};
 //!
-//! let source = ServiceAccountSource::from_file("key.json")?;
+//! let source = ServiceAccountSource::from_file(&key_file)?; // e.g. "key.json"
 //! let token = source.id_token(&Audience::new("123-abc.apps.googleusercontent.com")).await?;
+//! assert_eq!(token.claims().aud.as_deref(), Some("123-abc.apps.googleusercontent.com"));
 //! # Ok(()) }
 //! ```
 
@@ -169,9 +175,25 @@ impl ServiceAccountKey {
     pub fn sign<C: Serialize>(&self, claims: &C) -> Result<String> {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = self.private_key_id.clone();
-        jsonwebtoken::encode(&header, claims, &self.key).map_err(|e| Error::Other {
-            context: format!("cannot sign a JWT with the key of {}", self.client_email),
-            source: Some(std::sync::Arc::new(e)),
+        jsonwebtoken::encode(&header, claims, &self.key).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                // The key parsed but cannot sign: the key file is at fault.
+                ErrorKind::InvalidRsaKey(_)
+                | ErrorKind::InvalidKeyFormat
+                | ErrorKind::RsaFailedSigning => Error::InvalidCredentials {
+                    path: self.path.clone(),
+                    field: "private_key".into(),
+                    problem: format!(
+                        "cannot sign a JWT with it ({e}): create a new key for {}",
+                        self.client_email
+                    ),
+                },
+                _ => Error::Other {
+                    context: format!("cannot sign a JWT with the key of {}", self.client_email),
+                    source: Some(std::sync::Arc::new(e)),
+                },
+            }
         })
     }
 
