@@ -37,7 +37,6 @@
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -142,13 +141,12 @@ impl Adapter {
 /// connection pool and token cache.
 #[derive(Clone)]
 enum Sender {
-    Tower(
-        iap::tower::IapService<
-            Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-        >,
-    ),
+    Tower(Box<TowerClient>),
     Reqwest(reqwest_middleware::ClientWithMiddleware),
 }
+
+type TowerClient =
+    iap::tower::IapService<Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>>;
 
 /// What came back: the status and whether IAP itself answered.
 struct Answer {
@@ -159,11 +157,11 @@ struct Answer {
 impl Sender {
     fn new(adapter: Adapter, auth: IapAuth) -> Result<Sender, BoxError> {
         Ok(match adapter {
-            Adapter::Tower => Sender::Tower(
+            Adapter::Tower => Sender::Tower(Box::new(
                 tower::ServiceBuilder::new()
                     .layer(IapLayer::new(auth))
                     .service(Client::builder(TokioExecutor::new()).build_http()),
-            ),
+            )),
             Adapter::Reqwest => Sender::Reqwest(
                 reqwest_middleware::ClientBuilder::new(iap::reqwest::client_builder().build()?)
                     .with(iap::reqwest::IapMiddleware::new(auth))
@@ -181,7 +179,7 @@ impl Sender {
         match self {
             Sender::Tower(service) => {
                 let request = http::Request::get(url).body(Full::default())?;
-                let answer = service.clone().oneshot(request).await?;
+                let answer = (**service).clone().oneshot(request).await?;
                 let (parts, body) = answer.into_parts();
                 body.collect().await?;
                 Ok(Answer {
@@ -368,13 +366,12 @@ async fn soak(
         // Spread the app's own 401s over the clients' sequences.
         clients.spawn(client(sender.clone(), base.clone(), until, i as u64));
     }
-    let tally = Arc::new(Mutex::new(Tally::default()));
+    let mut tally = Tally::default();
     while let Some(done) = clients.join_next().await {
-        tally.lock().unwrap_or_else(|e| e.into_inner()).merge(done?);
+        tally.merge(done?);
     }
     let elapsed = started.elapsed().as_secs_f64();
     emu.clear_faults();
-    let mut tally = std::mem::take(&mut *tally.lock().unwrap_or_else(|e| e.into_inner()));
     tally.latencies.sort_unstable();
 
     let client_id = app.client_id();

@@ -186,13 +186,13 @@ fn one() -> usize {
     1
 }
 
-fn endpoint_named(name: &str) -> Result<Endpoint, Response> {
+fn endpoint_named(name: &str) -> Result<Endpoint, Box<Response>> {
     Endpoint::from_name(name).ok_or_else(|| {
         let names: Vec<&str> = Endpoint::ALL.iter().map(|e| e.name()).collect();
-        bad(
+        Box::new(bad(
             StatusCode::BAD_REQUEST,
             format!("unknown endpoint {name:?}; one of {names:?}"),
-        )
+        ))
     })
 }
 
@@ -200,7 +200,7 @@ async fn inject(Ax(state): Ax<Arc<State>>, bytes: axum::body::Bytes) -> Response
     let i: Inject = parse!(bytes);
     let endpoint = match endpoint_named(&i.endpoint) {
         Ok(endpoint) => endpoint,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     state.inject(endpoint, i.fault, i.times);
     Json(json!({"pending": state.pending_faults(endpoint)})).into_response()
@@ -217,7 +217,7 @@ async fn inject_at_rate(Ax(state): Ax<Arc<State>>, bytes: axum::body::Bytes) -> 
     let i: InjectAtRate = parse!(bytes);
     let endpoint = match endpoint_named(&i.endpoint) {
         Ok(endpoint) => endpoint,
-        Err(answer) => return answer,
+        Err(answer) => return *answer,
     };
     if !(0.0..=1.0).contains(&i.rate) {
         return bad(
