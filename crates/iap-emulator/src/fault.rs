@@ -8,12 +8,16 @@
 //! API's `{"error":{"code","message","status"}}` for IAM Credentials, plain
 //! text for the metadata server and the IAP gate.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), iap_emulator::StartError> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use iap_emulator::{Emulator, Endpoint, Fault};
 //! let emu = Emulator::start().await?;
 //! // The next two token requests get a 503 with Google's error JSON.
 //! emu.inject(Endpoint::Token, Fault::status(503), 2);
+//! # let answer = reqwest::Client::new().post(emu.token_uri()).send().await?;
+//! # assert_eq!(answer.status(), 503);
+//! # assert_eq!(emu.pending_faults(Endpoint::Token), 1);
 //! # Ok(()) }
 //! ```
 

@@ -19,8 +19,9 @@
 //! Each gated app gets its own listener (its own origin) with the IAP gate
 //! in front of it; a default echo app starts with the emulator.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use iap_emulator::{Emulator, Endpoint, Fault};
 //! let emu = Emulator::start().await?;
 //! let sa = emu.create_service_account("runner").await?;

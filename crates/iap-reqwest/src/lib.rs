@@ -41,22 +41,33 @@
 use std::fmt;
 
 use http::Extensions;
-use iap_token::auth::Plan;
+use iap_token::auth::{Plan, Planned};
 use iap_token::exchange::{Exchange, Next as ExchangeNext, Refresh};
-use iap_token::{IapAuth, Origin};
+use iap_token::{IapAuth, IdToken, Origin};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Error, Middleware, Next, Result};
 
 /// Authorizes requests for IAP in a reqwest-middleware chain.
 ///
-/// ```no_run
-/// # async fn run(auth: iap_token::IapAuth) -> Result<(), Box<dyn std::error::Error>> {
+/// ```
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let emu = iap_emulator::Emulator::start().await?;
+/// # let app = emu.app();
+/// # let auth = iap_token::IapAuth::builder()
+/// #     .source(iap_token::source::metadata::MetadataSource::with_host(&emu.metadata_host())?)
+/// #     .audience(app.client_id())
+/// #     .allow_origin(app.url().as_str())
+/// #     .build()?;
+/// # let api_url = app.url().join("/api")?;
 /// use iap_reqwest::IapMiddleware;
 ///
 /// let client = reqwest_middleware::ClientBuilder::new(iap_reqwest::client_builder().build()?)
 ///     .with(IapMiddleware::new(auth))
 ///     .build();
-/// let body = client.get("https://app.example.com/api").send().await?.text().await?;
+/// // api_url: e.g. "https://app.example.com/api"
+/// let body = client.get(api_url).send().await?.text().await?;
+/// # assert!(body.contains("/api"), "{body}");
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -113,25 +124,37 @@ impl Middleware for IapMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response> {
-        let attach = match self.auth.plan_url(req.url(), extensions) {
-            Plan::Skip => return next.run(req, extensions).await,
-            Plan::Attach(attach) => attach,
-        };
-        let token = match attach.cached() {
-            Some(token) => token,
-            None => attach.fetch().await.map_err(Error::middleware)?,
+        // The borrowed lookup: no clone of the plan, the token's this thread's copy.
+        let token = match self.auth.plan_url_cached(req.url(), extensions) {
+            Planned::Skip => return next.run(req, extensions).await,
+            Planned::Cached(cached) if !Exchange::may_retry(&self.auth) => {
+                // Only the header value is copied: nothing is kept for a retry.
+                self.auth.apply(req.headers_mut(), &cached);
+                drop(cached);
+                return sign_in_followed(next.run(req, extensions).await?);
+            }
+            Planned::Cached(cached) => IdToken::clone(&cached),
+            Planned::Fetch(attach) => attach.fetch().await.map_err(Error::middleware)?,
         };
         if !Exchange::may_retry(&self.auth) {
             self.auth.apply(req.headers_mut(), &token);
             return sign_in_followed(next.run(req, extensions).await?);
         }
-        // Where the token went, to tell our answer from another origin's after a redirect.
-        let sent_to = req.url().clone();
+        // The copy for the retry also says where the token went (to tell our
+        // answer from another origin's after a redirect); a request that
+        // cannot be copied keeps just its URL.
         let spare = req.try_clone();
+        let sent_to = match spare {
+            Some(_) => None,
+            None => Some(req.url().clone()),
+        };
         self.auth.apply(req.headers_mut(), &token);
-        let mut exchange = Exchange::new(self.auth.clone(), token);
+        let mut exchange = Exchange::new(self.auth.clone_local(), token);
         let response = sign_in_followed(next.clone().run(req, extensions).await?)?;
-        let from_origin = Origin::same(&sent_to, response.url());
+        let Some(sent_to) = spare.as_ref().map(Request::url).or(sent_to.as_ref()) else {
+            unreachable!("either the copy or the URL is kept")
+        };
+        let from_origin = Origin::same(sent_to, response.url());
         if exchange.first_answer(response.status(), response.headers(), from_origin)
             == ExchangeNext::Deliver
         {
@@ -141,6 +164,10 @@ impl Middleware for IapMiddleware {
             tracing::debug!(status = %response.status(), "request body not replayable, not retried");
             return Ok(response);
         };
+        // The hot path kept no `Attach`: the same request plans the same again.
+        let Plan::Attach(attach) = self.auth.plan_url(second.url(), extensions) else {
+            return Ok(response);
+        };
         drop(response);
         let fresh = match exchange.refresh(&attach) {
             Refresh::Ready(token) => token,
@@ -148,6 +175,7 @@ impl Middleware for IapMiddleware {
         };
         self.auth.apply(second.headers_mut(), &fresh);
         exchange.resend(fresh);
+        let sent_to = second.url().clone();
         let response = sign_in_followed(next.run(second, extensions).await?)?;
         let from_origin = Origin::same(&sent_to, response.url());
         exchange.second_answer(response.status(), response.headers(), from_origin);

@@ -1,8 +1,13 @@
 //! [`TokenCache`]: ID tokens per audience, read lock-free, fetched once,
 //! refreshed ahead of expiry in the background.
 //!
-//! ```no_run
-//! # async fn run(source: std::sync::Arc<dyn iap_token::TokenSource>) -> iap_token::Result<()> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let emu = iap_emulator::Emulator::start().await?;
+//! # let source: std::sync::Arc<dyn iap_token::TokenSource> = std::sync::Arc::new(
+//! #     iap_token::source::metadata::MetadataSource::with_host(&emu.metadata_host())?,
+//! # );
 //! use iap_token::{Audience, TokenCache};
 //!
 //! let cache = TokenCache::new(source); // no runtime needed to build it
@@ -22,6 +27,11 @@
 //!   the token (one reference-count increment). Handles with a fixed
 //!   audience ([`IapAuth`](crate::IapAuth)'s `Attach`) keep the entry itself
 //!   and skip the table.
+//! - **No shared write per read.** A stored token comes with a few equal
+//!   copies (twice the cores, each with its own reference counts and its
+//!   own header bytes); a reader clones its thread's copy, so readers on
+//!   several cores do not bounce one counter between them. The copies are
+//!   made once per token, when it arrives.
 //! - **Single flight.** A fetch is a shared future stored in the entry;
 //!   every caller that needs a token while it runs awaits the same one, so
 //!   10,000 cold callers cause one request. The future does not depend on
@@ -157,7 +167,10 @@ impl Next {
 /// A usable token, borrowed from the cache (derefs to the [`IdToken`]):
 /// reading it takes no reference count, so a caller that only copies its
 /// header value pays for nothing else. Hold it briefly (drop it before
-/// awaiting); clone the token to keep it.
+/// awaiting); clone the token to keep it. The token it derefs to is this
+/// thread's copy of the cached one (equal, with its own reference counts:
+/// see the module docs), so clones made on several cores at once do not
+/// contend.
 pub struct CachedToken(arc_swap::Guard<Option<Arc<Slot>>>);
 
 impl std::ops::Deref for CachedToken {
@@ -166,7 +179,7 @@ impl std::ops::Deref for CachedToken {
     #[inline]
     fn deref(&self) -> &IdToken {
         match &*self.0 {
-            Some(slot) => &slot.token,
+            Some(slot) => slot.local(),
             None => unreachable!("a CachedToken is made from a present slot"),
         }
     }
@@ -181,10 +194,25 @@ impl fmt::Debug for CachedToken {
 /// A token with its deadlines, computed once when it arrives.
 struct Slot {
     token: IdToken,
+    /// Per-core copies of `token` (empty on a single core), so that the
+    /// hot path's clones of the token and of its header value write to a
+    /// counter of this core's own.
+    copies: Box<[IdToken]>,
     /// Start a refresh from here (ms since the epoch).
     refresh_at_ms: u64,
     /// Never hand the token out from here (ms since the epoch).
     usable_until_ms: u64,
+}
+
+impl Slot {
+    /// This thread's copy of the token.
+    #[inline]
+    fn local(&self) -> &IdToken {
+        match self.copies.len() {
+            0 => &self.token,
+            n => &self.copies[crate::per_core::index(n)],
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -661,8 +689,13 @@ impl Entry {
             .checked_div(ahead_cfg)
             .unwrap_or(0);
         let ahead = ahead - (fastrand::f64() * jitter as f64) as u64;
+        let copies = match crate::per_core::copies() {
+            1 => Box::default(),
+            n => (0..n).map(|_| token.separate_copy()).collect(),
+        };
         let slot = Slot {
             token,
+            copies,
             refresh_at_ms: exp.saturating_sub(ahead),
             usable_until_ms: exp.saturating_sub(margin),
         };

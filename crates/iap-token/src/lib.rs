@@ -29,6 +29,7 @@ pub mod exchange;
 pub(crate) mod iam_credentials;
 pub mod login;
 pub mod origin;
+pub(crate) mod per_core;
 pub mod policy;
 pub(crate) mod private_file;
 pub mod roots;

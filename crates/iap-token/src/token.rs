@@ -108,6 +108,23 @@ impl IdToken {
         })))
     }
 
+    /// An equal token with its own reference counts (its own `Arc`, its
+    /// own header bytes): the per-core copies of [`crate::per_core`].
+    pub(crate) fn separate_copy(&self) -> IdToken {
+        let mut header = HeaderValue::from_bytes(self.0.header.as_bytes())
+            .expect("the bytes of a valid header value are valid");
+        header.set_sensitive(true);
+        // The first clone of fresh header bytes allocates their shared
+        // counter: done here, not on a request's path.
+        drop(header.clone());
+        IdToken(Arc::new(Inner {
+            jwt: self.0.jwt.clone(),
+            claims: self.0.claims.clone(),
+            expires_at: self.0.expires_at,
+            header,
+        }))
+    }
+
     /// The compact JWT. Treat it as a secret.
     pub fn as_str(&self) -> &str {
         &self.0.jwt

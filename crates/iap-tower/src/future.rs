@@ -116,7 +116,7 @@ where
         ResponseFuture {
             state: State::First {
                 future,
-                exchange: Some(Exchange::new(auth.clone(), token)),
+                exchange: Some(Exchange::new(auth.clone_local(), token)),
                 retry,
             },
         }

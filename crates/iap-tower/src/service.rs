@@ -207,6 +207,7 @@ where
                 self.inner.call(request.map(|body| policy.send_once(body))),
             );
         }
+        // This thread's copy of the token (see `iap_token::cache`).
         let token = IdToken::clone(&cached);
         drop(cached);
         ResponseFuture::first(

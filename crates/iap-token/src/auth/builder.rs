@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::plan::{Attach, AttachTable};
 use super::scope::OriginMatcher;
-use super::{AuthInner, DefaultAudience, IapAuth};
+use super::{AuthInner, DefaultAudience, Handle, IapAuth};
 use crate::audience_pattern::{AudiencePattern, PatternTable};
 use crate::cache::TokenCacheBuilder;
 use crate::discovery::AudienceDiscovery;
@@ -241,7 +241,7 @@ impl IapAuthBuilder {
             ));
         }
         Ok(IapAuth {
-            inner: Arc::new(AuthInner {
+            inner: Handle::new(AuthInner {
                 cache,
                 default,
                 allowed,

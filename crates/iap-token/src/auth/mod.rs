@@ -3,8 +3,13 @@
 //! where it goes ([`IapAuth::apply`]), and whether the answer refused it
 //! ([`IapAuth::verdict`]).
 //!
-//! ```no_run
-//! # async fn run(source: std::sync::Arc<dyn iap_token::TokenSource>) -> iap_token::Result<()> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let emu = iap_emulator::Emulator::start().await?;
+//! # let source: std::sync::Arc<dyn iap_token::TokenSource> = std::sync::Arc::new(
+//! #     iap_token::source::metadata::MetadataSource::with_host(&emu.metadata_host())?,
+//! # );
 //! use iap_token::{IapAuth, auth::Plan};
 //!
 //! let auth = IapAuth::builder()
@@ -22,6 +27,7 @@
 //!     };
 //!     auth.apply(&mut headers, &token);
 //! }
+//! # assert!(headers[http::header::AUTHORIZATION].is_sensitive());
 //! # Ok(()) }
 //! ```
 //!
@@ -79,10 +85,11 @@ use scope::{HostKey, OriginMatcher};
 
 /// The handle adapters hold: a [`TokenCache`], the audience rules, the
 /// origin scope, the header placement and the retry policy. Cheap to clone
-/// (an `Arc` inside). `Debug` shows the configuration, never a token.
+/// (an `Arc` inside); [`IapAuth::clone_local`] is the clone to keep per
+/// request. `Debug` shows the configuration, never a token.
 #[derive(Clone)]
 pub struct IapAuth {
-    inner: Arc<AuthInner>,
+    inner: Arc<Handle>,
     // Beside the `Arc`, so that `with_placement` shares everything else.
     placement: Placement,
     retry_policy: RetryPolicy,
@@ -95,12 +102,21 @@ impl IapAuth {
     /// Credentials ([`crate::adc`]), default cache options, `Authorization`
     /// placement and retries on IAP's own refusals only.
     ///
-    /// ```no_run
-    /// # async fn run() -> iap_token::Result<()> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let emu = iap_emulator::Emulator::start().await?;
+    /// # let dir = tempfile::tempdir()?;
+    /// # let key_file = dir.path().join("key.json");
+    /// # emu.create_service_account("runner").await?.write_key_file(&key_file)?;
+    /// # // SAFETY: a doctest runs in a process of its own, and no other
+    /// # // thread of this one reads the environment.
+    /// # unsafe { std::env::set_var("GOOGLE_APPLICATION_CREDENTIALS", &key_file) };
     /// let auth = iap_token::IapAuth::for_app(
     ///     "https://app.example.com",
     ///     "123-abc.apps.googleusercontent.com",
     /// ).await?;
+    /// # let _ = auth;
     /// # Ok(()) }
     /// ```
     ///
@@ -117,6 +133,43 @@ impl IapAuth {
             .audience(audience)
             .allow_origin(origin.to_string())
             .build()
+    }
+}
+
+/// One reference count on the configuration. The handle the builder
+/// makes also holds a few more, one per core or so (`replicas`), which
+/// [`IapAuth::clone_local`] hands out; a replica holds none (no cycle).
+/// Aligned so that no two counters share a cache line.
+#[repr(align(128))]
+struct Handle {
+    auth: Arc<AuthInner>,
+    replicas: Box<[Arc<Handle>]>,
+}
+
+impl Handle {
+    fn new(auth: AuthInner) -> Arc<Handle> {
+        let auth = Arc::new(auth);
+        let replicas = match crate::per_core::copies() {
+            1 => Box::default(),
+            n => (0..n)
+                .map(|_| {
+                    Arc::new(Handle {
+                        auth: auth.clone(),
+                        replicas: Box::default(),
+                    })
+                })
+                .collect(),
+        };
+        Arc::new(Handle { auth, replicas })
+    }
+}
+
+impl std::ops::Deref for Handle {
+    type Target = AuthInner;
+
+    #[inline]
+    fn deref(&self) -> &AuthInner {
+        &self.auth
     }
 }
 
@@ -172,6 +225,31 @@ impl IapAuth {
     #[inline]
     pub fn retry_policy(&self) -> RetryPolicy {
         self.retry_policy
+    }
+
+    /// A clone to keep for one request (an adapter's response future keeps
+    /// one until the answer is in): the same handle, but the reference
+    /// count it takes is this thread's, one of a few the handle keeps, so
+    /// requests on several cores do not all write to one counter. Equal in
+    /// every other way to [`Clone::clone`].
+    ///
+    /// ```
+    /// # fn run(auth: iap_token::IapAuth) {
+    /// let kept = auth.clone_local();
+    /// assert_eq!(kept.retry_policy(), auth.retry_policy());
+    /// # }
+    /// ```
+    #[inline]
+    pub fn clone_local(&self) -> IapAuth {
+        let inner = match self.inner.replicas.len() {
+            0 => self.inner.clone(),
+            n => self.inner.replicas[crate::per_core::index(n)].clone(),
+        };
+        IapAuth {
+            inner,
+            placement: self.placement,
+            retry_policy: self.retry_policy,
+        }
     }
 
     /// The same handle (same cache, audiences, scope and retry policy) with
