@@ -7,6 +7,8 @@
 //! Runs offline against the emulator started in-process.
 //! `cargo run --example axum_forward`
 
+mod common;
+
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -14,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use iap::token::source::metadata::MetadataSource;
 use iap::tower::IapService;
 use iap::{IapAuth, IapLayer};
 use tower::{Layer, ServiceExt};
@@ -46,13 +47,9 @@ async fn forward(State(upstream): State<Upstream>, req: Request) -> Response {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let emulator = iap_emulator::Emulator::start().await?;
+    let (emulator, _adc) = common::emulator_as_google().await?;
     let app = emulator.app();
-    let auth = IapAuth::builder()
-        .source(MetadataSource::with_host(&emulator.metadata_host())?)
-        .audience(app.client_id())
-        .allow_origin(app.url().origin().ascii_serialization())
-        .build()?;
+    let auth = IapAuth::for_app(app.url().as_str(), app.client_id()).await?;
     let client = IapLayer::new(auth.clone())
         .layer(Client::builder(TokioExecutor::new()).build_http::<Body>());
     let router = axum::Router::new().fallback(forward).with_state(Upstream {
