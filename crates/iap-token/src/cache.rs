@@ -321,7 +321,11 @@ impl TokenCacheBuilder {
 
     /// The most one fetch may take, all its attempts and backoffs together
     /// (default 30 s): a token endpoint that never answers fails the
-    /// fetch's callers after this instead of hanging them.
+    /// fetch's callers after this, with an [`Error::Transport`] naming
+    /// [`TokenSource::endpoint`], instead of hanging them. Each attempt gets
+    /// an equal share of what is left among the attempts left (the last
+    /// one all of it; 7.5 s for the first of the default 4), so an attempt
+    /// that hangs is abandoned and tried again within the deadline.
     pub fn fetch_deadline(mut self, deadline: Duration) -> Self {
         self.config.fetch_deadline = deadline;
         self
