@@ -121,6 +121,8 @@ fn seen(emu: &Emulator, app: &App) -> (u64, u64, u64) {
     )
 }
 
+/// Needs the `axum` feature (on by default): axum's body is rebuilt for the retry.
+#[cfg(feature = "axum")]
 #[tokio::test]
 async fn axum_handler_forwarding_its_body_is_retried_on_a_revoked_token() {
     let (emu, app, auth) = gated_app(Placement::Authorization).await;
