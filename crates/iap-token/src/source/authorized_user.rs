@@ -316,6 +316,10 @@ impl AuthorizedUserSource {
 }
 
 impl TokenSource for AuthorizedUserSource {
+    fn endpoint(&self) -> Option<String> {
+        Some(crate::transport::endpoint_name(self.user.token_uri()))
+    }
+
     fn id_token<'a>(&'a self, audience: &'a Audience) -> BoxFuture<'a, Result<IdToken>> {
         Box::pin(self.fetch_id_token(audience))
     }

@@ -318,6 +318,10 @@ impl ImpersonatedSource {
 }
 
 impl TokenSource for ImpersonatedSource {
+    fn endpoint(&self) -> Option<String> {
+        Some(crate::transport::endpoint_name(self.id_token_url()))
+    }
+
     fn id_token<'a>(&'a self, audience: &'a Audience) -> BoxFuture<'a, Result<IdToken>> {
         Box::pin(self.fetch_id_token(audience))
     }

@@ -270,6 +270,12 @@ impl MetadataSource {
 }
 
 impl TokenSource for MetadataSource {
+    fn endpoint(&self) -> Option<String> {
+        self.endpoint("identity")
+            .ok()
+            .map(|url| crate::transport::endpoint_name(&url))
+    }
+
     fn id_token<'a>(&'a self, audience: &'a Audience) -> BoxFuture<'a, Result<IdToken>> {
         Box::pin(self.fetch_id_token(audience))
     }

@@ -336,6 +336,10 @@ impl ServiceAccountSource {
 }
 
 impl TokenSource for ServiceAccountSource {
+    fn endpoint(&self) -> Option<String> {
+        Some(crate::transport::endpoint_name(self.key.token_uri()))
+    }
+
     fn id_token<'a>(&'a self, audience: &'a Audience) -> BoxFuture<'a, Result<IdToken>> {
         Box::pin(self.fetch_id_token(audience))
     }
