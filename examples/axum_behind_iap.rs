@@ -46,7 +46,8 @@ pub async fn run() -> Result<(String, u16), Box<dyn std::error::Error + Send + S
 
     // A user of the app, through IAP.
     let token = emulator.mint_id_token(app.client_id(), "alice@example.com");
-    let through_iap = reqwest::Client::new()
+    let through_iap = iap::reqwest::client_builder()
+        .build()?
         .get(app.url().clone())
         .bearer_auth(token)
         .send()

@@ -2,15 +2,16 @@
 //! `IapMiddleware`) lives in the router's state, so every request shares
 //! one token cache.
 //!
-//! Runs offline against the emulator started in-process.
-//! `cargo run --example axum_handler`
+//! Runs offline against the emulator started in-process (see
+//! `reqwest_client.rs`). `cargo run --example axum_handler`
+
+mod common;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use iap::IapAuth;
 use iap::reqwest::IapMiddleware;
-use iap::token::source::metadata::MetadataSource;
 use reqwest_middleware::ClientWithMiddleware;
 
 #[derive(Clone)]
@@ -36,13 +37,9 @@ async fn whoami(State(backend): State<Backend>) -> Result<String, (StatusCode, S
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let emulator = iap_emulator::Emulator::start().await?;
+    let (emulator, _adc) = common::emulator_as_google().await?;
     let app = emulator.app();
-    let auth = IapAuth::builder()
-        .source(MetadataSource::with_host(&emulator.metadata_host())?)
-        .audience(app.client_id())
-        .allow_origin(app.url().origin().ascii_serialization())
-        .build()?;
+    let auth = IapAuth::for_app(app.url().as_str(), app.client_id()).await?;
     let client = reqwest_middleware::ClientBuilder::new(iap::reqwest::client_builder().build()?)
         .with(IapMiddleware::new(auth))
         .build();

@@ -3,24 +3,21 @@
 //! Runs offline against the emulator started in-process (see
 //! `reqwest_client.rs`). `cargo run --example hyper_client`
 
+mod common;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use iap::token::source::metadata::MetadataSource;
 use iap::{IapAuth, IapLayer};
 use tower::{ServiceBuilder, ServiceExt};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let emulator = iap_emulator::Emulator::start().await?;
+    let (emulator, _adc) = common::emulator_as_google().await?;
     let app = emulator.app();
 
-    let auth = IapAuth::builder()
-        .source(MetadataSource::with_host(&emulator.metadata_host())?)
-        .audience(app.client_id())
-        .allow_origin(app.url().origin().ascii_serialization())
-        .build()?;
+    let auth = IapAuth::for_app(app.url().as_str(), app.client_id()).await?;
     let client = ServiceBuilder::new()
         .layer(IapLayer::new(auth))
         .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());

@@ -6,7 +6,8 @@
 //! Runs offline: the emulator puts its IAP gate in front of a tonic-health
 //! server. `cargo run --example tonic_client`
 
-use iap::token::source::metadata::MetadataSource;
+mod common;
+
 use iap::{IapAuth, IapLayer};
 use tonic::transport::Endpoint;
 use tonic_health::pb::HealthCheckRequest;
@@ -14,7 +15,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let emulator = iap_emulator::Emulator::start().await?;
+    let (emulator, _adc) = common::emulator_as_google().await?;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -24,11 +25,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .serve(tonic::service::Routes::new(health))
         .await?;
 
-    let auth = IapAuth::builder()
-        .source(MetadataSource::with_host(&emulator.metadata_host())?)
-        .audience(app.client_id())
-        .allow_origin(app.url().origin().ascii_serialization())
-        .build()?;
+    let auth = IapAuth::for_app(app.url().as_str(), app.client_id()).await?;
     let channel = Endpoint::from_shared(app.url().to_string())?
         .connect()
         .await?;

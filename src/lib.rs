@@ -15,17 +15,30 @@
 //! | `emulator` | `iap-emulator`: Google identity and IAP on loopback, for tests | `emulator` |
 //! | `verify` | `iap-verify`: verify IAP's signed header in a service behind IAP (`IapVerifier`, `IapVerifyLayer`) | `verify`; `axum` adds its extractor |
 //!
-//! ```no_run
-//! # async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-//! // The app's URL (its origin is the only one that gets the token) and its
-//! // IAP OAuth client ID; credentials from Application Default Credentials.
-//! let auth = iap::IapAuth::for_app("https://app.example.com", "123-abc.apps.googleusercontent.com").await?;
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! # // The emulator stands in for Google and for the app.
+//! # let emu = iap_emulator::Emulator::start().await?;
+//! # let app = emu.create_app().client_id("123-abc.apps.googleusercontent.com").echo().await?;
+//! # let app_url = app.url().as_str().trim_end_matches('/').to_owned();
+//! # let dir = tempfile::tempdir()?;
+//! # let key_file = dir.path().join("key.json");
+//! # emu.create_service_account("runner").await?.write_key_file(&key_file)?;
+//! # // SAFETY: a doctest runs in a process of its own, and no other
+//! # // thread of this one reads the environment.
+//! # unsafe { std::env::set_var("GOOGLE_APPLICATION_CREDENTIALS", &key_file) };
+//! // The app's URL (e.g. "https://app.example.com"; its origin is the only one
+//! // that gets the token) and its IAP OAuth client ID; credentials from
+//! // Application Default Credentials.
+//! let auth = iap::IapAuth::for_app(&app_url, "123-abc.apps.googleusercontent.com").await?;
 //! // A client that does not follow IAP's sign-in redirect, so a refusal is seen.
 //! let client = reqwest_middleware::ClientBuilder::new(iap::reqwest::client_builder().build()?)
 //!     .with(iap::reqwest::IapMiddleware::new(auth))
 //!     .build();
-//! let answer = client.get("https://app.example.com/api").send().await?;
-//! # let _ = answer; Ok(()) }
+//! let answer = client.get(format!("{app_url}/api")).send().await?;
+//! assert_eq!(answer.status(), 200);
+//! # Ok(()) }
 //! ```
 //!
 //! The `examples/` folder has a reqwest client, a hyper-util client, a tonic

@@ -363,3 +363,37 @@ async fn an_apps_own_401s_mint_no_extra_token() {
     );
     common::stop_proxy(child).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_whose_token_iap_refused_is_sent_again_with_its_body() {
+    let w = World::new().await;
+    let (child, base) = start(&w, w.app.url().as_str(), &["--audience", w.audience()]).await;
+    let client = reqwest::Client::new();
+    // The app sees the token the proxy sends (Authorization goes through):
+    // revoke it, as if it had been revoked at Google.
+    let echo: serde_json::Value = client
+        .get(format!("{base}/first"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sent = echo["headers"]["authorization"].as_str().expect("a token");
+    w.emu
+        .revoke(sent.strip_prefix("Bearer ").expect("a bearer token"));
+
+    let resp = client
+        .post(format!("{base}/upload"))
+        .body("a small POST body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "retried with a fresh token");
+    let echo: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(echo["body_len"], 17, "the retry carried the whole body");
+    assert_eq!(w.emu.gate_401s(&w.app), 1);
+    assert_eq!(w.tokens_minted(), 2, "exactly one extra token");
+
+    common::stop_proxy(child).await;
+}

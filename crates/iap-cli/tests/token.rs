@@ -360,4 +360,5 @@ async fn a_token_endpoint_that_never_answers_fails_at_timeout() {
         .await;
     assert_eq!(out.code(), 1, "{out:#?}");
     assert!(out.stderr.contains("--timeout 1 s"), "{}", out.stderr);
+    assert!(out.stderr.contains(&w.emu.token_uri()), "{}", out.stderr);
 }

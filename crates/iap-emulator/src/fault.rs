@@ -1,19 +1,31 @@
-//! Fault injection: make the next N answers of one endpoint fail.
+//! Fault injection: make the next N answers of one endpoint fail, or a
+//! share of them at random.
 //!
 //! A [`Fault`] is queued for an [`Endpoint`] with
 //! [`Emulator::inject`](crate::Emulator::inject) (or `POST /_emulator/faults`);
 //! each request to that endpoint takes one queued fault, in order, before the
-//! endpoint runs. Errors are rendered in the endpoint's own dialect: OAuth's
+//! endpoint runs. [`Emulator::inject_at_rate`](crate::Emulator::inject_at_rate)
+//! (or `POST /_emulator/faults/rate`) instead faults each request with a
+//! probability, drawing the fault from a list: a soak's steady weather
+//! rather than one storm. Queued faults go first.
+//!
+//! Errors are rendered in the endpoint's own dialect: OAuth's
 //! `{"error","error_description"}` for the token and STS endpoints, Google
 //! API's `{"error":{"code","message","status"}}` for IAM Credentials, plain
 //! text for the metadata server and the IAP gate.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), iap_emulator::StartError> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use iap_emulator::{Emulator, Endpoint, Fault};
 //! let emu = Emulator::start().await?;
 //! // The next two token requests get a 503 with Google's error JSON.
 //! emu.inject(Endpoint::Token, Fault::status(503), 2);
+//! # let answer = reqwest::Client::new().post(emu.token_uri()).send().await?;
+//! # assert_eq!(answer.status(), 503);
+//! # assert_eq!(emu.pending_faults(Endpoint::Token), 1);
+//! // After them, one request in ten gets a 429 or has its connection reset.
+//! emu.inject_at_rate(Endpoint::Token, 0.1, [Fault::status(429), Fault::Reset]);
 //! # Ok(()) }
 //! ```
 
@@ -214,6 +226,19 @@ impl Fault {
             millis: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
         }
     }
+
+    /// What kind of fault this is, as counted in
+    /// [`faults_by`](crate::counter::faults_by): the status code for
+    /// [`Fault::Status`] (`"503"`), else the JSON `kind` (`"delay"`,
+    /// `"malformed"`, `"reset"`).
+    pub fn label(&self) -> String {
+        match self {
+            Fault::Status { status, .. } => status.to_string(),
+            Fault::Delay { .. } => "delay".into(),
+            Fault::Malformed => "malformed".into(),
+            Fault::Reset => "reset".into(),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -350,7 +375,8 @@ pub(crate) fn render(endpoint: Endpoint, fault: &Fault) -> Option<Response> {
     }
 }
 
-/// Counts the request for `endpoint` and applies its next queued fault.
+/// Counts the request for `endpoint` and applies its next queued fault (or
+/// one drawn at its random rate).
 ///
 /// Returns `Some(response)` when the fault answers in place of the
 /// endpoint; `None` when the endpoint should run (no fault, or after a
@@ -363,6 +389,7 @@ pub(crate) async fn intercept(
     state.count(crate::counter::REQUESTS, endpoint.name());
     let fault = state.take_fault(endpoint)?;
     state.count(crate::counter::FAULTS, endpoint.name());
+    state.count(&crate::counter::faults_by(&fault), endpoint.name());
     match &fault {
         Fault::Delay { millis } => {
             tokio::time::sleep(Duration::from_millis(*millis)).await;
@@ -481,5 +508,14 @@ mod tests {
         assert_eq!(f, Fault::delay(Duration::from_millis(5)));
         let f: Fault = serde_json::from_str(r#"{"kind":"reset"}"#).unwrap();
         assert_eq!(f, Fault::Reset);
+    }
+
+    #[test]
+    fn fault_labels_name_the_status_or_the_kind() {
+        assert_eq!(Fault::status(503).label(), "503");
+        assert_eq!(Fault::error(429, "x", "y").label(), "429");
+        assert_eq!(Fault::delay(Duration::from_secs(1)).label(), "delay");
+        assert_eq!(Fault::Malformed.label(), "malformed");
+        assert_eq!(Fault::Reset.label(), "reset");
     }
 }

@@ -19,8 +19,9 @@
 //! Each gated app gets its own listener (its own origin) with the IAP gate
 //! in front of it; a default echo app starts with the emulator.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use iap_emulator::{Emulator, Endpoint, Fault};
 //! let emu = Emulator::start().await?;
 //! let sa = emu.create_service_account("runner").await?;
@@ -71,7 +72,8 @@
 //! | `POST clock` | `{"offset_seconds"}` or `{"advance_seconds"}` | `{"offset_seconds","now"}` |
 //! | `POST revoke` | `{"token"}` or `{"jti"}` | `{"revoked"}` (the jti or token) |
 //! | `POST faults` | `{"endpoint","fault","times"}` (`times` defaults to 1) | `{"pending"}` |
-//! | `DELETE faults` | | `{}` |
+//! | `POST faults/rate` | `{"endpoint","rate","faults"}` ([`Emulator::inject_at_rate`]) | `{"rate"}` (as clamped) |
+//! | `DELETE faults` | | `{}` (queued faults and rates) |
 //! | `POST rotate-keys` | | `{"kids"}` current first |
 //! | `POST service-accounts` | `{"name","project_id"?}` | the key file JSON |
 //! | `POST clients` | `{"project_id"?}` | `{"client_id","client_secret","project_id"}` |
@@ -128,6 +130,7 @@ pub mod counter {
     //! |---|---|---|
     //! | [`REQUESTS`] | [`Endpoint::name`](crate::Endpoint::name) | every request that reached the endpoint (faulted ones too) |
     //! | [`FAULTS`] | [`Endpoint::name`](crate::Endpoint::name) | injected faults applied |
+    //! | `faults.<kind>` ([`faults_by`]) | [`Endpoint::name`](crate::Endpoint::name) | injected faults of that kind applied ([`Fault::label`](crate::Fault::label): `503`, `delay`, `malformed`, `reset`) |
     //! | [`ID_TOKENS`] | audience | ID tokens minted, any grant |
     //! | `id_tokens.<grant>` ([`id_tokens_by`]) | audience | ID tokens minted by that [`Grant`] |
     //! | [`ACCESS_TOKENS`] | [`Grant::name`] | access tokens minted |
@@ -137,7 +140,7 @@ pub mod counter {
     //! The IAP gate adds its own: `gate.401`, `gate.401.<reason>`, `gate.302`,
     //! `app.hits`, `gate.accepted`, `gate.proxy_authorization` (re-exported here).
 
-    use crate::Grant;
+    use crate::{Fault, Grant};
 
     // The IAP gate's counters (documented in `crate::gate`).
     pub use crate::gate::counter::*;
@@ -156,6 +159,13 @@ pub mod counter {
     /// Error answers (4xx/5xx) the endpoint gave on its own; label
     /// [`Endpoint::name`](crate::Endpoint::name).
     pub const ERRORS: &str = "errors";
+
+    /// The name of the counter of applied faults of `fault`'s kind, by
+    /// endpoint: `faults.503`, `faults.delay`, `faults.malformed`,
+    /// `faults.reset` ([`Fault::label`]).
+    pub fn faults_by(fault: &Fault) -> String {
+        format!("{FAULTS}.{}", fault.label())
+    }
 
     /// The name of the counter of ID tokens minted by `grant`, by audience:
     /// `id_tokens.jwt_bearer`, `id_tokens.metadata`, ...
@@ -798,12 +808,49 @@ impl Emulator {
         self.state.inject(endpoint, fault, times);
     }
 
+    /// From now on, each request to `endpoint` that finds no queued fault
+    /// ([`inject`](Self::inject) goes first) fails with probability `rate`
+    /// (clamped to `0.0..=1.0`), with a fault drawn uniformly from `faults`
+    /// (list one twice to weigh it double). Replaces the endpoint's previous
+    /// rate; a rate of 0 or no faults turns it off, as does
+    /// [`clear_faults`](Self::clear_faults). Each applied fault counts in
+    /// [`counter::FAULTS`] and [`counter::faults_by`].
+    ///
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use iap_emulator::{Emulator, Endpoint, Fault, counter};
+    /// let emu = Emulator::start().await?;
+    /// // Three token requests in ten fail: a 503, a 5 s delay or a garbled 200.
+    /// emu.inject_at_rate(
+    ///     Endpoint::Token,
+    ///     0.3,
+    ///     [Fault::status(503), Fault::delay(Duration::from_secs(5)), Fault::Malformed],
+    /// );
+    /// // A rate of 1 faults every request: here always with a 503.
+    /// emu.inject_at_rate(Endpoint::Token, 1.0, [Fault::status(503)]);
+    /// let answer = reqwest::Client::new().post(emu.token_uri()).send().await?;
+    /// assert_eq!(answer.status(), 503);
+    /// assert_eq!(emu.counter(&counter::faults_by(&Fault::status(503)), "token"), 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn inject_at_rate(
+        &self,
+        endpoint: Endpoint,
+        rate: f64,
+        faults: impl IntoIterator<Item = Fault>,
+    ) {
+        self.state
+            .inject_at_rate(endpoint, rate, faults.into_iter().collect());
+    }
+
     /// Faults still queued for `endpoint`.
     pub fn pending_faults(&self, endpoint: Endpoint) -> usize {
         self.state.pending_faults(endpoint)
     }
 
-    /// Drops every queued fault.
+    /// Drops every queued fault and turns off every random rate.
     pub fn clear_faults(&self) {
         self.state.clear_faults();
     }

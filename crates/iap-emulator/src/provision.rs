@@ -1,8 +1,9 @@
 //! Provisioning: service accounts, OAuth clients and users, workload
 //! identity pools, and ADC files of every type.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use iap_emulator::{Adc, Emulator};
 //! let emu = Emulator::start().await?;
 //! let sa = emu.create_service_account("runner").await?;
@@ -10,6 +11,8 @@
 //! let path = dir.path().join("sa.json");
 //! emu.write_adc(&Adc::ServiceAccount(sa), &path)?;
 //! // GOOGLE_APPLICATION_CREDENTIALS=path now mints tokens at the emulator.
+//! # let key: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+//! # assert_eq!(key["token_uri"], emu.token_uri());
 //! # Ok(()) }
 //! ```
 

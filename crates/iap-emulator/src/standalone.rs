@@ -8,17 +8,23 @@
 //! a local IAP), print `export NAME=value` lines that point a client at all
 //! of it, then serve until asked to stop.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::io::Write as _;
 //! use iap_emulator::standalone::{self, Options, Standalone};
 //!
 //! let emulator = Standalone::start(&Options::default()).await?;
-//! let shutdown = standalone::shutdown_signal();
+//! # let key_path = emulator.key_path().to_path_buf();
+//! # assert!(key_path.exists());
+//! let shutdown = standalone::shutdown_signal(); // Ctrl-C or SIGTERM
+//! # // Here: stop at once instead of waiting for a signal.
+//! # let shutdown = { drop(shutdown); std::future::ready(()) };
 //! let mut out = std::io::stdout().lock();
 //! out.write_all(emulator.export_lines().as_bytes())?;
 //! out.flush()?;
 //! emulator.serve_until(shutdown).await; // the key's directory is gone after this
+//! # assert!(!key_path.exists());
 //! # Ok(()) }
 //! ```
 

@@ -162,6 +162,15 @@ impl Counters {
     }
 }
 
+/// The random faults of one endpoint ([`State::inject_at_rate`]).
+#[derive(Debug)]
+struct RandomFaults {
+    /// The probability that a request is faulted, in (0, 1].
+    rate: f64,
+    /// What a faulted request gets, one drawn uniformly; never empty.
+    faults: Vec<Fault>,
+}
+
 /// Everything the emulator knows; shared by all its servers.
 pub(crate) struct State {
     /// `http://127.0.0.1:PORT` or, with TLS, `https://127.0.0.1:PORT` (no
@@ -191,6 +200,8 @@ pub(crate) struct State {
     revoked: RwLock<HashSet<String>>,
     pub(crate) counters: Counters,
     faults: Mutex<HashMap<Endpoint, VecDeque<Fault>>>,
+    /// Faults drawn at random per request, after the queued ones.
+    random_faults: Mutex<HashMap<Endpoint, RandomFaults>>,
     /// The IAP gate's registry of apps (owned by `crate::gate`).
     pub(crate) gate: crate::gate::GateRegistry,
     /// Every server task (main server, app listeners), aborted when the
@@ -237,6 +248,7 @@ impl State {
             revoked: RwLock::default(),
             counters: Counters::default(),
             faults: Mutex::default(),
+            random_faults: Mutex::default(),
             gate: Default::default(),
             tasks: Mutex::default(),
             tls: None,
@@ -361,14 +373,42 @@ impl State {
         q.extend(std::iter::repeat_n(fault, times));
     }
 
-    /// Takes the next queued fault of `endpoint`, if any.
-    pub(crate) fn take_fault(&self, endpoint: Endpoint) -> Option<Fault> {
-        let mut faults = lock(&self.faults);
-        faults.get_mut(&endpoint)?.pop_front()
+    /// From now on, each request to `endpoint` that finds no queued fault
+    /// fails with probability `rate` (clamped to 0..=1), with a fault drawn
+    /// uniformly from `faults`. A rate of 0 or no faults turns it off.
+    pub(crate) fn inject_at_rate(&self, endpoint: Endpoint, rate: f64, faults: Vec<Fault>) {
+        let mut random = lock(&self.random_faults);
+        let rate = if rate.is_nan() {
+            0.0
+        } else {
+            rate.clamp(0.0, 1.0)
+        };
+        if rate == 0.0 || faults.is_empty() {
+            random.remove(&endpoint);
+        } else {
+            random.insert(endpoint, RandomFaults { rate, faults });
+        }
     }
 
+    /// Takes the next queued fault of `endpoint`, else draws one at the
+    /// endpoint's random rate, if it has one.
+    pub(crate) fn take_fault(&self, endpoint: Endpoint) -> Option<Fault> {
+        if let Some(fault) = lock(&self.faults)
+            .get_mut(&endpoint)
+            .and_then(VecDeque::pop_front)
+        {
+            return Some(fault);
+        }
+        let random = lock(&self.random_faults);
+        let drawn = random.get(&endpoint)?;
+        (fastrand::f64() < drawn.rate)
+            .then(|| drawn.faults[fastrand::usize(..drawn.faults.len())].clone())
+    }
+
+    /// Drops every queued fault and every random rate.
     pub(crate) fn clear_faults(&self) {
         lock(&self.faults).clear();
+        lock(&self.random_faults).clear();
     }
 
     pub(crate) fn pending_faults(&self, endpoint: Endpoint) -> usize {

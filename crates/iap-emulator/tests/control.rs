@@ -199,6 +199,128 @@ async fn faults_can_be_injected_and_cleared_over_http() {
     assert_eq!(emu.pending_faults(Endpoint::MetadataToken), 0);
 }
 
+#[tokio::test]
+async fn a_rate_of_one_faults_every_request_with_faults_drawn_from_the_list() {
+    let emu = start_without_app().await;
+    emu.inject(Endpoint::Jwks, Fault::Malformed, 1);
+    emu.inject_at_rate(
+        Endpoint::Jwks,
+        1.0,
+        [Fault::status(503), Fault::status(429)],
+    );
+    let first = http().get(emu.jwks_url()).send().await.unwrap();
+    assert_eq!(first.status(), 200, "the queued fault goes first");
+    assert!(first.json::<Value>().await.is_err());
+    for _ in 0..100 {
+        let status = http().get(emu.jwks_url()).send().await.unwrap().status();
+        assert!(status == 503 || status == 429, "{status}");
+    }
+    let (s503, s429) = (
+        emu.counter(&counter::faults_by(&Fault::status(503)), "jwks"),
+        emu.counter(&counter::faults_by(&Fault::status(429)), "jwks"),
+    );
+    assert_eq!(s503 + s429, 100);
+    assert!(s503 > 0 && s429 > 0, "both are drawn: {s503} / {s429}");
+    assert_eq!(
+        emu.counter(&counter::faults_by(&Fault::Malformed), "jwks"),
+        1
+    );
+    assert_eq!(emu.counter(counter::FAULTS, "jwks"), 101);
+    assert_eq!(
+        emu.pending_faults(Endpoint::Jwks),
+        0,
+        "a rate queues nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_fault_rate_faults_about_that_share_of_requests() {
+    let emu = start_without_app().await;
+    emu.inject_at_rate(Endpoint::Jwks, 0.3, [Fault::status(500)]);
+    let n = 1000;
+    let mut failed = 0;
+    for _ in 0..n {
+        if http().get(emu.jwks_url()).send().await.unwrap().status() == 500 {
+            failed += 1;
+        }
+    }
+    // Binomial(1000, 0.3): mean 300, standard deviation about 14.5.
+    assert!((200..=400).contains(&failed), "{failed} of {n}");
+    assert_eq!(emu.counter(counter::FAULTS, "jwks"), failed);
+    assert_eq!(emu.requests(Endpoint::Jwks), n);
+}
+
+#[tokio::test]
+async fn random_faults_reset_and_delay_like_queued_ones() {
+    let emu = start_without_app().await;
+    emu.inject_at_rate(Endpoint::Jwks, 1.0, [Fault::Reset]);
+    let err = http().get(emu.jwks_url()).send().await.unwrap_err();
+    assert!(err.status().is_none(), "no HTTP answer: {err}");
+    emu.inject_at_rate(
+        Endpoint::Jwks,
+        1.0,
+        [Fault::delay(Duration::from_millis(200))],
+    );
+    let started = Instant::now();
+    let resp = http().get(emu.jwks_url()).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "a delay answers normally");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!(emu.counter(&counter::faults_by(&Fault::Reset), "jwks"), 1);
+    assert_eq!(
+        emu.counter(&counter::faults_by(&Fault::delay(Duration::ZERO)), "jwks"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_rate_of_zero_or_clear_faults_turns_random_faults_off() {
+    let emu = start_without_app().await;
+    emu.inject_at_rate(Endpoint::Jwks, 1.0, [Fault::status(503)]);
+    emu.inject_at_rate(Endpoint::Jwks, 0.0, [Fault::status(503)]);
+    assert_eq!(
+        http().get(emu.jwks_url()).send().await.unwrap().status(),
+        200
+    );
+    emu.inject_at_rate(Endpoint::Jwks, 1.0, [Fault::status(503)]);
+    emu.clear_faults();
+    assert_eq!(
+        http().get(emu.jwks_url()).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(emu.counter(counter::FAULTS, "jwks"), 0);
+}
+
+#[tokio::test]
+async fn fault_rates_can_be_set_over_http() {
+    let emu = start_without_app().await;
+    let (status, body) = control(
+        &emu,
+        reqwest::Method::POST,
+        "faults/rate",
+        json!({"endpoint": "jwks", "rate": 1.0, "faults": [{"kind": "status", "status": 503}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["rate"], 1.0);
+    assert_eq!(
+        http().get(emu.jwks_url()).send().await.unwrap().status(),
+        503
+    );
+    for bad in [
+        json!({"endpoint": "jwks", "rate": 1.5, "faults": [{"kind": "reset"}]}),
+        json!({"endpoint": "nope", "rate": 0.5, "faults": [{"kind": "reset"}]}),
+    ] {
+        let (status, body) = control(&emu, reqwest::Method::POST, "faults/rate", bad).await;
+        assert_eq!(status, 400, "{body}");
+    }
+    let (status, _) = control(&emu, reqwest::Method::DELETE, "faults", json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        http().get(emu.jwks_url()).send().await.unwrap().status(),
+        200
+    );
+}
+
 // ---- counters -----------------------------------------------------------------
 
 #[tokio::test]

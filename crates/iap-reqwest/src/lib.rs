@@ -49,14 +49,25 @@ use reqwest_middleware::{Error, Middleware, Next, Result};
 
 /// Authorizes requests for IAP in a reqwest-middleware chain.
 ///
-/// ```no_run
-/// # async fn run(auth: iap_token::IapAuth) -> Result<(), Box<dyn std::error::Error>> {
+/// ```
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let emu = iap_emulator::Emulator::start().await?;
+/// # let app = emu.app();
+/// # let auth = iap_token::IapAuth::builder()
+/// #     .source(iap_token::source::metadata::MetadataSource::with_host(&emu.metadata_host())?)
+/// #     .audience(app.client_id())
+/// #     .allow_origin(app.url().as_str())
+/// #     .build()?;
+/// # let api_url = app.url().join("/api")?;
 /// use iap_reqwest::IapMiddleware;
 ///
 /// let client = reqwest_middleware::ClientBuilder::new(iap_reqwest::client_builder().build()?)
 ///     .with(IapMiddleware::new(auth))
 ///     .build();
-/// let body = client.get("https://app.example.com/api").send().await?.text().await?;
+/// // api_url: e.g. "https://app.example.com/api"
+/// let body = client.get(api_url).send().await?.text().await?;
+/// # assert!(body.contains("/api"), "{body}");
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

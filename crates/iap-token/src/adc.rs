@@ -19,13 +19,23 @@
 //! callers with their own configuration) need not touch the process
 //! environment.
 //!
-//! ```no_run
-//! # async fn demo() -> iap_token::Result<()> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let emu = iap_emulator::Emulator::start().await?;
+//! # let dir = tempfile::tempdir()?;
+//! # let key_file = dir.path().join("key.json");
+//! # emu.create_service_account("runner").await?.write_key_file(&key_file)?;
 //! use iap_token::{Audience, adc};
 //!
-//! let found = adc::find().await?;
+//! // `adc::find()` reads the process environment; `find_with` reads these
+//! // variables only.
+//! let env = adc::Environment::from_vars([("GOOGLE_APPLICATION_CREDENTIALS", &key_file)]);
+//! let found = adc::find_with(&env).await?;
 //! println!("using {}", found.origin);
 //! let token = found.source.id_token(&Audience::new("123-abc.apps.googleusercontent.com")).await?;
+//! # assert!(matches!(found.origin, adc::CredentialOrigin::EnvVar(_)));
+//! # assert_eq!(token.claims().aud.as_deref(), Some("123-abc.apps.googleusercontent.com"));
 //! # Ok(()) }
 //! ```
 

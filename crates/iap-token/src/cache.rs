@@ -1,8 +1,13 @@
 //! [`TokenCache`]: ID tokens per audience, read lock-free, fetched once,
 //! refreshed ahead of expiry in the background.
 //!
-//! ```no_run
-//! # async fn run(source: std::sync::Arc<dyn iap_token::TokenSource>) -> iap_token::Result<()> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let emu = iap_emulator::Emulator::start().await?;
+//! # let source: std::sync::Arc<dyn iap_token::TokenSource> = std::sync::Arc::new(
+//! #     iap_token::source::metadata::MetadataSource::with_host(&emu.metadata_host())?,
+//! # );
 //! use iap_token::{Audience, TokenCache};
 //!
 //! let cache = TokenCache::new(source); // no runtime needed to build it
@@ -316,7 +321,11 @@ impl TokenCacheBuilder {
 
     /// The most one fetch may take, all its attempts and backoffs together
     /// (default 30 s): a token endpoint that never answers fails the
-    /// fetch's callers after this instead of hanging them.
+    /// fetch's callers after this, with an [`Error::Transport`] naming
+    /// [`TokenSource::endpoint`], instead of hanging them. Each attempt gets
+    /// an equal share of what is left among the attempts left (the last
+    /// one all of it; 7.5 s for the first of the default 4), so an attempt
+    /// that hangs is abandoned and tried again within the deadline.
     pub fn fetch_deadline(mut self, deadline: Duration) -> Self {
         self.config.fetch_deadline = deadline;
         self
@@ -719,19 +728,7 @@ async fn run_flight(
             context: format!("the token cache was dropped while fetching an ID token for {}", entry.audience),
             source: None,
         }),
-        result = tokio::time::timeout(core.config.fetch_deadline, fetch_with_retries(&core, &entry.audience, &failed)) => {
-            result.unwrap_or_else(|_| Err(Error::Transport {
-                endpoint: format!("the token endpoint of {:?}", core.source),
-                source: Arc::new(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!(
-                        "no ID token for {} within the fetch deadline ({} s, every attempt included)",
-                        entry.audience,
-                        core.config.fetch_deadline.as_secs_f64()
-                    ),
-                )),
-            }))
-        }
+        result = fetch_with_retries(&core, &entry.audience, &failed) => result,
     };
     let result = result.map_err(Arc::new);
     match &result {
@@ -766,15 +763,31 @@ async fn run_flight(
 }
 
 /// Counts its failed attempts in `failed` (read by callers joining late).
+///
+/// Bounded by the fetch deadline: each attempt gets an equal share of the
+/// time left among the attempts left (the last one all of it), so an
+/// attempt that hangs is abandoned and retried rather than spending the
+/// whole deadline; no backoff runs past the deadline.
 async fn fetch_with_retries(
     core: &Core,
     audience: &Audience,
     failed: &AtomicU32,
 ) -> Result<IdToken> {
     let config = &core.config;
+    let now = tokio::time::Instant::now();
+    // A deadline beyond what the clock can hold: as good as none.
+    let deadline = now
+        .checked_add(config.fetch_deadline)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
+    let attempts = config.max_retries.saturating_add(1);
     let mut attempt = 0;
     loop {
-        match fetch_once(core, audience).await {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let share = left / attempts.saturating_sub(attempt).max(1);
+        let result = tokio::time::timeout(share, fetch_once(core, audience))
+            .await
+            .unwrap_or_else(|_| Err(timed_out(core, audience, share, attempt + 1 == attempts)));
+        match result {
             Ok(token) if token.remaining(SystemTime::now()).is_zero() => {
                 return Err(Error::MalformedToken(format!(
                     "the token source returned an ID token for {audience} that has already expired \
@@ -786,12 +799,38 @@ async fn fetch_with_retries(
             Err(e) if is_retryable(&e) && attempt < config.max_retries => {
                 failed.fetch_add(1, Ordering::AcqRel);
                 let delay = backoff(config.initial_backoff, config.max_backoff, attempt);
+                if tokio::time::Instant::now() + delay >= deadline {
+                    return Err(e);
+                }
                 tracing::debug!(%audience, error = %e, attempt, ?delay, "transient error fetching an ID token; retrying");
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// The error of an attempt that did not finish in its share of the fetch
+/// deadline (the whole deadline's error when it was the last attempt),
+/// naming the endpoint the source asks.
+fn timed_out(core: &Core, audience: &Audience, waited: Duration, last: bool) -> Error {
+    let why = if last {
+        format!(
+            "no ID token for {audience} within the fetch deadline ({} s, every attempt included)",
+            core.config.fetch_deadline.as_secs_f64()
+        )
+    } else {
+        format!(
+            "no answer within {:.3} s (each attempt gets an equal share of what is left of the fetch deadline)",
+            waited.as_secs_f64()
+        )
+    };
+    Error::Transport {
+        endpoint: core.source.endpoint().unwrap_or_else(|| {
+            crate::transport::scrub(&format!("the token source {:?}", core.source))
+        }),
+        source: Arc::new(std::io::Error::new(std::io::ErrorKind::TimedOut, why)),
     }
 }
 

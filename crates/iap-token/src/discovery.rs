@@ -6,10 +6,16 @@
 //! of that redirect is the audience a client needs. Redirects are never
 //! followed and no credential is sent.
 //!
-//! ```no_run
-//! # async fn run() -> iap_token::Result<()> {
-//! let audience = iap_token::discovery::discover_audience("https://app.example.com/").await?;
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let emu = iap_emulator::Emulator::start().await?;
+//! # let app = emu.app();
+//! # let app_url = app.url().as_str();
+//! // app_url: e.g. "https://app.example.com/"
+//! let audience = iap_token::discovery::discover_audience(app_url).await?;
 //! println!("IAP client ID: {audience}");
+//! # assert_eq!(audience.as_str(), app.client_id());
 //! # Ok(()) }
 //! ```
 //!

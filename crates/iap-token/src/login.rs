@@ -8,16 +8,32 @@
 //! mismatched `state`, and gives up after a timeout. The exchange sends
 //! `audience` so that the ID token is for the IAP client.
 //!
-//! ```no_run
-//! # async fn demo() -> iap_token::Result<()> {
+//! Here the emulator's consent page stands in for Google's, and a plain GET
+//! for the user's browser:
+//!
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let emu = iap_emulator::Emulator::start().await?;
+//! # emu.create_app().client_id("123-abc.apps.googleusercontent.com").echo().await?;
+//! # let client = emu.create_desktop_client(emu.project_id());
+//! # emu.create_user(&client, "dev@example.com");
+//! # let (client_id, client_secret) = (client.client_id(), client.client_secret());
+//! # let dir = tempfile::tempdir()?;
+//! # let credentials_file = dir.path().join("credentials.json");
 //! use iap_token::{Audience, login::DesktopLogin};
 //!
-//! let pending = DesktopLogin::new("DESKTOP_CLIENT_ID", "DESKTOP_CLIENT_SECRET")
+//! let pending = DesktopLogin::new(client_id, client_secret) // your desktop OAuth client
 //!     .audience(Audience::new("123-abc.apps.googleusercontent.com"))
+//! #   .auth_uri(emu.authorize_url())
+//! #   .token_uri(emu.token_uri())
 //!     .start()?;
 //! println!("open {}", pending.authorization_url());
+//! # let browser = tokio::spawn(reqwest::get(pending.authorization_url().clone()));
 //! let outcome = pending.finish().await?;
-//! outcome.credentials.save("credentials.json")?;
+//! outcome.credentials.save(&credentials_file)?; // e.g. "credentials.json"
+//! # assert!(browser.await?.is_ok());
+//! # assert_eq!(outcome.id_token.claims().email.as_deref(), Some("dev@example.com"));
 //! # Ok(()) }
 //! ```
 

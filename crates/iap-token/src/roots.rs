@@ -11,7 +11,9 @@
 //!   with the token endpoints' settings (timeouts, no redirects), for a
 //!   credential source or [`AudienceDiscovery`](crate::discovery::AudienceDiscovery);
 //! - [`add_to`](RootCertificates::add_to): your own `reqwest::ClientBuilder`
-//!   (the app client behind `iap-reqwest`'s middleware);
+//!   (for the app client behind `iap-reqwest`'s middleware, start from
+//!   `iap_reqwest::client_builder()`, which does not follow IAP's sign-in
+//!   redirect);
 //! - [`rustls_client_config`](RootCertificates::rustls_client_config): a
 //!   rustls configuration for hyper-rustls (`iap-tower` over a hyper-util
 //!   client) or tonic.
@@ -22,14 +24,21 @@
 //! tokens are still sent over https only, except to loopback and the
 //! metadata server.
 //!
-//! ```no_run
-//! # fn demo() -> iap_token::Result<()> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let emu = iap_emulator::Emulator::builder().tls().start().await?;
+//! # let dir = tempfile::tempdir()?;
+//! # let ca_file = dir.path().join("corp-ca.pem");
+//! # std::fs::write(&ca_file, emu.ca_pem().unwrap())?;
 //! use iap_token::RootCertificates;
 //!
-//! let roots = RootCertificates::from_pem_file("/etc/ssl/corp-ca.pem")?;
-//! let app_client = roots.add_to(reqwest::Client::builder()).build();
+//! let roots = RootCertificates::from_pem_file(&ca_file)?; // e.g. "/etc/ssl/corp-ca.pem"
+//! // With iap-reqwest: roots.add_to(iap_reqwest::client_builder())
+//! let app_client = roots.add_to(reqwest::Client::builder()).build()?;
 //! let tls = roots.rustls_client_config()?; // for hyper-rustls / tonic
-//! # let _ = (app_client, tls); Ok(()) }
+//! # assert!(app_client.get(emu.url()).send().await?.status().is_success());
+//! # let _ = tls; Ok(()) }
 //! ```
 
 use std::fmt;

@@ -143,21 +143,115 @@ fn bad_private_keys_say_what_is_wrong() {
     assert!(err.to_string().contains("field `private_key`"), "{err}");
 }
 
+/// The cause of an error, one level down.
+fn cause(err: &Error) -> String {
+    std::error::Error::source(err)
+        .map(|s| s.to_string())
+        .unwrap_or_default()
+}
+
 #[tokio::test]
-async fn a_token_endpoint_that_never_answers_fails_at_the_fetch_deadline() {
+async fn a_token_endpoint_that_never_answers_fails_at_the_fetch_deadline_naming_it() {
     use iap_emulator::Fault;
     let emu = Emulator::start().await.unwrap();
     let sa = emu.create_service_account("slow").await.unwrap();
     emu.inject(Endpoint::Token, Fault::delay(Duration::from_secs(3600)), 10);
     let cache = TokenCache::builder(Arc::new(common::key_source(&sa)))
-        .fetch_deadline(Duration::from_millis(300))
+        .fetch_deadline(Duration::from_secs(2))
+        .backoff(Duration::from_millis(1), Duration::from_millis(1))
         .build();
     let err = cache.token(&Audience::new("aud-slow")).await.unwrap_err();
-    assert!(err.to_string().contains("token endpoint"), "{err}");
-    let chain = std::error::Error::source(&err)
-        .map(|s| s.to_string())
-        .unwrap_or_default();
-    assert!(chain.contains("fetch deadline"), "{chain}");
+    assert!(matches!(err, Error::Transport { .. }), "{err:?}");
+    assert!(err.is_transient());
+    assert!(err.to_string().contains(&emu.token_uri()), "{err}");
+    assert!(!err.to_string().contains("ServiceAccountSource"), "{err}");
+    assert!(cause(&err).contains("fetch deadline"), "{}", cause(&err));
+    // Each attempt was abandoned after its share of the deadline and
+    // retried: every one of the budget reached the endpoint.
+    assert_eq!(emu.requests(Endpoint::Token), 4);
+}
+
+#[tokio::test]
+async fn a_hung_attempt_is_abandoned_and_retried_within_the_deadline() {
+    use iap_emulator::Fault;
+    let emu = Emulator::start().await.unwrap();
+    let sa = emu.create_service_account("hung-once").await.unwrap();
+    emu.inject(Endpoint::Token, Fault::delay(Duration::from_secs(3600)), 1);
+    let cache = TokenCache::builder(Arc::new(common::key_source(&sa)))
+        .fetch_deadline(Duration::from_secs(2))
+        .backoff(Duration::from_millis(1), Duration::from_millis(1))
+        .build();
+    let token = cache.token(&Audience::new("aud-hung")).await.unwrap();
+    assert_eq!(token.claims().aud.as_deref(), Some("aud-hung"));
+    assert_eq!(emu.requests(Endpoint::Token), 2);
+    assert_eq!(emu.id_tokens_issued("aud-hung"), 1);
+}
+
+#[tokio::test]
+async fn a_metadata_server_that_never_answers_is_named_at_the_deadline() {
+    use iap_emulator::Fault;
+    use iap_token::source::metadata::MetadataSource;
+    let emu = Emulator::start().await.unwrap();
+    emu.inject(
+        Endpoint::MetadataIdentity,
+        Fault::delay(Duration::from_secs(3600)),
+        10,
+    );
+    let source = MetadataSource::with_host(&emu.metadata_host()).unwrap();
+    let cache = TokenCache::builder(Arc::new(source))
+        .fetch_deadline(Duration::from_millis(400))
+        .max_retries(0)
+        .build();
+    let err = cache.token(&Audience::new("aud-md")).await.unwrap_err();
+    let identity = format!(
+        "http://{}/computeMetadata/v1/instance/service-accounts/default/identity",
+        emu.metadata_host()
+    );
+    assert!(err.to_string().contains(&identity), "{err}");
+    assert!(cause(&err).contains("fetch deadline"), "{}", cause(&err));
+    assert_eq!(emu.requests(Endpoint::MetadataIdentity), 1);
+}
+
+/// A user's source that never answers and names no endpoint.
+#[derive(Debug)]
+struct NeverAnswers;
+
+impl TokenSource for NeverAnswers {
+    fn id_token<'a>(&'a self, _: &'a Audience) -> BoxFuture<'a, Result<IdToken>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn a_source_that_names_no_endpoint_is_named_by_its_debug() {
+    let cache = TokenCache::builder(Arc::new(NeverAnswers))
+        .fetch_deadline(Duration::from_millis(50))
+        .build();
+    let err = cache.token(&Audience::new("aud-never")).await.unwrap_err();
+    assert!(err.to_string().contains("NeverAnswers"), "{err}");
+    assert!(cause(&err).contains("fetch deadline"), "{}", cause(&err));
+}
+
+#[tokio::test]
+async fn every_credential_file_names_its_endpoint() {
+    let emu = Emulator::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = emu.write_adc_files(dir.path()).await.unwrap();
+    let base = emu.url();
+    for (path, path_part) in [
+        (&files.service_account, "/token"),
+        (&files.authorized_user, "/token"),
+        (&files.impersonated_service_account, ":generateIdToken"),
+        (&files.impersonated_from_service_account, ":generateIdToken"),
+    ] {
+        let source = adc::from_file(path).unwrap();
+        let endpoint = source.endpoint().unwrap_or_default();
+        assert!(
+            endpoint.starts_with(&base) && endpoint.ends_with(path_part),
+            "{}: {endpoint}",
+            path.display()
+        );
+    }
 }
 
 #[tokio::test]

@@ -50,9 +50,11 @@
 //!    token cached yet: the response future fetches one first (one fetch
 //!    for all concurrent requests).
 //! 3. On the answer, [`verdict`](iap_token::IapAuth::verdict) applies the
-//!    retry policy: any 401 (default with `Authorization`), only 401s and
-//!    sign-in redirects IAP generated (default with `Proxy-Authorization`),
-//!    or never. Accepted: the answer is returned. Refused: that token is
+//!    retry policy: only the 401s and sign-in redirects IAP generated
+//!    (`X-Goog-IAP-Generated-Response: true`; the default, whatever the
+//!    placement: an app's own 401 costs no token), any 401 (an explicit
+//!    `RetryPolicy::AnyUnauthorized`), or never. Accepted: the answer is
+//!    returned. Refused: that token is
 //!    invalidated (only if still current, so a burst of refusals costs one
 //!    fetch) and, if the request can be sent again, it goes out once more,
 //!    with a fresh token, on a clone of the inner service made ready first.

@@ -121,6 +121,8 @@ fn seen(emu: &Emulator, app: &App) -> (u64, u64, u64) {
     )
 }
 
+/// Needs the `axum` feature (on by default): axum's body is rebuilt for the retry.
+#[cfg(feature = "axum")]
 #[tokio::test]
 async fn axum_handler_forwarding_its_body_is_retried_on_a_revoked_token() {
     let (emu, app, auth) = gated_app(Placement::Authorization).await;
@@ -264,4 +266,54 @@ async fn reqwest_bodies_are_retried_through_the_layer() {
     let (status, len) = send(reqwest::Body::wrap(stream)).await;
     assert_eq!((status, len), (StatusCode::OK, 15.into()));
     assert_eq!(seen(&emu, &app), (2, 2, 3));
+}
+
+/// A body type of the user's own, which the layer cannot know.
+#[derive(Clone)]
+struct Json(Option<Bytes>);
+
+impl http_body::Body for Json {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(
+            self.get_mut()
+                .0
+                .take()
+                .map(|b| Ok(http_body::Frame::data(b))),
+        )
+    }
+}
+
+#[tokio::test]
+async fn clone_body_retries_a_body_type_of_your_own_and_no_replay_never_does() {
+    let (emu, app, auth) = gated_app(Placement::Authorization).await;
+    let client = || Client::builder(TokioExecutor::new()).build_http::<Json>();
+    let cloning = IapLayer::new(auth.clone())
+        .clone_body(|json: &Json| Some(json.clone()))
+        .layer(client());
+    let never = IapLayer::new(auth.clone()).no_replay().layer(client());
+    let post = || {
+        Request::post(app.url().join("/upload").unwrap().as_str())
+            .body(Json(Some(Bytes::from_static(b"{\"a\":1}"))))
+            .unwrap()
+    };
+
+    revoke_current_token(&emu, &auth, &app).await;
+    let response = cloning.oneshot(post()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "retried with the clone");
+    assert_eq!(seen(&emu, &app), (1, 1, 2));
+
+    revoke_current_token(&emu, &auth, &app).await;
+    let response = never.oneshot(post()).await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::UNAUTHORIZED,
+        "returned as is"
+    );
+    assert_eq!(seen(&emu, &app), (2, 1, 2), "no token fetched for a retry");
 }

@@ -21,8 +21,12 @@ pub async fn run(args: TokenArgs) -> CliResult {
             let token = tokio::time::timeout(creds.deadline, creds.source.id_token(&audience))
                 .await
                 .map_err(|_| {
+                    let endpoint = creds
+                        .source
+                        .endpoint()
+                        .unwrap_or_else(|| "the token endpoint".into());
                     Failure::new(format!(
-                        "no ID token for {audience} within --timeout {} s: the token endpoint did not answer \
+                        "no ID token for {audience} within --timeout {} s: {endpoint} did not answer \
                          in time ({})",
                         creds.deadline.as_secs(),
                         creds.origin

@@ -30,6 +30,7 @@ pub(crate) fn routes() -> Router<Arc<State>> {
         .route("/_emulator/clock", post(clock))
         .route("/_emulator/revoke", post(revoke))
         .route("/_emulator/faults", post(inject).delete(clear_faults))
+        .route("/_emulator/faults/rate", post(inject_at_rate))
         .route("/_emulator/rotate-keys", post(rotate_keys))
         .route("/_emulator/service-accounts", post(service_account))
         .route("/_emulator/clients", post(client))
@@ -185,17 +186,48 @@ fn one() -> usize {
     1
 }
 
+fn endpoint_named(name: &str) -> Result<Endpoint, Box<Response>> {
+    Endpoint::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = Endpoint::ALL.iter().map(|e| e.name()).collect();
+        Box::new(bad(
+            StatusCode::BAD_REQUEST,
+            format!("unknown endpoint {name:?}; one of {names:?}"),
+        ))
+    })
+}
+
 async fn inject(Ax(state): Ax<Arc<State>>, bytes: axum::body::Bytes) -> Response {
     let i: Inject = parse!(bytes);
-    let Some(endpoint) = Endpoint::from_name(&i.endpoint) else {
-        let names: Vec<&str> = Endpoint::ALL.iter().map(|e| e.name()).collect();
-        return bad(
-            StatusCode::BAD_REQUEST,
-            format!("unknown endpoint {:?}; one of {names:?}", i.endpoint),
-        );
+    let endpoint = match endpoint_named(&i.endpoint) {
+        Ok(endpoint) => endpoint,
+        Err(answer) => return *answer,
     };
     state.inject(endpoint, i.fault, i.times);
     Json(json!({"pending": state.pending_faults(endpoint)})).into_response()
+}
+
+#[derive(Deserialize)]
+struct InjectAtRate {
+    endpoint: String,
+    rate: f64,
+    faults: Vec<Fault>,
+}
+
+async fn inject_at_rate(Ax(state): Ax<Arc<State>>, bytes: axum::body::Bytes) -> Response {
+    let i: InjectAtRate = parse!(bytes);
+    let endpoint = match endpoint_named(&i.endpoint) {
+        Ok(endpoint) => endpoint,
+        Err(answer) => return *answer,
+    };
+    if !(0.0..=1.0).contains(&i.rate) {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            format!("rate must be between 0 and 1, got {}", i.rate),
+        );
+    }
+    let rate = if i.faults.is_empty() { 0.0 } else { i.rate };
+    state.inject_at_rate(endpoint, rate, i.faults);
+    Json(json!({ "rate": rate })).into_response()
 }
 
 async fn clear_faults(Ax(state): Ax<Arc<State>>) -> Response {

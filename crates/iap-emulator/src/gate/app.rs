@@ -201,8 +201,9 @@ impl AppConfig {
 
 /// Makes a new [`App`]: pick its identity, then how it is served.
 ///
-/// ```no_run
-/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// ```
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use iap_emulator::Emulator;
 ///
 /// let emu = Emulator::start().await?;
@@ -216,6 +217,8 @@ impl AppConfig {
 /// let proxied = emu.create_app().proxy_to("http://127.0.0.1:8080/".parse()?).await?;
 /// // The gate in front of your own axum router or tonic server.
 /// let own = emu.create_app().serve(axum::Router::new()).await?;
+/// # assert!(app.allowed_clients().iter().any(|c| c == "123-desktop.apps.googleusercontent.com"));
+/// # assert_ne!(proxied.url(), own.url());
 /// # Ok(()) }
 /// ```
 #[must_use = "an AppBuilder does nothing until echo(), proxy_to(), serve() or hosted_at()"]

@@ -12,19 +12,25 @@ use crate::Emulator;
 /// with any service over `http::Request<B>` / `http::Response<B>`: an axum
 /// `Router`, a hyper service, a tonic gRPC server (`Server::builder().layer(..)`).
 ///
-/// ```no_run
-/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// ```
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use iap_emulator::Emulator;
 ///
 /// let emu = Emulator::start().await?;
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-/// let url = format!("http://{}/", listener.local_addr()?).parse()?;
+/// let url: url::Url = format!("http://{}/", listener.local_addr()?).parse()?;
 /// // An app that you serve; the emulator only knows its URL.
-/// let app = emu.create_app().hosted_at(url);
+/// let app = emu.create_app().hosted_at(url.clone());
 /// let router = axum::Router::new()
 ///     .route("/", axum::routing::get(|| async { "behind IAP" }))
 ///     .layer(emu.gate_layer(&app));
 /// tokio::spawn(async move { axum::serve(listener, router).await });
+/// # let client = reqwest::Client::new();
+/// # assert_eq!(client.get(url.clone()).send().await?.status(), 401);
+/// # let token = emu.mint_id_token(app.client_id(), "alice@example.com");
+/// # let answer = client.get(url).bearer_auth(token).send().await?;
+/// # assert_eq!(answer.text().await?, "behind IAP");
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]

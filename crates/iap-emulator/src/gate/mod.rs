@@ -12,8 +12,9 @@
 //! - the built-in echo app: [`Emulator::app`] (started with the emulator)
 //!   and [`AppBuilder::echo`].
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use iap_emulator::Emulator;
 //!
 //! let emu = Emulator::start().await?;

@@ -166,6 +166,7 @@ impl Gate {
         state.count(crate::counter::REQUESTS, Endpoint::Gate.name());
         if let Some(fault) = state.take_fault(Endpoint::Gate) {
             state.count(crate::counter::FAULTS, Endpoint::Gate.name());
+            state.count(&crate::counter::faults_by(&fault), Endpoint::Gate.name());
             match fault {
                 Fault::Delay { millis } => delay = Some(Duration::from_millis(millis)),
                 Fault::Reset => match req.extensions().get::<ConnControl>() {

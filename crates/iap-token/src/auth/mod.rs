@@ -3,8 +3,13 @@
 //! where it goes ([`IapAuth::apply`]), and whether the answer refused it
 //! ([`IapAuth::verdict`]).
 //!
-//! ```no_run
-//! # async fn run(source: std::sync::Arc<dyn iap_token::TokenSource>) -> iap_token::Result<()> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let emu = iap_emulator::Emulator::start().await?;
+//! # let source: std::sync::Arc<dyn iap_token::TokenSource> = std::sync::Arc::new(
+//! #     iap_token::source::metadata::MetadataSource::with_host(&emu.metadata_host())?,
+//! # );
 //! use iap_token::{IapAuth, auth::Plan};
 //!
 //! let auth = IapAuth::builder()
@@ -22,6 +27,7 @@
 //!     };
 //!     auth.apply(&mut headers, &token);
 //! }
+//! # assert!(headers[http::header::AUTHORIZATION].is_sensitive());
 //! # Ok(()) }
 //! ```
 //!
@@ -96,12 +102,21 @@ impl IapAuth {
     /// Credentials ([`crate::adc`]), default cache options, `Authorization`
     /// placement and retries on IAP's own refusals only.
     ///
-    /// ```no_run
-    /// # async fn run() -> iap_token::Result<()> {
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let emu = iap_emulator::Emulator::start().await?;
+    /// # let dir = tempfile::tempdir()?;
+    /// # let key_file = dir.path().join("key.json");
+    /// # emu.create_service_account("runner").await?.write_key_file(&key_file)?;
+    /// # // SAFETY: a doctest runs in a process of its own, and no other
+    /// # // thread of this one reads the environment.
+    /// # unsafe { std::env::set_var("GOOGLE_APPLICATION_CREDENTIALS", &key_file) };
     /// let auth = iap_token::IapAuth::for_app(
     ///     "https://app.example.com",
     ///     "123-abc.apps.googleusercontent.com",
     /// ).await?;
+    /// # let _ = auth;
     /// # Ok(()) }
     /// ```
     ///

@@ -9,12 +9,20 @@
 //! turns that off: the token's `aud` is then the desktop client ID, whatever
 //! audience is asked for.
 //!
-//! ```no_run
-//! # async fn demo() -> iap_token::Result<()> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let emu = iap_emulator::Emulator::start().await?;
+//! # let dir = tempfile::tempdir()?;
+//! # let credentials_file = dir.path().join("credentials.json");
+//! # emu.create_app().client_id("123-abc.apps.googleusercontent.com").echo().await?;
+//! # let client = emu.create_desktop_client(emu.project_id());
+//! # std::fs::write(&credentials_file, emu.create_user(&client, "dev@example.com").authorized_user_json())?;
 //! use iap_token::{Audience, TokenSource, source::authorized_user::AuthorizedUserSource};
 //!
-//! let source = AuthorizedUserSource::from_file("credentials.json")?;
+//! let source = AuthorizedUserSource::from_file(&credentials_file)?; // e.g. "credentials.json"
 //! let token = source.id_token(&Audience::new("123-abc.apps.googleusercontent.com")).await?;
+//! assert_eq!(token.claims().email.as_deref(), Some("dev@example.com"));
 //! # Ok(()) }
 //! ```
 
@@ -308,6 +316,10 @@ impl AuthorizedUserSource {
 }
 
 impl TokenSource for AuthorizedUserSource {
+    fn endpoint(&self) -> Option<String> {
+        Some(crate::transport::endpoint_name(self.user.token_uri()))
+    }
+
     fn id_token<'a>(&'a self, audience: &'a Audience) -> BoxFuture<'a, Result<IdToken>> {
         Box::pin(self.fetch_id_token(audience))
     }

@@ -23,12 +23,19 @@
 //! [`ExternalAccount::id_token_source`] (and ADC) refuse it with an error
 //! that says how to add one.
 //!
-//! ```no_run
-//! # async fn demo() -> iap_token::Result<()> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let emu = iap_emulator::Emulator::start().await?;
+//! # let dir = tempfile::tempdir()?;
+//! # let files = emu.write_adc_files(dir.path()).await?;
+//! # let wif_config = files.external_account_file;
 //! use iap_token::{Audience, TokenSource, source::external_account::ExternalAccount};
 //!
-//! let source = ExternalAccount::from_file("wif-config.json")?.id_token_source()?;
+//! // e.g. "wif-config.json", written by `gcloud iam workload-identity-pools create-cred-config`
+//! let source = ExternalAccount::from_file(&wif_config)?.id_token_source()?;
 //! let token = source.id_token(&Audience::new("123-abc.apps.googleusercontent.com")).await?;
+//! assert!(token.claims().email.is_some()); // the impersonated service account
 //! # Ok(()) }
 //! ```
 //!

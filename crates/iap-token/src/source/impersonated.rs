@@ -21,17 +21,34 @@
 //! target (with delegates: on each link of the chain, the last delegate on
 //! the target); a 403 says so, naming the principal and the target.
 //!
-//! ```no_run
-//! # fn demo() -> iap_token::Result<()> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let emu = iap_emulator::Emulator::builder().project("my-project", "123456789012").start().await?;
+//! # let dir = tempfile::tempdir()?;
+//! # let ci_key = dir.path().join("ci-key.json");
+//! # let ci = emu.create_service_account("ci").await?;
+//! # ci.write_key_file(&ci_key)?;
+//! # let relay = emu.create_service_account("relay").await?;
+//! # let deployer = emu.create_service_account("deployer").await?;
+//! # emu.allow_impersonation(ci.email(), relay.email());
+//! # emu.allow_impersonation(relay.email(), deployer.email());
+//! use iap_token::{Audience, TokenSource};
 //! use iap_token::source::impersonated::ImpersonatedSource;
 //! use iap_token::source::service_account::ServiceAccountSource;
 //!
 //! let source = ImpersonatedSource::new(
 //!     "deployer@my-project.iam.gserviceaccount.com",
-//!     ServiceAccountSource::from_file("ci-key.json")?,
+//!     ServiceAccountSource::from_file(&ci_key)?, // e.g. "ci-key.json"
 //! )?
 //! .with_delegates(["relay@my-project.iam.gserviceaccount.com"])?;
-//! # let _ = source; Ok(()) }
+//! # let source = source.with_iam_endpoint(emu.url())?;
+//! let token = source.id_token(&Audience::new("123-abc.apps.googleusercontent.com")).await?;
+//! assert_eq!(
+//!     token.claims().email.as_deref(),
+//!     Some("deployer@my-project.iam.gserviceaccount.com")
+//! );
+//! # Ok(()) }
 //! ```
 //!
 //! ADC files of type `impersonated_service_account` (as written by
@@ -301,6 +318,10 @@ impl ImpersonatedSource {
 }
 
 impl TokenSource for ImpersonatedSource {
+    fn endpoint(&self) -> Option<String> {
+        Some(crate::transport::endpoint_name(self.id_token_url()))
+    }
+
     fn id_token<'a>(&'a self, audience: &'a Audience) -> BoxFuture<'a, Result<IdToken>> {
         Box::pin(self.fetch_id_token(audience))
     }

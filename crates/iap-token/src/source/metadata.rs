@@ -8,13 +8,18 @@
 //! tokens are asked for with `format=full` by default: IAP rejects tokens
 //! without an `email` claim, which `format=standard` omits.
 //!
-//! ```no_run
-//! # async fn demo() -> iap_token::Result<()> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let emu = iap_emulator::Emulator::start().await?;
 //! use iap_token::{Audience, TokenSource, source::metadata::MetadataSource};
 //!
-//! let source = MetadataSource::new()?;
+//! // On Google Cloud, `MetadataSource::new()?` finds the server; here it is
+//! // the emulator's (what `GCE_METADATA_HOST` would name).
+//! let source = MetadataSource::with_host(&emu.metadata_host())?;
 //! let token = source.id_token(&Audience::new("123-abc.apps.googleusercontent.com")).await?;
 //! println!("token for {:?}", token.claims().email);
+//! # assert!(token.claims().email.is_some());
 //! # Ok(()) }
 //! ```
 
@@ -265,6 +270,12 @@ impl MetadataSource {
 }
 
 impl TokenSource for MetadataSource {
+    fn endpoint(&self) -> Option<String> {
+        self.endpoint("identity")
+            .ok()
+            .map(|url| crate::transport::endpoint_name(&url))
+    }
+
     fn id_token<'a>(&'a self, audience: &'a Audience) -> BoxFuture<'a, Result<IdToken>> {
         Box::pin(self.fetch_id_token(audience))
     }

@@ -45,6 +45,16 @@ pub trait TokenSource: fmt::Debug + Send + Sync + 'static {
     fn audience_kind(&self) -> AudienceKind {
         AudienceKind::ClientId
     }
+
+    /// The endpoint this source asks for tokens (a URL without query), for
+    /// errors that must say where: a fetch that passes its deadline
+    /// ([`TokenCacheBuilder::fetch_deadline`](crate::cache::TokenCacheBuilder::fetch_deadline))
+    /// names it. `None` (the default) for a source that calls no endpoint
+    /// (a static token, a JWT signed locally); errors then name the source
+    /// by its `Debug`.
+    fn endpoint(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What kind of audience a source mints tokens for.

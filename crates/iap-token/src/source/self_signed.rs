@@ -12,11 +12,16 @@
 //! [`AudienceKind::HostWildcard`] one token serves every path of a host
 //! until it nears expiry; [`AudienceKind::RequestUrl`] mints one per URL.
 //!
-//! ```no_run
-//! # fn demo() -> iap_token::Result<()> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let emu = iap_emulator::Emulator::start().await?;
+//! # let dir = tempfile::tempdir()?;
+//! # let key_file = dir.path().join("key.json");
+//! # emu.create_service_account("runner").await?.write_key_file(&key_file)?;
 //! use iap_token::{IapAuth, source::self_signed::SelfSignedJwtSource};
 //!
-//! let source = SelfSignedJwtSource::from_file("key.json")?;
+//! let source = SelfSignedJwtSource::from_file(&key_file)?; // e.g. "key.json"
 //! // No audience to configure: each request's host is the audience.
 //! let auth = IapAuth::builder()
 //!     .source(source)
@@ -48,13 +53,18 @@ impl SelfSignedJwtSource {
     /// A source signing with `key`: one token per host
     /// ([`AudienceKind::HostWildcard`]), each valid for an hour.
     ///
-    /// ```no_run
-    /// # fn demo() -> iap_token::Result<()> {
+    /// ```
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let emu = iap_emulator::Emulator::start().await?;
+    /// # let dir = tempfile::tempdir()?;
+    /// # let key_file = dir.path().join("key.json");
+    /// # emu.create_service_account("runner").await?.write_key_file(&key_file)?;
     /// use std::time::Duration;
     /// use iap_token::source::{AudienceKind, self_signed::SelfSignedJwtSource};
     /// use iap_token::source::service_account::ServiceAccountKey;
     ///
-    /// let source = SelfSignedJwtSource::new(ServiceAccountKey::from_file("key.json")?)
+    /// let source = SelfSignedJwtSource::new(ServiceAccountKey::from_file(&key_file)?)
     ///     .with_audience_kind(AudienceKind::RequestUrl)
     ///     .with_lifetime(Duration::from_secs(900));
     /// # let _ = source; Ok(()) }

@@ -11,12 +11,18 @@
 //! [`ServiceAccountSource::fetch_access_token`] gets an OAuth access token
 //! (the source credential of impersonation).
 //!
-//! ```no_run
-//! # async fn demo() -> iap_token::Result<()> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let emu = iap_emulator::Emulator::start().await?;
+//! # let dir = tempfile::tempdir()?;
+//! # let key_file = dir.path().join("key.json");
+//! # emu.create_service_account("runner").await?.write_key_file(&key_file)?;
 //! use iap_token::{Audience, TokenSource, source::service_account::ServiceAccountSource};
 //!
-//! let source = ServiceAccountSource::from_file("key.json")?;
+//! let source = ServiceAccountSource::from_file(&key_file)?; // e.g. "key.json"
 //! let token = source.id_token(&Audience::new("123-abc.apps.googleusercontent.com")).await?;
+//! assert_eq!(token.claims().aud.as_deref(), Some("123-abc.apps.googleusercontent.com"));
 //! # Ok(()) }
 //! ```
 
@@ -330,6 +336,10 @@ impl ServiceAccountSource {
 }
 
 impl TokenSource for ServiceAccountSource {
+    fn endpoint(&self) -> Option<String> {
+        Some(crate::transport::endpoint_name(self.key.token_uri()))
+    }
+
     fn id_token<'a>(&'a self, audience: &'a Audience) -> BoxFuture<'a, Result<IdToken>> {
         Box::pin(self.fetch_id_token(audience))
     }

@@ -363,6 +363,10 @@ impl SignJwtSource {
 }
 
 impl TokenSource for SignJwtSource {
+    fn endpoint(&self) -> Option<String> {
+        Some(crate::transport::endpoint_name(self.sign_jwt_url()))
+    }
+
     fn id_token<'a>(&'a self, audience: &'a Audience) -> BoxFuture<'a, Result<IdToken>> {
         Box::pin(self.fetch_id_token(audience))
     }

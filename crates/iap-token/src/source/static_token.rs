@@ -11,12 +11,18 @@
 //! no background watcher): a cache that refreshes ahead of expiry, or after
 //! a 401, picks up a token that another process wrote in the meantime.
 //!
-//! ```no_run
-//! # async fn demo() -> iap_token::Result<()> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let emu = iap_emulator::Emulator::start().await?;
+//! # let dir = tempfile::tempdir()?;
+//! # let token_file = dir.path().join("iap-token");
+//! # std::fs::write(&token_file, emu.mint_id_token("123-abc.apps.googleusercontent.com", "ci@example.com"))?;
 //! use iap_token::{Audience, TokenSource, source::static_token::StaticTokenSource};
 //!
-//! let source = StaticTokenSource::from_file("/run/secrets/iap-token");
+//! let source = StaticTokenSource::from_file(&token_file); // e.g. "/run/secrets/iap-token"
 //! let token = source.id_token(&Audience::new("ignored")).await?;
+//! assert_eq!(token.claims().aud.as_deref(), Some("123-abc.apps.googleusercontent.com"));
 //! # Ok(()) }
 //! ```
 
