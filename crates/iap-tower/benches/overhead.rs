@@ -373,6 +373,10 @@ fn count(which: &str) {
     where
         S::Error: std::fmt::Debug,
     {
+        eprintln!(
+            "response future: {} bytes",
+            std::mem::size_of::<S::Future>()
+        );
         for _ in 0..calls {
             black_box(once(&mut svc, shape.request(uri)));
         }
