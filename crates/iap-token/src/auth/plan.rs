@@ -197,6 +197,7 @@ impl IapAuth {
     }
 
     /// The rules of [`IapAuth::plan`], once for both kinds of URL.
+    #[inline]
     fn plan_for<U: RequestUrl + ?Sized>(&self, uri: &U, extensions: &Extensions) -> Found<'_> {
         if extensions.get::<NoAuth>().is_some() {
             return Found::Skip;
