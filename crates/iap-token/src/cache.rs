@@ -28,7 +28,7 @@
 //!   audience ([`IapAuth`](crate::IapAuth)'s `Attach`) keep the entry itself
 //!   and skip the table.
 //! - **No shared write per read.** A stored token comes with a few equal
-//!   copies (twice the cores, each with its own reference counts and its
+//!   copies (twice the cores, at most 16, each with its own reference counts and its
 //!   own header bytes); a reader clones its thread's copy, so readers on
 //!   several cores do not bounce one counter between them. The copies are
 //!   made once per token, when it arrives.

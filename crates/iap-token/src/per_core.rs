@@ -16,12 +16,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// How many copies to keep: twice the cores (threads are numbered in the
 /// order they first ask, so a few more copies than cores keep the busy
-/// threads apart), a power of two, at most 64.
+/// threads apart), a power of two, at most 16: a token's copy is about
+/// 2.5 KiB, and a source of URL-audience JWTs may hold many tokens.
 pub(crate) fn copies() -> usize {
     static COPIES: OnceLock<usize> = OnceLock::new();
     *COPIES.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (2 * cores).next_power_of_two().min(64)
+        (2 * cores).next_power_of_two().min(16)
     })
 }
 

@@ -230,4 +230,21 @@ mod tests {
             std::time::UNIX_EPOCH + Duration::from_secs(10)
         );
     }
+
+    #[test]
+    fn a_separate_copy_is_the_same_token_with_its_own_counts() {
+        let t = IdToken::parse(jwt(r#"{"aud":"a","exp":4102444800}"#)).unwrap();
+        let copy = t.separate_copy();
+        assert!(copy.same_as(&t) && t.same_as(&copy));
+        assert!(!Arc::ptr_eq(&copy.0, &t.0));
+        assert_eq!(copy.header_value(), t.header_value());
+        assert!(copy.header_value().is_sensitive());
+        assert_ne!(
+            copy.header_value().as_bytes().as_ptr(),
+            t.header_value().as_bytes().as_ptr(),
+            "its own header bytes"
+        );
+        assert_eq!(copy.claims(), t.claims());
+        assert!(!format!("{copy:?}").contains(copy.as_str()));
+    }
 }
