@@ -191,26 +191,47 @@ impl IapMiddleware {
     /// One request with `token` under the shared protocol
     /// ([`Exchange`]): a refused token is invalidated and the copy sent
     /// once more with a fresh one.
-    async fn exchange(
-        &self,
+    ///
+    /// Not an `async fn`: its arguments would be stored twice in the
+    /// future (as arguments, then as locals); the block below holds each once.
+    fn exchange<'f>(
+        &'f self,
         token: IdToken,
         mut req: Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> Result<Response> {
+        extensions: &'f mut Extensions,
+        next: Next<'f>,
+    ) -> impl Future<Output = Result<Response>> + Send + 'f {
         let kept = match req.try_clone() {
             Some(copy) => Kept::Copy(copy),
             None => Kept::SentTo(req.url().clone()),
         };
         self.auth.apply(req.headers_mut(), &token);
         let mut exchange = Exchange::new(self.auth.clone_local(), token);
-        let response = sign_in_followed(next.clone().run(req, extensions).await?)?;
-        let from_origin = Origin::same(kept.url(), response.url());
-        if exchange.first_answer(response.status(), response.headers(), from_origin)
-            == ExchangeNext::Deliver
-        {
-            return Ok(response);
+        async move {
+            let response = sign_in_followed(next.clone().run(req, extensions).await?)?;
+            let from_origin = Origin::same(kept.url(), response.url());
+            if exchange.first_answer(response.status(), response.headers(), from_origin)
+                == ExchangeNext::Deliver
+            {
+                return Ok(response);
+            }
+            // Boxed: only a retry pays for the retry's state, the future of
+            // every first attempt stays small.
+            Box::pin(self.retry(exchange, kept, response, extensions, next)).await
         }
+    }
+
+    /// After a refusal: the copy of the request, sent once more with a
+    /// fresh token (another caller's, or fetched); or the refusal as is
+    /// when the request could not be copied.
+    async fn retry(
+        &self,
+        mut exchange: Exchange,
+        kept: Kept,
+        response: Response,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> Result<Response> {
         let Kept::Copy(mut second) = kept else {
             tracing::debug!(status = %response.status(), "request body not replayable, not retried");
             return Ok(response);

@@ -294,4 +294,31 @@ mod tests {
         );
         assert_eq!(on("https://app.example.com", "/relative"), (false, None));
     }
+
+    #[test]
+    fn a_url_that_starts_like_the_origin_is_not_on_it() {
+        // reqwest's URLs are matched by the text they start with first.
+        for (origin, url) in [
+            ("http://[::1]:808", "http://[::1]:8080/"),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:80/"),
+            ("https://app.example.com", "https://app.example.com:444/"),
+            ("https://app.example.com", "https://app.example.community/"),
+            ("https://app.example.com:8443", "https://app.example.com/"),
+        ] {
+            assert_eq!(on(origin, url), (false, Some(false)), "{origin} {url}");
+        }
+        for (origin, url) in [
+            (
+                "https://app.example.com:443",
+                "https://app.example.com/?q=1",
+            ),
+            (
+                "https://app.example.com:8443",
+                "https://app.example.com:8443/a",
+            ),
+            ("HTTP://LOCALHOST:3000", "http://localhost:3000/"),
+        ] {
+            assert_eq!(on(origin, url), (true, Some(true)), "{origin} {url}");
+        }
+    }
 }
