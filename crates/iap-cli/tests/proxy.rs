@@ -459,22 +459,29 @@ async fn a_chunked_post_over_the_replay_limit_gets_iaps_own_401_not_a_502() {
     revoke_the_proxys_token(&w, &client, &base).await;
     let hits_before = w.emu.app_hits(&w.app);
 
-    // 256 KiB, twice: more than the 64 KiB a retry may keep, less than the
-    // 1 MiB the gate reads before it answers.
-    for (round, chunks) in [(1, 16), (2, 16)] {
+    // 256 KiB: more than the 64 KiB a retry may keep, less than the 1 MiB
+    // the gate reads before it answers. Then 2.5 MiB: the gate answers after
+    // 1 MiB and closes the connection while the proxy is still sending.
+    for (round, chunks) in [(1, 16), (2, 160)] {
         let resp = client
             .post(format!("{base}/upload"))
             .body(chunked(16 * 1024, chunks))
             .send()
             .await
             .unwrap_or_else(|e| panic!("round {round}: no answer: {e}"));
-        let (status, generated) = (
+        let (status, generated, closes) = (
             resp.status(),
             resp.headers().get("x-goog-iap-generated-response").cloned(),
+            resp.headers()
+                .get("connection")
+                .is_some_and(|c| c == "close"),
         );
         let text = resp.text().await.unwrap();
         assert_eq!(status, 401, "round {round}: IAP's refusal, as is: {text}");
         assert_eq!(generated.unwrap(), "true", "round {round}");
+        if round == 1 {
+            assert!(!closes, "the body was read whole: the connection stays");
+        }
         assert!(text.contains("revoked"), "round {round}: {text}");
         assert_eq!(w.emu.gate_401s(&w.app), round, "round {round}");
         // The refused token was invalidated: the next request (a GET) gets a
@@ -487,4 +494,51 @@ async fn a_chunked_post_over_the_replay_limit_gets_iaps_own_401_not_a_502() {
         "the app saw only the GETs in between"
     );
     common::stop_proxy(child).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_before_the_upload_ends_reaches_the_client_which_must_not_reuse_the_connection() {
+    common::within("the early answer", async {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let w = World::new().await;
+        // The upstream is the test itself: it answers as soon as it has the
+        // request head, and never reads the body.
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = format!("http://{}/", upstream.local_addr().unwrap());
+        let (child, base) = start(&w, &target, &["--audience", w.audience()]).await;
+        let upload = tokio::spawn(async move {
+            // 8 MiB: more than any socket buffers between here and there.
+            let resp = reqwest::Client::new()
+                .post(format!("{base}/upload"))
+                .body(chunked(16 * 1024, 512))
+                .send()
+                .await
+                .expect("the early answer, not an error");
+            let closes = resp.headers().get("connection").cloned();
+            (resp.status(), closes, resp.text().await.unwrap())
+        });
+
+        let (mut conn, _) = upstream.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut buf = [0u8; 1024];
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the proxy closed the upstream connection");
+            head.extend_from_slice(&buf[..n]);
+        }
+        conn.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo long")
+            .await
+            .unwrap();
+
+        let (status, closes, text) = upload.await.unwrap();
+        assert_eq!((status.as_u16(), text.as_str()), (413, "too long"));
+        assert_eq!(
+            closes.expect("Connection: close"),
+            "close",
+            "the client is still sending: the proxy will close this connection"
+        );
+        drop(conn);
+        common::stop_proxy(child).await;
+    })
+    .await;
 }
