@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{World, closed_port, interrupt, wait_for_line};
+use futures_util::StreamExt as _;
 use tokio::process::Child;
 
 /// Starts `iap proxy` and waits for its "listening on" line; the child and
@@ -396,4 +397,148 @@ async fn a_request_whose_token_iap_refused_is_sent_again_with_its_body() {
     assert_eq!(w.tokens_minted(), 2, "exactly one extra token");
 
     common::stop_proxy(child).await;
+}
+
+/// Sends one GET through the proxy at `base` and revokes the token the app
+/// saw there (the one the proxy has cached), as if revoked at Google.
+async fn revoke_the_proxys_token(w: &World, client: &reqwest::Client, base: &str) {
+    let echo: serde_json::Value = client
+        .get(format!("{base}/first"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sent = echo["headers"]["authorization"].as_str().expect("a token");
+    w.emu
+        .revoke(sent.strip_prefix("Bearer ").expect("a bearer token"));
+}
+
+/// A chunked request body (no `Content-Length`): `chunks` chunks of
+/// `chunk_len` bytes, each handed over only when the previous one was taken.
+fn chunked(chunk_len: usize, chunks: usize) -> reqwest::Body {
+    let body = futures_util::stream::iter(0..chunks).then(move |i| async move {
+        // Hand control back between chunks, so the body really streams.
+        tokio::task::yield_now().await;
+        Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'a' + (i % 26) as u8; chunk_len]))
+    });
+    reqwest::Body::wrap_stream(body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunked_post_whose_token_iap_refused_is_sent_again_whole() {
+    let w = World::new().await;
+    let (child, base) = start(&w, w.app.url().as_str(), &["--audience", w.audience()]).await;
+    let client = reqwest::Client::new();
+    revoke_the_proxys_token(&w, &client, &base).await;
+    let hits_before = w.emu.app_hits(&w.app);
+
+    let resp = client
+        .post(format!("{base}/upload"))
+        .body(chunked(1000, 8))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(resp.status(), 200, "refreshed and sent again");
+    let echo: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["body_len"], 8000, "the recorded body, whole");
+    assert_eq!(w.emu.gate_401s(&w.app), 1, "one refusal");
+    assert_eq!(w.emu.app_hits(&w.app) - hits_before, 1, "one app hit");
+    assert_eq!(w.tokens_minted(), 2, "exactly one extra token");
+    common::stop_proxy(child).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunked_post_over_the_replay_limit_gets_iaps_own_401_not_a_502() {
+    let w = World::new().await;
+    let (child, base) = start(&w, w.app.url().as_str(), &["--audience", w.audience()]).await;
+    let client = reqwest::Client::new();
+    revoke_the_proxys_token(&w, &client, &base).await;
+    let hits_before = w.emu.app_hits(&w.app);
+
+    // 256 KiB: more than the 64 KiB a retry may keep, less than the 1 MiB
+    // the gate reads before it answers. Then 2.5 MiB: the gate answers after
+    // 1 MiB and closes the connection while the proxy is still sending.
+    for (round, chunks) in [(1, 16), (2, 160)] {
+        let resp = client
+            .post(format!("{base}/upload"))
+            .body(chunked(16 * 1024, chunks))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: no answer: {e}"));
+        let (status, generated, closes) = (
+            resp.status(),
+            resp.headers().get("x-goog-iap-generated-response").cloned(),
+            resp.headers()
+                .get("connection")
+                .is_some_and(|c| c == "close"),
+        );
+        let text = resp.text().await.unwrap();
+        assert_eq!(status, 401, "round {round}: IAP's refusal, as is: {text}");
+        assert_eq!(generated.unwrap(), "true", "round {round}");
+        if round == 1 {
+            assert!(!closes, "the body was read whole: the connection stays");
+        }
+        assert!(text.contains("revoked"), "round {round}: {text}");
+        assert_eq!(w.emu.gate_401s(&w.app), round, "round {round}");
+        // The refused token was invalidated: the next request (a GET) gets a
+        // fresh one, which is then revoked for the next round.
+        revoke_the_proxys_token(&w, &client, &base).await;
+    }
+    assert_eq!(
+        w.emu.app_hits(&w.app) - hits_before,
+        2,
+        "the app saw only the GETs in between"
+    );
+    common::stop_proxy(child).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_before_the_upload_ends_reaches_the_client_which_must_not_reuse_the_connection() {
+    common::within("the early answer", async {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let w = World::new().await;
+        // The upstream is the test itself: it answers as soon as it has the
+        // request head, and never reads the body.
+        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = format!("http://{}/", upstream.local_addr().unwrap());
+        let (child, base) = start(&w, &target, &["--audience", w.audience()]).await;
+        let upload = tokio::spawn(async move {
+            // 8 MiB: more than any socket buffers between here and there.
+            let resp = reqwest::Client::new()
+                .post(format!("{base}/upload"))
+                .body(chunked(16 * 1024, 512))
+                .send()
+                .await
+                .expect("the early answer, not an error");
+            let closes = resp.headers().get("connection").cloned();
+            (resp.status(), closes, resp.text().await.unwrap())
+        });
+
+        let (mut conn, _) = upstream.accept().await.unwrap();
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut buf = [0u8; 1024];
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the proxy closed the upstream connection");
+            head.extend_from_slice(&buf[..n]);
+        }
+        conn.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo long")
+            .await
+            .unwrap();
+
+        let (status, closes, text) = upload.await.unwrap();
+        assert_eq!((status.as_u16(), text.as_str()), (413, "too long"));
+        assert_eq!(
+            closes.expect("Connection: close"),
+            "close",
+            "the client is still sending: the proxy will close this connection"
+        );
+        drop(conn);
+        common::stop_proxy(child).await;
+    })
+    .await;
 }

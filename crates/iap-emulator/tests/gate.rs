@@ -221,6 +221,69 @@ async fn request_without_credentials_gets_401_empty_token() {
     assert_eq!(emu.counter(APP_HITS, app.client_id()), 0);
 }
 
+/// Sends a chunked POST of `len` bytes (no token) to `app` on `conn`, in
+/// 16 KiB chunks, then reads the answer's head: its lowercased text.
+async fn refused_chunked_post(conn: &mut tokio::net::TcpStream, app: &App, len: usize) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let host = app.url().authority().to_owned();
+    let head =
+        format!("POST /upload HTTP/1.1\r\nhost: {host}\r\ntransfer-encoding: chunked\r\n\r\n");
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b'x'; 16 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        let framed = [format!("{n:x}\r\n").as_bytes(), &chunk[..n], b"\r\n"].concat();
+        if conn.write_all(&framed).await.is_err() {
+            break; // the gate stopped reading (beyond its bound)
+        }
+        left -= n;
+    }
+    let _ = conn.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut buf = [0u8; 4096];
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the gate closed the connection without an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answer).to_ascii_lowercase()
+}
+
+#[tokio::test]
+async fn a_refused_upload_is_read_before_the_answer_up_to_the_bound() {
+    let emu = Emulator::start().await.unwrap();
+    let app = emu.app();
+    let addr = app.local_addr().unwrap();
+
+    // Within the bound: read to its end, answered, the connection kept.
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let answer = refused_chunked_post(&mut conn, &app, 256 * 1024).await;
+    assert!(answer.starts_with("http/1.1 401"), "{answer}");
+    assert!(
+        answer.contains("x-goog-iap-generated-response: true"),
+        "{answer}"
+    );
+    assert!(!answer.contains("connection: close"), "{answer}");
+    // Nothing of the first body is left to be taken for a second request.
+    let answer = refused_chunked_post(&mut conn, &app, 10).await;
+    assert!(answer.starts_with("http/1.1 401"), "{answer}");
+    assert_eq!(emu.gate_401s(&app), 2);
+
+    // Beyond it: answered, and the connection closed.
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let answer = refused_chunked_post(
+        &mut conn,
+        &app,
+        iap_emulator::gate::MAX_DRAINED_BODY + 64 * 1024,
+    )
+    .await;
+    assert!(answer.starts_with("http/1.1 401"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    assert_eq!(emu.gate_401s(&app), 3, "each refusal counted once");
+    assert_eq!(emu.app_hits(&app), 0);
+}
+
 #[tokio::test]
 async fn browser_without_credentials_is_redirected_to_sign_in_naming_the_client_id() {
     let emu = Emulator::start().await.unwrap();

@@ -22,7 +22,7 @@ use iap_tower::{IapLayer, IapService};
 use tokio::net::TcpListener;
 use tower::{Layer, ServiceExt};
 
-use common::{gated_app, revoke_current_token};
+use common::{chunked, client_with, gated_app, post, revoke_current_token};
 
 /// `uri` with its scheme and authority replaced by `app`'s.
 fn to_app(app: &App, uri: &Uri) -> Uri {
@@ -196,6 +196,30 @@ async fn body_larger_than_the_replay_limit_is_sent_once_and_its_refusal_returned
         "record_body keeps no more either"
     );
     assert_eq!(seen(&emu, &app), (2, 1, 2));
+}
+
+#[tokio::test]
+async fn a_chunked_stream_over_the_replay_limit_gets_iaps_own_401_not_an_error() {
+    let (emu, app, auth) = gated_app(Placement::Authorization).await;
+    let svc = client_with(IapLayer::new(auth.clone()));
+    revoke_current_token(&emu, &auth, &app).await;
+
+    // 256 KiB with no Content-Length: the layer learns it is too large to
+    // keep only while sending it.
+    let response = svc
+        .oneshot(post(&app, "/upload", chunked(16 * 1024, 16)))
+        .await
+        .expect("IAP's answer, not an error");
+
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()["x-goog-iap-generated-response"], "true");
+    let text = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&text).contains("revoked"));
+    assert_eq!(
+        seen(&emu, &app),
+        (1, 0, 1),
+        "sent once, never reached the app, no token fetched for a retry"
+    );
 }
 
 #[tokio::test]

@@ -4,8 +4,11 @@
 //! an [`IapLayer`] over hyper-util's client (HTTP/1.1, or HTTP/2 when the
 //! target offers it over TLS). Bodies stream both ways; a request body small
 //! enough for the layer's replay buffer is sent again when IAP refuses a
-//! token. One log line per request. Ctrl-C (or SIGTERM) stops accepting and
-//! lets requests in flight finish.
+//! token. An answer that comes while the client is still sending (IAP
+//! refusing the token of an upload) is passed on, not turned into a 502;
+//! the rest of that body is read and thrown away (up to 1 MiB), and the
+//! answer says `Connection: close`. One log line per request. Ctrl-C (or
+//! SIGTERM) stops accepting and lets requests in flight finish.
 //!
 //! A WebSocket (any HTTP/1.1 `Upgrade`) keeps its upgrade headers and goes
 //! upstream over HTTP/1.1 with the token on the handshake (IAP checks the
@@ -34,7 +37,6 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::graceful::GracefulShutdown;
 use iap_emulator::standalone::shutdown_signal;
@@ -52,14 +54,19 @@ use url::Url;
 use crate::cli::ProxyArgs;
 use crate::failure::{CliResult, Failure};
 
+mod early_answers;
+
+use early_answers::{AnswerFirst, DrainedBody};
+
 /// Response bodies inside the proxy.
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// The upstream client: the client's request bodies go through as they
 /// arrive, recorded (up to the layer's replay limit) so a request whose
-/// token IAP refused is sent again.
+/// token IAP refused is sent again; an answer that comes before the body is
+/// sent is read (see [`early_answers`]).
 type Upstream = IapService<
-    Client<hyper_rustls::HttpsConnector<HttpConnector>, ReplayBody<Incoming>>,
+    Client<hyper_rustls::HttpsConnector<AnswerFirst>, ReplayBody<DrainedBody>>,
     RecordBody,
 >;
 
@@ -134,15 +141,15 @@ impl Proxy {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .build();
+            .wrap_connector(AnswerFirst::new());
         let http1 = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
-            .build();
-        let client: Client<_, ReplayBody<Incoming>> =
+            .wrap_connector(AnswerFirst::new());
+        let client: Client<_, ReplayBody<DrainedBody>> =
             Client::builder(TokioExecutor::new()).build(https);
-        let upgrade_client: Client<_, ReplayBody<Incoming>> =
+        let upgrade_client: Client<_, ReplayBody<DrainedBody>> =
             Client::builder(TokioExecutor::new()).build(http1);
         let upstream = IapLayer::new(auth.clone()).record_body().layer(client);
         let upgrades = IapLayer::new(auth).record_body().layer(upgrade_client);
@@ -230,7 +237,19 @@ impl Proxy {
             host: local.clone(),
         };
         let mut response = match (self.upstream_request(req, &forwarded), upgrade) {
-            (Ok(upstream_req), None) => self.send(upstream_req).await,
+            (Ok(upstream_req), None) => {
+                let body = upstream_req.body().end();
+                let mut response = self.send(upstream_req).await;
+                if version < Version::HTTP_2 && !body.reached() {
+                    // Answered while the client is still sending: the rest
+                    // is read and thrown away (`DrainedBody`), then the
+                    // connection closes, so the client must not reuse it.
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                response
+            }
             (Ok(upstream_req), Some((protocol, client))) => {
                 self.upgrade(upstream_req, protocol, client, peer, &path, started)
                     .await
@@ -253,7 +272,7 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         forwarded: &Forwarded,
-    ) -> Result<Request<Incoming>, String> {
+    ) -> Result<Request<DrainedBody>, String> {
         let (mut parts, body) = req.into_parts();
         let uri = join(&self.inner.target, &parts.uri)
             .ok_or_else(|| format!("iap proxy: cannot forward {}\n", parts.uri))?;
@@ -263,10 +282,10 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
         forwarded.add_to(&mut parts.headers);
-        Ok(Request::from_parts(parts, body))
+        Ok(Request::from_parts(parts, DrainedBody::new(body)))
     }
 
-    async fn send(&self, req: Request<Incoming>) -> Response<ProxyBody> {
+    async fn send(&self, req: Request<DrainedBody>) -> Response<ProxyBody> {
         // Boxed as `Send` here, where the future's type is concrete: through
         // an `async` block the compiler cannot prove it.
         let call: UpstreamFuture = Box::pin(self.inner.upstream.clone().oneshot(req));
@@ -292,7 +311,7 @@ impl Proxy {
     /// task of its own.
     async fn upgrade(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<DrainedBody>,
         protocol: HeaderValue,
         client: hyper::upgrade::OnUpgrade,
         peer: SocketAddr,

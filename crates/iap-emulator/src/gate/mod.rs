@@ -94,6 +94,14 @@
 //! Checks run in the order of the table (issuer before signature), and the
 //! first failure answers.
 //!
+//! Before any such answer to an HTTP/1.1 request, the gate reads the
+//! request body to its end (and throws it away), as Google's front end
+//! does, so a client still sending an upload sees the answer instead of a
+//! reset connection; a body longer than [`MAX_DRAINED_BODY`] (1 MiB) is
+//! answered once that much is read, with `Connection: close`. HTTP/2
+//! bodies and those of requests sent with `Expect: 100-continue` are not
+//! read. Counters count the request once, as it arrives.
+//!
 //! To a gRPC request (`Content-Type: application/grpc...`) these answers
 //! also carry `grpc-status` (401 -> 16 `UNAUTHENTICATED`, 503 -> 14
 //! `UNAVAILABLE`, ..., gRPC's HTTP mapping) and `grpc-message` (the body
@@ -195,7 +203,7 @@ mod service;
 mod verify;
 
 pub use app::{App, AppBuilder};
-pub use future::ResponseFuture;
+pub use future::{MAX_DRAINED_BODY, ResponseFuture};
 pub use layer::IapGateLayer;
 pub use service::IapGate;
 

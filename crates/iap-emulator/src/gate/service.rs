@@ -69,10 +69,11 @@ impl<S> IapGate<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for IapGate<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ReqBody: http_body::Body,
 {
     type Response = Response<GateBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -81,7 +82,7 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         match self.gate.admit(&mut req) {
             Decision::Pass { delay } => ResponseFuture::app(self.inner.call(req), delay),
-            Decision::Answer { response, delay } => ResponseFuture::gate(response, delay),
+            Decision::Answer { response, delay } => ResponseFuture::gate(response, delay, req),
             Decision::Hang => ResponseFuture::hang(),
         }
     }

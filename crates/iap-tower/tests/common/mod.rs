@@ -152,3 +152,19 @@ pub async fn revoke_current_token(emu: &Emulator, auth: &IapAuth, app: &App) -> 
     emu.revoke(token.as_str());
     token
 }
+
+/// A chunked body (no size known ahead): `chunks` chunks of `chunk_len`
+/// bytes, each made only when the previous one was taken.
+pub fn chunked(chunk_len: usize, chunks: usize) -> UnsyncBoxBody<Bytes, BoxError> {
+    use futures_util::StreamExt as _;
+    let frames = futures_util::stream::iter(0..chunks).then(move |i| async move {
+        // Hand control back between chunks, so the body really streams.
+        tokio::task::yield_now().await;
+        Ok::<_, BoxError>(http_body::Frame::data(Bytes::from(vec![
+            b'a' + (i % 26)
+                as u8;
+            chunk_len
+        ])))
+    });
+    http_body_util::StreamBody::new(frames).boxed_unsync()
+}
