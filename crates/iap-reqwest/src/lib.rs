@@ -148,11 +148,7 @@ impl Middleware for IapMiddleware {
                 drop(cached);
                 Box::pin(send_once(req, extensions, next))
             }
-            Planned::Cached(cached) => {
-                let token = IdToken::clone(&cached);
-                drop(cached);
-                Box::pin(self.exchange(token, req, extensions, next))
-            }
+            Planned::Cached(token) => Box::pin(self.exchange(token, req, extensions, next)),
             Planned::Fetch(attach) => Box::pin(async move {
                 let token = attach.fetch().await.map_err(Error::middleware)?;
                 if !Exchange::may_retry(&self.auth) {

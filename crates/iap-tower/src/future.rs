@@ -199,10 +199,30 @@ where
 {
     type Output = Result<Response<ResBody>, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let mut state = self.project().state;
+        // The common case, kept small enough to inline: nothing to decide.
+        if let StateProj::Pass { future } = state.as_mut().project() {
+            return future.poll(cx).map_err(Into::into);
+        }
+        poll_exchange(state, cx)
+    }
+}
+
+/// Every state but `Pass`.
+fn poll_exchange<S, B, ResBody>(
+    mut state: Pin<&mut State<S, B>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Response<ResBody>, BoxError>>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    {
+        let this = &mut state;
         loop {
-            match this.state.as_mut().project() {
+            match this.as_mut().project() {
                 StateProj::Pass { future } => return future.poll(cx).map_err(Into::into),
                 StateProj::Fetching { fetch, waiting } => {
                     let token = ready!(fetch.as_mut().poll(cx)).map_err(BoxError::from)?;
@@ -214,7 +234,7 @@ where
                     } = *waiting.take().expect(DONE);
                     // `service` was made ready by `poll_ready` before `call` moved it here.
                     let (future, retry) = send_first(&mut service, request, kept, &token, &auth);
-                    this.state.set(State::First {
+                    this.set(State::First {
                         future,
                         exchange: Some(Exchange::new(auth, token)),
                         retry,
@@ -264,9 +284,9 @@ where
                         Refresh::Ready(fresh) => {
                             let mut exchange = exchange;
                             exchange.as_mut().expect(DONE).resend(fresh);
-                            this.state.set(State::Readying { exchange, retry })
+                            this.set(State::Readying { exchange, retry })
                         }
-                        Refresh::Fetch(fetch) => this.state.set(State::Refreshing {
+                        Refresh::Fetch(fetch) => this.set(State::Refreshing {
                             fetch,
                             exchange,
                             retry,
@@ -282,7 +302,7 @@ where
                     let mut exchange = exchange.take();
                     exchange.as_mut().expect(DONE).resend(token);
                     let retry = retry.take();
-                    this.state.set(State::Readying { exchange, retry });
+                    this.set(State::Readying { exchange, retry });
                 }
                 StateProj::Readying { exchange, retry } => {
                     let (service, _) = &mut **retry.as_mut().expect(DONE);
@@ -291,7 +311,7 @@ where
                     let ex = exchange.take().expect(DONE);
                     ex.auth().apply(request.headers_mut(), ex.token());
                     let future = service.call(request);
-                    this.state.set(State::Second {
+                    this.set(State::Second {
                         future,
                         exchange: Some(ex),
                     });
@@ -300,7 +320,7 @@ where
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
                     let mut ex = exchange.take().expect(DONE);
                     ex.second_answer(response.status(), response.headers(), true);
-                    this.state.set(State::Done);
+                    this.set(State::Done);
                     return Poll::Ready(Ok(response));
                 }
                 StateProj::Done => panic!("{DONE}"),

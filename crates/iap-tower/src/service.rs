@@ -4,7 +4,6 @@ use std::mem;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use iap_token::IdToken;
 use iap_token::auth::{IapAuth, Planned};
 use iap_token::policy::RetryPolicy;
 use tower_service::Service;
@@ -208,12 +207,10 @@ where
             );
         }
         // This thread's copy of the token (see `iap_token::cache`).
-        let token = IdToken::clone(&cached);
-        drop(cached);
         ResponseFuture::first(
             &mut self.inner,
             request,
-            token,
+            cached,
             &self.auth,
             policy,
             self.replay_limit,

@@ -12,7 +12,7 @@ use url::Url;
 
 use super::scope::{HostKey, OriginMatcher, RequestUrl};
 use super::{DefaultAudience, IapAuth};
-use crate::cache::{CachedToken, Entry};
+use crate::cache::Entry;
 use crate::policy::NoAuth;
 use crate::source::{AudienceKind, BoxFuture};
 use crate::{Audience, Error, IdToken, Result, TokenCache};
@@ -33,8 +33,8 @@ pub enum Plan {
 pub enum Planned {
     /// Send the request as is: out of scope, or `NoAuth` asked for.
     Skip,
-    /// Attach this token, borrowed from the cache (clone it to keep it).
-    Cached(CachedToken),
+    /// Attach this token: this thread's copy of the cached one.
+    Cached(IdToken),
     /// No usable token is cached: fetch one with [`Attach::fetch`].
     Fetch(Attach),
 }
@@ -61,13 +61,13 @@ impl Found<'_> {
     fn cached(self) -> Planned {
         let attach = match self {
             Found::Skip => return Planned::Skip,
-            Found::Here(attach) => match attach.cached_ref() {
+            Found::Here(attach) => match attach.cached() {
                 Some(token) => return Planned::Cached(token),
                 None => attach.clone(),
             },
             Found::Made(attach) => attach,
         };
-        match attach.cached_ref() {
+        match attach.cached() {
             Some(token) => Planned::Cached(token),
             None => Planned::Fetch(attach),
         }
@@ -105,14 +105,8 @@ impl Attach {
 
     /// The hot path: the cached token, if usable. Lock-free, no allocation.
     /// `None` means: call [`Attach::fetch`].
-    #[inline]
+    #[inline(always)]
     pub fn cached(&self) -> Option<IdToken> {
-        self.cached_ref().map(|cached| IdToken::clone(&cached))
-    }
-
-    /// [`Attach::cached`], borrowed: no reference count taken.
-    #[inline]
-    fn cached_ref(&self) -> Option<CachedToken> {
         match &self.target {
             Target::Entry { cache, entry } => cache.cached_entry(entry),
             Target::Discover { .. } | Target::Invalid(_) => None,

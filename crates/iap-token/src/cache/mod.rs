@@ -81,6 +81,8 @@ use tokio_util::sync::CancellationToken;
 use crate::source::BoxFuture;
 use crate::{Audience, Error, IdToken, Result, TokenSource};
 
+mod local;
+
 /// Below this many audiences, lookups scan the table instead of hashing.
 const LINEAR_SCAN_MAX: usize = 8;
 
@@ -123,6 +125,9 @@ type Flight = Shared<BoxFuture<'static, Result<IdToken, Arc<Error>>>>;
 pub(crate) struct Entry {
     audience: Audience,
     current: ArcSwapOption<Slot>,
+    /// Changes (after `current`) whenever `current` does: what a thread's
+    /// note of the token is checked against (see [`local`]).
+    generation: AtomicU64,
     flight: Mutex<Option<(Flight, Arc<AtomicU32>)>>,
     /// A background refresh has been started and has not finished.
     refreshing: AtomicBool,
@@ -161,33 +166,6 @@ impl Next {
                 other => other,
             },
         }
-    }
-}
-
-/// A usable token, borrowed from the cache (derefs to the [`IdToken`]):
-/// reading it takes no reference count, so a caller that only copies its
-/// header value pays for nothing else. Hold it briefly (drop it before
-/// awaiting); clone the token to keep it. The token it derefs to is this
-/// thread's copy of the cached one (equal, with its own reference counts:
-/// see the module docs), so clones made on several cores at once do not
-/// contend.
-pub struct CachedToken(arc_swap::Guard<Option<Arc<Slot>>>);
-
-impl std::ops::Deref for CachedToken {
-    type Target = IdToken;
-
-    #[inline]
-    fn deref(&self) -> &IdToken {
-        match &*self.0 {
-            Some(slot) => slot.local(),
-            None => unreachable!("a CachedToken is made from a present slot"),
-        }
-    }
-}
-
-impl fmt::Debug for CachedToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("CachedToken").field(&**self).finish()
     }
 }
 
@@ -391,10 +369,7 @@ impl TokenCache {
     #[inline]
     pub fn cached(&self, audience: &Audience) -> Option<IdToken> {
         let table = self.inner.table.load();
-        table
-            .find(audience)?
-            .cached(&self.inner.core)
-            .map(|cached| IdToken::clone(&cached))
+        table.find(audience)?.cached(&self.inner.core)
     }
 
     /// A usable token for `audience`: the cached one, or the result of the
@@ -457,8 +432,8 @@ impl TokenCache {
     }
 
     /// The hot path for a pre-resolved entry.
-    #[inline]
-    pub(crate) fn cached_entry(&self, entry: &Arc<Entry>) -> Option<CachedToken> {
+    #[inline(always)]
+    pub(crate) fn cached_entry(&self, entry: &Arc<Entry>) -> Option<IdToken> {
         entry.cached(&self.inner.core)
     }
 
@@ -567,6 +542,7 @@ impl Entry {
         Entry {
             audience,
             current: ArcSwapOption::empty(),
+            generation: AtomicU64::new(0),
             flight: Mutex::new(None),
             refreshing: AtomicBool::new(false),
             retry_after_ms: AtomicU64::new(0),
@@ -579,18 +555,36 @@ impl Entry {
         &self.audience
     }
 
-    #[inline]
-    fn cached(self: &Arc<Self>, core: &Arc<Core>) -> Option<CachedToken> {
+    /// The hot path: a usable token, this thread's copy (see [`Slot`]).
+    /// This thread's note of it first (see [`local`]), else the shared slot.
+    #[inline(always)]
+    fn cached(self: &Arc<Self>, core: &Arc<Core>) -> Option<IdToken> {
+        let now = now_ms();
+        local::get(self, now).or_else(|| self.cached_shared(core, now))
+    }
+
+    /// The token from the shared slot; starts the refresh when due, notes
+    /// the token for this thread while it is outside its refresh window.
+    #[cold]
+    #[inline(never)]
+    fn cached_shared(self: &Arc<Self>, core: &Arc<Core>, now: u64) -> Option<IdToken> {
+        // Read before the slot: a token stored in between is noted with the
+        // older generation, and the next read asks again.
+        let generation = self.generation.load(Ordering::Acquire);
         let current = self.current.load();
         let slot = current.as_ref()?;
-        let now = now_ms();
         if now >= slot.usable_until_ms {
             return None;
         }
-        if now >= slot.refresh_at_ms && self.refresh_due(now) {
-            self.start_background(core);
+        if now >= slot.refresh_at_ms {
+            if self.refresh_due(now) {
+                self.start_background(core);
+            }
+        } else {
+            let until = slot.refresh_at_ms.min(slot.usable_until_ms);
+            local::put(self, generation, until, slot.local());
         }
-        Some(CachedToken(current))
+        Some(slot.local().clone())
     }
 
     /// Whether a background refresh may start now: none running, backoff over.
@@ -657,6 +651,7 @@ impl Entry {
             _ => false,
         };
         if swapped {
+            self.generation.fetch_add(1, Ordering::Release);
             tracing::debug!(audience = %self.audience, "ID token invalidated");
         }
         swapped
@@ -712,6 +707,7 @@ impl Entry {
                 .store(now + pause.min(30_000), Ordering::Relaxed);
         }
         self.current.store(Some(Arc::new(slot)));
+        self.generation.fetch_add(1, Ordering::Release);
     }
 }
 
