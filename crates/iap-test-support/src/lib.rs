@@ -30,8 +30,8 @@
 //!
 //! # A cached token
 //!
-//! With the `token` feature, [`token::warm_auth`]: an `IapAuth` whose
-//! token for [`token::APP`] is already cached, for measuring the path a
+//! With the `token` feature, `token::warm_auth`: an `IapAuth` whose
+//! token for `token::APP` is already cached, for measuring the path a
 //! request takes when nothing needs fetching.
 
 use std::alloc::{GlobalAlloc, Layout, System};
