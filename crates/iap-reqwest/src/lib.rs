@@ -116,51 +116,123 @@ impl fmt::Debug for IapMiddleware {
     }
 }
 
-#[async_trait::async_trait]
+/// The future of one request through the middleware. Each path boxes its
+/// own future, sized for what that path keeps: a request sent without a
+/// retry does not carry the state of one.
+type Handled<'a> = BoxFuture<'a, Result<Response>>;
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+// Written out rather than with `#[async_trait]`: the boxed future differs
+// by path (see `Handled`), which one `async fn` cannot do.
 impl Middleware for IapMiddleware {
-    async fn handle(
-        &self,
+    fn handle<'s, 'e, 'n, 'f>(
+        &'s self,
         mut req: Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> Result<Response> {
+        extensions: &'e mut Extensions,
+        next: Next<'n>,
+    ) -> Handled<'f>
+    where
+        's: 'f,
+        'e: 'f,
+        'n: 'f,
+        Self: 'f,
+    {
+        let next: Next<'f> = next;
         // The borrowed lookup: no clone of the plan, the token's this thread's copy.
-        let token = match self.auth.plan_url_cached(req.url(), extensions) {
-            Planned::Skip => return next.run(req, extensions).await,
+        match self.auth.plan_url_cached(req.url(), extensions) {
+            // Out of scope: the rest of the chain's own future, as is.
+            Planned::Skip => next.run(req, extensions),
             Planned::Cached(cached) if !Exchange::may_retry(&self.auth) => {
                 // Only the header value is copied: nothing is kept for a retry.
                 self.auth.apply(req.headers_mut(), &cached);
                 drop(cached);
-                return sign_in_followed(next.run(req, extensions).await?);
+                Box::pin(send_once(req, extensions, next))
             }
-            Planned::Cached(cached) => IdToken::clone(&cached),
-            Planned::Fetch(attach) => attach.fetch().await.map_err(Error::middleware)?,
-        };
-        if !Exchange::may_retry(&self.auth) {
-            self.auth.apply(req.headers_mut(), &token);
-            return sign_in_followed(next.run(req, extensions).await?);
+            Planned::Cached(cached) => {
+                let token = IdToken::clone(&cached);
+                drop(cached);
+                Box::pin(self.exchange(token, req, extensions, next))
+            }
+            Planned::Fetch(attach) => Box::pin(async move {
+                let token = attach.fetch().await.map_err(Error::middleware)?;
+                if !Exchange::may_retry(&self.auth) {
+                    self.auth.apply(req.headers_mut(), &token);
+                    return send_once(req, extensions, next).await;
+                }
+                self.exchange(token, req, extensions, next).await
+            }),
         }
-        // The copy for the retry also says where the token went (to tell our
-        // answer from another origin's after a redirect); a request that
-        // cannot be copied keeps just its URL.
-        let spare = req.try_clone();
-        let sent_to = match spare {
-            Some(_) => None,
-            None => Some(req.url().clone()),
+    }
+}
+
+/// The request, its token in, sent without a copy kept.
+async fn send_once(req: Request, extensions: &mut Extensions, next: Next<'_>) -> Result<Response> {
+    sign_in_followed(next.run(req, extensions).await?)
+}
+
+/// What a request that may be retried keeps while its first attempt is
+/// out: a copy of it, or, when it cannot be copied, where it went (to tell
+/// our answer from another origin's after a redirect).
+enum Kept {
+    Copy(Request),
+    SentTo(reqwest::Url),
+}
+
+impl Kept {
+    fn url(&self) -> &reqwest::Url {
+        match self {
+            Kept::Copy(request) => request.url(),
+            Kept::SentTo(url) => url,
+        }
+    }
+}
+
+impl IapMiddleware {
+    /// One request with `token` under the shared protocol
+    /// ([`Exchange`]): a refused token is invalidated and the copy sent
+    /// once more with a fresh one.
+    ///
+    /// Not an `async fn`: its arguments would be stored twice in the
+    /// future (as arguments, then as locals); the block below holds each once.
+    fn exchange<'f>(
+        &'f self,
+        token: IdToken,
+        mut req: Request,
+        extensions: &'f mut Extensions,
+        next: Next<'f>,
+    ) -> impl Future<Output = Result<Response>> + Send + 'f {
+        let kept = match req.try_clone() {
+            Some(copy) => Kept::Copy(copy),
+            None => Kept::SentTo(req.url().clone()),
         };
         self.auth.apply(req.headers_mut(), &token);
         let mut exchange = Exchange::new(self.auth.clone_local(), token);
-        let response = sign_in_followed(next.clone().run(req, extensions).await?)?;
-        let Some(sent_to) = spare.as_ref().map(Request::url).or(sent_to.as_ref()) else {
-            unreachable!("either the copy or the URL is kept")
-        };
-        let from_origin = Origin::same(sent_to, response.url());
-        if exchange.first_answer(response.status(), response.headers(), from_origin)
-            == ExchangeNext::Deliver
-        {
-            return Ok(response);
+        async move {
+            let response = sign_in_followed(next.clone().run(req, extensions).await?)?;
+            let from_origin = Origin::same(kept.url(), response.url());
+            if exchange.first_answer(response.status(), response.headers(), from_origin)
+                == ExchangeNext::Deliver
+            {
+                return Ok(response);
+            }
+            // Boxed: only a retry pays for the retry's state, the future of
+            // every first attempt stays small.
+            Box::pin(self.retry(exchange, kept, response, extensions, next)).await
         }
-        let Some(mut second) = spare else {
+    }
+
+    /// After a refusal: the copy of the request, sent once more with a
+    /// fresh token (another caller's, or fetched); or the refusal as is
+    /// when the request could not be copied.
+    async fn retry(
+        &self,
+        mut exchange: Exchange,
+        kept: Kept,
+        response: Response,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> Result<Response> {
+        let Kept::Copy(mut second) = kept else {
             tracing::debug!(status = %response.status(), "request body not replayable, not retried");
             return Ok(response);
         };

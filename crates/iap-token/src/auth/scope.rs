@@ -46,6 +46,11 @@ impl HostKey {
 pub(super) struct OriginMatcher {
     origin: Origin,
     scheme: Box<str>,
+    /// The same scheme as `http` parses it (compared as an enum, not text).
+    http_scheme: http::uri::Scheme,
+    /// `scheme://host[:port]` as `url` serializes a URL on this origin (the
+    /// default port left out): the text a reqwest URL on it starts with.
+    url_prefix: Box<str>,
     /// Lower case, no trailing dot.
     host: Box<str>,
     port: u16,
@@ -138,9 +143,16 @@ impl OriginMatcher {
         let origin = Origin::of_url(url)?;
         let host = url.host_str()?.trim_end_matches('.').to_ascii_lowercase();
         let port = url.port_or_known_default()?;
+        let http_scheme = url.scheme().parse().ok()?;
+        let url_prefix = match url.port() {
+            None => format!("{}://{host}", url.scheme()),
+            Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        };
         Some(OriginMatcher {
             origin,
             scheme: url.scheme().into(),
+            http_scheme,
+            url_prefix: url_prefix.into(),
             host_port: format!("{host}:{port}").into(),
             default_port: url.port().is_none(),
             host: host.into(),
@@ -153,10 +165,11 @@ impl OriginMatcher {
     /// info, a trailing dot, a zero-padded port) go the slow way.
     #[inline]
     fn matches_uri(&self, uri: &Uri) -> bool {
-        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
             return false;
         };
-        if scheme != &*self.scheme && !scheme.eq_ignore_ascii_case(&self.scheme) {
+        // `http` parses `http` and `https` into an enum: no text compared.
+        if *scheme != self.http_scheme && !scheme.as_str().eq_ignore_ascii_case(&self.scheme) {
             return false;
         }
         let text = authority.as_str();
@@ -177,6 +190,15 @@ impl OriginMatcher {
     /// lower-cases scheme and host).
     #[inline]
     fn matches_url(&self, url: &Url) -> bool {
+        // `url` serializes scheme and host in lower case and leaves a
+        // default port out, and an http(s) URL's path starts with `/`: a
+        // URL on this origin, spelled as most are, starts with the prefix
+        // and then `/`. (User info, another port or a longer host put
+        // something else there.) Anything else is compared part by part.
+        let (text, prefix) = (url.as_str().as_bytes(), self.url_prefix.as_bytes());
+        if text.len() > prefix.len() && text[prefix.len()] == b'/' && text.starts_with(prefix) {
+            return true;
+        }
         let Some(host) = url.host_str() else {
             return false;
         };
@@ -271,5 +293,32 @@ mod tests {
             (true, Some(true))
         );
         assert_eq!(on("https://app.example.com", "/relative"), (false, None));
+    }
+
+    #[test]
+    fn a_url_that_starts_like_the_origin_is_not_on_it() {
+        // reqwest's URLs are matched by the text they start with first.
+        for (origin, url) in [
+            ("http://[::1]:808", "http://[::1]:8080/"),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:80/"),
+            ("https://app.example.com", "https://app.example.com:444/"),
+            ("https://app.example.com", "https://app.example.community/"),
+            ("https://app.example.com:8443", "https://app.example.com/"),
+        ] {
+            assert_eq!(on(origin, url), (false, Some(false)), "{origin} {url}");
+        }
+        for (origin, url) in [
+            (
+                "https://app.example.com:443",
+                "https://app.example.com/?q=1",
+            ),
+            (
+                "https://app.example.com:8443",
+                "https://app.example.com:8443/a",
+            ),
+            ("HTTP://LOCALHOST:3000", "http://localhost:3000/"),
+        ] {
+            assert_eq!(on(origin, url), (true, Some(true)), "{origin} {url}");
+        }
     }
 }
