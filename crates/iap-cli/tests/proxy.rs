@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{World, closed_port, interrupt, wait_for_line};
+use common::{World, closed_port, interrupt, json_answer, wait_for_line};
 use futures_util::StreamExt as _;
 use tokio::process::Child;
 
@@ -24,6 +24,29 @@ async fn start(w: &World, target: &str, extra: &[&str]) -> (Child, String) {
     args.extend_from_slice(extra);
     let (child, addr) = common::start_proxy(&w.sandbox, &args).await;
     (child, format!("http://{addr}"))
+}
+
+/// A world and `iap proxy` whose target is the test itself (a listener on
+/// loopback), so the test sees exactly what reaches the upstream and
+/// decides what it answers, and when: the world, the proxy, its base URL
+/// and the listener.
+async fn start_before_the_test() -> (World, Child, String, tokio::net::TcpListener) {
+    let w = World::new().await;
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = format!("http://{}/", upstream.local_addr().unwrap());
+    let (child, base) = start(&w, &target, &["--audience", w.audience()]).await;
+    (w, child, base, upstream)
+}
+
+/// Reads from `conn` onto `seen` until `seen` holds `marker`.
+async fn read_until(conn: &mut tokio::net::TcpStream, seen: &mut Vec<u8>, marker: &[u8]) {
+    use tokio::io::AsyncReadExt as _;
+    while !seen.windows(marker.len()).any(|w| w == marker) {
+        let mut buf = [0u8; 1024];
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the proxy closed the upstream connection");
+        seen.extend_from_slice(&buf[..n]);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -222,12 +245,9 @@ async fn the_token_never_reaches_the_proxys_logs_even_at_trace_level() {
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_lets_a_request_in_flight_finish() {
     common::within("the request in flight", async {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let w = World::new().await;
+        use tokio::io::AsyncWriteExt as _;
         // The upstream is the test itself, so it decides when the answer comes.
-        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let target = format!("http://{}/", upstream.local_addr().unwrap());
-        let (mut child, base) = start(&w, &target, &["--audience", w.audience()]).await;
+        let (_w, mut child, base, upstream) = start_before_the_test().await;
         let mut stderr = common::stderr_lines(child.stderr.take().unwrap());
 
         let request = tokio::spawn(async move {
@@ -238,15 +258,7 @@ async fn ctrl_c_lets_a_request_in_flight_finish() {
         });
         let (mut conn, _) = upstream.accept().await.unwrap();
         let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            assert_eq!(
-                conn.read(&mut byte).await.unwrap(),
-                1,
-                "the proxy closed the upstream connection"
-            );
-            head.push(byte[0]);
-        }
+        read_until(&mut conn, &mut head, b"\r\n\r\n").await;
         let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
         assert!(head.starts_with("get /slow http/1.1"), "{head}");
         assert!(head.contains("authorization: bearer "), "{head}");
@@ -282,12 +294,9 @@ async fn ctrl_c_right_after_the_listening_line_stops_cleanly() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bodies_stream_both_ways_without_buffering() {
     common::within("streaming through the proxy", async {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let w = World::new().await;
+        use tokio::io::AsyncWriteExt as _;
         // The upstream is the test itself, so it sees exactly when bytes arrive.
-        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let target = format!("http://{}/", upstream.local_addr().unwrap());
-        let (child, base) = start(&w, &target, &["--audience", w.audience()]).await;
+        let (_w, child, base, upstream) = start_before_the_test().await;
 
         // Upload: the second half is only sent once the upstream has the first.
         let (more_tx, more_rx) = tokio::sync::oneshot::channel::<()>();
@@ -315,18 +324,10 @@ async fn bodies_stream_both_ways_without_buffering() {
 
         let (mut conn, _) = upstream.accept().await.unwrap();
         let mut seen = Vec::new();
-        let mut read_until = async |conn: &mut tokio::net::TcpStream, marker: &[u8]| {
-            while !seen.windows(marker.len()).any(|w| w == marker) {
-                let mut buf = [0u8; 1024];
-                let n = conn.read(&mut buf).await.unwrap();
-                assert!(n > 0, "the proxy closed the upstream connection");
-                seen.extend_from_slice(&buf[..n]);
-            }
-        };
-        read_until(&mut conn, b"first-half;").await;
+        read_until(&mut conn, &mut seen, b"first-half;").await;
         more_tx.send(()).unwrap();
-        read_until(&mut conn, b"second-half").await;
-        read_until(&mut conn, b"0\r\n\r\n").await;
+        read_until(&mut conn, &mut seen, b"second-half").await;
+        read_until(&mut conn, &mut seen, b"0\r\n\r\n").await;
 
         // Download: the client reads the first chunk before the rest exists.
         conn.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n6\r\nhello \r\n")
@@ -370,19 +371,7 @@ async fn a_request_whose_token_iap_refused_is_sent_again_with_its_body() {
     let w = World::new().await;
     let (child, base) = start(&w, w.app.url().as_str(), &["--audience", w.audience()]).await;
     let client = reqwest::Client::new();
-    // The app sees the token the proxy sends (Authorization goes through):
-    // revoke it, as if it had been revoked at Google.
-    let echo: serde_json::Value = client
-        .get(format!("{base}/first"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let sent = echo["headers"]["authorization"].as_str().expect("a token");
-    w.emu
-        .revoke(sent.strip_prefix("Bearer ").expect("a bearer token"));
+    revoke_the_proxys_token(&w, &client, &base).await;
 
     let resp = client
         .post(format!("{base}/upload"))
@@ -400,16 +389,10 @@ async fn a_request_whose_token_iap_refused_is_sent_again_with_its_body() {
 }
 
 /// Sends one GET through the proxy at `base` and revokes the token the app
-/// saw there (the one the proxy has cached), as if revoked at Google.
+/// saw there (the one the proxy has cached; `Authorization` goes through),
+/// as if revoked at Google.
 async fn revoke_the_proxys_token(w: &World, client: &reqwest::Client, base: &str) {
-    let echo: serde_json::Value = client
-        .get(format!("{base}/first"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo = json_answer(client.get(format!("{base}/first"))).await;
     let sent = echo["headers"]["authorization"].as_str().expect("a token");
     w.emu
         .revoke(sent.strip_prefix("Bearer ").expect("a bearer token"));
@@ -499,13 +482,10 @@ async fn a_chunked_post_over_the_replay_limit_gets_iaps_own_401_not_a_502() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_answer_before_the_upload_ends_reaches_the_client_which_must_not_reuse_the_connection() {
     common::within("the early answer", async {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let w = World::new().await;
+        use tokio::io::AsyncWriteExt as _;
         // The upstream is the test itself: it answers as soon as it has the
         // request head, and never reads the body.
-        let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let target = format!("http://{}/", upstream.local_addr().unwrap());
-        let (child, base) = start(&w, &target, &["--audience", w.audience()]).await;
+        let (_w, child, base, upstream) = start_before_the_test().await;
         let upload = tokio::spawn(async move {
             // 8 MiB: more than any socket buffers between here and there.
             let resp = reqwest::Client::new()
@@ -519,13 +499,7 @@ async fn an_answer_before_the_upload_ends_reaches_the_client_which_must_not_reus
         });
 
         let (mut conn, _) = upstream.accept().await.unwrap();
-        let mut head = Vec::new();
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let mut buf = [0u8; 1024];
-            let n = conn.read(&mut buf).await.unwrap();
-            assert!(n > 0, "the proxy closed the upstream connection");
-            head.extend_from_slice(&buf[..n]);
-        }
+        read_until(&mut conn, &mut Vec::new(), b"\r\n\r\n").await;
         conn.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo long")
             .await
             .unwrap();

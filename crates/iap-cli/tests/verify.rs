@@ -8,7 +8,7 @@ use std::process::Stdio;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{Output, Sandbox, World};
+use common::{Output, Sandbox, World, json_answer};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt as _;
 
@@ -41,15 +41,12 @@ async fn verify_stdin(sandbox: &Sandbox, args: &[&str], input: &str) -> Output {
 /// The assertion the gate adds for `email`.
 async fn via_gate(w: &World, email: &str) -> String {
     let token = w.emu.mint_id_token(w.app.client_id(), email);
-    let echo: Value = reqwest::Client::new()
-        .get(w.app.url().clone())
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo = json_answer(
+        reqwest::Client::new()
+            .get(w.app.url().clone())
+            .bearer_auth(token),
+    )
+    .await;
     echo["headers"]["x-goog-iap-jwt-assertion"]
         .as_str()
         .unwrap()

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{claims, control, get_json, http};
+use common::{claims, control, get_json, http, json_answer};
 use iap_emulator::counter::GATE_ACCEPTED;
 use iap_emulator::{App, Emulator};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::JwkSet};
@@ -17,8 +17,7 @@ async fn assertion_through(app: &App, token: Option<&str>) -> String {
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    let echo: Value = request.send().await.unwrap().json().await.unwrap();
-    echo["headers"]["x-goog-iap-jwt-assertion"]
+    json_answer(request).await["headers"]["x-goog-iap-jwt-assertion"]
         .as_str()
         .expect("the app received an assertion")
         .to_owned()
@@ -47,15 +46,7 @@ async fn email_claim_is_the_plain_address_and_only_sub_and_headers_are_prefixed(
     let emu = Emulator::start().await.unwrap();
     let app = emu.app();
     let token = emu.mint_id_token(app.client_id(), "alice@example.com");
-    let echo: Value = http()
-        .get(app.url().clone())
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo = json_answer(http().get(app.url().clone()).bearer_auth(&token)).await;
     let headers = &echo["headers"];
     let assertion = headers["x-goog-iap-jwt-assertion"].as_str().unwrap();
     let verified = verify_with_jwks(&emu, assertion, app.assertion_audience()).await;

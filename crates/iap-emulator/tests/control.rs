@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{claims, control, get_json, http, metadata_identity, start_without_app};
+use common::{
+    claims, control, get_json, http, metadata_access_token, metadata_identity, start_without_app,
+};
 use iap_emulator::{Adc, Emulator, Endpoint, Fault, Grant, SubjectTokenSource, counter};
 use serde_json::{Value, json};
 
@@ -19,22 +21,6 @@ async fn metadata_claims(emu: &Emulator, audience: &str) -> Value {
             .await
             .unwrap(),
     )
-}
-
-/// The metadata server's access token answer (JSON).
-async fn metadata_access_token(emu: &Emulator) -> Value {
-    http()
-        .get(format!(
-            "{}computeMetadata/v1/instance/service-accounts/default/token",
-            emu.url()
-        ))
-        .header("Metadata-Flavor", "Google")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 /// IAM Credentials `generateIdToken` for `target` (audience `a`), authenticated with `bearer`.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{claims, http, metadata_identity};
+use common::{claims, http, metadata_access_token, metadata_identity};
 use iap_emulator::{App, Emulator, Endpoint, counter};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -12,20 +12,11 @@ use serde_json::{Value, json};
 const IAP_GENERATED: &str = "x-goog-iap-generated-response";
 
 /// An access token from the metadata server (its service account).
-async fn metadata_access_token(emu: &Emulator) -> String {
-    let body: Value = http()
-        .get(format!(
-            "{}computeMetadata/v1/instance/service-accounts/default/token",
-            emu.url()
-        ))
-        .header("Metadata-Flavor", "Google")
-        .send()
-        .await
+async fn metadata_bearer(emu: &Emulator) -> String {
+    metadata_access_token(emu).await["access_token"]
+        .as_str()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["access_token"].as_str().unwrap().to_owned()
+        .to_owned()
 }
 
 async fn sign_jwt(
@@ -72,7 +63,7 @@ async fn get_with(app: &App, path: &str, token: &str) -> reqwest::Response {
 async fn sign_jwt_as_the_metadata_account_needs_a_grant_on_itself() {
     let emu = Emulator::start().await.unwrap();
     let me = emu.metadata_service_account().unwrap();
-    let bearer = metadata_access_token(&emu).await;
+    let bearer = metadata_bearer(&emu).await;
     let aud = format!("{}/*", origin(&emu.app()));
 
     let (status, err) = sign_jwt(&emu, &bearer, &me, sa_claims(&emu, &me, &aud), &[]).await;
@@ -111,7 +102,7 @@ async fn sign_jwt_through_a_delegation_chain_needs_every_link() {
     let me = emu.metadata_service_account().unwrap();
     let relay = emu.create_service_account("relay").await.unwrap();
     let target = emu.create_service_account("target").await.unwrap();
-    let bearer = metadata_access_token(&emu).await;
+    let bearer = metadata_bearer(&emu).await;
     let aud = format!("{}/*", origin(&emu.app()));
     let payload = sa_claims(&emu, target.email(), &aud);
 
@@ -139,7 +130,7 @@ async fn sign_jwt_refuses_bad_payloads_and_distant_expiry() {
     let emu = Emulator::start().await.unwrap();
     let me = emu.metadata_service_account().unwrap();
     emu.allow_impersonation(&me, &me);
-    let bearer = metadata_access_token(&emu).await;
+    let bearer = metadata_bearer(&emu).await;
     let now = emu.now();
     for payload in [
         json!({"iss": me, "exp": now + 12 * 3600 + 60}),
@@ -176,7 +167,7 @@ async fn gate_accepts_each_audience_shape_and_refuses_an_uncovered_path() {
     let app = emu.app();
     let me = emu.metadata_service_account().unwrap();
     emu.allow_impersonation(&me, &me);
-    let bearer = metadata_access_token(&emu).await;
+    let bearer = metadata_bearer(&emu).await;
     let o = origin(&app);
     let sign = async |aud: String| {
         let (status, ok) = sign_jwt(&emu, &bearer, &me, sa_claims(&emu, &me, &aud), &[]).await;
@@ -248,7 +239,7 @@ async fn managed_client_app_refuses_ordinary_id_tokens_but_not_allowlisted_or_sa
     // A service-account JWT passes.
     let me = emu.metadata_service_account().unwrap();
     emu.allow_impersonation(&me, &me);
-    let bearer = metadata_access_token(&emu).await;
+    let bearer = metadata_bearer(&emu).await;
     let (_, ok) = sign_jwt(
         &emu,
         &bearer,

@@ -9,79 +9,17 @@
 //! in a middleware that answers at once, so no network is involved and
 //! everything runs on the test's thread.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
 use futures_util::FutureExt as _;
 use http::{Extensions, HeaderValue, header};
 use iap_reqwest::IapMiddleware;
-use iap_token::IapAuth;
+use iap_test_support::token::{APP, JWT, warm_auth};
+use iap_test_support::{CountingAlloc, allocations};
 use iap_token::policy::RetryPolicy;
-use iap_token::source::static_token::StaticTokenSource;
 use reqwest::{Method, Request, Response, Url};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next};
 
-/// Counts the allocations of the current thread.
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count() {
-    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-}
-
-// SAFETY: every call is forwarded to the system allocator unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// How many allocations `f` made on this thread.
-fn allocations_in(f: impl FnOnce()) -> u64 {
-    let before = ALLOCATIONS.with(Cell::get);
-    f();
-    ALLOCATIONS.with(Cell::get) - before
-}
-
-const JWT: &str =
-    "eyJhbGciOiJub25lIn0.eyJhdWQiOiJjbGllbnQtaWQiLCJlbWFpbCI6ImFAYiIsImV4cCI6NDEwMjQ0NDgwMH0.c2ln";
-const APP: &str = "https://app.example.com";
-
-async fn warm_auth(policy: RetryPolicy) -> IapAuth {
-    let auth = IapAuth::builder()
-        .source(StaticTokenSource::new(JWT).unwrap())
-        .audience("client-id")
-        .allow_origin(APP)
-        .retry_policy(policy)
-        .build()
-        .unwrap();
-    auth.token_for(&APP.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    auth
-}
+static GLOBAL: CountingAlloc = CountingAlloc::new();
 
 /// Answers at once; the answer's status says whether a token came along
 /// (200) or not (204).
@@ -171,8 +109,8 @@ fn compare(ours: &ClientWithMiddleware, floor: &ClientWithMiddleware) -> (u64, u
     assert!(send(ours, realistic()) && send(floor, realistic()));
     let (first, second) = (realistic(), realistic());
     let mut authorized = false;
-    let ours = allocations_in(|| authorized = send(ours, first));
-    let theirs = allocations_in(|| assert!(send(floor, second)));
+    let ours = allocations(|| authorized = send(ours, first));
+    let theirs = allocations(|| assert!(send(floor, second)));
     assert!(authorized, "the request carried the token");
     (ours, theirs)
 }

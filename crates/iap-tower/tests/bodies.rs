@@ -20,7 +20,7 @@ use iap_token::policy::Placement;
 use iap_tower::replay::{RecordBody, ReplayBody};
 use iap_tower::{IapLayer, IapService};
 use tokio::net::TcpListener;
-use tower::{Layer, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 use common::{chunked, client_with, gated_app, post, revoke_current_token};
 
@@ -61,13 +61,17 @@ async fn axum_forwarder(app: &App, auth: &IapAuth) -> SocketAddr {
 }
 
 /// A hyper server whose `service_fn` forwards each request, `Incoming` body
-/// and all, to `app` through a hyper-util client behind
-/// `IapLayer::record_body()`. Its address.
-async fn hyper_forwarder(app: &App, auth: &IapAuth) -> SocketAddr {
-    let client: Client<HttpConnector, ReplayBody<Incoming>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let upstream: IapService<_, RecordBody> =
-        IapLayer::new(auth.clone()).record_body().layer(client);
+/// and all, to `app` through `upstream` (a layer over a hyper-util client).
+/// Its address.
+async fn serve_forwarding<S, B>(app: &App, upstream: S) -> SocketAddr
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = iap_tower::BoxError>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    B: http_body::Body<Data = Bytes, Error: Into<iap_tower::BoxError>> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = app.clone();
@@ -81,8 +85,7 @@ async fn hyper_forwarder(app: &App, auth: &IapAuth) -> SocketAddr {
                     let (mut parts, body) = req.into_parts();
                     parts.uri = to_app(&app, &parts.uri);
                     parts.headers.remove(http::header::HOST);
-                    let response = upstream.oneshot(Request::from_parts(parts, body)).await?;
-                    Ok::<_, iap_tower::BoxError>(response)
+                    upstream.oneshot(Request::from_parts(parts, body)).await
                 }
             });
             tokio::spawn(
@@ -92,6 +95,16 @@ async fn hyper_forwarder(app: &App, auth: &IapAuth) -> SocketAddr {
         }
     });
     addr
+}
+
+/// [`serve_forwarding`] through a hyper-util client behind
+/// `IapLayer::record_body()`.
+async fn hyper_forwarder(app: &App, auth: &IapAuth) -> SocketAddr {
+    let client: Client<HttpConnector, ReplayBody<Incoming>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let upstream: IapService<_, RecordBody> =
+        IapLayer::new(auth.clone()).record_body().layer(client);
+    serve_forwarding(app, upstream).await
 }
 
 /// POSTs `body` to `/upload` of the forwarder at `addr`: the status and the
@@ -229,26 +242,7 @@ async fn a_body_type_the_layer_does_not_know_is_sent_once() {
         Client::builder(TokioExecutor::new()).build_http();
     // Compiles without `record_body`: `Incoming` simply cannot be kept.
     let upstream = IapLayer::new(auth.clone()).layer(client);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let target = app.clone();
-    tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.unwrap();
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let (upstream, app) = (upstream.clone(), target.clone());
-            async move {
-                let (mut parts, body) = req.into_parts();
-                parts.uri = to_app(&app, &parts.uri);
-                parts.headers.remove(http::header::HOST);
-                let response = upstream.oneshot(Request::from_parts(parts, body)).await?;
-                Ok::<_, iap_tower::BoxError>(response)
-            }
-        });
-        tokio::spawn(
-            hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service),
-        );
-    });
+    let addr = serve_forwarding(&app, upstream).await;
     revoke_current_token(&emu, &auth, &app).await;
 
     let (status, _) = post_to(addr, b"small".to_vec()).await;

@@ -8,8 +8,6 @@
 //!
 //! Its own binary: it installs a counting global allocator.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::{Future, Ready, ready};
 use std::pin::pin;
@@ -17,75 +15,16 @@ use std::task::{Context, Poll, Waker};
 
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response, Uri};
-use iap_token::IapAuth;
+use iap_test_support::token::{APP, JWT, warm_auth};
+use iap_test_support::{CountingAlloc, allocations};
 use iap_token::policy::RetryPolicy;
-use iap_token::source::static_token::StaticTokenSource;
 use iap_tower::IapLayer;
 use tower::retry::{Policy, RetryLayer};
 use tower::{Layer, Service, ServiceBuilder};
 use tower_http::set_header::SetRequestHeaderLayer;
 
-/// Counts the allocations of the current thread.
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count() {
-    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-}
-
-// SAFETY: every call is forwarded to the system allocator unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// How many allocations `f` made on this thread.
-fn allocations_in(f: impl FnOnce()) -> u64 {
-    let before = ALLOCATIONS.with(Cell::get);
-    f();
-    ALLOCATIONS.with(Cell::get) - before
-}
-
-const JWT: &str =
-    "eyJhbGciOiJub25lIn0.eyJhdWQiOiJjbGllbnQtaWQiLCJlbWFpbCI6ImFAYiIsImV4cCI6NDEwMjQ0NDgwMH0.c2ln";
-const APP: &str = "https://app.example.com";
-
-async fn warm_auth(policy: RetryPolicy) -> IapAuth {
-    let auth = IapAuth::builder()
-        .source(StaticTokenSource::new(JWT).unwrap())
-        .audience("client-id")
-        .allow_origin(APP)
-        .retry_policy(policy)
-        .build()
-        .unwrap();
-    auth.token_for(&APP.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    auth
-}
+static GLOBAL: CountingAlloc = CountingAlloc::new();
 
 /// Answers at once, telling whether the request carried a token.
 #[derive(Clone, Copy)]
@@ -142,13 +81,13 @@ async fn without_retries_a_cached_token_costs_no_allocation() {
     assert!(send(&mut service, request(&app, true)));
 
     let mut authorized = Vec::with_capacity(2);
-    let allocations = allocations_in(|| {
+    let counted = allocations(|| {
         authorized.push(send(&mut service, to_app));
         authorized.push(send(&mut service, to_elsewhere));
     });
 
     assert_eq!(authorized, [true, false], "token for the app only");
-    assert_eq!(allocations, 0);
+    assert_eq!(counted, 0);
 }
 
 /// The retry floor's policy: keeps a copy of the request head (and its
@@ -197,8 +136,8 @@ async fn without_retries_a_realistic_request_allocates_what_a_static_header_allo
     let (first, second) = (realistic(&app), realistic(&app));
 
     let mut authorized = false;
-    let ours = allocations_in(|| authorized = send(&mut service, first));
-    let theirs = allocations_in(|| assert!(send(&mut floor, second)));
+    let ours = allocations(|| authorized = send(&mut service, first));
+    let theirs = allocations(|| assert!(send(&mut floor, second)));
 
     assert!(authorized);
     assert_eq!(ours, theirs);
@@ -226,8 +165,8 @@ async fn a_retry_capable_request_allocates_what_keeping_its_head_allocates() {
     ] {
         let (first, second) = (make(&app), make(&app));
         let mut authorized = false;
-        let ours = allocations_in(|| authorized = send(&mut service, first));
-        let theirs = allocations_in(|| assert!(send(&mut floor, second)));
+        let ours = allocations(|| authorized = send(&mut service, first));
+        let theirs = allocations(|| assert!(send(&mut floor, second)));
 
         assert!(authorized, "{name}");
         // Copying a head with headers allocates: the counter sees it.
@@ -247,8 +186,8 @@ async fn a_retry_capable_request_allocates_no_more_than_a_static_header() {
     let (first, second) = (request(&app, false), request(&app, false));
 
     let mut authorized = false;
-    let ours = allocations_in(|| authorized = send(&mut service, first));
-    let theirs = allocations_in(|| assert!(send(&mut floor, second)));
+    let ours = allocations(|| authorized = send(&mut service, first));
+    let theirs = allocations(|| assert!(send(&mut floor, second)));
 
     assert!(authorized);
     // The counter sees the header map's growth.

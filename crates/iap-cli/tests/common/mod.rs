@@ -211,6 +211,12 @@ impl World {
     }
 }
 
+/// Sends `request`: its JSON answer, whatever the status (the echo app's
+/// account of what it received).
+pub async fn json_answer(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// Reads lines until one satisfies `pick`, returning what it picked.
 pub async fn wait_for_line<R, T>(
     lines: &mut Lines<BufReader<R>>,

@@ -20,9 +20,9 @@ use super::GateBody;
 /// a server that answers and closes the connection with the body unread
 /// resets it, and the client can lose the answer to a write error (a proxy
 /// then reports 502 instead of IAP's 401). Google's front end reads what the
-/// client sends before it answers, so the gate does too, up to this bound;
-/// beyond it, it answers with `Connection: close`, as a front end does with
-/// an upload it will not take. Bodies of HTTP/2 requests (which end a
+/// client sends before it answers (`docs/iap-gate.md`, "Early answers"), so
+/// the gate does too, up to this bound; beyond it, it answers with
+/// `Connection: close`, as a front end does with an upload it will not take. Bodies of HTTP/2 requests (which end a
 /// stream without closing the connection) and of requests that wait for
 /// `100 Continue` (which send no body unless asked) are not read.
 pub const MAX_DRAINED_BODY: usize = 1024 * 1024;

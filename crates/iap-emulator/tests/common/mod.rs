@@ -49,6 +49,26 @@ pub async fn metadata_identity(emu: &Emulator, audience: &str, format: &str) -> 
         .unwrap()
 }
 
+/// Sends `request`: its JSON answer, whatever the status (the echo app's
+/// account of a request, an endpoint's token answer).
+pub async fn json_answer(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// The metadata server's access token answer (JSON), as a GCE workload
+/// asks for it.
+pub async fn metadata_access_token(emu: &Emulator) -> Value {
+    json_answer(
+        http()
+            .get(format!(
+                "{}computeMetadata/v1/instance/service-accounts/default/token",
+                emu.url()
+            ))
+            .header("Metadata-Flavor", "Google"),
+    )
+    .await
+}
+
 /// The signing key of a service account's key file.
 pub fn private_key(sa: &ServiceAccount) -> EncodingKey {
     let key: Value = serde_json::from_str(sa.key_json()).unwrap();

@@ -15,7 +15,7 @@
 //!   body still arriving on it is dropped unread, and a client still
 //!   writing can lose the proxy's answer the same way. [`DrainedBody`] reads
 //!   such a rest (up to [`DRAIN_LIMIT`]) and throws it away, as Google's
-//!   front end does (`docs/emulator.md`, "Early answers and request bodies").
+//!   front end does (`docs/iap-gate.md`, "Early answers").
 
 use std::future::Future;
 use std::io;
