@@ -23,8 +23,9 @@
 //!   sits in an [`ArcSwapOption`]; the audience -> entry table is a
 //!   copy-on-write snapshot in an [`ArcSwap`] (a linear scan by pointer,
 //!   then by text, for a handful of audiences; a hash index beyond). A
-//!   reader loads, checks two deadlines against the wall clock, and clones
-//!   the token (one reference-count increment). Handles with a fixed
+//!   reader first checks its thread's note of the entry's token (entry,
+//!   generation, deadline; see `local`), else loads the slot, checks two
+//!   deadlines against the wall clock, notes the token and clones it. Handles with a fixed
 //!   audience ([`IapAuth`](crate::IapAuth)'s `Attach`) keep the entry itself
 //!   and skip the table.
 //! - **No shared write per read.** A stored token comes with a few equal
