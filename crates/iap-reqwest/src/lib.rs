@@ -138,23 +138,28 @@ impl Middleware for IapMiddleware {
         Self: 'f,
     {
         let next: Next<'f> = next;
+        if !Exchange::may_retry(&self.auth) {
+            // Nothing is kept for a retry: only the token's header value is copied.
+            return match self.auth.plan_url_header_cached(req.url(), extensions) {
+                Planned::Skip => next.run(req, extensions),
+                Planned::Cached(value) => {
+                    self.auth.apply_header(req.headers_mut(), value);
+                    Box::pin(send_once(req, extensions, next))
+                }
+                Planned::Fetch(attach) => Box::pin(async move {
+                    let token = attach.fetch().await.map_err(Error::middleware)?;
+                    self.auth.apply(req.headers_mut(), &token);
+                    send_once(req, extensions, next).await
+                }),
+            };
+        }
         // The borrowed lookup: no clone of the plan, the token's this thread's copy.
         match self.auth.plan_url_cached(req.url(), extensions) {
             // Out of scope: the rest of the chain's own future, as is.
             Planned::Skip => next.run(req, extensions),
-            Planned::Cached(cached) if !Exchange::may_retry(&self.auth) => {
-                // Only the header value is copied: nothing is kept for a retry.
-                self.auth.apply(req.headers_mut(), &cached);
-                drop(cached);
-                Box::pin(send_once(req, extensions, next))
-            }
             Planned::Cached(token) => Box::pin(self.exchange(token, req, extensions, next)),
             Planned::Fetch(attach) => Box::pin(async move {
                 let token = attach.fetch().await.map_err(Error::middleware)?;
-                if !Exchange::may_retry(&self.auth) {
-                    self.auth.apply(req.headers_mut(), &token);
-                    return send_once(req, extensions, next).await;
-                }
                 self.exchange(token, req, extensions, next).await
             }),
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use common::{get_with_headers, key_source, origin_of};
 use http::{Extensions, HeaderMap, StatusCode, Uri};
 use iap_emulator::{App, Emulator, Endpoint};
-use iap_token::auth::{IapAuthBuilder, Plan};
+use iap_token::auth::{IapAuthBuilder, Plan, Planned};
 use iap_token::policy::{NoAuth, Placement, RetryPolicy, Verdict};
 use iap_token::source::{AudienceKind, BoxFuture, TokenSource};
 use iap_token::{Audience, IapAuth, IdToken};
@@ -191,24 +191,55 @@ async fn without_origins_every_origin_gets_a_token() {
 async fn per_request_extensions_skip_or_override_the_audience() {
     let emu = Emulator::start().await.unwrap();
     let (source, _) = source(&emu).await;
-    let auth = IapAuth::builder()
-        .source_arc(source)
+    // Both handles have one audience and one origin or any: the
+    // configuration `plan` decides for in a few steps; the same rules hold.
+    let any = IapAuth::builder()
+        .source_arc(source.clone())
         .audience("configured")
         .any_origin()
         .build()
         .unwrap();
+    let scoped = IapAuth::builder()
+        .source_arc(source)
+        .audience("configured")
+        .allow_origin("https://app.example.com")
+        .build()
+        .unwrap();
     let target = uri("https://app.example.com/");
+    for (issued, auth) in [(1, &any), (2, &scoped)] {
+        let mut no_auth = Extensions::new();
+        no_auth.insert(NoAuth);
+        assert!(matches!(auth.plan(&target, &no_auth), Plan::Skip));
+        assert!(matches!(
+            auth.plan_header_cached(&target, &no_auth),
+            Planned::Skip
+        ));
 
-    let mut no_auth = Extensions::new();
-    no_auth.insert(NoAuth);
-    assert!(matches!(auth.plan(&target, &no_auth), Plan::Skip));
-
+        let mut other = Extensions::new();
+        other.insert(Audience::new("per-request"));
+        let token = token(auth.plan(&target, &other)).await.unwrap();
+        assert_eq!(token.claims().aud.as_deref(), Some("per-request"));
+        assert_eq!(emu.id_tokens_issued("per-request"), issued);
+        assert_eq!(emu.id_tokens_issued("configured"), 0);
+    }
+    // Out of the scope, extensions or not: no token.
+    let elsewhere = uri("https://other.example.com/");
+    assert!(matches!(
+        scoped.plan(&elsewhere, &Extensions::new()),
+        Plan::Skip
+    ));
     let mut other = Extensions::new();
     other.insert(Audience::new("per-request"));
-    let token = token(auth.plan(&target, &other)).await.unwrap();
-    assert_eq!(token.claims().aud.as_deref(), Some("per-request"));
-    assert_eq!(emu.id_tokens_issued("per-request"), 1);
-    assert_eq!(emu.id_tokens_issued("configured"), 0);
+    assert!(matches!(scoped.plan(&elsewhere, &other), Plan::Skip));
+    // In it, the header value alone once a token is cached.
+    let configured = token(scoped.plan(&target, &Extensions::new()))
+        .await
+        .unwrap();
+    let Planned::Cached(value) = scoped.plan_header_cached(&target, &Extensions::new()) else {
+        panic!("a cached token's header value")
+    };
+    assert_eq!(value, configured.header_value());
+    assert!(value.is_sensitive());
 }
 
 #[tokio::test]

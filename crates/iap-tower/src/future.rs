@@ -138,7 +138,7 @@ where
         let (request, kept) = if Exchange::may_retry(&auth) {
             keep(request, policy, replay_limit)
         } else {
-            (request.map(|body| policy.send_once(body)), None)
+            (policy.send_request_once(request), None)
         };
         ResponseFuture {
             state: State::Fetching {

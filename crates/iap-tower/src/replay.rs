@@ -89,7 +89,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use http::HeaderMap;
+use http::{HeaderMap, Request};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use http_body_util::{Empty, Full};
@@ -117,6 +117,16 @@ pub trait ReplayPolicy<B> {
     /// token, or the retry policy is `Never`).
     fn send_once(&self, body: B) -> Self::Body;
 
+    /// The whole request sent once: its body through
+    /// [`send_once`](ReplayPolicy::send_once), its head as it is. A policy
+    /// whose `Body` is `B` may return the request itself, which saves
+    /// taking it apart and putting it together again (a copy of it) on
+    /// every such request; the policies of this crate do.
+    #[inline]
+    fn send_request_once(&self, request: Request<B>) -> Request<Self::Body> {
+        request.map(|body| self.send_once(body))
+    }
+
     /// Splits `body` into the body to send now and the [`Spare`] to send on
     /// a retry. `limit` is how many bytes a recording may keep.
     fn replayable(&self, body: B, limit: usize) -> (Self::Body, Spare<Self::Body>);
@@ -135,6 +145,11 @@ impl<B: 'static> ReplayPolicy<B> for Standard {
     #[inline(always)]
     fn send_once(&self, body: B) -> B {
         body
+    }
+
+    #[inline(always)]
+    fn send_request_once(&self, request: Request<B>) -> Request<B> {
+        request
     }
 
     #[inline(always)]
@@ -215,6 +230,11 @@ where
         body
     }
 
+    #[inline(always)]
+    fn send_request_once(&self, request: Request<B>) -> Request<B> {
+        request
+    }
+
     fn replayable(&self, body: B, _limit: usize) -> (B, Spare<B>) {
         let spare = match (self.0)(&body) {
             Some(copy) => Spare::copy(copy),
@@ -235,6 +255,11 @@ impl<B> ReplayPolicy<B> for NoReplay {
 
     fn send_once(&self, body: B) -> B {
         body
+    }
+
+    #[inline(always)]
+    fn send_request_once(&self, request: Request<B>) -> Request<B> {
+        request
     }
 
     fn replayable(&self, body: B, _limit: usize) -> (B, Spare<B>) {

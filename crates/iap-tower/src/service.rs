@@ -4,7 +4,7 @@ use std::mem;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use iap_token::auth::{IapAuth, Planned};
+use iap_token::auth::{Attach, IapAuth, Planned};
 use iap_token::policy::RetryPolicy;
 use tower_service::Service;
 
@@ -176,36 +176,26 @@ where
             }
         }
         let policy = &self.policy;
+        if self.auth.retry_policy() == RetryPolicy::Never {
+            // Nothing is kept for a retry: only the token's header value is
+            // copied.
+            match self
+                .auth
+                .plan_header_cached(request.uri(), request.extensions())
+            {
+                Planned::Skip => {}
+                Planned::Cached(value) => self.auth.apply_header(request.headers_mut(), value),
+                Planned::Fetch(attach) => return self.fetch_first(request, attach),
+            }
+            return ResponseFuture::pass(self.inner.call(policy.send_request_once(request)));
+        }
         let cached = match self.auth.plan_cached(request.uri(), request.extensions()) {
             Planned::Skip => {
-                return ResponseFuture::pass(
-                    self.inner.call(request.map(|body| policy.send_once(body))),
-                );
+                return ResponseFuture::pass(self.inner.call(policy.send_request_once(request)));
             }
             Planned::Cached(cached) => cached,
-            Planned::Fetch(attach) => {
-                // The ready service goes with the request; a fresh clone stays
-                // here and is made ready by the next `poll_ready`.
-                let clone = self.inner.clone();
-                let ready = mem::replace(&mut self.inner, clone);
-                return ResponseFuture::fetching(
-                    ready,
-                    request,
-                    self.auth.clone(),
-                    attach,
-                    policy,
-                    self.replay_limit,
-                );
-            }
+            Planned::Fetch(attach) => return self.fetch_first(request, attach),
         };
-        if self.auth.retry_policy() == RetryPolicy::Never {
-            // Only the header value is copied: the token itself is not kept.
-            self.auth.apply(request.headers_mut(), &cached);
-            drop(cached);
-            return ResponseFuture::pass(
-                self.inner.call(request.map(|body| policy.send_once(body))),
-            );
-        }
         // This thread's copy of the token (see `iap_token::cache`).
         ResponseFuture::first(
             &mut self.inner,
@@ -213,6 +203,30 @@ where
             cached,
             &self.auth,
             policy,
+            self.replay_limit,
+        )
+    }
+}
+
+impl<S: Clone, P> IapService<S, P> {
+    /// The first attempt of a request whose token is not cached: the ready
+    /// service goes with the request, a fresh clone stays here and is made
+    /// ready by the next `poll_ready`.
+    #[cold]
+    #[inline(never)]
+    fn fetch_first<B>(&mut self, request: Request<B>, attach: Attach) -> ResponseFuture<S, P::Body>
+    where
+        P: ReplayPolicy<B>,
+        S: Service<Request<P::Body>>,
+    {
+        let clone = self.inner.clone();
+        let ready = mem::replace(&mut self.inner, clone);
+        ResponseFuture::fetching(
+            ready,
+            request,
+            self.auth.clone(),
+            attach,
+            &self.policy,
             self.replay_limit,
         )
     }

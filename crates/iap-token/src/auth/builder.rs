@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::plan::{Attach, AttachTable};
 use super::scope::OriginMatcher;
-use super::{AuthInner, DefaultAudience, Handle, IapAuth};
+use super::{AuthInner, Common, DefaultAudience, Handle, IapAuth};
 use crate::audience_pattern::{AudiencePattern, PatternTable};
 use crate::cache::TokenCacheBuilder;
 use crate::discovery::AudienceDiscovery;
@@ -240,9 +240,21 @@ impl IapAuthBuilder {
                     .into(),
             ));
         }
+        let common = match &default {
+            DefaultAudience::Fixed(attach)
+                if mapped.is_empty() && patterns.is_empty() && allowed.len() <= 1 =>
+            {
+                Some(Common {
+                    origin: allowed.first().cloned(),
+                    attach: attach.clone(),
+                })
+            }
+            _ => None,
+        };
         Ok(IapAuth {
             inner: Handle::new(AuthInner {
                 cache,
+                common,
                 default,
                 allowed,
                 mapped,

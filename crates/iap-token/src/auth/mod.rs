@@ -66,7 +66,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use http::{Extensions, HeaderMap, StatusCode, Uri};
+use http::{Extensions, HeaderMap, HeaderValue, StatusCode, Uri};
 
 use crate::audience_pattern::PatternTable;
 use crate::discovery::AudienceDiscovery;
@@ -175,6 +175,9 @@ impl std::ops::Deref for Handle {
 
 struct AuthInner {
     cache: TokenCache,
+    /// The configuration most handles have, when this one has it: checked
+    /// before the general rules below.
+    common: Option<Common>,
     default: DefaultAudience,
     /// Origins that get the default audience.
     allowed: Vec<OriginMatcher>,
@@ -184,6 +187,15 @@ struct AuthInner {
     patterns: PatternTable<Attach>,
     /// Whether a request without an origin under a scope was reported.
     warned_no_origin: AtomicBool,
+}
+
+/// One audience for every request in scope, and one origin or any: what
+/// [`IapAuth::for_app`] builds. The same rules as the general ones for
+/// such a handle, in fewer steps.
+struct Common {
+    /// `None`: any origin.
+    origin: Option<OriginMatcher>,
+    attach: Attach,
 }
 
 enum DefaultAudience {
@@ -276,7 +288,16 @@ impl IapAuth {
     /// The value is the token's pre-built sensitive `HeaderValue`.
     #[inline]
     pub fn apply(&self, headers: &mut HeaderMap, token: &IdToken) {
-        headers.insert(self.placement.header_name(), token.header_value().clone());
+        self.apply_header(headers, token.header_value().clone());
+    }
+
+    /// Puts a token's header value (from [`IapAuth::plan_header_cached`])
+    /// in the placement's header, replacing any value there. Adapter
+    /// plumbing.
+    #[doc(hidden)]
+    #[inline]
+    pub fn apply_header(&self, headers: &mut HeaderMap, value: HeaderValue) {
+        headers.insert(self.placement.header_name(), value);
     }
 
     /// Whether a response to a request that carried a token refused it

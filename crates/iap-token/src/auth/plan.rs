@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use http::{Extensions, Uri};
+use http::{Extensions, HeaderValue, Uri};
 use url::Url;
 
 use super::scope::{HostKey, OriginMatcher, RequestUrl};
@@ -26,15 +26,17 @@ pub enum Plan {
     Attach(Attach),
 }
 
-/// What [`IapAuth::plan_cached`] found for one request. Adapter plumbing
-/// (hidden from the docs; not part of the stable surface).
+/// What [`IapAuth::plan_cached`] (or [`IapAuth::plan_header_cached`]) found
+/// for one request. Adapter plumbing (hidden from the docs; not part of the
+/// stable surface).
 #[doc(hidden)]
 #[derive(Debug)]
-pub enum Planned {
+pub enum Planned<T = IdToken> {
     /// Send the request as is: out of scope, or `NoAuth` asked for.
     Skip,
-    /// Attach this token: this thread's copy of the cached one.
-    Cached(IdToken),
+    /// Attach this: taken from this thread's copy of the cached token (the
+    /// token itself, or only its header value).
+    Cached(T),
     /// No usable token is cached: fetch one with [`Attach::fetch`].
     Fetch(Attach),
 }
@@ -57,21 +59,27 @@ impl Found<'_> {
         }
     }
 
-    #[inline]
-    fn cached(self) -> Planned {
+    #[inline(always)]
+    fn cached_with<T>(self, take: impl Fn(&IdToken) -> T) -> Planned<T> {
         let attach = match self {
             Found::Skip => return Planned::Skip,
-            Found::Here(attach) => match attach.cached() {
-                Some(token) => return Planned::Cached(token),
+            Found::Here(attach) => match attach.cached_with(&take) {
+                Some(value) => return Planned::Cached(value),
                 None => attach.clone(),
             },
             Found::Made(attach) => attach,
         };
-        match attach.cached() {
-            Some(token) => Planned::Cached(token),
+        match attach.cached_with(&take) {
+            Some(value) => Planned::Cached(value),
             None => Planned::Fetch(attach),
         }
     }
+}
+
+/// A copy of the token's sensitive header value (`Bearer <jwt>`).
+#[inline(always)]
+fn header_of(token: &IdToken) -> HeaderValue {
+    token.header_value().clone()
 }
 
 /// The token a request needs: [`Attach::cached`] on the hot path,
@@ -107,8 +115,15 @@ impl Attach {
     /// `None` means: call [`Attach::fetch`].
     #[inline(always)]
     pub fn cached(&self) -> Option<IdToken> {
+        self.cached_with(IdToken::clone)
+    }
+
+    /// `take` applied to the cached token, if usable, in place: what `take`
+    /// copies is all the read costs.
+    #[inline(always)]
+    pub(crate) fn cached_with<T>(&self, take: impl Fn(&IdToken) -> T) -> Option<T> {
         match &self.target {
-            Target::Entry { cache, entry } => cache.cached_entry(entry),
+            Target::Entry { cache, entry } => cache.cached_entry_with(entry, take),
             Target::Discover { .. } | Target::Invalid(_) => None,
         }
     }
@@ -180,19 +195,59 @@ impl IapAuth {
     #[doc(hidden)]
     #[inline]
     pub fn plan_cached(&self, uri: &Uri, extensions: &Extensions) -> Planned {
-        self.plan_for(uri, extensions).cached()
+        self.plan_for(uri, extensions).cached_with(IdToken::clone)
     }
 
     /// [`IapAuth::plan_cached`] for a [`url::Url`] (reqwest's).
     #[doc(hidden)]
     #[inline]
     pub fn plan_url_cached(&self, url: &Url, extensions: &Extensions) -> Planned {
-        self.plan_for(url, extensions).cached()
+        self.plan_for(url, extensions).cached_with(IdToken::clone)
     }
 
-    /// The rules of [`IapAuth::plan`], once for both kinds of URL.
+    /// [`IapAuth::plan_cached`] when the request will not be sent again
+    /// ([`RetryPolicy::Never`](crate::policy::RetryPolicy::Never)): only
+    /// the token's header value is copied, ready for
+    /// [`IapAuth::apply_header`].
+    #[doc(hidden)]
     #[inline]
+    pub fn plan_header_cached(&self, uri: &Uri, extensions: &Extensions) -> Planned<HeaderValue> {
+        self.plan_for(uri, extensions).cached_with(header_of)
+    }
+
+    /// [`IapAuth::plan_header_cached`] for a [`url::Url`] (reqwest's).
+    #[doc(hidden)]
+    #[inline]
+    pub fn plan_url_header_cached(
+        &self,
+        url: &Url,
+        extensions: &Extensions,
+    ) -> Planned<HeaderValue> {
+        self.plan_for(url, extensions).cached_with(header_of)
+    }
+
+    /// The rules of [`IapAuth::plan`], once for both kinds of URL: the
+    /// common configuration's request in a few steps, inline; anything
+    /// else by the general rules.
+    #[inline(always)]
     fn plan_for<U: RequestUrl + ?Sized>(&self, uri: &U, extensions: &Extensions) -> Found<'_> {
+        if let Some(common) = &self.inner.common
+            && common
+                .origin
+                .as_ref()
+                .is_none_or(|origin| uri.on_origin(origin))
+            && extensions.get::<NoAuth>().is_none()
+            && extensions.get::<Audience>().is_none()
+        {
+            return Found::Here(&common.attach);
+        }
+        self.plan_by_rules(uri, extensions)
+    }
+
+    /// [`IapAuth::plan_for`] by the general rules (see the
+    /// [module docs](crate::auth)).
+    #[inline(never)]
+    fn plan_by_rules<U: RequestUrl + ?Sized>(&self, uri: &U, extensions: &Extensions) -> Found<'_> {
         if extensions.get::<NoAuth>().is_some() {
             return Found::Skip;
         }

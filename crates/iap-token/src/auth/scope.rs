@@ -45,9 +45,8 @@ impl HostKey {
 #[derive(Clone)]
 pub(super) struct OriginMatcher {
     origin: Origin,
+    /// Lower case.
     scheme: Box<str>,
-    /// The same scheme as `http` parses it (compared as an enum, not text).
-    http_scheme: http::uri::Scheme,
     /// `scheme://host[:port]` as `url` serializes a URL on this origin (the
     /// default port left out): the text a reqwest URL on it starts with.
     url_prefix: Box<str>,
@@ -91,7 +90,7 @@ impl RequestUrl for Uri {
         Uri::path(self)
     }
 
-    #[inline]
+    #[inline(always)]
     fn on_origin(&self, origin: &OriginMatcher) -> bool {
         origin.matches_uri(self)
     }
@@ -143,7 +142,6 @@ impl OriginMatcher {
         let origin = Origin::of_url(url)?;
         let host = url.host_str()?.trim_end_matches('.').to_ascii_lowercase();
         let port = url.port_or_known_default()?;
-        let http_scheme = url.scheme().parse().ok()?;
         let url_prefix = match url.port() {
             None => format!("{}://{host}", url.scheme()),
             Some(port) => format!("{}://{host}:{port}", url.scheme()),
@@ -151,7 +149,6 @@ impl OriginMatcher {
         Some(OriginMatcher {
             origin,
             scheme: url.scheme().into(),
-            http_scheme,
             url_prefix: url_prefix.into(),
             host_port: format!("{host}:{port}").into(),
             default_port: url.port().is_none(),
@@ -163,20 +160,35 @@ impl OriginMatcher {
     /// Whether `uri` is on this origin: its scheme, then its authority's
     /// text. Spellings that differ from the text yet name the origin (user
     /// info, a trailing dot, a zero-padded port) go the slow way.
-    #[inline]
+    #[inline(always)]
     fn matches_uri(&self, uri: &Uri) -> bool {
-        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
             return false;
         };
-        // `http` parses `http` and `https` into an enum: no text compared.
-        if *scheme != self.http_scheme && !scheme.as_str().eq_ignore_ascii_case(&self.scheme) {
+        // `http` keeps `http` and `https` as an enum and gives them back as
+        // these literals: matched here, they cost a comparison of lengths
+        // and of a few bytes, no call.
+        let same_scheme = match scheme {
+            "https" => &*self.scheme == "https",
+            "http" => &*self.scheme == "http",
+            other => other.eq_ignore_ascii_case(&self.scheme),
+        };
+        if !same_scheme {
             return false;
         }
         let text = authority.as_str();
         // Exact (lower-case) spellings first: a plain memcmp.
-        if (self.default_port && text == &*self.host)
+        (self.default_port && text == &*self.host)
             || text == &*self.host_port
-            || text.eq_ignore_ascii_case(&self.host_port)
+            || self.matches_uri_spelled_otherwise(text, uri)
+    }
+
+    /// [`OriginMatcher::matches_uri`] for an authority not written as
+    /// `host` or `host:port` in lower case.
+    #[cold]
+    #[inline(never)]
+    fn matches_uri_spelled_otherwise(&self, text: &str, uri: &Uri) -> bool {
+        if text.eq_ignore_ascii_case(&self.host_port)
             || (self.default_port && text.eq_ignore_ascii_case(&self.host))
         {
             return true;

@@ -47,10 +47,16 @@ fn place(entry: &Arc<Entry>) -> usize {
     (address.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - NOTES.trailing_zeros())) as usize
 }
 
-/// The noted token of `entry`, if it is still the current one and `now_ms`
-/// is before its note's deadline.
+/// `take` applied to the noted token of `entry`, if it is still the
+/// current one and `now_ms` is before its note's deadline. `take` sees the
+/// token in place: what it copies (the token, or only its header value) is
+/// all a read costs.
 #[inline]
-pub(super) fn get(entry: &Arc<Entry>, now_ms: u64) -> Option<IdToken> {
+pub(super) fn get_with<T>(
+    entry: &Arc<Entry>,
+    now_ms: u64,
+    take: impl FnOnce(&IdToken) -> T,
+) -> Option<T> {
     NOTED
         .try_with(|notes| {
             let notes = notes.try_borrow().ok()?;
@@ -58,7 +64,7 @@ pub(super) fn get(entry: &Arc<Entry>, now_ms: u64) -> Option<IdToken> {
             let current = Weak::as_ptr(&note.entry) == Arc::as_ptr(entry)
                 && note.generation == entry.generation.load(Ordering::Acquire)
                 && now_ms < note.until_ms;
-            current.then(|| note.token.clone())
+            current.then(|| take(&note.token))
         })
         .ok()
         .flatten()

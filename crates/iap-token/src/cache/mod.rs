@@ -370,7 +370,9 @@ impl TokenCache {
     #[inline]
     pub fn cached(&self, audience: &Audience) -> Option<IdToken> {
         let table = self.inner.table.load();
-        table.find(audience)?.cached(&self.inner.core)
+        table
+            .find(audience)?
+            .cached_with(&self.inner.core, IdToken::clone)
     }
 
     /// A usable token for `audience`: the cached one, or the result of the
@@ -432,10 +434,15 @@ impl TokenCache {
         entry
     }
 
-    /// The hot path for a pre-resolved entry.
+    /// The hot path for a pre-resolved entry: `take` applied to its
+    /// usable token (see [`Entry::cached_with`]).
     #[inline(always)]
-    pub(crate) fn cached_entry(&self, entry: &Arc<Entry>) -> Option<IdToken> {
-        entry.cached(&self.inner.core)
+    pub(crate) fn cached_entry_with<T>(
+        &self,
+        entry: &Arc<Entry>,
+        take: impl Fn(&IdToken) -> T,
+    ) -> Option<T> {
+        entry.cached_with(&self.inner.core, take)
     }
 
     /// A usable token for a pre-resolved entry (see [`TokenCache::token`]).
@@ -556,12 +563,20 @@ impl Entry {
         &self.audience
     }
 
-    /// The hot path: a usable token, this thread's copy (see [`Slot`]).
-    /// This thread's note of it first (see [`local`]), else the shared slot.
+    /// The hot path: `take` applied to a usable token, this thread's copy
+    /// (see [`Slot`]). This thread's note of it first (see [`local`]), else
+    /// the shared slot.
     #[inline(always)]
-    fn cached(self: &Arc<Self>, core: &Arc<Core>) -> Option<IdToken> {
+    fn cached_with<T>(
+        self: &Arc<Self>,
+        core: &Arc<Core>,
+        take: impl Fn(&IdToken) -> T,
+    ) -> Option<T> {
         let now = now_ms();
-        local::get(self, now).or_else(|| self.cached_shared(core, now))
+        match local::get_with(self, now, &take) {
+            Some(value) => Some(value),
+            None => self.cached_shared(core, now).map(|token| take(&token)),
+        }
     }
 
     /// The token from the shared slot; starts the refresh when due, notes
