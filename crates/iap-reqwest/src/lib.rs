@@ -140,12 +140,10 @@ impl Middleware for IapMiddleware {
         let next: Next<'f> = next;
         if !Exchange::may_retry(&self.auth) {
             // Nothing is kept for a retry: only the token's header value is copied.
-            return match self.auth.plan_url_header_cached(req.url(), extensions) {
+            let lookup = self.auth.lookup_url(req.url(), extensions);
+            return match lookup.attach_header(req.headers_mut()) {
                 Planned::Skip => next.run(req, extensions),
-                Planned::Cached(value) => {
-                    self.auth.apply_header(req.headers_mut(), value);
-                    Box::pin(send_once(req, extensions, next))
-                }
+                Planned::Cached(()) => Box::pin(send_once(req, extensions, next)),
                 Planned::Fetch(attach) => Box::pin(async move {
                     let token = attach.fetch().await.map_err(Error::middleware)?;
                     self.auth.apply(req.headers_mut(), &token);

@@ -5,6 +5,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{get_with_headers, key_source, origin_of};
+use http::header::AUTHORIZATION;
 use http::{Extensions, HeaderMap, StatusCode, Uri};
 use iap_emulator::{App, Emulator, Endpoint};
 use iap_token::auth::{IapAuthBuilder, Plan, Planned};
@@ -210,10 +211,12 @@ async fn per_request_extensions_skip_or_override_the_audience() {
         let mut no_auth = Extensions::new();
         no_auth.insert(NoAuth);
         assert!(matches!(auth.plan(&target, &no_auth), Plan::Skip));
+        let mut headers = HeaderMap::new();
         assert!(matches!(
-            auth.plan_header_cached(&target, &no_auth),
+            auth.lookup(&target, &no_auth).attach_header(&mut headers),
             Planned::Skip
         ));
+        assert!(headers.is_empty());
 
         let mut other = Extensions::new();
         other.insert(Audience::new("per-request"));
@@ -235,11 +238,13 @@ async fn per_request_extensions_skip_or_override_the_audience() {
     let configured = token(scoped.plan(&target, &Extensions::new()))
         .await
         .unwrap();
-    let Planned::Cached(value) = scoped.plan_header_cached(&target, &Extensions::new()) else {
-        panic!("a cached token's header value")
-    };
-    assert_eq!(value, configured.header_value());
-    assert!(value.is_sensitive());
+    let mut headers = HeaderMap::new();
+    let attached = scoped
+        .lookup(&target, &Extensions::new())
+        .attach_header(&mut headers);
+    assert!(matches!(attached, Planned::Cached(())));
+    assert_eq!(&headers[AUTHORIZATION], configured.header_value());
+    assert!(headers[AUTHORIZATION].is_sensitive());
 }
 
 #[tokio::test]

@@ -179,13 +179,9 @@ where
         if self.auth.retry_policy() == RetryPolicy::Never {
             // Nothing is kept for a retry: only the token's header value is
             // copied.
-            match self
-                .auth
-                .plan_header_cached(request.uri(), request.extensions())
-            {
-                Planned::Skip => {}
-                Planned::Cached(value) => self.auth.apply_header(request.headers_mut(), value),
-                Planned::Fetch(attach) => return self.fetch_first(request, attach),
+            let lookup = self.auth.lookup(request.uri(), request.extensions());
+            if let Planned::Fetch(attach) = lookup.attach_header(request.headers_mut()) {
+                return self.fetch_first(request, attach);
             }
             return ResponseFuture::pass(self.inner.call(policy.send_request_once(request)));
         }

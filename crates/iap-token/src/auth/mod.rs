@@ -66,7 +66,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use http::{Extensions, HeaderMap, HeaderValue, StatusCode, Uri};
+use http::{Extensions, HeaderMap, StatusCode, Uri};
 
 use crate::audience_pattern::PatternTable;
 use crate::discovery::AudienceDiscovery;
@@ -78,7 +78,7 @@ use crate::{Audience, IdToken, Result, TokenCache};
 pub use builder::IapAuthBuilder;
 #[doc(hidden)]
 pub use plan::Planned;
-pub use plan::{Attach, Plan};
+pub use plan::{Attach, Lookup, Plan};
 
 use plan::AttachTable;
 use scope::{HostKey, OriginMatcher};
@@ -288,16 +288,7 @@ impl IapAuth {
     /// The value is the token's pre-built sensitive `HeaderValue`.
     #[inline]
     pub fn apply(&self, headers: &mut HeaderMap, token: &IdToken) {
-        self.apply_header(headers, token.header_value().clone());
-    }
-
-    /// Puts a token's header value (from [`IapAuth::plan_header_cached`])
-    /// in the placement's header, replacing any value there. Adapter
-    /// plumbing.
-    #[doc(hidden)]
-    #[inline]
-    pub fn apply_header(&self, headers: &mut HeaderMap, value: HeaderValue) {
-        headers.insert(self.placement.header_name(), value);
+        headers.insert(self.placement.header_name(), token.header_value().clone());
     }
 
     /// Whether a response to a request that carried a token refused it

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use http::{Extensions, HeaderValue, Uri};
+use http::{Extensions, HeaderMap, Uri};
 use url::Url;
 
 use super::scope::{HostKey, OriginMatcher, RequestUrl};
@@ -60,26 +60,50 @@ impl Found<'_> {
     }
 
     #[inline(always)]
-    fn cached_with<T>(self, take: impl Fn(&IdToken) -> T) -> Planned<T> {
+    fn cached_with<T>(self, mut take: impl FnMut(&IdToken) -> T) -> Planned<T> {
         let attach = match self {
             Found::Skip => return Planned::Skip,
-            Found::Here(attach) => match attach.cached_with(&take) {
+            Found::Here(attach) => match attach.cached_with(&mut take) {
                 Some(value) => return Planned::Cached(value),
                 None => attach.clone(),
             },
             Found::Made(attach) => attach,
         };
-        match attach.cached_with(&take) {
+        match attach.cached_with(&mut take) {
             Some(value) => Planned::Cached(value),
             None => Planned::Fetch(attach),
         }
     }
 }
 
-/// A copy of the token's sensitive header value (`Bearer <jwt>`).
-#[inline(always)]
-fn header_of(token: &IdToken) -> HeaderValue {
-    token.header_value().clone()
+/// What [`IapAuth::lookup`] found for one request. Adapter plumbing
+/// (hidden from the docs; not part of the stable surface).
+#[doc(hidden)]
+pub struct Lookup<'a> {
+    auth: &'a IapAuth,
+    found: Found<'a>,
+}
+
+impl Lookup<'_> {
+    /// Puts the cached token in `headers` as the handle places it
+    /// ([`IapAuth::apply`]), copying only its header value, and answers
+    /// `Planned::Cached(())`; or says that the request gets no token, or
+    /// that one must be fetched first.
+    #[inline(always)]
+    pub fn attach_header(self, headers: &mut HeaderMap) -> Planned<()> {
+        let auth = self.auth;
+        self.found.cached_with(|token| auth.apply(headers, token))
+    }
+}
+
+impl fmt::Debug for Lookup<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let found = match self.found {
+            Found::Skip => "skip",
+            Found::Here(_) | Found::Made(_) => "attach",
+        };
+        f.debug_tuple("Lookup").field(&found).finish()
+    }
 }
 
 /// The token a request needs: [`Attach::cached`] on the hot path,
@@ -121,7 +145,7 @@ impl Attach {
     /// `take` applied to the cached token, if usable, in place: what `take`
     /// copies is all the read costs.
     #[inline(always)]
-    pub(crate) fn cached_with<T>(&self, take: impl Fn(&IdToken) -> T) -> Option<T> {
+    pub(crate) fn cached_with<T>(&self, take: impl FnMut(&IdToken) -> T) -> Option<T> {
         match &self.target {
             Target::Entry { cache, entry } => cache.cached_entry_with(entry, take),
             Target::Discover { .. } | Target::Invalid(_) => None,
@@ -205,25 +229,28 @@ impl IapAuth {
         self.plan_for(url, extensions).cached_with(IdToken::clone)
     }
 
-    /// [`IapAuth::plan_cached`] when the request will not be sent again
-    /// ([`RetryPolicy::Never`](crate::policy::RetryPolicy::Never)): only
-    /// the token's header value is copied, ready for
-    /// [`IapAuth::apply_header`].
+    /// The first half of [`IapAuth::plan_cached`], for a request that will
+    /// not be sent again
+    /// ([`RetryPolicy::Never`](crate::policy::RetryPolicy::Never)): the
+    /// [`Lookup`] borrows the handle, not the request, so that its
+    /// [`Lookup::attach_header`] can write to the request's headers.
     #[doc(hidden)]
     #[inline]
-    pub fn plan_header_cached(&self, uri: &Uri, extensions: &Extensions) -> Planned<HeaderValue> {
-        self.plan_for(uri, extensions).cached_with(header_of)
+    pub fn lookup(&self, uri: &Uri, extensions: &Extensions) -> Lookup<'_> {
+        Lookup {
+            auth: self,
+            found: self.plan_for(uri, extensions),
+        }
     }
 
-    /// [`IapAuth::plan_header_cached`] for a [`url::Url`] (reqwest's).
+    /// [`IapAuth::lookup`] for a [`url::Url`] (reqwest's).
     #[doc(hidden)]
     #[inline]
-    pub fn plan_url_header_cached(
-        &self,
-        url: &Url,
-        extensions: &Extensions,
-    ) -> Planned<HeaderValue> {
-        self.plan_for(url, extensions).cached_with(header_of)
+    pub fn lookup_url(&self, url: &Url, extensions: &Extensions) -> Lookup<'_> {
+        Lookup {
+            auth: self,
+            found: self.plan_for(url, extensions),
+        }
     }
 
     /// The rules of [`IapAuth::plan`], once for both kinds of URL: the
