@@ -60,18 +60,17 @@ impl Found<'_> {
     }
 
     #[inline(always)]
-    fn cached_with<T>(self, mut take: impl FnMut(&IdToken) -> T) -> Planned<T> {
-        let attach = match self {
-            Found::Skip => return Planned::Skip,
-            Found::Here(attach) => match attach.cached_with(&mut take) {
-                Some(value) => return Planned::Cached(value),
-                None => attach.clone(),
+    fn cached_with<T>(self, take: impl FnOnce(&IdToken) -> T) -> Planned<T> {
+        match self {
+            Found::Skip => Planned::Skip,
+            Found::Here(attach) => match attach.cached_with(take) {
+                Some(value) => Planned::Cached(value),
+                None => Planned::Fetch(attach.clone()),
             },
-            Found::Made(attach) => attach,
-        };
-        match attach.cached_with(&mut take) {
-            Some(value) => Planned::Cached(value),
-            None => Planned::Fetch(attach),
+            Found::Made(attach) => match attach.cached_with(take) {
+                Some(value) => Planned::Cached(value),
+                None => Planned::Fetch(attach),
+            },
         }
     }
 }
@@ -145,7 +144,7 @@ impl Attach {
     /// `take` applied to the cached token, if usable, in place: what `take`
     /// copies is all the read costs.
     #[inline(always)]
-    pub(crate) fn cached_with<T>(&self, take: impl FnMut(&IdToken) -> T) -> Option<T> {
+    pub(crate) fn cached_with<T>(&self, take: impl FnOnce(&IdToken) -> T) -> Option<T> {
         match &self.target {
             Target::Entry { cache, entry } => cache.cached_entry_with(entry, take),
             Target::Discover { .. } | Target::Invalid(_) => None,

@@ -48,26 +48,32 @@ fn place(entry: &Arc<Entry>) -> usize {
 }
 
 /// `take` applied to the noted token of `entry`, if it is still the
-/// current one and `now_ms` is before its note's deadline. `take` sees the
-/// token in place: what it copies (the token, or only its header value) is
-/// all a read costs.
-#[inline]
-pub(super) fn get_with<T>(
+/// current one and `now_ms` is before its note's deadline; else `take`
+/// back. `take` sees the token in place: what it copies (the token, or
+/// only its header value) is all a read costs.
+#[inline(always)]
+pub(super) fn get_with<T, F: FnOnce(&IdToken) -> T>(
     entry: &Arc<Entry>,
     now_ms: u64,
-    take: impl FnOnce(&IdToken) -> T,
-) -> Option<T> {
-    NOTED
+    take: F,
+) -> Result<T, F> {
+    let mut take = Some(take);
+    let hit = NOTED
         .try_with(|notes| {
             let notes = notes.try_borrow().ok()?;
             let note = notes[place(entry)].as_ref()?;
             let current = Weak::as_ptr(&note.entry) == Arc::as_ptr(entry)
                 && note.generation == entry.generation.load(Ordering::Acquire)
                 && now_ms < note.until_ms;
-            current.then(|| take(&note.token))
+            current.then(|| take.take().map(|take| take(&note.token)))?
         })
         .ok()
-        .flatten()
+        .flatten();
+    match (hit, take) {
+        (Some(value), _) => Ok(value),
+        (None, Some(take)) => Err(take),
+        (None, None) => unreachable!("`take` runs only on a hit"),
+    }
 }
 
 /// Notes `token` as `entry`'s current one at `generation` (read before the

@@ -440,7 +440,7 @@ impl TokenCache {
     pub(crate) fn cached_entry_with<T>(
         &self,
         entry: &Arc<Entry>,
-        take: impl FnMut(&IdToken) -> T,
+        take: impl FnOnce(&IdToken) -> T,
     ) -> Option<T> {
         entry.cached_with(&self.inner.core, take)
     }
@@ -570,12 +570,12 @@ impl Entry {
     fn cached_with<T>(
         self: &Arc<Self>,
         core: &Arc<Core>,
-        mut take: impl FnMut(&IdToken) -> T,
+        take: impl FnOnce(&IdToken) -> T,
     ) -> Option<T> {
         let now = now_ms();
-        match local::get_with(self, now, &mut take) {
-            Some(value) => Some(value),
-            None => self.cached_shared(core, now).map(|token| take(&token)),
+        match local::get_with(self, now, take) {
+            Ok(value) => Some(value),
+            Err(take) => self.cached_shared(core, now).map(|token| take(&token)),
         }
     }
 
