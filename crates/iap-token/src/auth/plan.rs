@@ -26,8 +26,8 @@ pub enum Plan {
     Attach(Attach),
 }
 
-/// What [`IapAuth::plan_cached`] (or [`IapAuth::plan_header_cached`]) found
-/// for one request. Adapter plumbing (hidden from the docs; not part of the
+/// What [`IapAuth::plan_cached`] (or [`Lookup::attach_header`]) found for
+/// one request. Adapter plumbing (hidden from the docs; not part of the
 /// stable surface).
 #[doc(hidden)]
 #[derive(Debug)]

@@ -25,14 +25,15 @@
 //!   then by text, for a handful of audiences; a hash index beyond). A
 //!   reader first checks its thread's note of the entry's token (entry,
 //!   generation, deadline; see `local`), else loads the slot, checks two
-//!   deadlines against the wall clock, notes the token and clones it. Handles with a fixed
-//!   audience ([`IapAuth`](crate::IapAuth)'s `Attach`) keep the entry itself
+//!   deadlines against the wall clock, notes the token and clones it.
+//!   Handles with a fixed audience ([`IapAuth`](crate::IapAuth)'s `Attach`) keep the entry itself
 //!   and skip the table.
 //! - **No shared write per read.** A stored token comes with a few equal
 //!   copies (twice the cores, at most 16, each with its own reference counts and its
-//!   own header bytes); a reader clones its thread's copy, so readers on
-//!   several cores do not bounce one counter between them. The copies are
-//!   made once per token, when it arrives.
+//!   own header bytes); a thread's note holds its copy, and a reader
+//!   clones that copy (or only its header value), so readers on several
+//!   cores do not bounce one counter between them. The copies are made
+//!   once per token, when it arrives.
 //! - **Single flight.** A fetch is a shared future stored in the entry;
 //!   every caller that needs a token while it runs awaits the same one, so
 //!   10,000 cold callers cause one request. The future does not depend on
