@@ -102,17 +102,19 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 
 mod control;
+mod endpoint;
 mod fault;
 pub mod gate;
 mod identity;
 mod keys;
+mod locks;
 mod provision;
 mod server;
 pub mod standalone;
 pub(crate) mod state;
 mod tls;
 
-pub use fault::{Endpoint, Fault};
+pub use endpoint::{Endpoint, Fault};
 pub use gate::{App, AppBuilder, IapGate, IapGateLayer};
 pub use keys::KeyError;
 pub use provision::{
@@ -120,7 +122,8 @@ pub use provision::{
 };
 
 use keys::{RsaKey, random_b64, random_digits};
-use state::{ClientKind, IdTokenSpec, Project, ServiceAccountRecord, State, lock, read, write};
+use locks::{lock, read, write};
+use state::{ClientKind, IdTokenSpec, Project, ServiceAccountRecord, State};
 
 pub mod counter {
     //! Counter names. Read them with [`Emulator::counter`](crate::Emulator::counter) or

@@ -7,26 +7,17 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::DecodingKey;
 use serde::Serialize;
 
-use crate::fault::{Endpoint, Fault};
+use crate::endpoint::{Endpoint, Fault};
+use crate::gate::registry::GateRegistry;
 use crate::keys::{RsaKey, random_b64, random_hex};
+use crate::locks::{lock, read, write};
 use crate::provision::Grant;
-
-/// Poison-tolerant lock helpers: a panic elsewhere must not wedge the server.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-pub(crate) fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(PoisonError::into_inner)
-}
-pub(crate) fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// A Google Cloud project.
 #[derive(Debug, Clone)]
@@ -203,7 +194,7 @@ pub(crate) struct State {
     /// Faults drawn at random per request, after the queued ones.
     random_faults: Mutex<HashMap<Endpoint, RandomFaults>>,
     /// The IAP gate's registry of apps (owned by `crate::gate`).
-    pub(crate) gate: crate::gate::GateRegistry,
+    pub(crate) gate: GateRegistry,
     /// Every server task (main server, app listeners), aborted when the
     /// owning [`Emulator`](crate::Emulator) drops. Kept here rather than in
     /// the handle so apps created over HTTP live as long as the emulator.

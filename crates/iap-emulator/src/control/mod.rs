@@ -16,8 +16,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Emulator;
-use crate::fault::{Endpoint, Fault};
-use crate::state::{State, read};
+use crate::endpoint::{Endpoint, Fault};
+use crate::locks::read;
+use crate::state::State;
 
 /// The `/_emulator/` routes.
 pub(crate) fn routes() -> Router<Arc<State>> {

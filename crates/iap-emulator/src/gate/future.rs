@@ -11,7 +11,10 @@ use http::{Request, Response, Version};
 use http_body_util::Either;
 use pin_project_lite::pin_project;
 
-use super::GateBody;
+/// The response body of an [`IapGate`](super::IapGate): the app's own body
+/// ([`Left`](http_body_util::Either::Left)) or the gate's answer
+/// ([`Right`](http_body_util::Either::Right)).
+pub type GateBody<B> = http_body_util::Either<B, axum::body::Body>;
 
 /// How much of a request body the gate reads (and throws away) before it
 /// answers in the app's place: 1 MiB.

@@ -184,8 +184,7 @@
 //! connection (in a server you run yourself, where the gate cannot reach
 //! the connection, an empty 502 instead).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -195,129 +194,26 @@ use axum::routing::{get, post};
 
 mod app;
 mod assertion;
+mod builder;
+pub(crate) mod counter;
 mod echo;
 mod future;
 mod layer;
 mod proxy;
+pub(crate) mod registry;
 mod service;
 mod verify;
 
-pub use app::{App, AppBuilder};
-pub use future::{MAX_DRAINED_BODY, ResponseFuture};
+pub use app::App;
+pub use builder::AppBuilder;
+pub use future::{GateBody, MAX_DRAINED_BODY, ResponseFuture};
 pub use layer::IapGateLayer;
 pub use service::IapGate;
 
-use crate::fault::Endpoint;
+use crate::endpoint::Endpoint;
 use crate::server::ConnControl;
-use crate::state::{State, read, write};
+use crate::state::State;
 use crate::{Emulator, KeyError};
-
-/// The response body of an [`IapGate`]: the app's own body
-/// ([`Left`](http_body_util::Either::Left)) or the gate's answer
-/// ([`Right`](http_body_util::Either::Right)).
-pub type GateBody<B> = http_body_util::Either<B, axum::body::Body>;
-
-/// The gate's counter names (re-exported in [`crate::counter`]).
-pub(crate) mod counter {
-    /// IAP 401s; label = app client ID.
-    pub const GATE_401: &str = "gate.401";
-    /// IAP 302s to Google's sign-in; label = app client ID.
-    pub const GATE_302: &str = "gate.302";
-    /// Requests passed to the app; label = app client ID.
-    pub const APP_HITS: &str = "app.hits";
-    /// Requests let through, by token; label = the token's `jti` (else
-    /// `sha256:` and 16 hex digits of its SHA-256).
-    pub const GATE_ACCEPTED: &str = "gate.accepted";
-    /// Requests authorized by `Proxy-Authorization`; label = app client ID.
-    pub const GATE_PROXY_AUTHORIZATION: &str = "gate.proxy_authorization";
-
-    /// The counter of IAP 401s for one reason, by app client ID:
-    /// `gate.401.expired`, `gate.401.audience`, ... (reasons in the
-    /// [gate docs](crate::gate#what-iap-answers-itself)).
-    pub fn gate_401_by(reason: &str) -> String {
-        format!("{GATE_401}.{reason}")
-    }
-}
-
-/// The gate's part of the emulator state: IAP's signing keys and the apps.
-#[derive(Debug)]
-pub(crate) struct GateRegistry {
-    assertion_keys: RwLock<assertion::AssertionKeys>,
-    /// `max-age` of the published assertion keys, seconds.
-    keys_max_age: AtomicU64,
-    apps: RwLock<Vec<App>>,
-    default_app: OnceLock<App>,
-}
-
-impl Default for GateRegistry {
-    fn default() -> Self {
-        Self {
-            assertion_keys: RwLock::new(Vec::new()),
-            keys_max_age: AtomicU64::new(DEFAULT_KEYS_MAX_AGE),
-            apps: RwLock::default(),
-            default_app: OnceLock::new(),
-        }
-    }
-}
-
-/// `Cache-Control: max-age` of IAP's published keys unless set otherwise.
-const DEFAULT_KEYS_MAX_AGE: u64 = 3600;
-
-impl GateRegistry {
-    /// IAP's current assertion signing key, made on first use. `None` only
-    /// if the system's random source fails.
-    pub(crate) fn signer(&self) -> Option<Arc<assertion::AssertionSigner>> {
-        if let Some(current) = read(&self.assertion_keys).first() {
-            return Some(current.clone());
-        }
-        let mut keys = write(&self.assertion_keys);
-        if keys.is_empty() {
-            keys.push(Arc::new(assertion::AssertionSigner::generate()?));
-        }
-        keys.first().cloned()
-    }
-
-    /// The published keys, current first.
-    pub(crate) fn assertion_keys(&self) -> assertion::AssertionKeys {
-        let _ = self.signer();
-        read(&self.assertion_keys).clone()
-    }
-
-    /// A new key signs from now on; the previous one stays published, the
-    /// one before it is retired. `false` if no key could be made.
-    pub(crate) fn rotate_assertion_key(&self) -> bool {
-        let Some(key) = assertion::AssertionSigner::generate() else {
-            return false;
-        };
-        let _ = self.signer();
-        let mut keys = write(&self.assertion_keys);
-        keys.insert(0, Arc::new(key));
-        keys.truncate(2);
-        true
-    }
-
-    pub(crate) fn set_keys_max_age(&self, secs: u64) {
-        self.keys_max_age.store(secs, Ordering::Relaxed);
-    }
-
-    pub(crate) fn keys_max_age(&self) -> u64 {
-        self.keys_max_age.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn register(&self, app: App) {
-        write(&self.apps).push(app);
-    }
-
-    /// Every app, in creation order (the default app first).
-    pub(crate) fn apps(&self) -> Vec<App> {
-        read(&self.apps).clone()
-    }
-
-    /// The default echo app, if the emulator started one.
-    pub(crate) fn default_app(&self) -> Option<App> {
-        self.default_app.get().cloned()
-    }
-}
 
 /// The gate's routes on the main server: IAP's public keys, and the apps
 /// over HTTP for non-Rust peers.

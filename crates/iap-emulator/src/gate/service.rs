@@ -11,10 +11,10 @@ use tower_service::Service;
 
 use super::app::App;
 use super::assertion::{IDENTITY_PREFIX, Subject};
-use super::future::ResponseFuture;
+use super::counter;
+use super::future::{GateBody, ResponseFuture};
 use super::verify::{self, Identity, Rejection};
-use super::{GateBody, counter};
-use crate::fault::{Endpoint, Fault};
+use crate::endpoint::{Endpoint, Fault};
 use crate::server::ConnControl;
 use crate::state::State;
 

@@ -200,7 +200,7 @@ pub(crate) fn verify(
             return Err(Rejection::WrongAudience);
         }
         // IAP names a service account by its numeric unique ID.
-        let sub = crate::state::read(&state.service_accounts)
+        let sub = crate::locks::read(&state.service_accounts)
             .get(iss)
             .map_or_else(|| sub.to_owned(), |account| account.unique_id.clone());
         return Ok(Identity {

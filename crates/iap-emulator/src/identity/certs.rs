@@ -11,7 +11,8 @@ use serde_json::{Map, Value, json};
 
 use crate::fault::{api_error_for, json_response};
 use crate::keys::RsaKey;
-use crate::state::{State, read};
+use crate::locks::read;
+use crate::state::State;
 
 fn cacheable(mut resp: Response) -> Response {
     // Google serves its keys with a cache lifetime of several hours; a short

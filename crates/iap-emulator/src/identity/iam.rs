@@ -24,11 +24,13 @@ use axum::response::Response;
 use http::HeaderMap;
 use serde_json::{Value, json};
 
-use crate::fault::{Endpoint, api_error_for, api_error_response, json_response};
+use crate::endpoint::Endpoint;
+use crate::fault::{api_error_for, api_error_response, json_response};
 use crate::keys::RsaKey;
+use crate::locks::{read, write};
 use crate::provision::Grant;
 use crate::server::ConnControl;
-use crate::state::{IdTokenSpec, State, read, write};
+use crate::state::{IdTokenSpec, State};
 
 const UNAUTHENTICATED: &str = "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.";
 

@@ -17,8 +17,9 @@ use http::HeaderMap;
 use serde_json::json;
 
 use crate::fault::{json_response, metadata_text};
+use crate::locks::{lock, read};
 use crate::provision::Grant;
-use crate::state::{IdTokenSpec, State, lock, read};
+use crate::state::{IdTokenSpec, State};
 
 /// GCE re-mints an identity token only when the cached one has less than
 /// this many seconds left.

@@ -15,7 +15,8 @@ use axum::routing::{any, get, post};
 use http::HeaderMap;
 use serde_json::{Value, json};
 
-use crate::fault::{Endpoint, FaultLayer, oauth_error_response};
+use crate::endpoint::Endpoint;
+use crate::fault::{FaultLayer, oauth_error_response};
 use crate::provision::{Adc, SubjectTokenSource};
 use crate::state::State;
 

@@ -20,8 +20,9 @@ use serde_json::{Value, json};
 use super::OAuthParams;
 use crate::fault::{json_response, oauth_error_response};
 use crate::keys::random_b64;
+use crate::locks::{lock, read, write};
 use crate::provision::Grant;
-use crate::state::{ClientKind, CodeRecord, IdTokenSpec, RefreshRecord, State, lock, read, write};
+use crate::state::{ClientKind, CodeRecord, IdTokenSpec, RefreshRecord, State};
 
 /// The audiences a JWT-bearer assertion may carry besides the emulator's
 /// own token URL: what Google accepts (google-auth always sends the first).

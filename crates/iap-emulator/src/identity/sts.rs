@@ -18,8 +18,9 @@ use serde_json::{Value, json};
 use super::OAuthParams;
 use crate::fault::{json_response, metadata_text, oauth_error_response};
 use crate::keys::random_hex;
+use crate::locks::read;
 use crate::provision::Grant;
-use crate::state::{State, read};
+use crate::state::State;
 
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
