@@ -176,6 +176,13 @@ impl<P> IapLayer<P> {
     }
 }
 
+impl<S> IapService<S> {
+    /// A layer that wraps services in an `IapService` (same as [`IapLayer::new`]).
+    pub fn layer(auth: IapAuth) -> IapLayer {
+        IapLayer::new(auth)
+    }
+}
+
 impl<S, P: Clone> Layer<S> for IapLayer<P> {
     type Service = IapService<S, P>;
 

@@ -9,13 +9,12 @@ use iap_token::policy::RetryPolicy;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
-use crate::layer::IapLayer;
 use crate::replay::{
     BoxError, CloneBodyFn, DEFAULT_REPLAY_LIMIT, NoReplay, RecordBody, ReplayPolicy, Standard,
 };
 
 /// Adds an IAP ID token to every request in scope and retries once, with a
-/// fresh token, when IAP refuses it. Made by [`IapLayer`].
+/// fresh token, when IAP refuses it. Made by [`IapLayer`](crate::IapLayer).
 ///
 /// For each request, [`IapAuth::plan`] decides whether it gets a token (host
 /// scoping, a per-request [`Audience`](iap_token::Audience) or
@@ -26,7 +25,7 @@ use crate::replay::{
 /// again (see [`replay`](crate::replay)), the request goes out once more with
 /// a fresh token on a clone of the inner service (made ready first). The
 /// replay policy `P` decides how a body is kept for that and what body type
-/// the inner service receives (see [`IapLayer`]).
+/// the inner service receives (see [`IapLayer`](crate::IapLayer)).
 #[derive(Clone, Debug)]
 pub struct IapService<S, P = Standard> {
     inner: S,
@@ -47,11 +46,6 @@ impl<S> IapService<S> {
             replay_limit: DEFAULT_REPLAY_LIMIT,
             origin: None,
         }
-    }
-
-    /// A layer that wraps services in an `IapService` (same as [`IapLayer::new`]).
-    pub fn layer(auth: IapAuth) -> IapLayer {
-        IapLayer::new(auth)
     }
 }
 
@@ -74,13 +68,14 @@ impl<S, P> IapService<S, P> {
         self
     }
 
-    /// Records any request body for a retry (see [`IapLayer::record_body`]).
+    /// Records any request body for a retry (see
+    /// [`IapLayer::record_body`](crate::IapLayer::record_body)).
     pub fn record_body(self) -> IapService<S, RecordBody> {
         self.replay_policy(RecordBody)
     }
 
     /// Keeps a request body for a retry by cloning it with `f` (see
-    /// [`IapLayer::clone_body`]).
+    /// [`IapLayer::clone_body`](crate::IapLayer::clone_body)).
     pub fn clone_body<B, F>(self, f: F) -> IapService<S, CloneBodyFn<F>>
     where
         F: Fn(&B) -> Option<B>,
@@ -88,7 +83,8 @@ impl<S, P> IapService<S, P> {
         self.replay_policy(CloneBodyFn::new(f))
     }
 
-    /// Never sends a request body twice (see [`IapLayer::no_replay`]).
+    /// Never sends a request body twice (see
+    /// [`IapLayer::no_replay`](crate::IapLayer::no_replay)).
     pub fn no_replay(self) -> IapService<S, NoReplay> {
         self.replay_policy(NoReplay)
     }
