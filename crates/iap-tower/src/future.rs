@@ -138,7 +138,7 @@ where
         let (request, kept) = if Exchange::may_retry(&auth) {
             keep(request, policy, replay_limit)
         } else {
-            (policy.send_request_once(request), None)
+            (policy.send_once(request), None)
         };
         ResponseFuture {
             state: State::Fetching {
@@ -210,121 +210,118 @@ where
     }
 }
 
-/// Every state but `Pass`.
+/// Every state but `Pass` (which `poll` answers first; its arm here only
+/// makes the match whole).
 fn poll_exchange<S, B, ResBody>(
-    mut state: Pin<&mut State<S, B>>,
+    mut this: Pin<&mut State<S, B>>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<Response<ResBody>, BoxError>>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
 {
-    {
-        let this = &mut state;
-        loop {
-            match this.as_mut().project() {
-                StateProj::Pass { future } => return future.poll(cx).map_err(Into::into),
-                StateProj::Fetching { fetch, waiting } => {
-                    let token = ready!(fetch.as_mut().poll(cx)).map_err(BoxError::from)?;
-                    let Waiting {
-                        mut service,
-                        request,
-                        kept,
-                        auth,
-                    } = *waiting.take().expect(DONE);
-                    // `service` was made ready by `poll_ready` before `call` moved it here.
-                    let (future, retry) = send_first(&mut service, request, kept, &token, &auth);
-                    this.set(State::First {
-                        future,
-                        exchange: Some(Exchange::new(auth, token)),
-                        retry,
-                    });
-                }
-                StateProj::First {
+    loop {
+        match this.as_mut().project() {
+            StateProj::Pass { future } => return future.poll(cx).map_err(Into::into),
+            StateProj::Fetching { fetch, waiting } => {
+                let token = ready!(fetch.as_mut().poll(cx)).map_err(BoxError::from)?;
+                let Waiting {
+                    mut service,
+                    request,
+                    kept,
+                    auth,
+                } = *waiting.take().expect(DONE);
+                // `service` was made ready by `poll_ready` before `call` moved it here.
+                let (future, retry) = send_first(&mut service, request, kept, &token, &auth);
+                this.set(State::First {
                     future,
-                    exchange,
+                    exchange: Some(Exchange::new(auth, token)),
                     retry,
-                } => {
-                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    let ex = exchange.as_mut().expect(DONE);
-                    // Below tower there are no redirects: the answer is from where the token went.
-                    if ex.first_answer(response.status(), response.headers(), true) == Next::Deliver
-                    {
-                        return Poll::Ready(Ok(response));
-                    }
-                    let Some(Retry {
-                        service,
-                        head,
-                        spare,
-                    }) = retry.take()
-                    else {
-                        tracing::debug!(status = %response.status(), "request not replayable, not retried");
-                        return Poll::Ready(Ok(response));
-                    };
-                    let body = match spare.into_retry() {
-                        Ok(body) => body,
-                        Err(why) => {
-                            tracing::debug!(
-                                status = %response.status(),
-                                body = std::any::type_name::<B>(),
-                                "refusal returned as is, the request was not sent again: {}",
-                                not_kept_reason(why),
-                            );
-                            return Poll::Ready(Ok(response));
-                        }
-                    };
-                    // The hot path kept no `Attach`: the same request plans the same again.
-                    let Plan::Attach(attach) = ex.auth().plan(&head.uri, &head.extensions) else {
-                        return Poll::Ready(Ok(response));
-                    };
-                    drop(response);
-                    let retry = Some(Box::new((service, Request::from_parts(head, body))));
-                    let exchange = exchange.take();
-                    match exchange.as_ref().expect(DONE).refresh(&attach) {
-                        Refresh::Ready(fresh) => {
-                            let mut exchange = exchange;
-                            exchange.as_mut().expect(DONE).resend(fresh);
-                            this.set(State::Readying { exchange, retry })
-                        }
-                        Refresh::Fetch(fetch) => this.set(State::Refreshing {
-                            fetch,
-                            exchange,
-                            retry,
-                        }),
-                    }
-                }
-                StateProj::Refreshing {
-                    fetch,
-                    exchange,
-                    retry,
-                } => {
-                    let token = ready!(fetch.as_mut().poll(cx)).map_err(BoxError::from)?;
-                    let mut exchange = exchange.take();
-                    exchange.as_mut().expect(DONE).resend(token);
-                    let retry = retry.take();
-                    this.set(State::Readying { exchange, retry });
-                }
-                StateProj::Readying { exchange, retry } => {
-                    let (service, _) = &mut **retry.as_mut().expect(DONE);
-                    ready!(service.poll_ready(cx)).map_err(Into::into)?;
-                    let (mut service, mut request) = *retry.take().expect(DONE);
-                    let ex = exchange.take().expect(DONE);
-                    ex.auth().apply(request.headers_mut(), ex.token());
-                    let future = service.call(request);
-                    this.set(State::Second {
-                        future,
-                        exchange: Some(ex),
-                    });
-                }
-                StateProj::Second { future, exchange } => {
-                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    let mut ex = exchange.take().expect(DONE);
-                    ex.second_answer(response.status(), response.headers(), true);
-                    this.set(State::Done);
+                });
+            }
+            StateProj::First {
+                future,
+                exchange,
+                retry,
+            } => {
+                let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                let ex = exchange.as_mut().expect(DONE);
+                // Below tower there are no redirects: the answer is from where the token went.
+                if ex.first_answer(response.status(), response.headers(), true) == Next::Deliver {
                     return Poll::Ready(Ok(response));
                 }
-                StateProj::Done => panic!("{DONE}"),
+                let Some(Retry {
+                    service,
+                    head,
+                    spare,
+                }) = retry.take()
+                else {
+                    tracing::debug!(status = %response.status(), "request not replayable, not retried");
+                    return Poll::Ready(Ok(response));
+                };
+                let body = match spare.into_retry() {
+                    Ok(body) => body,
+                    Err(why) => {
+                        tracing::debug!(
+                            status = %response.status(),
+                            body = std::any::type_name::<B>(),
+                            "refusal returned as is, the request was not sent again: {}",
+                            not_kept_reason(why),
+                        );
+                        return Poll::Ready(Ok(response));
+                    }
+                };
+                // The hot path kept no `Attach`: the same request plans the same again.
+                let Plan::Attach(attach) = ex.auth().plan(&head.uri, &head.extensions) else {
+                    return Poll::Ready(Ok(response));
+                };
+                drop(response);
+                let retry = Some(Box::new((service, Request::from_parts(head, body))));
+                let exchange = exchange.take();
+                match exchange.as_ref().expect(DONE).refresh(&attach) {
+                    Refresh::Ready(fresh) => {
+                        let mut exchange = exchange;
+                        exchange.as_mut().expect(DONE).resend(fresh);
+                        this.set(State::Readying { exchange, retry })
+                    }
+                    Refresh::Fetch(fetch) => this.set(State::Refreshing {
+                        fetch,
+                        exchange,
+                        retry,
+                    }),
+                }
             }
+            StateProj::Refreshing {
+                fetch,
+                exchange,
+                retry,
+            } => {
+                let token = ready!(fetch.as_mut().poll(cx)).map_err(BoxError::from)?;
+                let mut exchange = exchange.take();
+                exchange.as_mut().expect(DONE).resend(token);
+                let retry = retry.take();
+                this.set(State::Readying { exchange, retry });
+            }
+            StateProj::Readying { exchange, retry } => {
+                let (service, _) = &mut **retry.as_mut().expect(DONE);
+                ready!(service.poll_ready(cx)).map_err(Into::into)?;
+                let (mut service, mut request) = *retry.take().expect(DONE);
+                let ex = exchange.take().expect(DONE);
+                ex.auth().apply(request.headers_mut(), ex.token());
+                let future = service.call(request);
+                this.set(State::Second {
+                    future,
+                    exchange: Some(ex),
+                });
+            }
+            StateProj::Second { future, exchange } => {
+                let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                let mut ex = exchange.take().expect(DONE);
+                ex.second_answer(response.status(), response.headers(), true);
+                this.set(State::Done);
+                return Poll::Ready(Ok(response));
+            }
+            StateProj::Done => panic!("{DONE}"),
         }
     }
 }

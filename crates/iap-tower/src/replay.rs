@@ -113,19 +113,11 @@ pub trait ReplayPolicy<B> {
     /// The body type the inner service receives.
     type Body;
 
-    /// The body of a request that is sent once whatever happens (it gets no
-    /// token, or the retry policy is `Never`).
-    fn send_once(&self, body: B) -> Self::Body;
-
-    /// The whole request sent once: its body through
-    /// [`send_once`](ReplayPolicy::send_once), its head as it is. A policy
-    /// whose `Body` is `B` may return the request itself, which saves
-    /// taking it apart and putting it together again (a copy of it) on
-    /// every such request; the policies of this crate do.
-    #[inline]
-    fn send_request_once(&self, request: Request<B>) -> Request<Self::Body> {
-        request.map(|body| self.send_once(body))
-    }
+    /// A request that is sent once whatever happens (it gets no token, or
+    /// the retry policy is `Never`), with the body type the inner service
+    /// receives. A policy whose `Body` is `B` returns the request itself;
+    /// one that wraps the body maps it (`request.map(...)`).
+    fn send_once(&self, request: Request<B>) -> Request<Self::Body>;
 
     /// Splits `body` into the body to send now and the [`Spare`] to send on
     /// a retry. `limit` is how many bytes a recording may keep.
@@ -143,12 +135,7 @@ impl<B: 'static> ReplayPolicy<B> for Standard {
     type Body = B;
 
     #[inline(always)]
-    fn send_once(&self, body: B) -> B {
-        body
-    }
-
-    #[inline(always)]
-    fn send_request_once(&self, request: Request<B>) -> Request<B> {
+    fn send_once(&self, request: Request<B>) -> Request<B> {
         request
     }
 
@@ -175,8 +162,8 @@ where
     type Body = ReplayBody<B>;
 
     #[inline]
-    fn send_once(&self, body: B) -> ReplayBody<B> {
-        ReplayBody::once(body)
+    fn send_once(&self, request: Request<B>) -> Request<ReplayBody<B>> {
+        request.map(ReplayBody::once)
     }
 
     fn replayable(&self, body: B, limit: usize) -> (ReplayBody<B>, Spare<ReplayBody<B>>) {
@@ -226,12 +213,8 @@ where
 {
     type Body = B;
 
-    fn send_once(&self, body: B) -> B {
-        body
-    }
-
     #[inline(always)]
-    fn send_request_once(&self, request: Request<B>) -> Request<B> {
+    fn send_once(&self, request: Request<B>) -> Request<B> {
         request
     }
 
@@ -253,12 +236,8 @@ pub struct NoReplay;
 impl<B> ReplayPolicy<B> for NoReplay {
     type Body = B;
 
-    fn send_once(&self, body: B) -> B {
-        body
-    }
-
     #[inline(always)]
-    fn send_request_once(&self, request: Request<B>) -> Request<B> {
+    fn send_once(&self, request: Request<B>) -> Request<B> {
         request
     }
 
@@ -988,7 +967,9 @@ mod tests {
         assert!(empty.is_end_stream());
         assert_eq!(collect(empty).await.unwrap(), "");
 
-        let once = RecordBody.send_once(Unknown(Full::from("abc")));
+        let once = RecordBody
+            .send_once(Request::new(Unknown(Full::from("abc"))))
+            .into_body();
         assert!(!once.is_capped());
         assert_eq!(collect(once).await.unwrap(), "abc");
     }

@@ -179,11 +179,11 @@ where
             if let Planned::Fetch(attach) = lookup.attach_header(request.headers_mut()) {
                 return self.fetch_first(request, attach);
             }
-            return ResponseFuture::pass(self.inner.call(policy.send_request_once(request)));
+            return ResponseFuture::pass(self.inner.call(policy.send_once(request)));
         }
         let cached = match self.auth.plan_cached(request.uri(), request.extensions()) {
             Planned::Skip => {
-                return ResponseFuture::pass(self.inner.call(policy.send_request_once(request)));
+                return ResponseFuture::pass(self.inner.call(policy.send_once(request)));
             }
             Planned::Cached(cached) => cached,
             Planned::Fetch(attach) => return self.fetch_first(request, attach),
