@@ -3,6 +3,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// `eyJhbGci…(1234 chars)`: enough to recognise a token, not enough to use it.
 pub fn abbreviate(jwt: &str) -> String {
@@ -24,35 +26,20 @@ pub fn claims_json(jwt: &str) -> serde_json::Value {
         .unwrap_or(serde_json::Value::Null)
 }
 
-/// RFC 3339 in UTC (`2026-11-27T15:04:05Z`), without a date library.
+/// RFC 3339 in UTC to the second (`2026-11-27T15:04:05Z`); a time before
+/// the Unix epoch shows as the epoch, one past year 9999 as
+/// `9999-12-31T23:59:59Z`.
 pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = i64::try_from(secs).map_or(LAST_SECOND, |s| s.min(LAST_SECOND));
+    OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
 }
 
-/// Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
+/// `9999-12-31T23:59:59Z`: RFC 3339 years have four digits.
+const LAST_SECOND: i64 = 253_402_300_799;
 
 #[cfg(test)]
 mod tests {
@@ -78,6 +65,22 @@ mod tests {
             rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400 + 3661)),
             "2000-02-29T01:01:01Z"
         );
+        // Whole seconds: the fraction is cut, not rounded.
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::new(1_798_761_599, 999_999_999)),
+            "2026-12-31T23:59:59Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH - Duration::from_secs(1)),
+            "1970-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(LAST_SECOND as u64 + 1)),
+            "9999-12-31T23:59:59Z"
+        );
+        if let Some(far) = UNIX_EPOCH.checked_add(Duration::from_secs(u64::MAX / 2)) {
+            assert_eq!(rfc3339(far), "9999-12-31T23:59:59Z");
+        }
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Time: the conversions every token and answer needs, saturating or
 //! failing with a typed error, never panicking (an `exp` of 2^63 is as
-//! representable as any other number), and RFC 3339 parsing for IAM's
-//! `expireTime`.
+//! representable as any other number), and RFC 3339 parsing (with the
+//! `time` crate) for IAM's `expireTime`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// The instant `secs` seconds after the Unix epoch (a JWT's `exp` or
 /// `iat`); `None` when the platform's clock cannot represent it.
@@ -23,62 +26,23 @@ pub(crate) fn unix_millis(t: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Parses `2014-10-02T15:01:23Z`, `2014-10-02T15:01:23.045123456Z` or
-/// `...+01:00`.
+/// Parses an RFC 3339 time (`2014-10-02T15:01:23Z`,
+/// `2014-10-02T15:01:23.045123456Z`, `...+01:00`; `t`, `z` and a space
+/// separator too) with the `time` crate. `None` for anything else, and for
+/// a time before the Unix epoch or past what the platform's clock holds.
 pub(crate) fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    let b = text.trim().as_bytes();
-    let num = |from: usize, len: usize| -> Option<i64> {
-        let s = b.get(from..from + len)?;
-        s.iter()
-            .all(u8::is_ascii_digit)
-            .then(|| s.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
-    };
-    let sep = |at: usize, c: &[u8]| b.get(at).is_some_and(|x| c.contains(x));
-    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
+    let text = text.trim();
+    // `time` takes any byte between date and time; RFC 3339 allows `T`
+    // (either case) and, in its note, a space.
+    if !text.as_bytes().get(10).is_some_and(|c| b"Tt ".contains(c)) {
         return None;
     }
-    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
-    let (hour, min, sec) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut nanos = 0u32;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            if i - start < 9 {
-                nanos = nanos * 10 + u32::from(b[i] - b'0');
-            }
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        for _ in (i - start).min(9)..9 {
-            nanos *= 10;
-        }
-    }
-    let offset = match b.get(i) {
-        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
-        Some(&s @ (b'+' | b'-')) if i + 6 == b.len() && sep(i + 3, b":") => {
-            let o = num(i + 1, 2)? * 3600 + num(i + 4, 2)? * 60;
-            if s == b'+' { o } else { -o }
-        }
-        _ => return None,
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hour * 3600 + min * 60 + sec - offset;
-    let secs = u64::try_from(secs).ok()?;
-    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
+    let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    // Not `SystemTime::from(t)`: it panics where the platform's clock
+    // cannot hold `t`.
+    let nanos = u128::try_from(t.unix_timestamp_nanos()).ok()?;
+    let secs = u64::try_from(nanos / 1_000_000_000).ok()?;
+    UNIX_EPOCH.checked_add(Duration::new(secs, (nanos % 1_000_000_000) as u32))
 }
 
 #[cfg(test)]
@@ -113,8 +77,60 @@ mod tests {
             "2014-13-02T15:01:23Z",
             "2014-10-02T15:01:23.Z",
             "x014-10-02T15:01:23Z",
+            "2014-10-02X15:01:23Z",
+            "2014-10-02T15:01:23+0100",
+            "2014-10-02T15:01:23Z ok",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn rfc3339_offsets_case_and_separators() {
+        let t = at(1_412_262_083, 0);
+        for same in [
+            "2014-10-02T20:31:23+05:30",
+            "2014-10-02T11:01:23-04:00",
+            "2014-10-02T15:01:23-00:00",
+            "2014-10-02T15:01:23+00:00",
+            "2014-10-02t15:01:23z",
+            "2014-10-02 15:01:23Z",
+            " 2014-10-02T15:01:23Z\n",
+        ] {
+            assert_eq!(parse_rfc3339(same), t, "{same}");
+        }
+        // More than nine digits of a second: the rest is dropped.
+        assert_eq!(
+            parse_rfc3339("2014-10-02T15:01:23.0451234569Z"),
+            at(1_412_262_083, 45_123_456)
+        );
+    }
+
+    #[test]
+    fn rfc3339_out_of_range_is_none_not_a_panic() {
+        for bad in [
+            // Before the Unix epoch: no token expires then.
+            "1969-12-31T23:59:59Z",
+            "1970-01-01T00:00:00+00:01",
+            "0000-01-01T00:00:00Z",
+            // Not a calendar date, not a clock time, not an offset.
+            "2014-02-30T15:01:23Z",
+            "2014-10-02T24:00:00Z",
+            "2014-10-02T15:60:00Z",
+            "2014-10-02T15:01:23+24:00",
+            "2014-10-02T15:01:23+01:60",
+            // A leap second only at the end of a month (UTC).
+            "2014-10-02T15:01:60Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+        // The latest instant there is, in the largest offsets.
+        assert!(parse_rfc3339("9999-12-31T23:59:59.999999999-23:59").is_some());
+        assert!(parse_rfc3339("0000-01-01T00:00:00+23:59").is_none());
+        // A leap second is the nanosecond before the next minute.
+        assert_eq!(
+            parse_rfc3339("2016-12-31T23:59:60Z"),
+            at(1_483_228_799, 999_999_999)
+        );
     }
 }

@@ -16,13 +16,14 @@
 //! than 12 hours ahead is refused, as Google does.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::{Path, State as Ax};
 use axum::response::Response;
 use http::HeaderMap;
 use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use crate::endpoint::Endpoint;
 use crate::fault::{api_error_for, api_error_response, json_response};
@@ -316,28 +317,15 @@ fn permission_denied(permission: &str) -> Response {
     resp
 }
 
-/// Unix seconds as RFC 3339 UTC (`2026-11-27T15:00:00Z`).
+/// Unix seconds as RFC 3339 UTC (`2026-11-27T15:00:00Z`); past year 9999,
+/// `9999-12-31T23:59:59Z`.
 pub(crate) fn rfc3339(secs: u64) -> String {
-    let t = UNIX_EPOCH + Duration::from_secs(secs);
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    // The last second with a four-digit year.
+    let secs = i64::try_from(secs).map_or(253_402_300_799, |s| s.min(253_402_300_799));
+    OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -349,5 +337,7 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_798_761_599), "2026-12-31T23:59:59Z");
+        assert_eq!(rfc3339(253_402_300_800), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59Z");
     }
 }
