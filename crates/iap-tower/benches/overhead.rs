@@ -8,10 +8,13 @@
 //!   clones the request head and its (cheap) body, over the same
 //!   `SetRequestHeader`: the cheapest way to be able to send a request
 //!   again with a header;
+//! - `attach_shared`, `retry_shared`: the two floors with a value made at
+//!   run time (a shared `Bytes`, as a token's header value must be): what
+//!   tower-http costs for a credential that is not a compile-time constant;
 //! - `iap_never`: `IapLayer` with `RetryPolicy::Never` (compare with the
-//!   attach floor);
+//!   attach floors);
 //! - `iap_default`: `IapLayer` with the default, retry-capable policy
-//!   (compare with the retry floor).
+//!   (compare with the retry floors).
 //!
 //! Each iteration: build a request, `poll_ready`, `call`, poll the response
 //! future to completion (it is ready at once), drop the response. The token
@@ -24,7 +27,7 @@
 //! layer; the time is wall time per request over all of them).
 //!
 //! After the run it prints the overheads over `bare` and their ratios to
-//! the floors (`docs/performance.md` explains them):
+//! the floors, static and shared (`docs/performance.md` explains them):
 //!
 //! ```text
 //! cargo bench -p iap-tower --bench overhead -- --warm-up-time 1 --measurement-time 3
@@ -45,9 +48,9 @@ use iap_token::policy::RetryPolicy;
 use iap_token::source::{BoxFuture, TokenSource};
 use iap_token::{Audience, IapAuth, IdToken};
 use iap_tower::IapLayer;
-use tower::retry::{Policy, RetryLayer};
-use tower::{Layer, Service, ServiceBuilder};
-use tower_http::set_header::SetRequestHeaderLayer;
+use tower::retry::{Policy, Retry, RetryLayer};
+use tower::{Layer, Service};
+use tower_http::set_header::{SetRequestHeader, SetRequestHeaderLayer};
 
 const JWT: &str = concat!(
     "eyJhbGciOiJSUzI1NiIsImtpZCI6ImJlbmNoIiwidHlwIjoiSldUIn0.",
@@ -56,10 +59,12 @@ const JWT: &str = concat!(
     "c2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmUtc2lnbmF0dXJlLXNpZ25hdHVyZS1zaWduYXR1cmU"
 );
 
-const PATHS: [&str; 5] = [
+const PATHS: [&str; 7] = [
     "bare",
     "attach_floor",
     "retry_floor",
+    "attach_shared",
+    "retry_shared",
     "iap_never",
     "iap_default",
 ];
@@ -105,6 +110,52 @@ fn static_header() -> HeaderValue {
     let mut value = HeaderValue::from_static(text);
     value.set_sensitive(true);
     value
+}
+
+/// The shared floors' header: the same text made at run time, sensitive.
+/// Cloning it takes a reference count, as cloning any header value that is
+/// not a compile-time constant does (a token's included).
+fn shared_header() -> HeaderValue {
+    let text = bytes::Bytes::from(format!("Bearer {JWT}"));
+    let mut value = HeaderValue::from_maybe_shared(text).unwrap();
+    value.set_sensitive(true);
+    value
+}
+
+/// An attach floor: tower-http's `SetRequestHeader` putting in `value`.
+fn attach_floor(value: HeaderValue) -> SetRequestHeader<Answer, HeaderValue> {
+    SetRequestHeaderLayer::overriding(header::AUTHORIZATION, value).layer(Answer)
+}
+
+/// A retry floor: tower's `Retry` keeping a copy of the request, over the
+/// attach floor with `value`.
+fn retry_floor(value: HeaderValue) -> Retry<CopyHead, SetRequestHeader<Answer, HeaderValue>> {
+    RetryLayer::new(CopyHead).layer(attach_floor(value))
+}
+
+/// Runs `$body` once for every path of [`PATHS`], in that order, with
+/// `$name` its name and `$svc` its service (each a type of its own).
+macro_rules! for_each_path {
+    ($shape:expr, |$name:ident, $svc:ident| $body:expr) => {{
+        let scoped = matches!($shape, Shape::Realistic);
+        let never = || IapLayer::new(auth(RetryPolicy::Never, scoped)).layer(Answer);
+        let default = || IapLayer::new(auth(RetryPolicy::default(), scoped)).layer(Answer);
+        for_each_path!(@run $name, $svc, $body,
+            "bare" => Answer,
+            "attach_floor" => attach_floor(static_header()),
+            "retry_floor" => retry_floor(static_header()),
+            "attach_shared" => attach_floor(shared_header()),
+            "retry_shared" => retry_floor(shared_header()),
+            "iap_never" => never(),
+            "iap_default" => default(),
+        );
+    }};
+    (@run $name:ident, $svc:ident, $body:expr, $($path:literal => $make:expr,)*) => {
+        $({
+            let ($name, $svc) = ($path, $make);
+            $body;
+        })*
+    };
 }
 
 #[derive(Clone, Copy)]
@@ -265,31 +316,12 @@ fn overhead(c: &mut Criterion) {
         .build()
         .unwrap();
     for shape in [Shape::Minimal, Shape::Realistic] {
-        let scoped = matches!(shape, Shape::Realistic);
-        let never = IapLayer::new(auth(RetryPolicy::Never, scoped));
-        let default = IapLayer::new(auth(RetryPolicy::default(), scoped));
-        let attach = SetRequestHeaderLayer::overriding(header::AUTHORIZATION, static_header());
-        let retry = ServiceBuilder::new()
-            .layer(RetryLayer::new(CopyHead))
-            .layer(SetRequestHeaderLayer::overriding(
-                header::AUTHORIZATION,
-                static_header(),
-            ));
-
         let mut group = c.benchmark_group(group_name(shape, "1thread"));
-        single(&mut group, "bare", Answer, shape);
-        single(&mut group, "attach_floor", attach.layer(Answer), shape);
-        single(&mut group, "retry_floor", retry.service(Answer), shape);
-        single(&mut group, "iap_never", never.layer(Answer), shape);
-        single(&mut group, "iap_default", default.layer(Answer), shape);
+        for_each_path!(shape, |name, svc| single(&mut group, name, svc, shape));
         group.finish();
 
         let mut group = c.benchmark_group(group_name(shape, "2x64"));
-        multi(&mut group, &rt, "bare", Answer, shape);
-        multi(&mut group, &rt, "attach_floor", attach.layer(Answer), shape);
-        multi(&mut group, &rt, "retry_floor", retry.service(Answer), shape);
-        multi(&mut group, &rt, "iap_never", never.layer(Answer), shape);
-        multi(&mut group, &rt, "iap_default", default.layer(Answer), shape);
+        for_each_path!(shape, |name, svc| multi(&mut group, &rt, name, svc, shape));
         group.finish();
     }
 }
@@ -311,34 +343,54 @@ fn summary() {
         })
         .map(|target| target.join("criterion"));
     let Some(dir) = dir else { return };
-    println!("\noverhead over bare (ns, criterion medians), ratio to the floor:");
-    println!(
-        "{:<24} {:>7} {:>7} {:>7} {:>7} {:>7} {:>13} {:>13}",
-        "group", "bare", "+attach", "+retry", "+never", "+default", "never/attach", "default/retry"
-    );
+    println!("\noverhead over bare (ns, criterion medians), ratios to the floors:");
+    table_head();
     for shape in [Shape::Minimal, Shape::Realistic] {
         for schedule in ["1thread", "2x64"] {
             let group = group_name(shape, schedule);
-            let m: Vec<Option<f64>> = PATHS.iter().map(|p| median_ns(&dir, &group, p)).collect();
-            let [
-                Some(bare),
-                Some(attach),
-                Some(retry),
-                Some(never),
-                Some(default),
-            ] = m[..]
-            else {
-                continue;
-            };
-            let (attach, retry, never, default) =
-                (attach - bare, retry - bare, never - bare, default - bare);
-            println!(
-                "{group:<24} {bare:>7.1} {attach:>7.1} {retry:>7.1} {never:>7.1} {default:>7.1} {:>12.2}x {:>12.2}x",
-                never / attach,
-                default / retry,
-            );
+            let m: Option<Vec<f64>> = PATHS.iter().map(|p| median_ns(&dir, &group, p)).collect();
+            if let Some(m) = m {
+                table_row(&group, &m);
+            }
         }
     }
+}
+
+/// The head of [`table_row`]'s table.
+fn table_head() {
+    println!(
+        "{:<24} {:>6} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8}",
+        "group",
+        "bare",
+        "+attach",
+        "+retry",
+        "+att.sh",
+        "+ret.sh",
+        "+never",
+        "+default",
+        "nev/att",
+        "def/ret",
+        "nev/a.sh",
+        "def/r.sh",
+    );
+}
+
+/// One line of the table: `m` holds a time per path of [`PATHS`], in ns;
+/// printed as overheads over `bare`, then `iap_never` over the attach
+/// floors and `iap_default` over the retry floors (static, then shared).
+fn table_row(group: &str, m: &[f64]) {
+    let bare = m[0];
+    let o: Vec<f64> = m[1..].iter().map(|t| t - bare).collect();
+    let [attach, retry, attach_shared, retry_shared, never, default] = o[..] else {
+        unreachable!("one time per path")
+    };
+    println!(
+        "{group:<24} {bare:>6.1} {attach:>7.1} {retry:>7.1} {attach_shared:>7.1} {retry_shared:>7.1} {never:>7.1} {default:>7.1} {:>7.2}x {:>7.2}x {:>7.2}x {:>7.2}x",
+        never / attach,
+        default / retry,
+        never / attach_shared,
+        default / retry_shared,
+    );
 }
 
 /// `IAP_BENCH_COUNT=<minimal|realistic>/<path>`: no criterion, just
@@ -356,18 +408,6 @@ fn count(which: &str) {
         "realistic" => Shape::Realistic,
         other => panic!("no request shape {other:?}"),
     };
-    let scoped = matches!(shape, Shape::Realistic);
-    let never = IapLayer::new(auth(RetryPolicy::Never, scoped)).layer(Answer);
-    let default = IapLayer::new(auth(RetryPolicy::default(), scoped)).layer(Answer);
-    let attach =
-        SetRequestHeaderLayer::overriding(header::AUTHORIZATION, static_header()).layer(Answer);
-    let retry = ServiceBuilder::new()
-        .layer(RetryLayer::new(CopyHead))
-        .layer(SetRequestHeaderLayer::overriding(
-            header::AUTHORIZATION,
-            static_header(),
-        ))
-        .service(Answer);
     let uri = shape.uri();
     fn run<S: Service<Request<()>>>(mut svc: S, shape: Shape, uri: &Uri, calls: u64)
     where
@@ -381,14 +421,12 @@ fn count(which: &str) {
             black_box(once(&mut svc, shape.request(uri)));
         }
     }
-    match path {
-        "bare" => run(Answer, shape, &uri, calls),
-        "attach_floor" => run(attach, shape, &uri, calls),
-        "retry_floor" => run(retry, shape, &uri, calls),
-        "iap_never" => run(never, shape, &uri, calls),
-        "iap_default" => run(default, shape, &uri, calls),
-        other => panic!("no path {other:?}: one of {PATHS:?}"),
-    }
+    let mut found = false;
+    for_each_path!(shape, |name, svc| if name == path {
+        run(svc, shape, &uri, calls);
+        found = true;
+    });
+    assert!(found, "no path {path:?}: one of {PATHS:?}");
 }
 
 type Timer = Box<dyn Fn(u64) -> f64>;
@@ -451,34 +489,10 @@ fn rounds(n: usize) {
     println!(
         "medians of {n} rounds of {calls} requests per path, paths interleaved (ns per request)"
     );
-    println!(
-        "{:<24} {:>7} {:>7} {:>7} {:>7} {:>7} {:>13} {:>13}",
-        "group", "bare", "+attach", "+retry", "+never", "+default", "never/attach", "default/retry"
-    );
+    table_head();
     for shape in [Shape::Minimal, Shape::Realistic] {
-        let scoped = matches!(shape, Shape::Realistic);
-        let attach = SetRequestHeaderLayer::overriding(header::AUTHORIZATION, static_header());
-        let retry = ServiceBuilder::new()
-            .layer(RetryLayer::new(CopyHead))
-            .layer(SetRequestHeaderLayer::overriding(
-                header::AUTHORIZATION,
-                static_header(),
-            ));
-        let paths = [
-            timers(Answer, shape, &rt),
-            timers(attach.layer(Answer), shape, &rt),
-            timers(retry.service(Answer), shape, &rt),
-            timers(
-                IapLayer::new(auth(RetryPolicy::Never, scoped)).layer(Answer),
-                shape,
-                &rt,
-            ),
-            timers(
-                IapLayer::new(auth(RetryPolicy::default(), scoped)).layer(Answer),
-                shape,
-                &rt,
-            ),
-        ];
+        let mut paths = Vec::new();
+        for_each_path!(shape, |_name, svc| paths.push(timers(svc, shape, &rt)));
         let mut single = vec![Vec::new(); PATHS.len()];
         let mut multi = vec![Vec::new(); PATHS.len()];
         for _ in 0..n {
@@ -495,15 +509,7 @@ fn rounds(n: usize) {
                     t[t.len() / 2]
                 })
                 .collect();
-            let bare = m[0];
-            let (attach, retry, never, default) =
-                (m[1] - bare, m[2] - bare, m[3] - bare, m[4] - bare);
-            println!(
-                "{:<24} {bare:>7.1} {attach:>7.1} {retry:>7.1} {never:>7.1} {default:>7.1} {:>12.2}x {:>12.2}x",
-                group_name(shape, schedule),
-                never / attach,
-                default / retry,
-            );
+            table_row(&group_name(shape, schedule), &m);
         }
     }
 }
