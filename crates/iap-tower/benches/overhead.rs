@@ -138,16 +138,14 @@ fn retry_floor(value: HeaderValue) -> Retry<CopyHead, SetRequestHeader<Answer, H
 macro_rules! for_each_path {
     ($shape:expr, |$name:ident, $svc:ident| $body:expr) => {{
         let scoped = matches!($shape, Shape::Realistic);
-        let never = || IapLayer::new(auth(RetryPolicy::Never, scoped)).layer(Answer);
-        let default = || IapLayer::new(auth(RetryPolicy::default(), scoped)).layer(Answer);
         for_each_path!(@run $name, $svc, $body,
             "bare" => Answer,
             "attach_floor" => attach_floor(static_header()),
             "retry_floor" => retry_floor(static_header()),
             "attach_shared" => attach_floor(shared_header()),
             "retry_shared" => retry_floor(shared_header()),
-            "iap_never" => never(),
-            "iap_default" => default(),
+            "iap_never" => IapLayer::new(auth(RetryPolicy::Never, scoped)).layer(Answer),
+            "iap_default" => IapLayer::new(auth(RetryPolicy::default(), scoped)).layer(Answer),
         );
     }};
     (@run $name:ident, $svc:ident, $body:expr, $($path:literal => $make:expr,)*) => {
